@@ -1,0 +1,159 @@
+//! The agent's gRPC server: NodeDiagnostics, grpc.health.v1 and reflection on TCP and/or a Unix socket.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::pin::Pin;
+
+use nodectl_proto::nodectl::v1 as pb;
+use pb::node_diagnostics_server::{NodeDiagnostics, NodeDiagnosticsServer};
+use tokio::net::{TcpListener, UnixListener};
+use tokio_stream::Stream;
+use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status};
+
+use crate::HostRoot;
+use crate::snapshot::{self, SampleOptions};
+
+/// Longest sampling window a request may ask for; a client cannot pin an agent thread longer.
+const MAX_SAMPLE_WINDOW_MS: u64 = 60_000;
+
+/// Where and what the agent serves.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub root: HostRoot,
+    pub listen: Option<SocketAddr>,
+    pub unix: Option<PathBuf>,
+}
+
+/// Implements nodectl.v1.NodeDiagnostics over one host root.
+#[derive(Debug, Clone)]
+pub struct DiagnosticsService {
+    root: HostRoot,
+}
+
+impl DiagnosticsService {
+    pub fn new(root: HostRoot) -> Self {
+        Self { root }
+    }
+}
+
+fn sample_options(request: &pb::GetSnapshotRequest) -> Result<SampleOptions, Status> {
+    let count = request.sample_count.max(1);
+    let window_ms = u64::from(count - 1) * u64::from(request.sample_interval_ms);
+    if window_ms > MAX_SAMPLE_WINDOW_MS {
+        return Err(Status::invalid_argument(format!(
+            "sample_count × sample_interval_ms is {window_ms} ms; at most {MAX_SAMPLE_WINDOW_MS} ms"
+        )));
+    }
+    Ok(SampleOptions {
+        count,
+        interval: std::time::Duration::from_millis(u64::from(request.sample_interval_ms)),
+    })
+}
+
+type KernelStream = Pin<Box<dyn Stream<Item = Result<pb::KernelStreamMessage, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl NodeDiagnostics for DiagnosticsService {
+    async fn get_snapshot(
+        &self,
+        request: Request<pb::GetSnapshotRequest>,
+    ) -> Result<Response<pb::Snapshot>, Status> {
+        let options = sample_options(request.get_ref())?;
+        let root = self.root.clone();
+        let snapshot = tokio::task::spawn_blocking(move || snapshot::take(&root, &options))
+            .await
+            .map_err(|e| Status::internal(format!("snapshot task failed: {e}")))?;
+        Ok(Response::new(pb::Snapshot::from(&snapshot)))
+    }
+
+    type StreamKernelEventsStream = KernelStream;
+
+    async fn stream_kernel_events(
+        &self,
+        _request: Request<pb::StreamKernelEventsRequest>,
+    ) -> Result<Response<Self::StreamKernelEventsStream>, Status> {
+        Err(Status::unimplemented(
+            "kernel event streaming is not built yet",
+        ))
+    }
+}
+
+fn router(service: DiagnosticsService) -> Result<tonic::transport::server::Router, anyhow::Error> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    // The reporter only records a status; setting it cannot fail in a way we can act on.
+    drop(health_reporter.set_serving::<NodeDiagnosticsServer<DiagnosticsService>>());
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(nodectl_proto::FILE_DESCRIPTOR_SET)
+        .build_v1()?;
+    Ok(tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(NodeDiagnosticsServer::new(service)))
+}
+
+/// Binds every configured listener, prints one `listening grpc=ADDR` line per listener on
+/// stdout, then `ready` (tests and scripts read the port chosen for `:0` there), and serves
+/// until `shutdown`. Listeners bound before this call print their own `listening` lines first.
+pub async fn serve(config: ServerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+    use anyhow::Context as _;
+    use std::io::Write as _;
+
+    if config.listen.is_none() && config.unix.is_none() {
+        anyhow::bail!("nothing to serve on: give --listen ADDR and/or --unix PATH");
+    }
+    let service = DiagnosticsService::new(config.root.clone());
+    let mut tasks = tokio::task::JoinSet::new();
+
+    if let Some(addr) = config.listen {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding --listen {addr}"))?;
+        let local = listener.local_addr()?;
+        println!("listening grpc={local}");
+        let router = router(service.clone())?;
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled())
+                .await
+                .context("gRPC server on TCP")
+        });
+    }
+    if let Some(path) = config.unix.clone() {
+        // A socket file left by an agent that was killed would make bind fail.
+        if path.exists() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("removing stale socket {}", path.display()))?;
+        }
+        let listener = UnixListener::bind(&path)
+            .with_context(|| format!("binding --unix {}", path.display()))?;
+        println!("listening grpc=unix:{}", path.display());
+        let router = router(service.clone())?;
+        let token = shutdown.clone();
+        tasks.spawn(async move {
+            router
+                .serve_with_incoming_shutdown(UnixListenerStream::new(listener), token.cancelled())
+                .await
+                .context("gRPC server on Unix socket")
+        });
+    }
+    println!("ready");
+    std::io::stdout().flush()?;
+
+    let mut result = Ok(());
+    while let Some(joined) = tasks.join_next().await {
+        let outcome = joined.context("server task panicked").and_then(|r| r);
+        if let Err(e) = outcome {
+            shutdown.cancel();
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
+    }
+    if let Some(path) = &config.unix {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}

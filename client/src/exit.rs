@@ -1,0 +1,36 @@
+//! Exit codes and the error kinds that choose them: 0 ok, 1 critical finding, 2 usage/input, 3 unreachable.
+
+use std::process::ExitCode;
+
+/// What a command found, when it ran to the end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing critical.
+    Ok,
+    /// A check, diagnosis or verification found a critical problem (exit 1).
+    Critical,
+}
+
+impl Outcome {
+    pub fn exit_code(self) -> ExitCode {
+        match self {
+            Outcome::Ok => ExitCode::SUCCESS,
+            Outcome::Critical => ExitCode::from(1),
+        }
+    }
+}
+
+/// A node, an agent or a service could not be reached (exit 3). Wrap the cause in it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct Unreachable(pub String);
+
+/// Exit code for an error that ended a command: 3 when something could not be reached, else 2
+/// (the input, a flag or a file was wrong; the message says which).
+pub fn exit_code_for(error: &anyhow::Error) -> ExitCode {
+    if error.chain().any(|cause| cause.is::<Unreachable>()) {
+        ExitCode::from(3)
+    } else {
+        ExitCode::from(2)
+    }
+}

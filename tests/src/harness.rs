@@ -1,0 +1,229 @@
+//! Starts the real `nodectl-agent` and `nodectl` binaries for tests, and finds fixtures and `../shared`.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+
+/// The workspace's root directory.
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")))
+}
+
+/// A fixture tree under `tests/fixtures/nodes/`.
+pub fn node_fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures/nodes")
+        .join(name)
+}
+
+/// A file or folder under `tests/fixtures/`.
+pub fn fixture(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("fixtures")
+        .join(relative)
+}
+
+/// `../shared/<relative>` beside the checkout, or `None` with a printed notice when it is absent
+/// (the repository stands alone; CI has it and runs the test).
+pub fn shared(relative: &str) -> Option<PathBuf> {
+    let path = workspace_root().join("../shared").join(relative);
+    if path.exists() {
+        Some(path)
+    } else {
+        eprintln!(
+            "SKIPPED: {} is absent; this test needs the shared outside data beside the checkout",
+            path.display()
+        );
+        None
+    }
+}
+
+/// Path of a workspace binary, built once per test process (a no-op after `cargo test --workspace`).
+pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
+    static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    let dir = BUILT
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+            let status = Command::new(cargo)
+                .current_dir(workspace_root())
+                .args(["build", "--quiet", "--workspace", "--bins"])
+                .status()
+                .map_err(|e| format!("running cargo build: {e}"))?;
+            if !status.success() {
+                return Err(format!("cargo build of the binaries failed: {status}"));
+            }
+            // target/<profile>/deps/<test-exe> → target/<profile>
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            exe.parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .ok_or_else(|| format!("no target dir above {}", exe.display()))
+        })
+        .clone()
+        .map_err(anyhow::Error::msg)?;
+    let path = dir.join(name);
+    if !path.exists() {
+        bail!("binary {} not found", path.display());
+    }
+    Ok(path)
+}
+
+/// A running `nodectl-agent`; stopped with SIGTERM (then killed) when dropped.
+pub struct Agent {
+    child: Child,
+    /// `http://127.0.0.1:PORT` of its gRPC listener.
+    pub endpoint: String,
+    /// Every `listening KEY=VALUE` line it printed, e.g. (`grpc`, `127.0.0.1:PORT`).
+    pub listeners: Vec<(String, String)>,
+}
+
+impl Agent {
+    /// Starts the agent on `127.0.0.1:0` over `host_root`, with extra flags, and waits until it is ready.
+    pub fn start(host_root: &Path, extra_args: &[&str]) -> anyhow::Result<Agent> {
+        let mut child = Command::new(binary("nodectl-agent")?)
+            .arg("--host-root")
+            .arg(host_root)
+            .args(["--listen", "127.0.0.1:0"])
+            .args(extra_args)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .context("starting nodectl-agent")?;
+        let stdout = child.stdout.take().context("agent stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            let mut listeners = Vec::new();
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                if line == "ready" {
+                    let _ = tx.send(Ok(listeners));
+                    // Keep draining so the agent never blocks on a full pipe.
+                    for _ in lines.by_ref() {}
+                    return;
+                }
+                if let Some((key, value)) = line
+                    .strip_prefix("listening ")
+                    .and_then(|kv| kv.split_once('='))
+                {
+                    listeners.push((key.to_owned(), value.to_owned()));
+                }
+            }
+            let _ = tx.send(Err("agent exited before it was ready".to_owned()));
+        });
+        let listeners = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(Ok(listeners)) => listeners,
+            Ok(Err(e)) => {
+                let _ = child.kill();
+                bail!("{e}");
+            }
+            Err(_) => {
+                let _ = child.kill();
+                bail!("agent not ready within 60 s");
+            }
+        };
+        let grpc = listeners
+            .iter()
+            .find(|(k, v)| k == "grpc" && !v.starts_with("unix:"))
+            .map(|(_, v)| format!("http://{v}"))
+            .context("agent printed no TCP grpc listener")?;
+        Ok(Agent {
+            child,
+            endpoint: grpc,
+            listeners,
+        })
+    }
+
+    /// The address of a listener it printed (`grpc`, `metrics`, ...).
+    pub fn listener(&self, key: &str) -> Option<&str> {
+        self.listeners
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends SIGTERM and waits for the exit; returns whether it exited with status 0.
+    pub fn terminate(mut self) -> anyhow::Result<bool> {
+        self.signal_term()?;
+        let status = self.child.wait()?;
+        Ok(status.success())
+    }
+
+    fn signal_term(&self) -> anyhow::Result<()> {
+        let pid = nix::unistd::Pid::from_raw(i32::try_from(self.child.id())?);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM)?;
+        Ok(())
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.signal_term();
+            for _ in 0..50 {
+                if !matches!(self.child.try_wait(), Ok(None)) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What a `nodectl` run printed and how it exited.
+#[derive(Debug)]
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+/// Runs `nodectl` with `args` to the end.
+pub fn nodectl(args: &[&str]) -> anyhow::Result<Run> {
+    nodectl_with(args, &[], None)
+}
+
+/// Runs `nodectl` with `args`, extra environment and optional standard input.
+pub fn nodectl_with(
+    args: &[&str],
+    env: &[(&str, &str)],
+    stdin: Option<&str>,
+) -> anyhow::Result<Run> {
+    use std::io::Write as _;
+    let mut command = Command::new(binary("nodectl")?);
+    command
+        .args(args)
+        .envs(env.iter().copied())
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().context("starting nodectl")?;
+    if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+        pipe.write_all(text.as_bytes())?;
+    }
+    let output = child.wait_with_output()?;
+    Ok(Run {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    })
+}

@@ -1,0 +1,3 @@
+//! Support for nodectl's end-to-end tests: start the real binaries, find fixtures, fake what cannot run here.
+
+pub mod harness;
