@@ -1,0 +1,1 @@
+//! `nodectl talos apply-patch`.

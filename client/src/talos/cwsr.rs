@@ -1,0 +1,1 @@
+//! `nodectl cwsr status|disable|enable`.
