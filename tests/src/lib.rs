@@ -1,3 +1,4 @@
 //! Support for nodectl's end-to-end tests: start the real binaries, find fixtures, fake what cannot run here.
 
+pub mod fake_talos;
 pub mod harness;
