@@ -505,7 +505,7 @@ async fn change(args: &ChangeArgs, global: &GlobalArgs, disable: bool) -> anyhow
                 "new configuration",
             ));
             println!(
-                "     the kernel argument is then only in the configuration: GRUB gets it at the upgrade below"
+                "     this changes only the configuration: GRUB's command line changes at the upgrade below"
             );
             step += 1;
         } else {
@@ -588,7 +588,8 @@ async fn change(args: &ChangeArgs, global: &GlobalArgs, disable: bool) -> anyhow
                     println!("  warning: {warning}");
                 }
                 println!(
-                    "  {} is now in machine.install.extraKernelArgs but NOT on the running kernel: it takes effect with the upgrade that follows",
+                    "  machine.install.extraKernelArgs now {} {}, but the running kernel does NOT reflect it: it takes effect with the upgrade that follows",
+                    if disable { "has" } else { "lacks" },
                     arg.render()
                 );
             }
