@@ -258,6 +258,16 @@ mod tests {
         assert!(parse_schematic_id("Bad Request").is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn replies_and_schematics_never_panic(text in "\\PC{0,300}") {
+            let _ = parse_schematic_id(&text);
+            if let Ok(mut value) = serde_saphyr::from_str::<Value>(&text) {
+                let _ = set_schematic_kernel_arg(&mut value, &KernelArg::cwsr_disabled(), true);
+            }
+        }
+    }
+
     #[test]
     fn installer_images() {
         let f = Factory::new("http://127.0.0.1:8080/").unwrap();
