@@ -578,7 +578,7 @@ async fn change(args: &ChangeArgs, global: &GlobalArgs, disable: bool) -> anyhow
                 .apply_configuration(&edited.to_yaml()?, ApplyMode::NoReboot, true)
                 .await?;
             println!("apid dry run:");
-            print_indented(&answer.mode_details);
+            print_indented(&super::api::dry_run_summary(&answer.mode_details));
             for warning in &answer.warnings {
                 println!("  warning: {warning}");
             }
