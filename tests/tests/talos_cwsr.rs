@@ -446,3 +446,69 @@ async fn an_unreachable_node_exits_3() {
     let disable = cwsr_run(&fake, &talosconfig, "disable", &["--yes"]).await;
     assert_eq!(disable.code, 3, "{}", disable.stderr);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_factory_exits_3_and_changes_nothing() {
+    let Some((fake, admin)) = start(Scenario::uki()).await else {
+        return;
+    };
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let run = nodectl_on(
+        &fake,
+        &admin,
+        &[
+            "cwsr",
+            "disable",
+            "--yes",
+            "--factory",
+            &format!("http://{closed}"),
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(fake.writes().is_empty());
+    assert_eq!(fake.node().cwsr_enable(), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_factory_error_body_is_shown_and_exits_2() {
+    let Some((fake, admin)) = start(Scenario::uki()).await else {
+        return;
+    };
+    // The factory has never seen the node's schematic: GET answers 404 with a plain-text body.
+    fake.factory.state.forget(&fake.node().schematic_id);
+    let run = cwsr_run(&fake, &admin, "disable", &["--yes"]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("not found"), "{}", run.stderr);
+    assert!(fake.writes().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stays_down_past_the_timeout_exits_3() {
+    let mut scenario = Scenario::legacy_grub();
+    scenario.reboot_duration = Duration::from_secs(8);
+    let Some((fake, admin)) = start(scenario).await else {
+        return;
+    };
+    let args = vec![
+        "--talosconfig".to_owned(),
+        admin.to_string_lossy().into_owned(),
+        "cwsr".to_owned(),
+        "disable".to_owned(),
+        "--yes".to_owned(),
+        "--factory".to_owned(),
+        fake.factory.url(),
+        "--timeout".to_owned(),
+        "1s".to_owned(),
+    ];
+    let run = run(args, admin.parent().unwrap()).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    // The upgrade was sent; the node comes back on its own with the argument.
+    let node = fake.wait_until_up(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(node.cwsr_enable(), "0");
+}

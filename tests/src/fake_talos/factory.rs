@@ -203,6 +203,14 @@ impl FactoryState {
         id
     }
 
+    /// Forgets a schematic, as a factory that never saw the node's schematic would.
+    pub fn forget(&self, id: &str) {
+        self.schematics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+
     /// The schematic with this id, if it was ever posted or registered.
     pub fn schematic(&self, id: &str) -> Option<Schematic> {
         self.schematics
