@@ -58,6 +58,12 @@ pub enum Command {
     /// Show a node's amdgpu, firmware, clock, memory, KFD and host state, or check it.
     #[command(subcommand)]
     Node(crate::node::NodeCommand),
+    /// amdgpu CWSR on a Talos node: status, or disable/enable it through the node's boot path.
+    #[command(subcommand)]
+    Cwsr(crate::talos::cwsr::CwsrCommand),
+    /// Talos machine configuration: apply patches with a plan, confirmation and read-back.
+    #[command(subcommand)]
+    Talos(crate::talos::apply_patch::TalosCommand),
 }
 
 impl Cli {
@@ -65,6 +71,8 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<Outcome> {
         match self.command {
             Command::Node(command) => crate::node::run(command, &self.global).await,
+            Command::Cwsr(command) => crate::talos::cwsr::run(command, &self.global).await,
+            Command::Talos(command) => crate::talos::apply_patch::run(command, &self.global).await,
         }
     }
 }

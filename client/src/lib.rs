@@ -5,3 +5,4 @@ pub mod exit;
 pub mod node;
 pub mod output;
 pub mod source;
+pub mod talos;

@@ -1,0 +1,247 @@
+//! `nodectl talos apply-patch FILE...`: any machine-config patch, planned as a diff, confirmed, applied and read back.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Subcommand, ValueEnum};
+
+use super::api::{ApplyMode, TalosClient};
+use super::machine_config::{MachineConfig, Patch, unified_diff};
+use super::talosconfig;
+use super::workflow::{self, DEFAULT_TIMEOUT, Waited};
+use crate::cli::GlobalArgs;
+use crate::exit::Outcome;
+
+#[derive(Debug, Subcommand)]
+pub enum TalosCommand {
+    /// Apply strategic-merge or JSON6902 patches to the node's machine configuration.
+    ApplyPatch(ApplyPatchArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PatchMode {
+    /// apid decides: without a reboot when it can, else with one.
+    Auto,
+    /// Only changes that apply without a reboot (refused otherwise).
+    NoReboot,
+    /// Persist for the next reboot; the running configuration stays.
+    Staged,
+    /// In memory only, reverted automatically after a minute unless a later apply confirms it.
+    Try,
+}
+
+impl PatchMode {
+    fn wire(self) -> ApplyMode {
+        match self {
+            PatchMode::Auto => ApplyMode::Auto,
+            PatchMode::NoReboot => ApplyMode::NoReboot,
+            PatchMode::Staged => ApplyMode::Staged,
+            PatchMode::Try => ApplyMode::Try,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct ApplyPatchArgs {
+    /// Patch files, applied in order (strategic merge YAML or JSON6902 JSON/YAML).
+    #[arg(required = true, value_name = "FILE")]
+    pub files: Vec<PathBuf>,
+    /// How apid applies the configuration (never `reboot`).
+    #[arg(long, value_enum, default_value_t = PatchMode::Auto)]
+    pub mode: PatchMode,
+    /// Print the plan and apid's dry-run answer; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// How long to wait when apid reboots the node (e.g. 30s, 15m).
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = workflow::parse_timeout)]
+    pub timeout: Duration,
+}
+
+pub async fn run(command: TalosCommand, global: &GlobalArgs) -> anyhow::Result<Outcome> {
+    match command {
+        TalosCommand::ApplyPatch(args) => apply_patch(&args, global).await,
+    }
+}
+
+/// Parts of the config whose change apid accepts without a reboot but which act only later.
+fn delayed_effect_notes(old: &MachineConfig, new: &MachineConfig) -> Vec<&'static str> {
+    let at = |cfg: &MachineConfig, pointer: &str| {
+        cfg.v1alpha1().and_then(|d| d.pointer(pointer)).cloned()
+    };
+    let mut notes = Vec::new();
+    if at(old, "/machine/install/extraKernelArgs") != at(new, "/machine/install/extraKernelArgs") {
+        notes.push("machine.install.extraKernelArgs changes act only after an upgrade (a same-version upgrade is enough) and never on systemd-boot/UKI or with grubUseUKICmdline: use `nodectl cwsr` or an Image Factory schematic there");
+    }
+    if at(old, "/machine/kernel") != at(new, "/machine/kernel") {
+        notes.push("machine.kernel changes act only when the module is next loaded (a reboot); amdgpu is loaded by udev before the configuration, so its parameters here are ignored");
+    }
+    if at(old, "/machine/install") != at(new, "/machine/install") {
+        notes.push("machine.install changes act only at the next install or upgrade");
+    }
+    notes.dedup();
+    notes
+}
+
+async fn apply_patch(args: &ApplyPatchArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
+    let mut patches = Vec::new();
+    for file in &args.files {
+        let text = std::fs::read_to_string(file)
+            .with_context(|| format!("cannot read patch {}", file.display()))?;
+        patches.push(Patch::parse(&text, &file.display().to_string())?);
+    }
+    let ctx = talosconfig::load(global.talosconfig.as_deref(), global.context.as_deref())?;
+    let client = TalosClient::connect(&ctx, global.node.as_deref()).await?;
+    let running_yaml = client.machine_config().await?;
+    let running = MachineConfig::parse(&running_yaml, "the node's machine configuration")?;
+    let mut patched = running.clone();
+    for (patch, file) in patches.iter().zip(&args.files) {
+        patched
+            .apply(patch)
+            .with_context(|| format!("patch {}", file.display()))?;
+    }
+    if patched == running {
+        println!(
+            "node {}: the patches change nothing in the running configuration; nothing to apply",
+            client.node
+        );
+        return Ok(Outcome::Ok);
+    }
+    let new_yaml = patched.to_yaml()?;
+    println!("node {}: plan", client.node);
+    println!(
+        "  apply the full configuration with mode {} (diff of the running configuration):",
+        args.mode
+            .to_possible_value()
+            .map_or_else(|| format!("{:?}", args.mode), |v| v.get_name().to_owned())
+    );
+    for line in unified_diff(&running.to_yaml()?, &new_yaml, "running", "patched").lines() {
+        println!("     {line}");
+    }
+    let notes = delayed_effect_notes(&running, &patched);
+    for note in &notes {
+        println!("  note: {note}");
+    }
+    if args.dry_run {
+        let answer = client
+            .apply_configuration(&new_yaml, args.mode.wire(), true)
+            .await?;
+        println!("apid dry run:");
+        for line in answer.mode_details.lines() {
+            println!("     {line}");
+        }
+        println!("dry run: nothing was changed");
+        return Ok(Outcome::Ok);
+    }
+    if !workflow::confirm(args.yes, &format!("Apply to node {}?", client.node))? {
+        println!("not confirmed: nothing was changed");
+        return Ok(Outcome::Ok);
+    }
+    let answer = client
+        .apply_configuration(&new_yaml, args.mode.wire(), false)
+        .await?;
+    println!("applied: {}", answer.mode_details.trim());
+    for warning in &answer.warnings {
+        println!("  warning: {warning}");
+    }
+    if !notes.is_empty() {
+        println!("  accepted, but not all of it is effective yet (see the notes above)");
+    }
+
+    let client = if answer.mode == ApplyMode::Reboot {
+        eprintln!(
+            "apid reboots the node to apply this; waiting (up to {}s):",
+            args.timeout.as_secs()
+        );
+        match workflow::wait_for_node(&client, args.timeout, async |c: &TalosClient| {
+            config_matches(c, "v1alpha1", &patched).await
+        })
+        .await?
+        {
+            Waited::Done(c) | Waited::BackWithoutChange(c) | Waited::NeverWentDown(c) => c,
+        }
+    } else {
+        client
+    };
+
+    if answer.mode == ApplyMode::Staged {
+        let running_now = client.machine_config().await?;
+        let unchanged =
+            MachineConfig::parse(&running_now, "the node's machine configuration")? == running;
+        return match client.machine_config_by_id("persistent").await {
+            Ok(Some(persisted)) => {
+                if MachineConfig::parse(&persisted, "persisted configuration")? == patched {
+                    println!(
+                        "verified: the configuration is staged; it takes effect at the next reboot"
+                    );
+                    Ok(Outcome::Ok)
+                } else {
+                    println!("NOT verified: the persisted configuration is not the one sent");
+                    Ok(Outcome::Critical)
+                }
+            }
+            _ if unchanged => {
+                println!(
+                    "staged: it takes effect at the next reboot; the running configuration is unchanged, as expected (the staged one cannot be read back here)"
+                );
+                Ok(Outcome::Ok)
+            }
+            _ => {
+                println!(
+                    "NOT verified: the running configuration changed although the mode was staged"
+                );
+                Ok(Outcome::Critical)
+            }
+        };
+    }
+    if config_matches(&client, "v1alpha1", &patched).await? {
+        println!("verified: the running configuration is the one sent");
+        if answer.mode == ApplyMode::Try {
+            println!("  try mode: apid reverts it automatically unless a non-try apply follows");
+        }
+        Ok(Outcome::Ok)
+    } else {
+        println!("NOT verified: the running configuration read back differs from the one sent");
+        Ok(Outcome::Critical)
+    }
+}
+
+async fn config_matches(
+    client: &TalosClient,
+    id: &str,
+    expected: &MachineConfig,
+) -> anyhow::Result<bool> {
+    let Some(text) = client.machine_config_by_id(id).await? else {
+        return Ok(false);
+    };
+    Ok(MachineConfig::parse(&text, "the node's machine configuration")? == *expected)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn notes_for_changes_that_act_later() {
+        let old = MachineConfig::parse("machine:\n  install:\n    disk: /dev/sda\n", "a").unwrap();
+        let mut new = old.clone();
+        new.set_extra_kernel_arg(&super::super::kernel_args::KernelArg::cwsr_disabled(), true)
+            .unwrap();
+        let notes = delayed_effect_notes(&old, &new);
+        assert!(notes.iter().any(|n| n.contains("extraKernelArgs")));
+        assert!(delayed_effect_notes(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn mode_reboot_is_not_offered() {
+        let names: Vec<String> = PatchMode::value_variants()
+            .iter()
+            .filter_map(|v| v.to_possible_value().map(|p| p.get_name().to_owned()))
+            .collect();
+        assert_eq!(names, ["auto", "no-reboot", "staged", "try"]);
+    }
+}

@@ -1,0 +1,152 @@
+//! Kernel arguments: idempotent edits of an argument list (never a duplicate) and lookups in a command line.
+
+/// A `key=value` (or bare `key`) kernel argument.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KernelArg {
+    pub key: String,
+    pub value: Option<String>,
+}
+
+/// The argument that turns CWSR off in amdgpu.
+pub const CWSR_KEY: &str = "amdgpu.cwsr_enable";
+
+impl KernelArg {
+    pub fn parse(text: &str) -> KernelArg {
+        match text.split_once('=') {
+            Some((k, v)) => KernelArg {
+                key: k.to_owned(),
+                value: Some(v.to_owned()),
+            },
+            None => KernelArg {
+                key: text.to_owned(),
+                value: None,
+            },
+        }
+    }
+
+    /// `amdgpu.cwsr_enable=0`.
+    pub fn cwsr_disabled() -> KernelArg {
+        KernelArg {
+            key: CWSR_KEY.to_owned(),
+            value: Some("0".to_owned()),
+        }
+    }
+
+    pub fn render(&self) -> String {
+        match &self.value {
+            Some(v) => format!("{}={v}", self.key),
+            None => self.key.clone(),
+        }
+    }
+}
+
+/// Makes `arg` present exactly once (`present`), dropping other values of the same key, or
+/// removes every copy of it. Returns whether `args` changed.
+pub fn edit(args: &mut Vec<String>, arg: &KernelArg, present: bool) -> bool {
+    let before = args.clone();
+    let wanted = arg.render();
+    if present {
+        let mut seen = false;
+        args.retain(|a| {
+            let parsed = KernelArg::parse(a);
+            if parsed.key != arg.key {
+                return true;
+            }
+            if *a == wanted && !seen {
+                seen = true;
+                return true;
+            }
+            false
+        });
+        if !seen {
+            args.push(wanted);
+        }
+    } else {
+        args.retain(|a| *a != wanted);
+    }
+    *args != before
+}
+
+/// The value the kernel sees for `key` on a command line: the last occurrence wins.
+/// `Some(None)` for a bare `key`; `None` when absent.
+pub fn cmdline_value<'a>(cmdline: &'a str, key: &str) -> Option<Option<&'a str>> {
+    cmdline
+        .split_whitespace()
+        .rev()
+        .find_map(|token| match token.split_once('=') {
+            Some((k, v)) if k == key => Some(Some(v)),
+            None if token == key => Some(None),
+            _ => None,
+        })
+}
+
+/// Whether a command line (or argument list) carries exactly `arg` as its effective value for the key.
+pub fn cmdline_has(cmdline: &str, arg: &KernelArg) -> bool {
+    cmdline_value(cmdline, &arg.key) == Some(arg.value.as_deref())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn adding_is_idempotent() {
+        let arg = KernelArg::cwsr_disabled();
+        let mut args = strings(&["ttm.pages_limit=33554432"]);
+        assert!(edit(&mut args, &arg, true));
+        assert_eq!(
+            args,
+            strings(&["ttm.pages_limit=33554432", "amdgpu.cwsr_enable=0"])
+        );
+        assert!(!edit(&mut args, &arg, true));
+        assert_eq!(args.len(), 2);
+    }
+
+    #[test]
+    fn adding_removes_duplicates_and_other_values_of_the_key() {
+        let arg = KernelArg::cwsr_disabled();
+        let mut args = strings(&[
+            "amdgpu.cwsr_enable=0",
+            "amdgpu.cwsr_enable=1",
+            "x",
+            "amdgpu.cwsr_enable=0",
+        ]);
+        assert!(edit(&mut args, &arg, true));
+        assert_eq!(args, strings(&["amdgpu.cwsr_enable=0", "x"]));
+    }
+
+    #[test]
+    fn removing_drops_every_copy_and_nothing_else() {
+        let arg = KernelArg::cwsr_disabled();
+        let mut args = strings(&["amdgpu.cwsr_enable=0", "a=1", "amdgpu.cwsr_enable=0"]);
+        assert!(edit(&mut args, &arg, false));
+        assert_eq!(args, strings(&["a=1"]));
+        assert!(!edit(&mut args, &arg, false));
+    }
+
+    #[test]
+    fn cmdline_lookup_takes_the_last_value() {
+        let line = "console=tty0 amdgpu.cwsr_enable=1 quiet amdgpu.cwsr_enable=0\n";
+        assert_eq!(cmdline_value(line, CWSR_KEY), Some(Some("0")));
+        assert_eq!(cmdline_value(line, "quiet"), Some(None));
+        assert_eq!(cmdline_value(line, "missing"), None);
+        assert!(cmdline_has(line, &KernelArg::cwsr_disabled()));
+        assert!(!cmdline_has(
+            "amdgpu.cwsr_enable=0 amdgpu.cwsr_enable=1",
+            &KernelArg::cwsr_disabled()
+        ));
+        assert!(!cmdline_has("", &KernelArg::cwsr_disabled()));
+    }
+
+    #[test]
+    fn parse_and_render_round_trip() {
+        for text in ["a=b", "a", "a=b=c", "=x", ""] {
+            assert_eq!(KernelArg::parse(text).render(), text);
+        }
+    }
+}

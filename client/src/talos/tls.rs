@@ -1,0 +1,177 @@
+//! Mutual TLS to apid: a rustls client config from a talosconfig context and a tonic channel over it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls::pki_types::pem::PemObject as _;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use tonic::transport::{Channel, Endpoint};
+
+use super::talosconfig::Context;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("talosconfig {path}: field `contexts.{context}.{field}`: {reason}")]
+    Pem {
+        path: String,
+        context: String,
+        field: &'static str,
+        reason: String,
+    },
+    #[error("TLS setup: {0}")]
+    Rustls(#[from] rustls::Error),
+}
+
+/// The ring provider for the whole process (rustls and reqwest both pick the process default).
+pub fn install_crypto_provider() {
+    // An error only means a provider is already installed, which is what we want.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// rustls client config: trust only the context's CA, present its client certificate, speak h2.
+pub fn client_config(ctx: &Context) -> Result<rustls::ClientConfig, TlsSetupError> {
+    let pem_error = |field: &'static str, reason: String| TlsSetupError::Pem {
+        path: ctx.source.display().to_string(),
+        context: ctx.name.clone(),
+        field,
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    let ca_certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&ctx.ca_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_error("ca", e.to_string()))?;
+    if ca_certs.is_empty() {
+        return Err(pem_error("ca", "no CERTIFICATE block".to_owned()));
+    }
+    for cert in ca_certs {
+        roots
+            .add(cert)
+            .map_err(|e| pem_error("ca", e.to_string()))?;
+    }
+    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&ctx.crt_pem)
+        .collect::<Result<_, _>>()
+        .map_err(|e| pem_error("crt", e.to_string()))?;
+    if chain.is_empty() {
+        return Err(pem_error("crt", "no CERTIFICATE block".to_owned()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&ctx.key_pem)
+        .map_err(|e| pem_error("key", format!("not a PKCS#8 private key: {e}")))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)?;
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Dials `host:port`, runs the TLS handshake (server name = the endpoint host, which apid's
+/// certificate carries as a SAN), and hands the stream to tonic.
+pub async fn connect(
+    config: Arc<rustls::ClientConfig>,
+    endpoint: &str,
+    connect_timeout: Duration,
+) -> Result<Channel, ConnectError> {
+    let host = endpoint_host(endpoint).to_owned();
+    let server_name = ServerName::try_from(host.clone())
+        .map_err(|e| ConnectError::Setup(format!("endpoint {endpoint}: bad host: {e}")))?;
+    let address = endpoint.to_owned();
+    // tonic wants a URI; the connector below does the dialling and TLS, so `http` is right here.
+    let uri = format!("http://{endpoint}");
+    let channel = Endpoint::from_shared(uri)
+        .map_err(|e| ConnectError::Setup(format!("endpoint {endpoint}: {e}")))?
+        .connect_timeout(connect_timeout)
+        .connect_with_connector(tower::service_fn(move |_| {
+            let connector = tokio_rustls::TlsConnector::from(config.clone());
+            let server_name = server_name.clone();
+            let address = address.clone();
+            async move {
+                let tcp = tokio::time::timeout(
+                    connect_timeout,
+                    tokio::net::TcpStream::connect(address.as_str()),
+                )
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
+                })??;
+                let tls = connector.connect(server_name, tcp).await?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
+            }
+        }))
+        .await
+        .map_err(|e| ConnectError::Unreachable(error_chain(&e)))?;
+    Ok(channel)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("{0}")]
+    Setup(String),
+    #[error("{0}")]
+    Unreachable(String),
+}
+
+/// `host` of `host:port` or `[v6]:port`, without brackets.
+pub fn endpoint_host(endpoint: &str) -> &str {
+    if let Some(rest) = endpoint.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or(rest);
+    }
+    endpoint.rsplit_once(':').map_or(endpoint, |(h, _)| h)
+}
+
+/// The error and its sources on one line (tonic's transport errors hide the useful part inside).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hosts_of_endpoints() {
+        assert_eq!(endpoint_host("127.0.0.1:50000"), "127.0.0.1");
+        assert_eq!(endpoint_host("[fd00::1]:50000"), "fd00::1");
+        assert_eq!(endpoint_host("node.lan:1"), "node.lan");
+    }
+
+    #[test]
+    fn ed25519_talos_keys_load_after_relabelling() {
+        install_crypto_provider();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ED25519).unwrap();
+        let mut params = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let cert = params.self_signed(&key).unwrap();
+        let talos_key = key
+            .serialize_pem()
+            .replace("BEGIN PRIVATE KEY", "BEGIN ED25519 PRIVATE KEY")
+            .replace("END PRIVATE KEY", "END ED25519 PRIVATE KEY");
+        let ctx = Context {
+            source: "tc".into(),
+            name: "c".into(),
+            endpoints: vec!["127.0.0.1:50000".into()],
+            nodes: vec![],
+            ca_pem: cert.pem().into_bytes(),
+            crt_pem: cert.pem().into_bytes(),
+            key_pem: super::super::talosconfig::relabel_ed25519_key(talos_key.as_bytes()),
+        };
+        client_config(&ctx).unwrap();
+        let unrelabelled = Context {
+            key_pem: talos_key.into_bytes(),
+            ..ctx
+        };
+        let err = client_config(&unrelabelled).unwrap_err().to_string();
+        assert!(err.contains("contexts.c.key"), "{err}");
+    }
+}
