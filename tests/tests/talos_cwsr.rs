@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use nodectl_e2e::fake_talos::pki::talosconfig_text;
 use nodectl_e2e::fake_talos::{ApidCall, FakeTalos, Role, Scenario};
-use nodectl_e2e::harness::{Run, nodectl_with};
+use nodectl_e2e::harness::{Run, nodectl_with, workspace_root};
 use nodectl_proto::machine::apply_configuration_request::Mode;
 
 const CWSR_OFF: &str = "amdgpu.cwsr_enable=0";
@@ -511,4 +511,116 @@ async fn a_node_that_stays_down_past_the_timeout_exits_3() {
     // The upgrade was sent; the node comes back on its own with the argument.
     let node = fake.wait_until_up(Duration::from_secs(30)).await.unwrap();
     assert_eq!(node.cwsr_enable(), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_grub_patches_apply_then_a_no_op_upgrade_takes_them_in() {
+    let (fake, admin) = start(Scenario::legacy_grub()).await;
+    let disable = workspace_root().join("talos-patches/cwsr-disable.legacy-grub.yaml");
+    let enable = workspace_root().join("talos-patches/cwsr-enable.legacy-grub.yaml");
+    let (disable, enable) = (disable.to_string_lossy(), enable.to_string_lossy());
+
+    let applied = nodectl_on(
+        &fake,
+        &admin,
+        &[
+            "talos",
+            "apply-patch",
+            &disable,
+            "--mode",
+            "no-reboot",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(applied.code, 0);
+    let node = fake.node();
+    assert!(
+        node.persistent
+            .extra_kernel_args()
+            .contains(&CWSR_OFF.to_owned())
+    );
+    // Accepted "without a reboot", yet nothing changes at runtime until an upgrade.
+    assert_eq!(node.cwsr_enable(), "1");
+    upgrade_in_place(&fake).await;
+    assert_eq!(fake.node().cwsr_enable(), "0");
+
+    let reverted = nodectl_on(
+        &fake,
+        &admin,
+        &[
+            "talos",
+            "apply-patch",
+            &enable,
+            "--mode",
+            "no-reboot",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(reverted.code, 0);
+    assert!(fake.node().persistent.extra_kernel_args().is_empty());
+    upgrade_in_place(&fake).await;
+    assert_eq!(fake.node().cwsr_enable(), "1");
+    assert_contract(&fake.calls());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_patch_on_a_grub_uki_cmdline_node_is_refused_with_apids_text() {
+    let (fake, admin) = start(Scenario::grub_uki_cmdline()).await;
+    let before = fake.node();
+    let disable = workspace_root().join("talos-patches/cwsr-disable.legacy-grub.yaml");
+    let refused = nodectl_on(
+        &fake,
+        &admin,
+        &[
+            "talos",
+            "apply-patch",
+            &disable.to_string_lossy(),
+            "--mode",
+            "no-reboot",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(refused.code, 2);
+    assert!(
+        refused.stderr.contains(
+            "install.extraKernelArgs and install.grubUseUKICmdline can't be used together"
+        ),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(fake.node().persistent.text, before.persistent.text);
+}
+
+/// A same-version upgrade to the node's own schematic, as an operator would run it by hand.
+async fn upgrade_in_place(fake: &FakeTalos) {
+    use nodectl_proto::machine::UpgradeRequest;
+    use nodectl_proto::machine::machine_service_client::MachineServiceClient;
+    let node = fake.node();
+    let mut client = MachineServiceClient::new(fake.channel(Some(Role::Admin)).await.unwrap());
+    let mut request = tonic::Request::new(UpgradeRequest {
+        image: format!(
+            "{}/metal-installer/{}:{}",
+            fake.factory.host(),
+            node.schematic_id,
+            node.talos_version
+        ),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "node",
+        tonic::metadata::MetadataValue::from_static("127.0.0.1"),
+    );
+    client.upgrade(request).await.unwrap();
+    let boots = node.boots;
+    for _ in 0..600 {
+        let now = fake.node();
+        if now.up && now.boots > boots {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the node did not come back from the upgrade");
 }
