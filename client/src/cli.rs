@@ -26,7 +26,8 @@ pub struct Cli {
 #[derive(Debug, Args)]
 #[deny(missing_docs)]
 pub struct GlobalArgs {
-    /// Agent to ask, `http://HOST:PORT` or `unix:/path/to.sock`; repeat for several nodes.
+    /// Agent to ask, `http://HOST:PORT` or `unix:/path/to.sock`; repeat for several nodes
+    /// (`cwsr status` reads the effective value from the first one).
     #[arg(long, global = true, value_name = "URL")]
     pub endpoint: Vec<String>,
     /// Run the collectors in-process on this tree instead of `/` (a fixture or an unpacked bundle).

@@ -368,6 +368,18 @@ pub fn status_error(node: &str, endpoint: &str, op: &str, status: &tonic::Status
     }
 }
 
+/// apid's dry-run summary without the configuration diff it appends (the plan already shows
+/// nodectl's own diff of the same change).
+pub fn dry_run_summary(mode_details: &str) -> String {
+    mode_details
+        .lines()
+        .take_while(|l| {
+            !(l.starts_with("Config diff") || l.starts_with("--- ") || l.starts_with("@@"))
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
 /// True when the error means the node (or a service) could not be reached.
 pub fn is_unreachable(error: &anyhow::Error) -> bool {
     error.chain().any(|c| c.is::<Unreachable>())
@@ -377,6 +389,16 @@ pub fn is_unreachable(error: &anyhow::Error) -> bool {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dry_run_summaries_drop_the_diff() {
+        let details = "Dry run summary:\nApplied configuration without a reboot (skipped in dry-run).\nConfig diff:\n--- a\n+++ b\n";
+        assert_eq!(
+            dry_run_summary(details),
+            "Dry run summary:\nApplied configuration without a reboot (skipped in dry-run)."
+        );
+        assert_eq!(dry_run_summary("x\n--- a\n+b"), "x");
+    }
 
     #[test]
     fn statuses_map_to_advice_and_exit_codes() {

@@ -130,7 +130,7 @@ async fn apply_patch(args: &ApplyPatchArgs, global: &GlobalArgs) -> anyhow::Resu
             .apply_configuration(&new_yaml, args.mode.wire(), true)
             .await?;
         println!("apid dry run:");
-        for line in answer.mode_details.lines() {
+        for line in super::api::dry_run_summary(&answer.mode_details).lines() {
             println!("     {line}");
         }
         println!("dry run: nothing was changed");

@@ -158,6 +158,26 @@ async fn read_effective(client: &TalosClient) -> anyhow::Result<(Option<String>,
     Ok((cmdline, parameter))
 }
 
+/// `/proc/cmdline` and amdgpu's `cwsr_enable` as the node agent at `endpoint` sees them (each
+/// `None` when the agent reports nothing).
+async fn agent_effective(endpoint: &str) -> anyhow::Result<(Option<String>, Option<String>)> {
+    let mut agent = crate::source::connect(endpoint).await?;
+    let snapshot = agent
+        .get_snapshot(nodectl_proto::nodectl::v1::GetSnapshotRequest::default())
+        .await
+        .map_err(|s| anyhow::anyhow!("GetSnapshot: {}", s.message()))?
+        .into_inner();
+    let cmdline = snapshot
+        .host
+        .map(|h| h.cmdline.trim().to_owned())
+        .filter(|c| !c.is_empty());
+    let parameter = snapshot
+        .amdgpu_parameters
+        .get("cwsr_enable")
+        .map(|p| p.raw.trim().to_owned());
+    Ok((cmdline, parameter))
+}
+
 /// Whether the running kernel has CWSR off, from the module parameter when amdgpu is loaded,
 /// else from the command line.
 pub fn effective_disabled(cmdline: Option<&str>, parameter: Option<&str>) -> Option<bool> {
@@ -271,6 +291,22 @@ async fn status(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Outcom
                 .to_owned(),
         );
     }
+    let mut effective_source = "talos-read";
+    let mut facts = facts;
+    if let Some(endpoint) = global.endpoint.first() {
+        match agent_effective(endpoint).await {
+            Ok((cmdline, parameter)) => {
+                if cmdline.is_some() || parameter.is_some() {
+                    effective_source = "agent";
+                }
+                facts.cmdline = cmdline.or(facts.cmdline);
+                facts.cwsr_parameter = parameter.or(facts.cwsr_parameter);
+            }
+            Err(e) => notes.push(format!(
+                "the agent at {endpoint} could not be read ({e:#}); the effective value comes from Talos Read"
+            )),
+        }
+    }
     if facts.cwsr_parameter.is_none() {
         notes.push("amdgpu is not loaded (no cwsr_enable parameter): the effective value comes from /proc/cmdline".to_owned());
     }
@@ -304,7 +340,7 @@ async fn status(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Outcom
                 facts.cmdline.as_deref(),
                 facts.cwsr_parameter.as_deref(),
             ),
-            source: "talos-read",
+            source: effective_source,
         },
         configured,
         pending_change,
@@ -505,7 +541,7 @@ async fn change(args: &ChangeArgs, global: &GlobalArgs, disable: bool) -> anyhow
                 "new configuration",
             ));
             println!(
-                "     the kernel argument is then only in the configuration: GRUB gets it at the upgrade below"
+                "     this changes only the configuration: GRUB's command line changes at the upgrade below"
             );
             step += 1;
         } else {
@@ -542,7 +578,7 @@ async fn change(args: &ChangeArgs, global: &GlobalArgs, disable: bool) -> anyhow
                 .apply_configuration(&edited.to_yaml()?, ApplyMode::NoReboot, true)
                 .await?;
             println!("apid dry run:");
-            print_indented(&answer.mode_details);
+            print_indented(&super::api::dry_run_summary(&answer.mode_details));
             for warning in &answer.warnings {
                 println!("  warning: {warning}");
             }
@@ -588,7 +624,8 @@ async fn change(args: &ChangeArgs, global: &GlobalArgs, disable: bool) -> anyhow
                     println!("  warning: {warning}");
                 }
                 println!(
-                    "  {} is now in machine.install.extraKernelArgs but NOT on the running kernel: it takes effect with the upgrade that follows",
+                    "  machine.install.extraKernelArgs now {} {}, but the running kernel does NOT reflect it: it takes effect with the upgrade that follows",
+                    if disable { "has" } else { "lacks" },
                     arg.render()
                 );
             }

@@ -59,12 +59,9 @@ impl Factory {
             .get(&url)
             .send()
             .await
-            .map_err(|e| self.unreachable(&url, &e))?;
+            .map_err(|e| self.unreachable(&e))?;
         let status = response.status();
-        let body = response
-            .text()
-            .await
-            .map_err(|e| self.unreachable(&url, &e))?;
+        let body = response.text().await.map_err(|e| self.unreachable(&e))?;
         if !status.is_success() {
             return Err(anyhow!(
                 "Image Factory GET {url}: {status}: {}{}",
@@ -91,7 +88,7 @@ impl Factory {
     /// `POST /schematics` (YAML body); returns the new schematic id.
     pub async fn post_schematic(&self, schematic: &Value) -> anyhow::Result<String> {
         let url = format!("{}/schematics", self.base_url);
-        let body = serde_saphyr::to_string(schematic)
+        let body = super::machine_config::to_yaml_string(schematic)
             .map_err(|e| anyhow!("cannot write the schematic as YAML: {e}"))?;
         let response = self
             .http
@@ -100,12 +97,9 @@ impl Factory {
             .body(body)
             .send()
             .await
-            .map_err(|e| self.unreachable(&url, &e))?;
+            .map_err(|e| self.unreachable(&e))?;
         let status = response.status();
-        let text = response
-            .text()
-            .await
-            .map_err(|e| self.unreachable(&url, &e))?;
+        let text = response.text().await.map_err(|e| self.unreachable(&e))?;
         if !status.is_success() {
             return Err(anyhow!(
                 "Image Factory POST {url} refused the schematic: {status}: {}",
@@ -115,9 +109,9 @@ impl Factory {
         parse_schematic_id(&text).map_err(|e| anyhow!("Image Factory POST {url}: {e}"))
     }
 
-    fn unreachable(&self, url: &str, error: &reqwest::Error) -> anyhow::Error {
+    fn unreachable(&self, error: &reqwest::Error) -> anyhow::Error {
         Unreachable(format!(
-            "Image Factory at {} unreachable ({url}): {}",
+            "Image Factory at {} unreachable: {}; check --factory",
             self.base_url,
             super::tls::error_chain(error)
         ))
@@ -262,6 +256,16 @@ mod tests {
         );
         assert!(parse_schematic_id("{}").is_err());
         assert!(parse_schematic_id("Bad Request").is_err());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn replies_and_schematics_never_panic(text in "\\PC{0,300}") {
+            let _ = parse_schematic_id(&text);
+            if let Ok(mut value) = serde_saphyr::from_str::<Value>(&text) {
+                let _ = set_schematic_kernel_arg(&mut value, &KernelArg::cwsr_disabled(), true);
+            }
+        }
     }
 
     #[test]

@@ -143,6 +143,27 @@ mod tests {
         assert!(!cmdline_has("", &KernelArg::cwsr_disabled()));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn cmdline_lookups_never_panic(line in "\\PC{0,300}", key in "[a-z._=]{0,20}") {
+            let _ = cmdline_value(&line, &key);
+            let _ = cmdline_has(&line, &KernelArg::parse(&key));
+        }
+
+        #[test]
+        fn edits_never_duplicate(args in proptest::collection::vec("(amdgpu\\.cwsr_enable=[01]|x=[0-9])", 0..8)) {
+            let arg = KernelArg::cwsr_disabled();
+            let mut list = args.clone();
+            edit(&mut list, &arg, true);
+            proptest::prop_assert_eq!(list.iter().filter(|a| KernelArg::parse(a).key == arg.key).count(), 1);
+            let once = list.clone();
+            proptest::prop_assert!(!edit(&mut list, &arg, true));
+            proptest::prop_assert_eq!(&list, &once);
+            edit(&mut list, &arg, false);
+            proptest::prop_assert!(!list.contains(&arg.render()));
+        }
+    }
+
     #[test]
     fn parse_and_render_round_trip() {
         for text in ["a=b", "a", "a=b=c", "=x", ""] {

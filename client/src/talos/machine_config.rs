@@ -86,14 +86,22 @@ pub fn write_documents(documents: &[Value]) -> Result<String, EngineError> {
         if i > 0 {
             out.push_str("---\n");
         }
-        let text =
-            serde_saphyr::to_string(doc).map_err(|e| EngineError::Serialize(e.to_string()))?;
+        let text = to_yaml_string(doc)?;
         out.push_str(&text);
         if !out.ends_with('\n') {
             out.push('\n');
         }
     }
     Ok(out)
+}
+
+/// One value as YAML: block style, long single-line strings (certificates, tokens) kept on one
+/// line rather than folded, multi-line strings as literal blocks.
+pub fn to_yaml_string(value: &Value) -> Result<String, EngineError> {
+    let mut options = serde_saphyr::SerializerOptions::default();
+    options.folded_wrap_chars = 1 << 20;
+    serde_saphyr::to_string_with_options(value, options)
+        .map_err(|e| EngineError::Serialize(e.to_string()))
 }
 
 impl MachineConfig {
@@ -489,6 +497,17 @@ mod tests {
         let again = config(&cfg.to_yaml().unwrap());
         assert_eq!(cfg, again);
         assert_eq!(again.documents[0]["b"], json!("true"));
+    }
+
+    #[test]
+    fn long_strings_stay_on_one_line_and_multiline_ones_round_trip() {
+        let long = "A".repeat(300);
+        let cfg = config(&format!(
+            "cluster:\n  ca:\n    crt: {long}\n  inlineManifests:\n    - name: m\n      contents: |\n        a: 1\n        b: two words long enough to be folded by a serializer that folds at eighty characters\n"
+        ));
+        let text = cfg.to_yaml().unwrap();
+        assert!(text.contains(&format!("crt: {long}\n")), "{text}");
+        assert_eq!(config(&text), cfg);
     }
 
     #[test]

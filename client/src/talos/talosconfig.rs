@@ -329,6 +329,22 @@ mod tests {
         assert!(normalize_endpoint("").is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parse_never_panics(text in "\\PC{0,300}") {
+            let _ = parse(&text, Path::new("tc"), None);
+            let _ = normalize_endpoint(&text);
+        }
+
+        #[test]
+        fn mutated_configs_never_panic(at in 0usize..4000, byte in 0u8..128) {
+            let mut bytes = config("[10.0.0.2]").into_bytes();
+            let i = at % bytes.len();
+            bytes[i] = byte;
+            let _ = parse(&String::from_utf8_lossy(&bytes), Path::new("tc"), None);
+        }
+    }
+
     #[test]
     fn lookup_order() {
         let env = |vars: &'static [(&'static str, &'static str)]| {
