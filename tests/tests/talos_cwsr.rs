@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use nodectl_e2e::fake_talos::pki::talosconfig_text;
 use nodectl_e2e::fake_talos::{ApidCall, FakeTalos, Role, Scenario};
-use nodectl_e2e::harness::{Run, nodectl_with};
+use nodectl_e2e::harness::{Run, nodectl_with, workspace_root};
 use nodectl_proto::machine::apply_configuration_request::Mode;
 
 const CWSR_OFF: &str = "amdgpu.cwsr_enable=0";
@@ -46,23 +46,10 @@ async fn nodectl_on(fake: &FakeTalos, talosconfig: &Path, args: &[&str]) -> Run 
     run
 }
 
-/// True when this build of nodectl has the Talos commands; otherwise prints a notice.
-async fn talos_commands_present(home: &Path) -> bool {
-    let help = run(vec!["cwsr".to_owned(), "--help".to_owned()], home).await;
-    if help.code != 0 && help.stderr.contains("unrecognized subcommand 'cwsr'") {
-        eprintln!("SKIPPED: this build of nodectl has no `cwsr` command yet");
-        return false;
-    }
-    true
-}
-
-async fn start(scenario: Scenario) -> Option<(FakeTalos, std::path::PathBuf)> {
+async fn start(scenario: Scenario) -> (FakeTalos, std::path::PathBuf) {
     let fake = FakeTalos::start(scenario).await.unwrap();
     let admin = fake.talosconfig(Role::Admin).unwrap();
-    if !talos_commands_present(admin.parent().unwrap()).await {
-        return None;
-    }
-    Some((fake, admin))
+    (fake, admin)
 }
 
 fn cwsr(action: &str, fake: &FakeTalos, extra: &[&str]) -> Vec<String> {
@@ -106,9 +93,7 @@ fn assert_contract(calls: &[ApidCall]) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uki_node_disable_verify_idempotent_and_enable() {
-    let Some((fake, admin)) = start(Scenario::uki()).await else {
-        return;
-    };
+    let (fake, admin) = start(Scenario::uki()).await;
     let original = fake.node();
     let original_schematic = fake
         .factory
@@ -186,9 +171,7 @@ async fn uki_node_disable_verify_idempotent_and_enable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_grub_node_disable_verify_idempotent_and_enable() {
-    let Some((fake, admin)) = start(Scenario::legacy_grub()).await else {
-        return;
-    };
+    let (fake, admin) = start(Scenario::legacy_grub()).await;
     let original = fake.node();
 
     let disabled = cwsr_run(&fake, &admin, "disable", &["--yes"]).await;
@@ -256,9 +239,7 @@ async fn legacy_grub_node_disable_verify_idempotent_and_enable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grub_with_uki_cmdline_goes_through_the_schematic() {
-    let Some((fake, admin)) = start(Scenario::grub_uki_cmdline()).await else {
-        return;
-    };
+    let (fake, admin) = start(Scenario::grub_uki_cmdline()).await;
     let disabled = cwsr_run(&fake, &admin, "disable", &["--yes"]).await;
     assert_eq!(disabled.code, 0);
     assert_eq!(fake.node().cwsr_enable(), "0");
@@ -275,9 +256,7 @@ async fn grub_with_uki_cmdline_goes_through_the_schematic() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dry_run_changes_nothing_on_either_boot_path() {
     for scenario in [Scenario::uki(), Scenario::legacy_grub()] {
-        let Some((fake, admin)) = start(scenario).await else {
-            return;
-        };
+        let (fake, admin) = start(scenario).await;
         let before = fake.node();
         for action in ["disable", "enable"] {
             let planned = cwsr_run(&fake, &admin, action, &["--dry-run"]).await;
@@ -309,9 +288,7 @@ async fn dry_run_changes_nothing_on_either_boot_path() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_without_yes_and_without_a_terminal_is_refused() {
-    let Some((fake, admin)) = start(Scenario::uki()).await else {
-        return;
-    };
+    let (fake, admin) = start(Scenario::uki()).await;
     let refused = cwsr_run(&fake, &admin, "disable", &[]).await;
     assert_eq!(refused.code, 2);
     assert!(refused.stderr.contains("--yes"), "{}", refused.stderr);
@@ -319,27 +296,54 @@ async fn a_write_without_yes_and_without_a_terminal_is_refused() {
     assert!(fake.factory_posts().is_empty());
 }
 
+async fn status_json(fake: &FakeTalos, talosconfig: &Path) -> serde_json::Value {
+    let factory = fake.factory.url();
+    let status = nodectl_on(
+        fake,
+        talosconfig,
+        &["-o", "json", "cwsr", "status", "--factory", &factory],
+    )
+    .await;
+    assert_eq!(status.code, 0, "{}", status.stderr);
+    serde_json::from_str(&status.stdout).unwrap()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn status_as_json_names_boot_path_version_and_schematic() {
-    let Some((fake, admin)) = start(Scenario::uki()).await else {
-        return;
-    };
-    let status = nodectl_on(&fake, &admin, &["-o", "json", "cwsr", "status"]).await;
-    assert_eq!(status.code, 0);
-    let json: serde_json::Value = serde_json::from_str(&status.stdout).unwrap();
-    let text = json.to_string();
-    let node = fake.node();
-    assert!(text.contains(&node.schematic_id), "{text}");
-    assert!(text.contains(&node.talos_version), "{text}");
-    assert!(text.to_ascii_lowercase().contains("uki"), "{text}");
-    assert!(fake.writes().is_empty(), "status wrote to the node");
+async fn status_as_json_follows_the_node_through_disable() {
+    for scenario in [Scenario::uki(), Scenario::legacy_grub()] {
+        let (fake, admin) = start(scenario).await;
+        let node = fake.node();
+        let before = status_json(&fake, &admin).await;
+        assert_eq!(before["node"], "127.0.0.1");
+        assert_eq!(before["talos_version"], node.talos_version.as_str());
+        assert_eq!(before["schematic_id"], node.schematic_id.as_str());
+        assert_eq!(
+            before["boot_path"] == "uki",
+            node.booted_with_uki,
+            "{before}"
+        );
+        assert_eq!(
+            before["extensions"],
+            serde_json::json!(["amd-ucode", "amdgpu"])
+        );
+        assert_eq!(before["effective"]["cwsr_enable"], "1");
+        assert_eq!(before["effective"]["cwsr_disabled"], false);
+        assert_eq!(before["configured"]["cwsr_disabled"], false, "{before}");
+        assert!(fake.writes().is_empty(), "status wrote to the node");
+
+        let disabled = cwsr_run(&fake, &admin, "disable", &["--yes"]).await;
+        assert_eq!(disabled.code, 0);
+        let after = status_json(&fake, &admin).await;
+        assert_eq!(after["schematic_id"], fake.node().schematic_id.as_str());
+        assert_eq!(after["effective"]["cwsr_enable"], "0");
+        assert_eq!(after["effective"]["cwsr_disabled"], true);
+        assert_eq!(after["configured"]["cwsr_disabled"], true, "{after}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn apply_patch_in_each_mode() {
-    let Some((fake, admin)) = start(Scenario::legacy_grub()).await else {
-        return;
-    };
+    let (fake, admin) = start(Scenario::legacy_grub()).await;
     let dir = admin.parent().unwrap();
     let cases = [
         ("no-reboot", Mode::NoReboot),
@@ -411,9 +415,7 @@ async fn apply_patch_in_each_mode() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_certificate_is_told_it_needs_os_admin() {
-    let Some((fake, _admin)) = start(Scenario::uki()).await else {
-        return;
-    };
+    let (fake, _admin) = start(Scenario::uki()).await;
     let reader = fake.talosconfig(Role::Reader).unwrap();
     let refused = cwsr_run(&fake, &reader, "disable", &["--yes"]).await;
     assert_eq!(refused.code, 2);
@@ -425,9 +427,7 @@ async fn a_reader_certificate_is_told_it_needs_os_admin() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unreachable_node_exits_3() {
-    let Some((fake, _admin)) = start(Scenario::uki()).await else {
-        return;
-    };
+    let (fake, _admin) = start(Scenario::uki()).await;
     // A loopback port nothing listens on any more.
     let closed = {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -441,8 +441,186 @@ async fn an_unreachable_node_exits_3() {
         talosconfig_text(&fake.pki.ca_pem, &client, closed),
     )
     .unwrap();
-    let status = nodectl_on(&fake, &talosconfig, &["cwsr", "status"]).await;
+    let factory = fake.factory.url();
+    let status = nodectl_on(
+        &fake,
+        &talosconfig,
+        &["cwsr", "status", "--factory", &factory],
+    )
+    .await;
     assert_eq!(status.code, 3, "{}", status.stderr);
     let disable = cwsr_run(&fake, &talosconfig, "disable", &["--yes"]).await;
     assert_eq!(disable.code, 3, "{}", disable.stderr);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_factory_exits_3_and_changes_nothing() {
+    let (fake, admin) = start(Scenario::uki()).await;
+    let closed = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    let run = nodectl_on(
+        &fake,
+        &admin,
+        &[
+            "cwsr",
+            "disable",
+            "--yes",
+            "--factory",
+            &format!("http://{closed}"),
+            "--timeout",
+            "60s",
+        ],
+    )
+    .await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(fake.writes().is_empty());
+    assert_eq!(fake.node().cwsr_enable(), "1");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_factory_error_body_is_shown_and_exits_2() {
+    let (fake, admin) = start(Scenario::uki()).await;
+    // The factory has never seen the node's schematic: GET answers 404 with a plain-text body.
+    fake.factory.state.forget(&fake.node().schematic_id);
+    let run = cwsr_run(&fake, &admin, "disable", &["--yes"]).await;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("not found"), "{}", run.stderr);
+    assert!(fake.writes().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_stays_down_past_the_timeout_exits_3() {
+    let mut scenario = Scenario::legacy_grub();
+    scenario.reboot_duration = Duration::from_secs(8);
+    let (fake, admin) = start(scenario).await;
+    let args = vec![
+        "--talosconfig".to_owned(),
+        admin.to_string_lossy().into_owned(),
+        "cwsr".to_owned(),
+        "disable".to_owned(),
+        "--yes".to_owned(),
+        "--factory".to_owned(),
+        fake.factory.url(),
+        "--timeout".to_owned(),
+        "1s".to_owned(),
+    ];
+    let run = run(args, admin.parent().unwrap()).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    // The upgrade was sent; the node comes back on its own with the argument.
+    let node = fake.wait_until_up(Duration::from_secs(30)).await.unwrap();
+    assert_eq!(node.cwsr_enable(), "0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_grub_patches_apply_then_a_no_op_upgrade_takes_them_in() {
+    let (fake, admin) = start(Scenario::legacy_grub()).await;
+    let disable = workspace_root().join("talos-patches/cwsr-disable.legacy-grub.yaml");
+    let enable = workspace_root().join("talos-patches/cwsr-enable.legacy-grub.yaml");
+    let (disable, enable) = (disable.to_string_lossy(), enable.to_string_lossy());
+
+    let applied = nodectl_on(
+        &fake,
+        &admin,
+        &[
+            "talos",
+            "apply-patch",
+            &disable,
+            "--mode",
+            "no-reboot",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(applied.code, 0);
+    let node = fake.node();
+    assert!(
+        node.persistent
+            .extra_kernel_args()
+            .contains(&CWSR_OFF.to_owned())
+    );
+    // Accepted "without a reboot", yet nothing changes at runtime until an upgrade.
+    assert_eq!(node.cwsr_enable(), "1");
+    upgrade_in_place(&fake).await;
+    assert_eq!(fake.node().cwsr_enable(), "0");
+
+    let reverted = nodectl_on(
+        &fake,
+        &admin,
+        &[
+            "talos",
+            "apply-patch",
+            &enable,
+            "--mode",
+            "no-reboot",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(reverted.code, 0);
+    assert!(fake.node().persistent.extra_kernel_args().is_empty());
+    upgrade_in_place(&fake).await;
+    assert_eq!(fake.node().cwsr_enable(), "1");
+    assert_contract(&fake.calls());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_legacy_patch_on_a_grub_uki_cmdline_node_is_refused_with_apids_text() {
+    let (fake, admin) = start(Scenario::grub_uki_cmdline()).await;
+    let before = fake.node();
+    let disable = workspace_root().join("talos-patches/cwsr-disable.legacy-grub.yaml");
+    let refused = nodectl_on(
+        &fake,
+        &admin,
+        &[
+            "talos",
+            "apply-patch",
+            &disable.to_string_lossy(),
+            "--mode",
+            "no-reboot",
+            "--yes",
+        ],
+    )
+    .await;
+    assert_eq!(refused.code, 2);
+    assert!(
+        refused.stderr.contains(
+            "install.extraKernelArgs and install.grubUseUKICmdline can't be used together"
+        ),
+        "{}",
+        refused.stderr
+    );
+    assert_eq!(fake.node().persistent.text, before.persistent.text);
+}
+
+/// A same-version upgrade to the node's own schematic, as an operator would run it by hand.
+async fn upgrade_in_place(fake: &FakeTalos) {
+    use nodectl_proto::machine::UpgradeRequest;
+    use nodectl_proto::machine::machine_service_client::MachineServiceClient;
+    let node = fake.node();
+    let mut client = MachineServiceClient::new(fake.channel(Some(Role::Admin)).await.unwrap());
+    let mut request = tonic::Request::new(UpgradeRequest {
+        image: format!(
+            "{}/metal-installer/{}:{}",
+            fake.factory.host(),
+            node.schematic_id,
+            node.talos_version
+        ),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "node",
+        tonic::metadata::MetadataValue::from_static("127.0.0.1"),
+    );
+    client.upgrade(request).await.unwrap();
+    let boots = node.boots;
+    for _ in 0..600 {
+        let now = fake.node();
+        if now.up && now.boots > boots {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the node did not come back from the upgrade");
 }

@@ -203,6 +203,14 @@ impl FactoryState {
         id
     }
 
+    /// Forgets a schematic, as a factory that never saw the node's schematic would.
+    pub fn forget(&self, id: &str) {
+        self.schematics
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(id);
+    }
+
     /// The schematic with this id, if it was ever posted or registered.
     pub fn schematic(&self, id: &str) -> Option<Schematic> {
         self.schematics
@@ -361,6 +369,7 @@ async fn get_schematic(State(state): State<Arc<FactoryState>>, Path(id): Path<St
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn vanilla_schematic_has_the_real_factory_id() {
@@ -411,6 +420,53 @@ mod tests {
         );
         assert!(Schematic::parse(b"{\"customisation\": {}}").is_err());
         assert!(Schematic::parse(b"bogus: 1\n").is_err());
+    }
+
+    fn arb_text() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z][a-z0-9._=/-]{0,20}",
+            any::<String>(),
+            Just("true".to_owned()),
+            Just("0x10".to_owned()),
+            Just("-console".to_owned()),
+        ]
+    }
+
+    fn arb_schematic() -> impl Strategy<Value = Schematic> {
+        (
+            proptest::collection::vec(arb_text(), 0..4),
+            proptest::collection::vec((any::<u8>(), arb_text()), 0..3),
+            proptest::collection::vec(arb_text(), 0..3),
+            any::<bool>(),
+            prop_oneof![Just(String::new()), arb_text()],
+        )
+            .prop_map(|(args, meta, extensions, secureboot, bootloader)| {
+                let mut s = Schematic::default();
+                s.customization.extra_kernel_args = args;
+                s.customization.meta = meta
+                    .into_iter()
+                    .map(|(key, value)| MetaValue { key, value })
+                    .collect();
+                s.customization.system_extensions.official_extensions = extensions;
+                s.customization.secureboot.include_well_known_certificates = secureboot;
+                s.customization.bootloader = bootloader;
+                s
+            })
+    }
+
+    proptest! {
+        #[test]
+        fn parsing_any_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let _ = Schematic::parse(&bytes);
+        }
+
+        #[test]
+        fn canonical_yaml_reads_back_as_the_same_schematic(schematic in arb_schematic()) {
+            let canonical = schematic.canonical_yaml();
+            let back = Schematic::parse(canonical.as_bytes()).unwrap();
+            prop_assert_eq!(&back, &schematic, "canonical form:\n{}", canonical);
+            prop_assert_eq!(back.id(), schematic.id());
+        }
     }
 
     #[test]

@@ -605,6 +605,29 @@ pub fn go_duration(duration: Duration) -> String {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn config_and_image_parsers_never_panic(text in any::<String>()) {
+            let _ = Config::parse(&text);
+            let _ = parse_installer_image(&text);
+            let _ = compose_cmdline(&text, std::slice::from_ref(&text));
+            let _ = cwsr_enable(&text);
+        }
+
+        #[test]
+        fn mutated_configs_never_panic(cut in 0usize..4000, insert in "[-:{}\\[\\] \n]{0,4}") {
+            let base = config_v1_12(true, &[]);
+            let mut cut = cut.min(base.len());
+            while !base.is_char_boundary(cut) { cut -= 1; }
+            let mutated = format!("{}{insert}{}", &base[..cut], &base[cut..]);
+            if let Ok(config) = Config::parse(&mutated) {
+                let _ = config.validate(true);
+                let _ = config.extra_kernel_args();
+            }
+        }
+    }
 
     #[test]
     fn scenarios_parse_and_boot_with_their_own_command_lines() {
