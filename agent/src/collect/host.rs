@@ -110,9 +110,15 @@ pub fn parse_meminfo(text: &str) -> Result<(u64, Option<u64>), String> {
             }
             return Err(format!("line {}: no value: {:?}", number + 1, clip(line)));
         };
+        let scale: u64 = match words.next() {
+            None | Some("B") => 1,
+            Some(u) if u.starts_with(['k', 'K']) => 1 << 10,
+            Some(u) if u.starts_with(['m', 'M']) => 1 << 20,
+            _ => 1 << 30,
+        };
         let value_ok = value
             .parse::<u64>()
-            .is_ok_and(|v| v.checked_mul(1 << 30).is_some());
+            .is_ok_and(|v| v.checked_mul(scale).is_some());
         if !field.is_ascii() || !field.ends_with(':') || !value_ok {
             return Err(format!("line {}: malformed: {:?}", number + 1, clip(line)));
         }
