@@ -364,7 +364,8 @@ fn render_card(card: &model::Card) -> String {
                 g.content_revision,
                 or_none(g.value("average_gfxclk_frequency")),
                 or_none(g.value("average_gfx_activity")),
-                or_none(g.value("average_socket_power")),
+                g.value("average_socket_power")
+                    .map_or_else(|| NONE.to_owned(), |p| format!("{p} mW")),
             )
         } else {
             format!(
