@@ -111,3 +111,110 @@ fn sample(
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+
+    fn write(root: &Path, rel: &str, content: &[u8]) {
+        let path = root.join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, content).unwrap();
+    }
+
+    #[test]
+    fn a_bad_file_is_a_problem_and_the_rest_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = "sys/class/drm/card2/device";
+        write(
+            dir.path(),
+            &format!("{d}/uevent"),
+            b"DRIVER=amdgpu\nPCI_SLOT_NAME=0000:03:00.0\n",
+        );
+        write(dir.path(), &format!("{d}/gpu_busy_percent"), b"lots\n");
+        write(
+            dir.path(),
+            &format!("{d}/pp_dpm_sclk"),
+            b"0: 500Mhz *\n1: 2000Mhz\n",
+        );
+        write(
+            dir.path(),
+            &format!("{d}/gpu_metrics"),
+            &[0x10, 0x00, 9, 9, 1, 2, 3],
+        );
+        write(
+            dir.path(),
+            &format!("{d}/fw_version/mes_fw_version"),
+            b"banana\n",
+        );
+        write(
+            dir.path(),
+            "sys/class/drm/card0/device/uevent",
+            b"DRIVER=i915\n",
+        );
+        write(dir.path(), "proc/meminfo", b"MemTotal: lots\n");
+        let root = HostRoot::new(dir.path());
+        let snapshot = take(&root, &SampleOptions::default());
+
+        assert_eq!(snapshot.cards.len(), 1);
+        let card = &snapshot.cards[0];
+        assert_eq!(card.name, "card2");
+        assert_eq!(card.bdf.as_deref(), Some("0000:03:00.0"));
+        assert_eq!(card.gpu_busy_percent, None);
+        assert_eq!(card.sclk().map(<[_]>::len), Some(2));
+        let metrics = card.gpu_metrics.as_ref().unwrap();
+        assert!(!metrics.supported);
+        assert_eq!((metrics.format_revision, metrics.content_revision), (9, 9));
+        assert!(card.firmware.is_empty());
+        let paths: Vec<&str> = snapshot.problems.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "/proc/meminfo",
+                "/sys/class/drm/card2/device/gpu_busy_percent",
+                "/sys/class/drm/card2/device/fw_version/mes_fw_version",
+            ]
+        );
+        assert!(snapshot.problems[1].reason.contains("lots"));
+        // Missing files are absent, not problems.
+        assert_eq!(snapshot.host.kernel_release, None);
+        assert!(snapshot.module_parameters.amdgpu.is_empty());
+    }
+
+    #[test]
+    fn sampling_takes_count_readings() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = "sys/class/drm/card1/device";
+        write(dir.path(), &format!("{d}/uevent"), b"DRIVER=amdgpu\n");
+        write(dir.path(), &format!("{d}/gpu_busy_percent"), b"99\n");
+        write(
+            dir.path(),
+            &format!("{d}/pp_dpm_sclk"),
+            b"0: 600Mhz *\n1: 2900Mhz\n",
+        );
+        write(
+            dir.path(),
+            &format!("{d}/power_dpm_force_performance_level"),
+            b"auto\n",
+        );
+        let root = HostRoot::new(dir.path());
+        let options = SampleOptions {
+            count: 3,
+            interval: Duration::from_millis(10),
+        };
+        let snapshot = take(&root, &options);
+        let samples = &snapshot.cards[0].samples;
+        assert_eq!(samples.len(), 3);
+        assert!(
+            samples
+                .iter()
+                .all(|s| s.sclk_at_lowest_level && s.gpu_busy_percent == Some(99))
+        );
+        assert!(samples.windows(2).all(|w| w[0].offset_ms <= w[1].offset_ms));
+        let ids: Vec<&str> = snapshot.findings.iter().map(|f| f.id.as_str()).collect();
+        assert_eq!(ids, ["gpu_clock_stuck_low"]);
+    }
+}

@@ -110,7 +110,7 @@ impl<'a> Reader<'a> {
                 Err(e) => self.problem(path, format!("cannot list: {e}")),
             }
         }
-        out.sort_by(|a, b| natural_key(&a.0).cmp(&natural_key(&b.0)));
+        out.sort_by_key(|(name, _)| natural_key(name));
         Some(out)
     }
 }
