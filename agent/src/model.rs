@@ -479,5 +479,11 @@ mod tests {
             let expected = text.strip_suffix('\n').unwrap_or(&text);
             proptest::prop_assert_eq!(value.raw(), expected);
         }
+
+        #[test]
+        fn parameter_parse_takes_any_bytes(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let value = ParameterValue::parse(&String::from_utf8_lossy(&bytes));
+            let _ = value.hex_value();
+        }
     }
 }

@@ -155,6 +155,16 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn number_parser_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = parse_number::<u64>(&text);
+            let _ = parse_number::<i64>(&text);
+            let _ = natural_key(&text);
+        }
+    }
+
     #[test]
     fn natural_order() {
         let mut names = vec!["card10", "card2", "card1", "renderD128"];
