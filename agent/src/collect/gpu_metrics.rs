@@ -6,11 +6,14 @@
 //! field and at the end). The computed size must equal the blob's `structure_size`, otherwise
 //! nothing is decoded: a different kernel's struct is never misread.
 //!
-//! What was checked: the v3.0 field list and order against the notes on `smu_v14_0_0_ppt.c`
-//! (Strix / Strix Halo), giving 264 bytes. The v2.x sizes (v2.1 120, v2.2 128, v2.3 152,
-//! v2.4 168) are computed from the remembered structs and have NOT been compared with a
-//! `structure_size` read from real hardware; a mismatch on a real node shows up as an
-//! unsupported blob with a problem entry, not as wrong numbers.
+//! What was checked: the member lists and order of v2.1, v2.2, v2.3, v2.4 and v3.0 were
+//! compared line by line with the kernel's `kgd_pp_interface.h`; the sizes (v2.1 120, v2.2
+//! 128, v2.3 152, v2.4 168, v3.0 264 bytes) are computed from them by the C rules above and
+//! have NOT been compared with a `structure_size` read from real hardware. v2.0 is left
+//! unsupported on purpose: the header itself calls it "not naturally aligned" (its u64 sits
+//! right after the 4-byte header), so its real offsets depend on the firmware's packing. A
+//! mismatch on a real node shows up as an unsupported blob with a problem entry, not as
+//! wrong numbers.
 
 use std::path::Path;
 
