@@ -153,6 +153,39 @@ mod tests {
         assert_eq!(pci_hex("0x687F\n").as_deref(), Some("687f"));
     }
 
+    #[test]
+    fn driver_from_uevent_link_or_link_text() {
+        let dir = tempfile::tempdir().unwrap();
+        let drm = dir.path().join("sys/class/drm");
+        for card in ["card0", "card1", "card2", "card3"] {
+            std::fs::create_dir_all(drm.join(card).join("device")).unwrap();
+        }
+        std::fs::create_dir_all(drm.join("card1-DP-1/device")).unwrap();
+        std::fs::write(drm.join("card0/device/uevent"), "DRIVER=i915\n").unwrap();
+        std::fs::write(drm.join("card1-DP-1/device/uevent"), "DRIVER=amdgpu\n").unwrap();
+        // No uevent: a (dangling) driver link, as on a live system without bus/ mounted.
+        std::os::unix::fs::symlink(
+            "../../../../bus/pci/drivers/amdgpu",
+            drm.join("card1/device/driver"),
+        )
+        .unwrap();
+        // A captured tree that kept the link target as text.
+        std::fs::write(
+            drm.join("card2/device/driver"),
+            "../../../../bus/pci/drivers/amdgpu",
+        )
+        .unwrap();
+        std::fs::write(drm.join("card3/device/uevent"), "PCI_ID=1002:1586\n").unwrap();
+        let root = crate::HostRoot::new(dir.path());
+        let mut reader = Reader::new(&root);
+        let names: Vec<String> = find_amdgpu(&mut reader)
+            .into_iter()
+            .map(|c| c.name)
+            .collect();
+        assert_eq!(names, ["card1", "card2"]);
+        assert!(reader.problems.is_empty());
+    }
+
     proptest::proptest! {
         #[test]
         fn uevent_parser_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..200)) {
