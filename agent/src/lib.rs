@@ -4,6 +4,7 @@
 //! `nodectl` client (embedded mode) and in the tests (fixture trees).
 
 pub mod host_root;
+pub mod kmsg;
 pub mod model;
 pub mod server;
 pub mod shutdown;
