@@ -50,8 +50,7 @@ async fn main() -> anyhow::Result<()> {
     let root = HostRoot::new(args.host_root);
     let classifier = kmsg::Classifier::load(args.rules.as_deref())?;
     if let Some(dir) = &args.state_dir {
-        std::fs::create_dir_all(dir)
-            .with_context(|| format!("--state-dir {}", dir.display()))?;
+        std::fs::create_dir_all(dir).with_context(|| format!("--state-dir {}", dir.display()))?;
     }
     let mut kmsg_config = kmsg::hub::KernelLogConfig::new(std::sync::Arc::new(classifier));
     kmsg_config.state_dir = args.state_dir.clone();
@@ -77,12 +76,17 @@ async fn main() -> anyhow::Result<()> {
         root,
         listen: args.listen,
         unix: args.unix,
-        kernel_log: Some(kernel_log),
+        kernel_log: Some(kernel_log.clone()),
     };
     let served = server::serve(config, token.clone()).await;
     token.cancel();
+    tokio::task::spawn_blocking(move || kernel_log.join())
+        .await
+        .context("kernel log reader")?;
     if let Some(task) = metrics_task {
-        task.await.context("metrics task")?.context("metrics server")?;
+        task.await
+            .context("metrics task")?
+            .context("metrics server")?;
     }
     served?;
     tracing::info!("stopped");

@@ -90,7 +90,10 @@ pub enum Output {
     Event(Event),
     Incident(Incident),
     /// Records first_seq ..= last_seq were lost.
-    Lost { first_seq: u64, last_seq: u64 },
+    Lost {
+        first_seq: u64,
+        last_seq: u64,
+    },
 }
 
 /// Classifier plus incident tracker.
@@ -240,15 +243,15 @@ pub fn analyze_text(
     };
     for (index, line) in text.lines().enumerate() {
         let number = u64::try_from(index).unwrap_or(u64::MAX).saturating_add(1);
-        if let Some(entry) = pending.as_mut() {
-            if let Some((key, value)) = dictionary_entry(line) {
-                match key {
-                    "DEVICE" => entry.device = Some(value.to_owned()),
-                    "SUBSYSTEM" => entry.subsystem = Some(value.to_owned()),
-                    _ => {}
-                }
-                continue;
+        if let Some(entry) = pending.as_mut()
+            && let Some((key, value)) = dictionary_entry(line)
+        {
+            match key {
+                "DEVICE" => entry.device = Some(value.to_owned()),
+                "SUBSYSTEM" => entry.subsystem = Some(value.to_owned()),
+                _ => {}
             }
+            continue;
         }
         if let Some(entry) = pending.take() {
             analyzer.push(entry, &mut out);
@@ -260,10 +263,10 @@ pub fn analyze_text(
         let parsed = parse_line(line, year);
         let is_kmsg = parsed.format == LineFormat::Kmsg;
         if let Some(seq) = parsed.seq {
-            if let Some(last) = last_seq {
-                if seq > last + 1 {
-                    analyzer.lost(last + 1, seq - 1, &mut out);
-                }
+            if let Some(last) = last_seq
+                && seq > last + 1
+            {
+                analyzer.lost(last + 1, seq - 1, &mut out);
             }
             last_seq = Some(seq);
         }

@@ -10,7 +10,9 @@ use regex::{Regex, RegexSet};
 pub const EMBEDDED_RULES: &str = include_str!("rules.toml");
 
 /// What kind of trouble an event is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Class {
     Hang,
@@ -192,11 +194,10 @@ impl Classifier {
     /// Rules from a file (`--rules FILE`).
     pub fn from_file(path: &Path) -> Result<Self, RulesError> {
         let file = path.display().to_string();
-        let text =
-            std::fs::read_to_string(path).map_err(|source| RulesError::Read {
-                file: file.clone(),
-                source,
-            })?;
+        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
+            file: file.clone(),
+            source,
+        })?;
         Self::from_toml(&text, &file)
     }
 
@@ -217,7 +218,12 @@ impl Classifier {
         let mut rules = Vec::with_capacity(parsed.rule.len());
         for (index, row) in parsed.rule.into_iter().enumerate() {
             let index = index + 1;
-            if row.id.is_empty() || !row.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_') {
+            if row.id.is_empty()
+                || !row
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            {
                 return Err(RulesError::Rule {
                     file: file.to_owned(),
                     index,
@@ -304,12 +310,12 @@ impl Classifier {
         let rule = self.first_match(text)?;
         let mut fields = BTreeMap::new();
         let compiled = self.rules.get(rule)?;
-        if compiled.has_captures {
-            if let Some(caps) = compiled.regex.captures(text) {
-                for name in compiled.regex.capture_names().flatten() {
-                    if let Some(m) = caps.name(name) {
-                        fields.insert(name.to_owned(), m.as_str().trim().to_owned());
-                    }
+        if compiled.has_captures
+            && let Some(caps) = compiled.regex.captures(text)
+        {
+            for name in compiled.regex.capture_names().flatten() {
+                if let Some(m) = caps.name(name) {
+                    fields.insert(name.to_owned(), m.as_str().trim().to_owned());
                 }
             }
         }
@@ -347,45 +353,37 @@ pub fn split_prefix(message: &str) -> Option<(Option<&str>, &str)> {
     let mut device = None;
     let mut text = message;
     let mut matched = false;
-    if let Some(rest) = text.strip_prefix("amdgpu ") {
-        // dev_* form: `amdgpu 0000:c1:00.0: text`
-        let (addr, after) = rest.split_once(": ")?;
-        if !is_pci_address(addr) {
-            return None;
-        }
-        device = Some(addr);
-        text = after;
-        matched = true;
-    } else if let Some(rest) = text.strip_prefix("kfd kfd: ") {
-        text = rest;
-        matched = true;
-    }
-    if let Some(rest) = text.strip_prefix("amdgpu: ") {
-        text = rest;
-        matched = true;
-    }
-    if let Some(rest) = text.strip_prefix("[drm") {
-        // `[drm] text`, `[drm:func [amdgpu]] text`, `[drm] *ERROR* text`
-        if let Some(after) = rest.strip_prefix("] ") {
+    loop {
+        if let Some(rest) = text.strip_prefix("amdgpu ") {
+            // dev_* form: `amdgpu 0000:c1:00.0: text`
+            let (addr, after) = rest.split_once(": ")?;
+            if device.is_some() || !is_pci_address(addr) {
+                return None;
+            }
+            device = Some(addr);
             text = after;
-        } else if rest.starts_with(':') {
-            let end = rest.find("]] ")?;
-            text = rest.get(end + 3..)?;
+        } else if let Some(rest) = text
+            .strip_prefix("amdgpu: ")
+            .or_else(|| text.strip_prefix("kfd kfd: "))
+            .or_else(|| text.strip_prefix("[drm] "))
+            .or_else(|| text.strip_prefix("[TTM] "))
+        {
+            text = rest;
+        } else if let Some(rest) = text.strip_prefix("[drm:") {
+            // `[drm:amdgpu_job_timedout [amdgpu]] text`
+            let end = rest.find("] ")?;
+            let after = rest.get(end + 2..)?;
+            text = after.strip_prefix("] ").unwrap_or(after);
+        } else if matched {
+            if let Some(rest) = text.strip_prefix("*ERROR* ") {
+                text = rest;
+            }
+            return Some((device, text));
         } else {
             return None;
         }
         matched = true;
-    } else if let Some(rest) = text.strip_prefix("[TTM] ") {
-        text = rest;
-        matched = true;
     }
-    if !matched {
-        return None;
-    }
-    if let Some(rest) = text.strip_prefix("*ERROR* ") {
-        text = rest;
-    }
-    Some((device, text))
 }
 
 #[cfg(test)]
@@ -426,7 +424,9 @@ mod tests {
     fn extracts_the_fields_of_the_catalogue() {
         let c = Classifier::embedded().unwrap();
         let x = c
-            .classify("amdgpu 0000:c1:00.0: amdgpu: MES failed to respond to msg=MISC (WAIT_REG_MEM)")
+            .classify(
+                "amdgpu 0000:c1:00.0: amdgpu: MES failed to respond to msg=MISC (WAIT_REG_MEM)",
+            )
             .unwrap();
         assert_eq!(&*c.rule(x.rule).unwrap().id, "mes_timeout");
         assert_eq!(x.fields["mes_op"], "MISC");
@@ -438,7 +438,10 @@ mod tests {
         let x = c
             .classify("amdgpu 0000:c1:00.0: amdgpu: [gfxhub] page fault (src_id:0 ring:24 vmid:8 pasid:32769)")
             .unwrap();
-        assert_eq!((x.fields["ring"].as_str(), x.fields["pasid"].as_str()), ("24", "32769"));
+        assert_eq!(
+            (x.fields["ring"].as_str(), x.fields["pasid"].as_str()),
+            ("24", "32769")
+        );
         let x = c
             .classify("amdgpu 0000:c1:00.0: amdgpu:   in page starting at address 0x00007f1234560000 from client 10")
             .unwrap();
@@ -446,13 +449,42 @@ mod tests {
         let x = c
             .classify("amdgpu 0000:c1:00.0: amdgpu:  Process llama-server pid 4242 thread llama-server pid 4250")
             .unwrap();
-        assert_eq!((x.fields["process"].as_str(), x.fields["pid"].as_str()), ("llama-server", "4242"));
-        assert_eq!(id_of(&c, "amdgpu: unknown parameter 'gtt_size' ignored").as_deref(), Some("unknown_module_parameter"));
-        assert_eq!(id_of(&c, "[TTM] Buffer eviction failed").as_deref(), Some("ttm_eviction_failed"));
-        assert_eq!(id_of(&c, "[drm] device wedged, but recovered through reset").as_deref(), Some("device_wedged_recovered"));
-        assert_eq!(id_of(&c, "amdgpu: No more SDMA queue to allocate").as_deref(), Some("sdma_queue_exhausted"));
-        assert_eq!(id_of(&c, "amdgpu 0000:c1:00.0: amdgpu: GPU reset begin!. Source:  1").as_deref(), Some("gpu_reset_begin"));
-        assert_eq!(id_of(&c, "amdgpu 0000:c1:00.0: amdgpu: GPU reset end with ret = 0").as_deref(), Some("gpu_reset_end"));
+        assert_eq!(
+            (x.fields["process"].as_str(), x.fields["pid"].as_str()),
+            ("llama-server", "4242")
+        );
+        assert_eq!(
+            id_of(&c, "amdgpu: unknown parameter 'gtt_size' ignored").as_deref(),
+            Some("unknown_module_parameter")
+        );
+        assert_eq!(
+            id_of(&c, "[TTM] Buffer eviction failed").as_deref(),
+            Some("ttm_eviction_failed")
+        );
+        assert_eq!(
+            id_of(&c, "[drm] device wedged, but recovered through reset").as_deref(),
+            Some("device_wedged_recovered")
+        );
+        assert_eq!(
+            id_of(&c, "amdgpu: No more SDMA queue to allocate").as_deref(),
+            Some("sdma_queue_exhausted")
+        );
+        assert_eq!(
+            id_of(
+                &c,
+                "amdgpu 0000:c1:00.0: amdgpu: GPU reset begin!. Source:  1"
+            )
+            .as_deref(),
+            Some("gpu_reset_begin")
+        );
+        assert_eq!(
+            id_of(
+                &c,
+                "amdgpu 0000:c1:00.0: amdgpu: GPU reset end with ret = 0"
+            )
+            .as_deref(),
+            Some("gpu_reset_end")
+        );
     }
 
     #[test]
@@ -460,18 +492,35 @@ mod tests {
         let c = Classifier::embedded().unwrap();
         assert_eq!(id_of(&c, "usb 1-1: new high-speed USB device"), None);
         assert_eq!(id_of(&c, "MES failed to respond to msg=REMOVE_QUEUE"), None);
-        assert_eq!(id_of(&c, "amdgpu 0000:c1:00.0: amdgpu: SE 1, SH per SE 2"), None);
-        assert_eq!(id_of(&c, "amdgpu notapci: ring x timeout, signaled seq=1, emitted seq=2"), None);
+        assert_eq!(
+            id_of(&c, "amdgpu 0000:c1:00.0: amdgpu: SE 1, SH per SE 2"),
+            None
+        );
+        assert_eq!(
+            id_of(
+                &c,
+                "amdgpu notapci: ring x timeout, signaled seq=1, emitted seq=2"
+            ),
+            None
+        );
     }
 
     #[test]
     fn bad_rules_name_the_file_and_the_rule() {
         let text = "[[rule]]\nid = \"ok\"\nclass = \"hang\"\npattern = 'a'\n[[rule]]\nid = \"broken\"\nclass = \"hang\"\npattern = '(unclosed'\n";
-        let e = Classifier::from_toml(text, "my.toml").unwrap_err().to_string();
-        assert!(e.contains("my.toml") && e.contains("rule 2") && e.contains("broken"), "{e}");
-        let e = Classifier::from_toml("[[rule]]\nid = \"x\"\nclass = \"nope\"\npattern = 'a'\n", "f.toml")
+        let e = Classifier::from_toml(text, "my.toml")
             .unwrap_err()
             .to_string();
+        assert!(
+            e.contains("my.toml") && e.contains("rule 2") && e.contains("broken"),
+            "{e}"
+        );
+        let e = Classifier::from_toml(
+            "[[rule]]\nid = \"x\"\nclass = \"nope\"\npattern = 'a'\n",
+            "f.toml",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(e.contains("f.toml"), "{e}");
         let e = Classifier::from_toml(
             "[[rule]]\nid = \"x\"\nclass = \"hang\"\npattern = 'a'\n[[incident_kind]]\nkind = \"k\"\nrequire = [[\"y\"]]\n",
@@ -479,7 +528,10 @@ mod tests {
         )
         .unwrap_err()
         .to_string();
-        assert!(e.contains("g.toml") && e.contains("`k`") && e.contains("`y`"), "{e}");
+        assert!(
+            e.contains("g.toml") && e.contains("`k`") && e.contains("`y`"),
+            "{e}"
+        );
     }
 
     proptest! {

@@ -98,6 +98,7 @@ struct Shared {
     unavailable: Option<String>,
     metrics: KmsgMetrics,
     cancel: CancellationToken,
+    reader_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// Handle on the running pipeline; cheap to clone.
@@ -135,7 +136,9 @@ fn monotonic_usec_now() -> Option<u64> {
 
 fn lock(history: &Mutex<History>) -> MutexGuard<'_, History> {
     // A panic while holding the lock leaves consistent deques; keep serving.
-    history.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    history
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn timestamp(t: Option<jiff::Timestamp>) -> Option<prost_types::Timestamp> {
@@ -157,7 +160,11 @@ pub fn event_message(e: &Event) -> pb::KernelEvent {
         message: e.message.clone(),
         class: e.class.map(|c| c.as_str().to_owned()).unwrap_or_default(),
         id: e.id.as_deref().unwrap_or_default().to_owned(),
-        fields: e.fields.iter().map(|(k, v)| (k.clone(), v.clone())).collect(),
+        fields: e
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
         device: e.device.clone().unwrap_or_default(),
         subsystem: e.subsystem.clone().unwrap_or_default(),
     }
@@ -228,6 +235,7 @@ impl KernelLog {
                 unavailable,
                 metrics,
                 cancel,
+                reader_thread: Mutex::new(None),
             }),
         }
     }
@@ -245,10 +253,32 @@ impl KernelLog {
         let spawned = std::thread::Builder::new()
             .name("kmsg-reader".to_owned())
             .spawn(move || read_loop(&shared, KmsgReader::new(source), &config));
-        if let Err(e) = spawned {
-            tracing::error!("cannot start the kernel log reader: {e}");
+        match spawned {
+            Ok(handle) => {
+                *log.shared
+                    .reader_thread
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle);
+            }
+            Err(e) => tracing::error!("cannot start the kernel log reader: {e}"),
         }
         log
+    }
+
+    /// Waits for the reader thread to stop (after the cancel token fired); it saves the
+    /// position on its way out.
+    pub fn join(&self) {
+        let handle = self
+            .shared
+            .reader_thread
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .take();
+        if let Some(handle) = handle
+            && handle.join().is_err()
+        {
+            tracing::error!("the kernel log reader panicked");
+        }
     }
 
     pub fn boot_id(&self) -> &str {
@@ -350,10 +380,10 @@ fn to_items(
         match output {
             Output::Event(event) => {
                 current_seq = event.seq.unwrap_or(current_seq);
-                if let (Some(class), Some(id)) = (event.class, event.id.as_deref()) {
-                    if fresh(event.seq) {
-                        metrics.count_event(class, id);
-                    }
+                if let (Some(class), Some(id)) = (event.class, event.id.as_deref())
+                    && fresh(event.seq)
+                {
+                    metrics.count_event(class, id);
                 }
                 items.push(Item {
                     seq: current_seq,
@@ -415,7 +445,11 @@ const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the reader sleeps in poll() before it checks for shutdown and quiet incidents.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
-fn read_loop<S: RecordSource>(shared: &Shared, mut reader: KmsgReader<S>, config: &KernelLogConfig) {
+fn read_loop<S: RecordSource>(
+    shared: &Shared,
+    mut reader: KmsgReader<S>,
+    config: &KernelLogConfig,
+) {
     let mut analyzer = Analyzer::new(config.classifier.clone());
     let state_file = config.state_dir.as_deref().map(StateFile::in_dir);
     let saved = state_file.as_ref().and_then(|f| match f.load() {
@@ -433,7 +467,7 @@ fn read_loop<S: RecordSource>(shared: &Shared, mut reader: KmsgReader<S>, config
     let mut first_record = true;
     let mut outputs = Vec::new();
     let mut items = Vec::new();
-    let mut last_save = Instant::now();
+    let mut last_save: Option<Instant> = None;
     let mut dirty = false;
     loop {
         if shared.cancel.is_cancelled() {
@@ -450,11 +484,11 @@ fn read_loop<S: RecordSource>(shared: &Shared, mut reader: KmsgReader<S>, config
             ReadOutcome::Record(record) => {
                 if first_record {
                     first_record = false;
-                    if let Some(done) = counted_up_to {
-                        if record.seq > done + 1 {
-                            // Overwritten while no agent ran.
-                            analyzer.lost(done + 1, record.seq - 1, &mut outputs);
-                        }
+                    if let Some(done) = counted_up_to
+                        && record.seq > done + 1
+                    {
+                        // Overwritten while no agent ran.
+                        analyzer.lost(done + 1, record.seq - 1, &mut outputs);
                     }
                 }
                 analyzer.push(Entry::from_record(record, shared.boot_time), &mut outputs);
@@ -473,9 +507,9 @@ fn read_loop<S: RecordSource>(shared: &Shared, mut reader: KmsgReader<S>, config
                 }
                 let lost = to_items(&mut outputs, &shared.metrics, counted_up_to, &mut items);
                 publish(shared, std::mem::take(&mut items), lost);
-                if dirty && last_save.elapsed() >= SAVE_INTERVAL {
+                if dirty && last_save.is_none_or(|t| t.elapsed() >= SAVE_INTERVAL) {
                     save_position(state_file.as_ref(), shared, reader.last_seq());
-                    last_save = Instant::now();
+                    last_save = Some(Instant::now());
                     dirty = false;
                 }
                 match reader.wait(POLL_INTERVAL) {
@@ -548,7 +582,13 @@ mod tests {
         let source = ScriptedSource::new([gpu(1), plain(2), None, plain(9), gpu(10)]);
         let metrics = KmsgMetrics::default();
         let cancel = CancellationToken::new();
-        let log = KernelLog::start_with_source(source, "b".into(), config(), metrics.clone(), cancel.clone());
+        let log = KernelLog::start_with_source(
+            source,
+            "b".into(),
+            config(),
+            metrics.clone(),
+            cancel.clone(),
+        );
         let all = StreamFilter {
             include_unclassified: true,
             ..Default::default()
@@ -562,7 +602,10 @@ mod tests {
             })
             .collect();
         assert_eq!(lost.len(), 1);
-        assert_eq!((lost[0].count, lost[0].first_lost_seq, lost[0].last_lost_seq), (6, 3, 8));
+        assert_eq!(
+            (lost[0].count, lost[0].first_lost_seq, lost[0].last_lost_seq),
+            (6, 3, 8)
+        );
         assert_eq!(metrics.records_lost(), 6);
         // Resume after seq 2: the lost notice, 9 and 10 follow, and nothing from before.
         let resumed = log
@@ -590,7 +633,13 @@ mod tests {
         cfg.broadcast_capacity = 8;
         let source = ScriptedSource::new([]);
         let cancel = CancellationToken::new();
-        let log = KernelLog::start_with_source(source, "b".into(), cfg, KmsgMetrics::default(), cancel.clone());
+        let log = KernelLog::start_with_source(
+            source,
+            "b".into(),
+            cfg,
+            KmsgMetrics::default(),
+            cancel.clone(),
+        );
         let follow = StreamFilter {
             follow: true,
             include_unclassified: true,
@@ -603,7 +652,10 @@ mod tests {
             let mut outputs = Vec::new();
             let mut analyzer = Analyzer::new(log_classifier());
             analyzer.push(
-                Entry::from_record(crate::kmsg::record::parse_record(&plain(seq).unwrap()).unwrap(), None),
+                Entry::from_record(
+                    crate::kmsg::record::parse_record(&plain(seq).unwrap()).unwrap(),
+                    None,
+                ),
                 &mut outputs,
             );
             let mut items = Vec::new();

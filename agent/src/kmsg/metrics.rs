@@ -105,6 +105,9 @@ impl KmsgMetrics {
 
 type FloatGauge = Gauge<f64, AtomicU64>;
 
+/// A memory gauge: name, help, and how to read it from a card's memory.
+type MemoryGauge = (&'static str, &'static str, fn(&pb::Memory) -> Option<u64>);
+
 fn card_gauge(
     registry: &mut Registry,
     name: &str,
@@ -137,33 +140,63 @@ fn f(v: u64) -> f64 {
 
 /// Adds the gauges of a snapshot (only the values it holds).
 fn register_snapshot(registry: &mut Registry, s: &pb::Snapshot) {
-    card_gauge(registry, "nodectl_gpu_sclk_mhz", "Current shader clock", &s.cards, |c| {
-        c.samples
-            .last()
-            .and_then(|x| x.sclk_mhz)
-            .map(f64::from)
-            .or_else(|| c.hwmon.as_ref()?.sclk_hz.map(|hz| f(hz) / 1e6))
-    });
-    card_gauge(registry, "nodectl_gpu_busy_percent", "GPU busy percentage", &s.cards, |c| {
-        c.gpu_busy_percent.map(f64::from)
-    });
-    card_gauge(registry, "nodectl_gpu_temperature_celsius", "GPU edge temperature", &s.cards, |c| {
-        c.hwmon
-            .as_ref()?
-            .temp_edge_millicelsius
-            .map(|m| f(m.unsigned_abs()) * m.signum() as f64 / 1000.0)
-    });
-    card_gauge(registry, "nodectl_gpu_power_watts", "GPU package power", &s.cards, |c| {
-        c.hwmon.as_ref()?.power_microwatts.map(|w| f(w) / 1e6)
-    });
-    let memory: [(&str, &str, fn(&pb::Memory) -> Option<u64>); 4] = [
-        ("nodectl_gpu_vram_total_bytes", "VRAM size", |m| m.vram_total_bytes),
-        ("nodectl_gpu_vram_used_bytes", "VRAM in use", |m| m.vram_used_bytes),
-        ("nodectl_gpu_gtt_total_bytes", "GTT size", |m| m.gtt_total_bytes),
-        ("nodectl_gpu_gtt_used_bytes", "GTT in use", |m| m.gtt_used_bytes),
+    card_gauge(
+        registry,
+        "nodectl_gpu_sclk_mhz",
+        "Current shader clock",
+        &s.cards,
+        |c| {
+            c.samples
+                .last()
+                .and_then(|x| x.sclk_mhz)
+                .map(f64::from)
+                .or_else(|| c.hwmon.as_ref()?.sclk_hz.map(|hz| f(hz) / 1e6))
+        },
+    );
+    card_gauge(
+        registry,
+        "nodectl_gpu_busy_percent",
+        "GPU busy percentage",
+        &s.cards,
+        |c| c.gpu_busy_percent.map(f64::from),
+    );
+    card_gauge(
+        registry,
+        "nodectl_gpu_temperature_celsius",
+        "GPU edge temperature",
+        &s.cards,
+        |c| {
+            c.hwmon
+                .as_ref()?
+                .temp_edge_millicelsius
+                .map(|m| f(m.unsigned_abs()) * m.signum() as f64 / 1000.0)
+        },
+    );
+    card_gauge(
+        registry,
+        "nodectl_gpu_power_watts",
+        "GPU package power",
+        &s.cards,
+        |c| c.hwmon.as_ref()?.power_microwatts.map(|w| f(w) / 1e6),
+    );
+    let memory: [MemoryGauge; 4] = [
+        ("nodectl_gpu_vram_total_bytes", "VRAM size", |m| {
+            m.vram_total_bytes
+        }),
+        ("nodectl_gpu_vram_used_bytes", "VRAM in use", |m| {
+            m.vram_used_bytes
+        }),
+        ("nodectl_gpu_gtt_total_bytes", "GTT size", |m| {
+            m.gtt_total_bytes
+        }),
+        ("nodectl_gpu_gtt_used_bytes", "GTT in use", |m| {
+            m.gtt_used_bytes
+        }),
     ];
     for (name, help, get) in memory {
-        card_gauge(registry, name, help, &s.cards, |c| c.memory.as_ref().and_then(get).map(f));
+        card_gauge(registry, name, help, &s.cards, |c| {
+            c.memory.as_ref().and_then(get).map(f)
+        });
     }
 
     let firmware = Family::<FirmwareLabels, Gauge>::default();
@@ -211,7 +244,11 @@ fn register_snapshot(registry: &mut Registry, s: &pb::Snapshot) {
     let findings = Family::<FindingLabels, Gauge>::default();
     for finding in &s.findings {
         let severity = pb::Severity::try_from(finding.severity)
-            .map(|s| s.as_str_name().trim_start_matches("SEVERITY_").to_lowercase())
+            .map(|s| {
+                s.as_str_name()
+                    .trim_start_matches("SEVERITY_")
+                    .to_lowercase()
+            })
             .unwrap_or_else(|_| "unspecified".to_owned());
         findings
             .get_or_create(&FindingLabels {
@@ -221,7 +258,11 @@ fn register_snapshot(registry: &mut Registry, s: &pb::Snapshot) {
             .inc();
     }
     if !s.findings.is_empty() {
-        registry.register("nodectl_findings", "Findings of the checks, by id", findings);
+        registry.register(
+            "nodectl_findings",
+            "Findings of the checks, by id",
+            findings,
+        );
     }
 }
 
@@ -294,10 +335,19 @@ mod tests {
             ..Default::default()
         };
         let text = render(&m, Some(&snapshot));
-        assert!(text.contains(r#"nodectl_kernel_events_total{class="firmware",id="mes_timeout"} 1"#), "{text}");
+        assert!(
+            text.contains(r#"nodectl_kernel_events_total{class="firmware",id="mes_timeout"} 1"#),
+            "{text}"
+        );
         assert!(text.contains("nodectl_kmsg_records_lost_total 3"), "{text}");
-        assert!(text.contains(r#"nodectl_incidents_total{kind="mes_hang_reset"} 1"#), "{text}");
-        assert!(text.contains(r#"nodectl_gpu_busy_percent{card="card1",bdf="0000:c1:00.0"} 42"#), "{text}");
+        assert!(
+            text.contains(r#"nodectl_incidents_total{kind="mes_hang_reset"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"nodectl_gpu_busy_percent{card="card1",bdf="0000:c1:00.0"} 42"#),
+            "{text}"
+        );
         assert!(text.contains(r#"version="0x00000080""#), "{text}");
         assert!(!text.contains("nodectl_gpu_power_watts"), "{text}");
     }

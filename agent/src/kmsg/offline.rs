@@ -117,7 +117,12 @@ fn seconds_to_usec(text: &str) -> Option<u64> {
     }
     let secs: u64 = secs.parse().ok()?;
     let mut micros: u64 = 0;
-    for (i, digit) in frac.bytes().chain(std::iter::repeat(b'0')).take(6).enumerate() {
+    for (i, digit) in frac
+        .bytes()
+        .chain(std::iter::repeat(b'0'))
+        .take(6)
+        .enumerate()
+    {
         let _ = i;
         micros = micros * 10 + u64::from(digit - b'0');
     }
@@ -127,7 +132,10 @@ fn seconds_to_usec(text: &str) -> Option<u64> {
 fn parse_dmesg(line: &str) -> Option<LogLine> {
     let close = line.find(']')?;
     let inside = line.get(1..close)?.trim();
-    let message = line.get(close + 1..)?.strip_prefix(' ').unwrap_or(line.get(close + 1..)?);
+    let message = line
+        .get(close + 1..)?
+        .strip_prefix(' ')
+        .unwrap_or(line.get(close + 1..)?);
     if let Some(usec) = seconds_to_usec(inside) {
         let mut out = LogLine::plain(LineFormat::Dmesg, message);
         out.monotonic_usec = Some(usec);
@@ -138,7 +146,10 @@ fn parse_dmesg(line: &str) -> Option<LogLine> {
     if let [_weekday, month, day, time, year] = parts[..] {
         let text = format!("{year} {month} {day} {time}");
         let civil = jiff::civil::DateTime::strptime("%Y %b %d %H:%M:%S", &text).ok()?;
-        let wall = civil.to_zoned_datetime(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+        let wall = civil
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+            .ok()?
+            .timestamp();
         let mut out = LogLine::plain(LineFormat::DmesgTime, message);
         out.wall = Some(wall);
         return Some(out);
@@ -161,11 +172,16 @@ fn parse_journal(line: &str, year: i16) -> Option<LogLine> {
     let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
     let text = format!("{year} {month} {day} {hms}");
     let civil = jiff::civil::DateTime::strptime("%Y %b %d %H:%M:%S", &text).ok()?;
-    let mut wall = civil.to_zoned_datetime(jiff::tz::TimeZone::UTC).ok()?.timestamp();
+    let mut wall = civil
+        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+        .ok()?
+        .timestamp();
     if !frac.is_empty() {
         let micros = seconds_to_usec(&format!("0.{frac}"))?;
         wall = wall
-            .checked_add(jiff::SignedDuration::from_micros(i64::try_from(micros).ok()?))
+            .checked_add(jiff::SignedDuration::from_micros(
+                i64::try_from(micros).ok()?,
+            ))
             .ok()?;
     }
     let mut out = LogLine::plain(LineFormat::Journal, message);
@@ -178,9 +194,30 @@ fn parse_journal(line: &str, year: i16) -> Option<LogLine> {
 }
 
 const FACILITIES: [&str; 24] = [
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
-    "ftp", "ntp", "security", "console", "solaris-cron", "local0", "local1", "local2", "local3",
-    "local4", "local5", "local6", "local7",
+    "kern",
+    "user",
+    "mail",
+    "daemon",
+    "auth",
+    "syslog",
+    "lpr",
+    "news",
+    "uucp",
+    "cron",
+    "authpriv",
+    "ftp",
+    "ntp",
+    "security",
+    "console",
+    "solaris-cron",
+    "local0",
+    "local1",
+    "local2",
+    "local3",
+    "local4",
+    "local5",
+    "local6",
+    "local7",
 ];
 const LEVELS: [&str; 8] = [
     "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
@@ -190,7 +227,9 @@ fn parse_talos(line: &str) -> Option<LogLine> {
     // `[node: ]kern:    info: [2026-01-06T19:44:34.377086477Z]: message`
     let open = line.find(": [")?;
     let after = line.get(open + 3..)?;
-    let close = after.find("]: ").or_else(|| after.strip_suffix(']').map(|s| s.len()))?;
+    let close = after
+        .find("]: ")
+        .or_else(|| after.strip_suffix(']').map(|s| s.len()))?;
     let stamp = after.get(..close)?;
     let wall: jiff::Timestamp = stamp.parse().ok()?;
     let message = after.get(close + 2..).unwrap_or("");
@@ -218,11 +257,17 @@ mod tests {
     #[test]
     fn detects_every_format() {
         let k = parse_line(&format!("3,1234,950818166,-;{MSG}"), 2025);
-        assert_eq!((k.format, k.seq, k.monotonic_usec), (LineFormat::Kmsg, Some(1234), Some(950_818_166)));
+        assert_eq!(
+            (k.format, k.seq, k.monotonic_usec),
+            (LineFormat::Kmsg, Some(1234), Some(950_818_166))
+        );
         assert_eq!(k.message, MSG);
 
         let d = parse_line(&format!("[  950.818166] {MSG}"), 2025);
-        assert_eq!((d.format, d.monotonic_usec), (LineFormat::Dmesg, Some(950_818_166)));
+        assert_eq!(
+            (d.format, d.monotonic_usec),
+            (LineFormat::Dmesg, Some(950_818_166))
+        );
         assert_eq!(d.message, MSG);
 
         let t = parse_line(&format!("[Tue Aug  5 09:03:24 2025] {MSG}"), 2000);
@@ -239,7 +284,10 @@ mod tests {
         assert_eq!(jp.wall.unwrap().to_string(), "2025-08-05T09:03:24.804673Z");
         assert_eq!(jp.message, MSG);
 
-        let u = parse_line("Aug 05 09:03:24 node1 sshd[12]: amdgpu: GPU reset begin!", 2025);
+        let u = parse_line(
+            "Aug 05 09:03:24 node1 sshd[12]: amdgpu: GPU reset begin!",
+            2025,
+        );
         assert!(u.user_written());
 
         let talos = parse_line(
@@ -249,17 +297,26 @@ mod tests {
         assert_eq!(talos.format, LineFormat::Talos);
         assert_eq!(talos.level, Some(3));
         assert_eq!(talos.message, MSG);
-        assert_eq!(talos.wall.unwrap().to_string(), "2026-01-06T19:44:34.377086477Z");
+        assert_eq!(
+            talos.wall.unwrap().to_string(),
+            "2026-01-06T19:44:34.377086477Z"
+        );
         let talos_user = parse_line("user: warning: [2026-01-06T19:44:34Z]: hi", 2025);
         assert!(talos_user.user_written());
 
         let p = parse_line("just text", 2025);
-        assert_eq!((p.format, p.message.as_str()), (LineFormat::Plain, "just text"));
+        assert_eq!(
+            (p.format, p.message.as_str()),
+            (LineFormat::Plain, "just text")
+        );
     }
 
     #[test]
     fn recognises_dictionary_lines() {
-        assert_eq!(dictionary_entry(" DEVICE=+pci:0000:c1:00.0"), Some(("DEVICE", "+pci:0000:c1:00.0")));
+        assert_eq!(
+            dictionary_entry(" DEVICE=+pci:0000:c1:00.0"),
+            Some(("DEVICE", "+pci:0000:c1:00.0"))
+        );
         assert_eq!(dictionary_entry("DEVICE=x"), None);
         assert_eq!(dictionary_entry(" Process x pid=3"), None);
     }

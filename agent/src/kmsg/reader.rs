@@ -70,9 +70,14 @@ impl RecordSource for KmsgFile {
 pub enum ReadOutcome {
     Record(Record),
     /// Records `first_seq ..= last_seq` were overwritten before they were read.
-    Lost { first_seq: u64, last_seq: u64 },
+    Lost {
+        first_seq: u64,
+        last_seq: u64,
+    },
     /// Bytes that are not a record (kept for the caller to report; reading goes on).
-    Malformed { reason: String },
+    Malformed {
+        reason: String,
+    },
     /// Nothing more to read now.
     Drained,
 }

@@ -102,15 +102,16 @@ pub fn unescape(bytes: &[u8]) -> String {
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x') {
-            if let (Some(h), Some(l)) = (
+        if bytes[i] == b'\\'
+            && bytes.get(i + 1) == Some(&b'x')
+            && let (Some(h), Some(l)) = (
                 bytes.get(i + 2).copied().and_then(hex_digit),
                 bytes.get(i + 3).copied().and_then(hex_digit),
-            ) {
-                out.push(h << 4 | l);
-                i += 4;
-                continue;
-            }
+            )
+        {
+            out.push(h << 4 | l);
+            i += 4;
+            continue;
         }
         out.push(bytes[i]);
         i += 1;
@@ -135,7 +136,10 @@ mod tests {
             b"3,1234,950818166,-;amdgpu 0000:c1:00.0: amdgpu: MES failed to respond to msg=REMOVE_QUEUE\n SUBSYSTEM=pci\n DEVICE=+pci:0000:c1:00.0\n",
         )
         .unwrap();
-        assert_eq!((r.facility, r.level, r.seq, r.ts_usec), (0, 3, 1234, 950_818_166));
+        assert_eq!(
+            (r.facility, r.level, r.seq, r.ts_usec),
+            (0, 3, 1234, 950_818_166)
+        );
         assert_eq!(
             r.message,
             "amdgpu 0000:c1:00.0: amdgpu: MES failed to respond to msg=REMOVE_QUEUE"
@@ -164,8 +168,14 @@ mod tests {
     #[test]
     fn rejects_malformed_headers() {
         assert_eq!(parse_record(b"no separator"), Err(RecordError::NoSeparator));
-        assert!(matches!(parse_record(b"x,1,2,-;m"), Err(RecordError::Header(_))));
-        assert!(matches!(parse_record(b"6,1,2;m"), Err(RecordError::Header(_))));
+        assert!(matches!(
+            parse_record(b"x,1,2,-;m"),
+            Err(RecordError::Header(_))
+        ));
+        assert!(matches!(
+            parse_record(b"6,1,2;m"),
+            Err(RecordError::Header(_))
+        ));
         assert!(matches!(parse_record(b";m"), Err(RecordError::Header(_))));
     }
 

@@ -78,6 +78,11 @@ mod tests {
         file.save(&s).unwrap();
         assert_eq!(file.load().unwrap(), Some(s));
         std::fs::write(file.path(), "{").unwrap();
-        assert!(file.load().unwrap_err().to_string().contains("kmsg-state.json"));
+        assert!(
+            file.load()
+                .unwrap_err()
+                .to_string()
+                .contains("kmsg-state.json")
+        );
     }
 }

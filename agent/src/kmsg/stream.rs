@@ -15,11 +15,13 @@ use super::hub::{KernelLog, StreamFilter};
 /// Messages buffered per stream between the broadcast and the client's connection.
 const STREAM_BUFFER: usize = 64;
 
-pub type KernelStream =
-    Pin<Box<dyn Stream<Item = Result<pb::KernelStreamMessage, Status>> + Send>>;
+pub type KernelStream = Pin<Box<dyn Stream<Item = Result<pb::KernelStreamMessage, Status>> + Send>>;
 
 /// Checks the request and starts the stream.
-pub fn open(log: &KernelLog, request: &pb::StreamKernelEventsRequest) -> Result<KernelStream, Status> {
+pub fn open(
+    log: &KernelLog,
+    request: &pb::StreamKernelEventsRequest,
+) -> Result<KernelStream, Status> {
     let mut classes = Vec::with_capacity(request.classes.len());
     for name in &request.classes {
         let class = Class::parse(name).ok_or_else(|| {
