@@ -364,10 +364,15 @@ fn publish(shared: &Shared, items: Vec<Item>, lost: u64) {
 }
 
 /// Converts analyzer outputs to history items, counting what was not counted before.
+///
+/// Items are keyed by the seq of the last record read when they were made (`last_read_seq`
+/// for incidents closed by the clock), so the history stays in seq order and a resume with
+/// since_seq misses no incident update.
 fn to_items(
     outputs: &mut Vec<Output>,
     metrics: &KmsgMetrics,
     counted_up_to: Option<u64>,
+    last_read_seq: u64,
     items: &mut Vec<Item>,
 ) -> u64 {
     let fresh = |seq: Option<u64>| match (seq, counted_up_to) {
@@ -375,7 +380,7 @@ fn to_items(
         _ => true,
     };
     let mut lost_now = 0;
-    let mut current_seq = 0;
+    let mut current_seq = last_read_seq;
     for output in outputs.drain(..) {
         match output {
             Output::Event(event) => {
@@ -401,7 +406,7 @@ fn to_items(
                     metrics.count_incident(&incident.kind);
                 }
                 items.push(Item {
-                    seq: incident.last_seq.unwrap_or(current_seq),
+                    seq: current_seq,
                     class: None,
                     unclassified: false,
                     message: pb::KernelStreamMessage {
@@ -505,7 +510,13 @@ fn read_loop<S: RecordSource>(
                 if let Some(now) = monotonic_usec_now() {
                     analyzer.tick(now, &mut outputs);
                 }
-                let lost = to_items(&mut outputs, &shared.metrics, counted_up_to, &mut items);
+                let lost = to_items(
+                    &mut outputs,
+                    &shared.metrics,
+                    counted_up_to,
+                    reader.last_seq().unwrap_or(0),
+                    &mut items,
+                );
                 publish(shared, std::mem::take(&mut items), lost);
                 if dirty && last_save.is_none_or(|t| t.elapsed() >= SAVE_INTERVAL) {
                     save_position(state_file.as_ref(), shared, reader.last_seq());
@@ -523,7 +534,13 @@ fn read_loop<S: RecordSource>(
             }
         }
         // Publish as soon as a record is read: a subscriber sees it without waiting for a drain.
-        let lost = to_items(&mut outputs, &shared.metrics, counted_up_to, &mut items);
+        let lost = to_items(
+            &mut outputs,
+            &shared.metrics,
+            counted_up_to,
+            reader.last_seq().unwrap_or(0),
+            &mut items,
+        );
         publish(shared, std::mem::take(&mut items), lost);
     }
     save_position(state_file.as_ref(), shared, reader.last_seq());
@@ -628,6 +645,50 @@ mod tests {
     }
 
     #[test]
+    fn records_counted_before_a_restart_are_not_counted_again() {
+        use crate::kmsg::classify::Class;
+        let dir = tempfile::tempdir().unwrap();
+        StateFile::in_dir(dir.path())
+            .save(&CountedUpTo {
+                boot_id: "b".into(),
+                last_counted_seq: 5,
+            })
+            .unwrap();
+        let mut cfg = config();
+        cfg.state_dir = Some(dir.path().to_owned());
+        let metrics = KmsgMetrics::default();
+        let cancel = CancellationToken::new();
+        let source = ScriptedSource::new((3..=8).map(gpu));
+        let log = KernelLog::start_with_source(
+            source,
+            "b".into(),
+            cfg.clone(),
+            metrics.clone(),
+            cancel.clone(),
+        );
+        // The stream still holds every record; the counter only the new ones.
+        let items = wait_for(&log, &StreamFilter::default(), 6);
+        assert!(items.len() >= 6);
+        assert_eq!(metrics.events(Class::Firmware, "mes_timeout"), 3);
+        cancel.cancel();
+        log.join();
+        let saved = StateFile::in_dir(dir.path()).load().unwrap().unwrap();
+        assert_eq!(saved.last_counted_seq, 8);
+
+        // Next run: the ring now starts at 12, so 9..=11 were lost while no agent ran.
+        let metrics = KmsgMetrics::default();
+        let cancel = CancellationToken::new();
+        let source = ScriptedSource::new([gpu(12)]);
+        let log =
+            KernelLog::start_with_source(source, "b".into(), cfg, metrics.clone(), cancel.clone());
+        wait_for(&log, &StreamFilter::default(), 2);
+        assert_eq!(metrics.records_lost(), 3);
+        assert_eq!(metrics.events(Class::Firmware, "mes_timeout"), 1);
+        cancel.cancel();
+        log.join();
+    }
+
+    #[test]
     fn a_stalled_subscriber_lags_and_the_others_lose_nothing() {
         let mut cfg = config();
         cfg.broadcast_capacity = 8;
@@ -648,9 +709,9 @@ mod tests {
         let mut stalled = log.subscribe(&follow).unwrap().live.unwrap();
         let mut reader = log.subscribe(&follow).unwrap().live.unwrap();
         let mut received = Vec::new();
+        let mut analyzer = Analyzer::new(log_classifier());
         for seq in 1..=100u64 {
             let mut outputs = Vec::new();
-            let mut analyzer = Analyzer::new(log_classifier());
             analyzer.push(
                 Entry::from_record(
                     crate::kmsg::record::parse_record(&plain(seq).unwrap()).unwrap(),
@@ -659,7 +720,7 @@ mod tests {
                 &mut outputs,
             );
             let mut items = Vec::new();
-            to_items(&mut outputs, log.metrics(), None, &mut items);
+            to_items(&mut outputs, log.metrics(), None, 0, &mut items);
             log.publish(items, 0);
             // The active subscriber keeps up.
             while let Ok(item) = reader.try_recv() {
