@@ -6,6 +6,7 @@
 pub mod checks;
 pub mod collect;
 pub mod host_root;
+pub mod kmsg;
 pub mod model;
 pub mod server;
 pub mod shutdown;

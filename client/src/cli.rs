@@ -58,6 +58,8 @@ pub enum Command {
     /// Show a node's amdgpu, firmware, clock, memory, KFD and host state, or check it.
     #[command(subcommand)]
     Node(crate::node::NodeCommand),
+    /// Classified amdgpu/KFD kernel events and incidents (agent, this host, or a saved log).
+    Events(crate::events::EventsArgs),
 }
 
 impl Cli {
@@ -65,6 +67,7 @@ impl Cli {
     pub async fn run(self) -> anyhow::Result<Outcome> {
         match self.command {
             Command::Node(command) => crate::node::run(command, &self.global).await,
+            Command::Events(args) => crate::events::run(args, &self.global).await,
         }
     }
 }
