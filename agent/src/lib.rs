@@ -3,7 +3,10 @@
 //! The same library runs in the DaemonSet (`nodectl-agent --host-root /host`), inside the
 //! `nodectl` client (embedded mode) and in the tests (fixture trees).
 
+pub mod checks;
+pub mod collect;
 pub mod host_root;
+pub mod kmsg;
 pub mod model;
 pub mod server;
 pub mod shutdown;

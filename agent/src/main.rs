@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use nodectl_agent::{HostRoot, server, shutdown};
+use nodectl_agent::{HostRoot, kmsg, server, shutdown};
 use tokio_util::sync::CancellationToken;
 
 /// Serves a node's amdgpu, KFD, host and kernel-log state over gRPC (read-only).
@@ -22,6 +22,16 @@ struct Args {
     /// Unix socket path for gRPC.
     #[arg(long, value_name = "PATH")]
     unix: Option<PathBuf>,
+    /// TCP address for Prometheus metrics (`GET /metrics`); port 0 picks a free one.
+    #[arg(long, value_name = "ADDR")]
+    metrics_listen: Option<SocketAddr>,
+    /// Directory where the kernel log position `(boot_id, last counted seq)` is kept, so a
+    /// restarted agent counts no record twice.
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<PathBuf>,
+    /// Kernel message rules (TOML, the format of the embedded rules) instead of the embedded ones.
+    #[arg(long, value_name = "FILE")]
+    rules: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -37,12 +47,48 @@ async fn main() -> anyhow::Result<()> {
 
     let token = CancellationToken::new();
     shutdown::cancel_on_signal(token.clone()).context("installing signal handlers")?;
+    let root = HostRoot::new(args.host_root);
+    let classifier = kmsg::Classifier::load(args.rules.as_deref())?;
+    if let Some(dir) = &args.state_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("--state-dir {}", dir.display()))?;
+    }
+    let mut kmsg_config = kmsg::hub::KernelLogConfig::new(std::sync::Arc::new(classifier));
+    kmsg_config.state_dir = args.state_dir.clone();
+    let metrics = kmsg::metrics::KmsgMetrics::default();
+    let kernel_log =
+        kmsg::hub::KernelLog::start(&root, kmsg_config, metrics.clone(), token.clone());
+
+    // Bound before serve() so its `listening` line comes before `ready`.
+    let mut metrics_task = None;
+    if let Some(addr) = args.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding --metrics-listen {addr}"))?;
+        println!("listening metrics={}", listener.local_addr()?);
+        metrics_task = Some(tokio::spawn(kmsg::metrics::serve(
+            listener,
+            root.clone(),
+            metrics,
+            token.clone(),
+        )));
+    }
     let config = server::ServerConfig {
-        root: HostRoot::new(args.host_root),
+        root,
         listen: args.listen,
         unix: args.unix,
+        kernel_log: Some(kernel_log.clone()),
     };
-    server::serve(config, token).await?;
+    let served = server::serve(config, token.clone()).await;
+    token.cancel();
+    tokio::task::spawn_blocking(move || kernel_log.join())
+        .await
+        .context("kernel log reader")?;
+    if let Some(task) = metrics_task {
+        task.await
+            .context("metrics task")?
+            .context("metrics server")?;
+    }
+    served?;
     tracing::info!("stopped");
     Ok(())
 }

@@ -2,12 +2,10 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 
 use nodectl_proto::nodectl::v1 as pb;
 use pb::node_diagnostics_server::{NodeDiagnostics, NodeDiagnosticsServer};
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::Stream;
 use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
@@ -24,17 +22,29 @@ pub struct ServerConfig {
     pub root: HostRoot,
     pub listen: Option<SocketAddr>,
     pub unix: Option<PathBuf>,
+    /// The kernel log pipeline; `None`: streams answer that the kernel log is not read here.
+    pub kernel_log: Option<crate::kmsg::hub::KernelLog>,
 }
 
 /// Implements nodectl.v1.NodeDiagnostics over one host root.
 #[derive(Debug, Clone)]
 pub struct DiagnosticsService {
     root: HostRoot,
+    kernel_log: Option<crate::kmsg::hub::KernelLog>,
 }
 
 impl DiagnosticsService {
     pub fn new(root: HostRoot) -> Self {
-        Self { root }
+        Self {
+            root,
+            kernel_log: None,
+        }
+    }
+
+    /// Serves kernel events from this pipeline.
+    pub fn with_kernel_log(mut self, kernel_log: Option<crate::kmsg::hub::KernelLog>) -> Self {
+        self.kernel_log = kernel_log;
+        self
     }
 }
 
@@ -52,7 +62,7 @@ fn sample_options(request: &pb::GetSnapshotRequest) -> Result<SampleOptions, Sta
     })
 }
 
-type KernelStream = Pin<Box<dyn Stream<Item = Result<pb::KernelStreamMessage, Status>> + Send>>;
+type KernelStream = crate::kmsg::stream::KernelStream;
 
 #[tonic::async_trait]
 impl NodeDiagnostics for DiagnosticsService {
@@ -72,11 +82,14 @@ impl NodeDiagnostics for DiagnosticsService {
 
     async fn stream_kernel_events(
         &self,
-        _request: Request<pb::StreamKernelEventsRequest>,
+        request: Request<pb::StreamKernelEventsRequest>,
     ) -> Result<Response<Self::StreamKernelEventsStream>, Status> {
-        Err(Status::unimplemented(
-            "kernel event streaming is not built yet",
-        ))
+        let Some(kernel_log) = &self.kernel_log else {
+            return Err(Status::failed_precondition(
+                "kernel log unavailable: this agent does not read it",
+            ));
+        };
+        crate::kmsg::stream::open(kernel_log, request.get_ref()).map(Response::new)
     }
 }
 
@@ -103,7 +116,8 @@ pub async fn serve(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     if config.listen.is_none() && config.unix.is_none() {
         anyhow::bail!("nothing to serve on: give --listen ADDR and/or --unix PATH");
     }
-    let service = DiagnosticsService::new(config.root.clone());
+    let service =
+        DiagnosticsService::new(config.root.clone()).with_kernel_log(config.kernel_log.clone());
     let mut tasks = tokio::task::JoinSet::new();
 
     if let Some(addr) = config.listen {

@@ -65,6 +65,8 @@ pub enum Command {
     /// Talos machine configuration: apply patches with a plan, confirmation and read-back.
     #[command(subcommand)]
     Talos(crate::talos::apply_patch::TalosCommand),
+    /// Classified amdgpu/KFD kernel events and incidents (agent, this host, or a saved log).
+    Events(crate::events::EventsArgs),
 }
 
 impl Cli {
@@ -74,6 +76,7 @@ impl Cli {
             Command::Node(command) => crate::node::run(command, &self.global).await,
             Command::Cwsr(command) => crate::talos::cwsr::run(command, &self.global).await,
             Command::Talos(command) => crate::talos::apply_patch::run(command, &self.global).await,
+            Command::Events(args) => crate::events::run(args, &self.global).await,
         }
     }
 }

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
+use comfy_table::{ContentArrangement, Table};
 use nodectl_agent::model::{self, Severity};
 use nodectl_agent::snapshot::SampleOptions;
 
@@ -108,19 +109,309 @@ pub async fn run(command: NodeCommand, global: &GlobalArgs) -> anyhow::Result<Ou
     })
 }
 
+/// Kernel arguments worth showing next to the cards: amdgpu/ttm knobs and IOMMU mode.
+fn is_argument_of_interest(key: &str) -> bool {
+    key.starts_with("amdgpu.")
+        || key.starts_with("ttm.")
+        || key.starts_with("amdttm.")
+        || key == "amd_iommu"
+        || key.starts_with("iommu")
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    if !header.is_empty() {
+        t.set_header(header.iter().copied());
+    }
+    t
+}
+
+const NONE: &str = "-";
+
+fn or_none<T: std::fmt::Display>(value: Option<T>) -> String {
+    value.map_or_else(|| NONE.to_owned(), |v| v.to_string())
+}
+
+/// `103079215104` → `96.0 GiB`.
+fn bytes(value: Option<u64>) -> String {
+    match value {
+        None => NONE.to_owned(),
+        Some(b) => {
+            const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+            const MIB: f64 = 1024.0 * 1024.0;
+            let b_f = b as f64;
+            if b_f >= GIB {
+                format!("{:.1} GiB", b_f / GIB)
+            } else {
+                format!("{:.1} MiB", b_f / MIB)
+            }
+        }
+    }
+}
+
+fn sclk_now_min_max(card: &model::Card) -> String {
+    let Some(levels) = card.sclk() else {
+        return NONE.to_owned();
+    };
+    let numbered = levels.iter().filter(|l| l.index != "S");
+    let min = numbered.clone().map(|l| l.mhz).min();
+    let max = numbered.map(|l| l.mhz).max();
+    let now = levels.iter().find(|l| l.current).map(|l| l.mhz);
+    format!("{} / {} / {} MHz", or_none(now), or_none(min), or_none(max))
+}
+
+fn param(snapshot: &model::Snapshot, module: &str, name: &str) -> String {
+    let params = match module {
+        "ttm" => &snapshot.module_parameters.ttm,
+        _ => &snapshot.module_parameters.amdgpu,
+    };
+    params
+        .get(name)
+        .map_or_else(|| NONE.to_owned(), |v| v.raw())
+}
+
 fn render_show(node: &NodeSnapshot) -> String {
     let s = &node.snapshot;
-    let mut out = format!("node {}: kernel {}\n", node.source, s.host.kernel_release);
+    let mut out = format!("node {}\n", node.source);
     if s.cards.is_empty() {
         out.push_str("no amdgpu device found\n");
+    } else {
+        let mut t = table(&[
+            "card",
+            "gfx target",
+            "cwsr_enable",
+            "MES firmware",
+            "sclk now / min / max",
+            "busy",
+            "GTT size",
+        ]);
+        for card in &s.cards {
+            t.add_row(vec![
+                card.name.clone(),
+                card.gfx_target.clone().unwrap_or_else(|| NONE.to_owned()),
+                param(s, "amdgpu", "cwsr_enable"),
+                card.mes_firmware().unwrap_or(NONE).to_owned(),
+                sclk_now_min_max(card),
+                card.gpu_busy_percent
+                    .map_or_else(|| NONE.to_owned(), |b| format!("{b} %")),
+                bytes(card.memory.gtt_total_bytes),
+            ]);
+        }
+        out.push_str(&format!("{t}\n"));
+    }
+
+    let h = &s.host;
+    let os = h.os_release.clone().unwrap_or_default();
+    let mut t = table(&["host", ""]);
+    t.add_row(vec!["hostname".to_owned(), or_none(h.hostname.as_ref())]);
+    t.add_row(vec!["talos".to_owned(), or_none(os.talos_version.as_ref())]);
+    t.add_row(vec!["os".to_owned(), or_none(os.pretty_name.as_ref())]);
+    t.add_row(vec![
+        "kernel".to_owned(),
+        or_none(h.kernel_release.as_ref()),
+    ]);
+    t.add_row(vec!["boot id".to_owned(), or_none(h.boot_id.as_ref())]);
+    t.add_row(vec![
+        "memory total / available".to_owned(),
+        format!(
+            "{} / {}",
+            bytes(h.mem_total_bytes),
+            bytes(h.mem_available_bytes)
+        ),
+    ]);
+    t.add_row(vec![
+        "uptime".to_owned(),
+        h.uptime_usec
+            .map_or_else(|| NONE.to_owned(), |u| format!("{} s", u / 1_000_000)),
+    ]);
+    let interesting: Vec<String> = h
+        .kernel_arguments
+        .iter()
+        .filter(|a| is_argument_of_interest(&a.key))
+        .map(|a| match &a.value {
+            Some(v) => format!("{}={v}", a.key),
+            None => a.key.clone(),
+        })
+        .collect();
+    t.add_row(vec![
+        "cmdline (gpu)".to_owned(),
+        if interesting.is_empty() {
+            NONE.to_owned()
+        } else {
+            interesting.join("\n")
+        },
+    ]);
+    t.add_row(vec![
+        "ttm.pages_limit".to_owned(),
+        param(s, "ttm", "pages_limit"),
+    ]);
+    out.push_str(&format!("{t}\n"));
+
+    for card in &s.cards {
+        out.push_str(&render_card(card));
+    }
+    if !s.kfd_nodes.is_empty() {
+        let mut t = table(&[
+            "KFD node",
+            "gpu_id",
+            "gfx target",
+            "simd_count",
+            "cwsr_size",
+        ]);
+        for n in &s.kfd_nodes {
+            t.add_row(vec![
+                n.node_id.to_string(),
+                n.gpu_id.to_string(),
+                n.gfx_target.clone().unwrap_or_else(|| NONE.to_owned()),
+                or_none(n.properties.get("simd_count")),
+                or_none(n.properties.get("cwsr_size")),
+            ]);
+        }
+        out.push_str(&format!("{t}\n"));
+    }
+    if !s.problems.is_empty() {
+        let mut t = table(&["problem", "reason"]);
+        for p in &s.problems {
+            t.add_row(vec![p.path.clone(), p.reason.clone()]);
+        }
+        out.push_str(&format!("{t}\n"));
+    }
+    if !s.findings.is_empty() {
+        out.push_str(&format!(
+            "{} finding(s): run `nodectl node check` for details\n",
+            s.findings.len()
+        ));
     }
     out
 }
 
+fn render_card(card: &model::Card) -> String {
+    let mut t = table(&[card.name.as_str(), ""]);
+    t.add_row(vec!["pci id".to_owned(), or_none(card.pci_id.as_ref())]);
+    t.add_row(vec!["bdf".to_owned(), or_none(card.bdf.as_ref())]);
+    t.add_row(vec![
+        "vbios".to_owned(),
+        or_none(card.vbios_version.as_ref()),
+    ]);
+    t.add_row(vec![
+        "performance level".to_owned(),
+        or_none(card.performance_level.as_ref()),
+    ]);
+    t.add_row(vec![
+        "busy gpu / mem".to_owned(),
+        format!(
+            "{} / {} %",
+            or_none(card.gpu_busy_percent),
+            or_none(card.mem_busy_percent)
+        ),
+    ]);
+    let firmware: Vec<String> = card
+        .firmware
+        .iter()
+        .filter(|(_, v)| v.as_str() != "0x00000000")
+        .map(|(k, v)| format!("{k} {v}"))
+        .collect();
+    t.add_row(vec![
+        "firmware".to_owned(),
+        if firmware.is_empty() {
+            NONE.to_owned()
+        } else {
+            firmware.join("\n")
+        },
+    ]);
+    for (domain, levels) in &card.dpm_clocks {
+        let shown: Vec<String> = levels
+            .iter()
+            .map(|l| format!("{}: {}{}", l.index, l.mhz, if l.current { "*" } else { "" }))
+            .collect();
+        t.add_row(vec![format!("{domain} MHz"), shown.join("  ")]);
+    }
+    let m = &card.memory;
+    t.add_row(vec![
+        "VRAM used / total".to_owned(),
+        format!(
+            "{} / {}",
+            bytes(m.vram_used_bytes),
+            bytes(m.vram_total_bytes)
+        ),
+    ]);
+    t.add_row(vec![
+        "GTT used / total".to_owned(),
+        format!("{} / {}", bytes(m.gtt_used_bytes), bytes(m.gtt_total_bytes)),
+    ]);
+    if let Some(h) = &card.hwmon {
+        t.add_row(vec![
+            format!("hwmon ({})", h.name),
+            format!(
+                "edge {} °C, power {} W ({}), sclk {} MHz",
+                h.temp_edge_millicelsius
+                    .map_or_else(|| NONE.to_owned(), |t| format!("{:.1}", t as f64 / 1000.0)),
+                h.power_microwatts
+                    .map_or_else(|| NONE.to_owned(), |p| format!("{:.1}", p as f64 / 1e6)),
+                h.power_source.as_deref().unwrap_or(NONE),
+                h.sclk_hz
+                    .map_or_else(|| NONE.to_owned(), |f| (f / 1_000_000).to_string()),
+            ),
+        ]);
+    }
+    if let Some(g) = &card.gpu_metrics {
+        let summary = if g.supported {
+            format!(
+                "v{}.{}: gfxclk {} MHz, gfx activity {} %, socket power {}",
+                g.format_revision,
+                g.content_revision,
+                or_none(g.value("average_gfxclk_frequency")),
+                or_none(g.value("average_gfx_activity")),
+                g.value("average_socket_power")
+                    .map_or_else(|| NONE.to_owned(), |p| format!("{p} mW")),
+            )
+        } else {
+            format!(
+                "v{}.{} ({} bytes): not decoded",
+                g.format_revision, g.content_revision, g.structure_size
+            )
+        };
+        t.add_row(vec!["gpu_metrics".to_owned(), summary]);
+    }
+    format!("{t}\n")
+}
+
 fn render_check(node: &NodeSnapshot) -> String {
-    let mut out = format!("node {}:\n", node.source);
-    for f in &node.snapshot.findings {
-        out.push_str(&format!("  {:?} {} {}\n", f.severity, f.id, f.title));
+    let s = &node.snapshot;
+    let mut out = format!("node {}\n", node.source);
+    if s.cards.is_empty() {
+        out.push_str("no amdgpu device found\n");
+    }
+    if s.findings.is_empty() {
+        out.push_str("no findings\n");
+        return out;
+    }
+    let mut t = table(&["severity", "id", "card", "title"]);
+    for f in &s.findings {
+        t.add_row(vec![
+            f.severity.as_str().to_owned(),
+            f.id.clone(),
+            f.card.clone().unwrap_or_else(|| NONE.to_owned()),
+            f.title.clone(),
+        ]);
+    }
+    out.push_str(&format!("{t}\n"));
+    for f in &s.findings {
+        out.push_str(&format!(
+            "\n[{}] {}: {}\n",
+            f.severity.as_str(),
+            f.id,
+            f.title
+        ));
+        for e in &f.evidence {
+            out.push_str(&format!("  evidence: {e}\n"));
+        }
+        out.push_str(&format!("  remedy: {}\n", f.remedy));
+        for r in &f.references {
+            out.push_str(&format!("  see: {r}\n"));
+        }
     }
     out
 }

@@ -1,0 +1,506 @@
+//! Checks: the known issues of `known_issues.toml` (data) evaluated over a snapshot (logic, by id) into findings.
+
+use serde::Deserialize;
+
+use crate::collect::kfd;
+use crate::model::{Finding, ParameterValue, Problem, Severity, Snapshot};
+
+/// The table of known issues, embedded at build time.
+const KNOWN_ISSUES_TOML: &str = include_str!("known_issues.toml");
+
+/// One row of `known_issues.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KnownIssue {
+    pub id: String,
+    pub severity: Severity,
+    pub title: String,
+    pub references: Vec<String>,
+    pub remedy: String,
+    #[serde(default)]
+    pub params: toml::Table,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Table {
+    issue: Vec<KnownIssue>,
+}
+
+/// Parses the embedded table.
+pub fn known_issues() -> Result<Vec<KnownIssue>, toml::de::Error> {
+    toml::from_str::<Table>(KNOWN_ISSUES_TOML).map(|t| t.issue)
+}
+
+/// What made a rule fire, for one card or for the node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Hit {
+    card: Option<String>,
+    evidence: Vec<String>,
+}
+
+type Rule = fn(&KnownIssue, &Snapshot) -> Vec<Hit>;
+
+/// The logic of each id of the table.
+const RULES: &[(&str, Rule)] = &[
+    ("mes_firmware_known_bad", mes_firmware_known_bad),
+    ("cwsr_hang_risk", cwsr_hang_risk),
+    ("gtt_size_conflict", gtt_size_conflict),
+    ("unknown_module_parameter", unknown_module_parameter),
+    ("gpu_clock_stuck_low", gpu_clock_stuck_low),
+    ("amd_iommu_off", amd_iommu_off),
+];
+
+/// Runs every known issue's rule; a table row without a rule is a problem, not a silent skip.
+pub fn evaluate(snapshot: &Snapshot) -> (Vec<Finding>, Vec<Problem>) {
+    let issues = match known_issues() {
+        Ok(issues) => issues,
+        Err(e) => {
+            return (
+                Vec::new(),
+                vec![Problem {
+                    path: "(embedded known_issues.toml)".to_owned(),
+                    reason: e.to_string(),
+                }],
+            );
+        }
+    };
+    let mut findings = Vec::new();
+    let mut problems = Vec::new();
+    for issue in &issues {
+        let Some((_, rule)) = RULES.iter().find(|(id, _)| *id == issue.id) else {
+            problems.push(Problem {
+                path: "(embedded known_issues.toml)".to_owned(),
+                reason: format!("known issue {} has no rule", issue.id),
+            });
+            continue;
+        };
+        for hit in rule(issue, snapshot) {
+            findings.push(Finding {
+                id: issue.id.clone(),
+                severity: issue.severity,
+                title: issue.title.clone(),
+                evidence: hit.evidence,
+                references: issue.references.clone(),
+                remedy: issue.remedy.clone(),
+                card: hit.card,
+            });
+        }
+    }
+    // Worst first, then by id and card: a stable order for people and golden files.
+    findings.sort_by(|a, b| {
+        b.severity
+            .cmp(&a.severity)
+            .then_with(|| a.id.cmp(&b.id))
+            .then_with(|| a.card.cmp(&b.card))
+    });
+    (findings, problems)
+}
+
+fn int_list(issue: &KnownIssue, key: &str) -> Vec<i64> {
+    issue
+        .params
+        .get(key)
+        .and_then(toml::Value::as_array)
+        .map(|values| values.iter().filter_map(toml::Value::as_integer).collect())
+        .unwrap_or_default()
+}
+
+fn str_list(issue: &KnownIssue, key: &str) -> Vec<String> {
+    issue
+        .params
+        .get(key)
+        .and_then(toml::Value::as_array)
+        .map(|values| {
+            values
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn int_param(issue: &KnownIssue, key: &str, default: i64) -> i64 {
+    issue
+        .params
+        .get(key)
+        .and_then(toml::Value::as_integer)
+        .unwrap_or(default)
+}
+
+fn param_evidence(module: &str, name: &str, value: &ParameterValue) -> String {
+    format!(
+        "{module}.{name}: {} (/sys/module/{module}/parameters/{name})",
+        value.raw()
+    )
+}
+
+fn mes_firmware_known_bad(issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
+    let bad = int_list(issue, "bad_versions");
+    s.cards
+        .iter()
+        .filter_map(|card| {
+            let printed = card.mes_firmware()?;
+            let value = i64::from_str_radix(printed.strip_prefix("0x")?, 16).ok()?;
+            if !bad.contains(&value) {
+                return None;
+            }
+            let source = if card.firmware.contains_key("mes_fw_version") {
+                format!(
+                    "/sys/class/drm/{}/device/fw_version/mes_fw_version",
+                    card.name
+                )
+            } else {
+                format!(
+                    "/sys/kernel/debug/dri/{}/amdgpu_firmware_info",
+                    card_number(&card.name)
+                )
+            };
+            let mut evidence = vec![format!("mes_fw_version: {printed} ({source})")];
+            if let Some(kiq) = card.firmware.get("mes_kiq_fw_version") {
+                evidence.push(format!("mes_kiq_fw_version: {kiq}"));
+            }
+            Some(Hit {
+                card: Some(card.name.clone()),
+                evidence,
+            })
+        })
+        .collect()
+}
+
+fn card_number(name: &str) -> &str {
+    name.strip_prefix("card").unwrap_or(name)
+}
+
+fn cwsr_hang_risk(issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
+    let targets = str_list(issue, "gfx_targets");
+    let Some(cwsr) = s.module_parameters.amdgpu.get("cwsr_enable") else {
+        return Vec::new();
+    };
+    if cwsr.as_i64() != Some(1) {
+        return Vec::new();
+    }
+    s.cards
+        .iter()
+        .filter_map(|card| {
+            let target = card.gfx_target.as_deref()?;
+            if !targets.iter().any(|t| t == target) {
+                return None;
+            }
+            let node = kfd::node_for_card(card.bdf.as_deref(), card.render_minor, &s.kfd_nodes)?;
+            if node.has_cwsr_size {
+                return None;
+            }
+            let mut evidence = vec![
+                param_evidence("amdgpu", "cwsr_enable", cwsr),
+                format!("gfx_target: {target} (KFD node {})", node.node_id),
+                format!(
+                    "cwsr_size: absent (/sys/class/kfd/kfd/topology/nodes/{}/properties)",
+                    node.node_id
+                ),
+            ];
+            if let Some(mes) = card.mes_firmware() {
+                evidence.push(format!("mes_fw_version: {mes}"));
+            }
+            if let Some(kernel) = &s.host.kernel_release {
+                evidence.push(format!("kernel: {kernel} (/proc/sys/kernel/osrelease)"));
+            }
+            Some(Hit {
+                card: Some(card.name.clone()),
+                evidence,
+            })
+        })
+        .collect()
+}
+
+fn gtt_size_conflict(_issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
+    let Some(gttsize) = s.module_parameters.amdgpu.get("gttsize") else {
+        return Vec::new();
+    };
+    if gttsize.as_i64() == Some(-1) {
+        return Vec::new();
+    }
+    let on_cmdline = s.host.kernel_argument("ttm.pages_limit");
+    let in_sysfs = s
+        .module_parameters
+        .ttm
+        .get("pages_limit")
+        .filter(|v| !matches!(v, ParameterValue::Integer(0)));
+    let mut evidence = vec![param_evidence("amdgpu", "gttsize", gttsize)];
+    if let Some(arg) = on_cmdline {
+        evidence.push(format!(
+            "ttm.pages_limit={} (/proc/cmdline)",
+            arg.value.as_deref().unwrap_or("")
+        ));
+    }
+    if let Some(limit) = in_sysfs {
+        evidence.push(param_evidence("ttm", "pages_limit", limit));
+    }
+    if on_cmdline.is_none() && in_sysfs.is_none() {
+        return Vec::new();
+    }
+    vec![Hit {
+        card: None,
+        evidence,
+    }]
+}
+
+fn unknown_module_parameter(_issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
+    let known = &s.module_parameters.amdgpu;
+    // Without the parameter list (amdgpu not loaded, or not readable) nothing can be judged.
+    if known.is_empty() {
+        return Vec::new();
+    }
+    s.host
+        .kernel_arguments
+        .iter()
+        .filter_map(|arg| {
+            let name = arg.key.strip_prefix("amdgpu.")?;
+            // The kernel treats `-` and `_` in parameter names alike.
+            let canonical = name.replace('-', "_");
+            if known.contains_key(&canonical) {
+                return None;
+            }
+            let shown = match &arg.value {
+                Some(v) => format!("{}={v}", arg.key),
+                None => arg.key.clone(),
+            };
+            Some(Hit {
+                card: None,
+                evidence: vec![
+                    format!("{shown} (/proc/cmdline)"),
+                    format!("{canonical}: not in /sys/module/amdgpu/parameters"),
+                ],
+            })
+        })
+        .collect()
+}
+
+fn gpu_clock_stuck_low(issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
+    let busy_min = int_param(issue, "busy_percent_min", 80);
+    let min_samples = usize::try_from(int_param(issue, "min_samples", 2)).unwrap_or(2);
+    s.cards
+        .iter()
+        .filter_map(|card| {
+            let samples = &card.samples;
+            if samples.len() < min_samples.max(2) {
+                return None;
+            }
+            let stuck = samples.iter().all(|sample| {
+                sample
+                    .gpu_busy_percent
+                    .is_some_and(|b| i64::from(b) >= busy_min)
+                    && sample.sclk_at_lowest_level
+                    && sample.performance_level.as_deref() == Some("auto")
+            });
+            if !stuck {
+                return None;
+            }
+            let busy: Vec<String> = samples
+                .iter()
+                .filter_map(|x| x.gpu_busy_percent.map(|b| format!("{b}%")))
+                .collect();
+            let sclk: Vec<String> = samples
+                .iter()
+                .filter_map(|x| x.sclk_mhz.map(|m| format!("{m}")))
+                .collect();
+            let span = samples.last().map(|x| x.offset_ms).unwrap_or(0);
+            Some(Hit {
+                card: Some(card.name.clone()),
+                evidence: vec![
+                    format!(
+                        "gpu_busy_percent: {} over {} samples in {span} ms (/sys/class/drm/{}/device/gpu_busy_percent)",
+                        busy.join(", "),
+                        samples.len(),
+                        card.name
+                    ),
+                    format!(
+                        "sclk MHz: {} at the lowest level (/sys/class/drm/{}/device/pp_dpm_sclk)",
+                        sclk.join(", "),
+                        card.name
+                    ),
+                    format!(
+                        "power_dpm_force_performance_level: auto (/sys/class/drm/{}/device/power_dpm_force_performance_level)",
+                        card.name
+                    ),
+                ],
+            })
+        })
+        .collect()
+}
+
+fn amd_iommu_off(_issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
+    match s.host.kernel_argument("amd_iommu") {
+        Some(arg) if arg.value.as_deref() == Some("off") => vec![Hit {
+            card: None,
+            evidence: vec!["amd_iommu=off (/proc/cmdline)".to_owned()],
+        }],
+        _ => Vec::new(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::model::{Card, ClockSample, KernelArgument, KfdNode};
+
+    fn ids(s: &Snapshot) -> Vec<String> {
+        evaluate(s).0.into_iter().map(|f| f.id).collect()
+    }
+
+    fn arg(key: &str, value: &str) -> KernelArgument {
+        KernelArgument {
+            key: key.into(),
+            value: Some(value.into()),
+        }
+    }
+
+    fn strix_halo() -> Snapshot {
+        let mut s = Snapshot::default();
+        let mut card = Card {
+            name: "card1".into(),
+            bdf: Some("0000:c1:00.0".into()),
+            gfx_target: Some("gfx1151".into()),
+            render_minor: Some(128),
+            ..Default::default()
+        };
+        card.firmware
+            .insert("mes_fw_version".into(), "0x00000080".into());
+        s.cards.push(card);
+        let mut node = KfdNode {
+            node_id: 1,
+            gpu_id: 1234,
+            gfx_target: Some("gfx1151".into()),
+            ..Default::default()
+        };
+        node.properties.insert("location_id".into(), 49408);
+        node.properties.insert("gfx_target_version".into(), 110501);
+        s.kfd_nodes.push(node);
+        s.module_parameters
+            .amdgpu
+            .insert("cwsr_enable".into(), ParameterValue::Integer(0));
+        s.module_parameters
+            .amdgpu
+            .insert("gttsize".into(), ParameterValue::Integer(-1));
+        s
+    }
+
+    #[test]
+    fn every_row_has_a_rule_and_every_rule_a_row() {
+        let issues = known_issues().unwrap();
+        let table: Vec<&str> = issues.iter().map(|i| i.id.as_str()).collect();
+        let rules: Vec<&str> = RULES.iter().map(|(id, _)| *id).collect();
+        assert_eq!(table, rules);
+        for issue in &issues {
+            assert!(
+                !issue.title.is_empty() && !issue.remedy.is_empty(),
+                "{}",
+                issue.id
+            );
+            assert!(
+                issue
+                    .references
+                    .iter()
+                    .all(|r| r.starts_with("https://github.com/")),
+                "{}",
+                issue.id
+            );
+        }
+        assert!(evaluate(&strix_halo()).1.is_empty());
+    }
+
+    #[test]
+    fn healthy_node_has_no_findings() {
+        assert!(ids(&strix_halo()).is_empty());
+    }
+
+    #[test]
+    fn mes_0x83_is_critical() {
+        let mut s = strix_halo();
+        s.cards[0]
+            .firmware
+            .insert("mes_fw_version".into(), "0x00000083".into());
+        let (findings, _) = evaluate(&s);
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].id, "mes_firmware_known_bad");
+        assert_eq!(findings[0].severity, Severity::Critical);
+        assert_eq!(findings[0].card.as_deref(), Some("card1"));
+        assert!(findings[0].evidence[0].contains("0x00000083"));
+    }
+
+    #[test]
+    fn cwsr_on_without_cwsr_size_is_a_risk() {
+        let mut s = strix_halo();
+        s.module_parameters
+            .amdgpu
+            .insert("cwsr_enable".into(), ParameterValue::Integer(1));
+        assert_eq!(ids(&s), ["cwsr_hang_risk"]);
+        s.kfd_nodes[0].has_cwsr_size = true;
+        assert!(ids(&s).is_empty());
+        s.kfd_nodes[0].has_cwsr_size = false;
+        s.cards[0].gfx_target = Some("gfx1100".into());
+        assert!(ids(&s).is_empty());
+    }
+
+    #[test]
+    fn gttsize_with_pages_limit_conflicts() {
+        let mut s = strix_halo();
+        s.module_parameters
+            .amdgpu
+            .insert("gttsize".into(), ParameterValue::Integer(131072));
+        assert!(ids(&s).is_empty(), "no pages_limit anywhere");
+        s.host
+            .kernel_arguments
+            .push(arg("ttm.pages_limit", "25165824"));
+        assert_eq!(ids(&s), ["gtt_size_conflict"]);
+    }
+
+    #[test]
+    fn unknown_amdgpu_argument() {
+        let mut s = strix_halo();
+        s.host
+            .kernel_arguments
+            .push(arg("amdgpu.gtt_size", "131072"));
+        s.host.kernel_arguments.push(arg("amdgpu.cwsr-enable", "0"));
+        let (findings, _) = evaluate(&s);
+        assert_eq!(findings.len(), 1);
+        assert!(findings[0].evidence[0].starts_with("amdgpu.gtt_size=131072"));
+        s.module_parameters.amdgpu.clear();
+        assert!(ids(&s).is_empty(), "no parameter list, no judgement");
+    }
+
+    #[test]
+    fn clock_stuck_low_needs_every_sample() {
+        let sample = |busy, lowest| ClockSample {
+            gpu_busy_percent: Some(busy),
+            sclk_mhz: Some(600),
+            sclk_at_lowest_level: lowest,
+            performance_level: Some("auto".into()),
+            ..Default::default()
+        };
+        let mut s = strix_halo();
+        s.cards[0].samples = vec![sample(95, true)];
+        assert!(ids(&s).is_empty(), "one sample is not a trend");
+        s.cards[0].samples = vec![sample(95, true), sample(90, true), sample(80, true)];
+        assert_eq!(ids(&s), ["gpu_clock_stuck_low"]);
+        s.cards[0].samples[1] = sample(79, true);
+        assert!(ids(&s).is_empty());
+        s.cards[0].samples[1] = sample(95, false);
+        assert!(ids(&s).is_empty());
+        s.cards[0].samples[1] = sample(95, true);
+        s.cards[0].samples[2].performance_level = Some("manual".into());
+        assert!(ids(&s).is_empty());
+    }
+
+    #[test]
+    fn iommu_off_is_info() {
+        let mut s = strix_halo();
+        s.host.kernel_arguments.push(arg("amd_iommu", "off"));
+        let (findings, _) = evaluate(&s);
+        assert_eq!(findings[0].id, "amd_iommu_off");
+        assert_eq!(findings[0].severity, Severity::Info);
+        s.host.kernel_arguments[0] = arg("amd_iommu", "on");
+        assert!(ids(&s).is_empty());
+    }
+}

@@ -1,0 +1,189 @@
+//! Collectors: one module per family of host files, each a pure parser plus a thin reader.
+//!
+//! Every read goes through [`Reader`], which turns a missing file into `None` ("not supported
+//! here") and any other failure into a `problems` entry, so one bad file never loses the rest.
+
+pub mod cards;
+pub mod clocks;
+pub mod firmware;
+pub mod gpu_metrics;
+pub mod host;
+pub mod hwmon;
+pub mod kfd;
+pub mod memory;
+pub mod params;
+
+use std::io::ErrorKind;
+use std::path::{Path, PathBuf};
+
+use crate::HostRoot;
+use crate::model::Problem;
+
+/// Reads host files under one root and records what went wrong.
+#[derive(Debug)]
+pub struct Reader<'a> {
+    pub root: &'a HostRoot,
+    pub problems: Vec<Problem>,
+}
+
+impl<'a> Reader<'a> {
+    pub fn new(root: &'a HostRoot) -> Self {
+        Self {
+            root,
+            problems: Vec::new(),
+        }
+    }
+
+    /// Records a problem about a file under the root (shown as the host names it).
+    pub fn problem(&mut self, path: &Path, reason: impl Into<String>) {
+        self.problems.push(Problem {
+            path: self.root.host_display(path),
+            reason: reason.into(),
+        });
+    }
+
+    /// The bytes of a file; `None` when it does not exist (or an error was recorded).
+    pub fn bytes(&mut self, path: &Path) -> Option<Vec<u8>> {
+        match std::fs::read(path) {
+            Ok(bytes) => Some(bytes),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => {
+                self.problem(path, format!("cannot read: {e}"));
+                None
+            }
+        }
+    }
+
+    /// The text of a file; not UTF-8 is a problem.
+    pub fn text(&mut self, path: &Path) -> Option<String> {
+        let bytes = self.bytes(path)?;
+        match String::from_utf8(bytes) {
+            Ok(text) => Some(text),
+            Err(_) => {
+                self.problem(path, "not UTF-8 text");
+                None
+            }
+        }
+    }
+
+    /// The first line of a file, trimmed; an empty file is absent.
+    pub fn line(&mut self, path: &Path) -> Option<String> {
+        let text = self.text(path)?;
+        let line = text.lines().next().unwrap_or("").trim();
+        (!line.is_empty()).then(|| line.to_owned())
+    }
+
+    /// A file parsed by `parse`; a parse error is a problem naming the file.
+    pub fn parsed<T, E: std::fmt::Display>(
+        &mut self,
+        path: &Path,
+        parse: impl FnOnce(&str) -> Result<T, E>,
+    ) -> Option<T> {
+        let text = self.text(path)?;
+        match parse(&text) {
+            Ok(value) => Some(value),
+            Err(e) => {
+                self.problem(path, e.to_string());
+                None
+            }
+        }
+    }
+
+    /// Entries of a directory, sorted by name; `None` when it does not exist.
+    pub fn dir(&mut self, path: &Path) -> Option<Vec<(String, PathBuf)>> {
+        let entries = match std::fs::read_dir(path) {
+            Ok(entries) => entries,
+            Err(e) if e.kind() == ErrorKind::NotFound => return None,
+            Err(e) => {
+                self.problem(path, format!("cannot list: {e}"));
+                return None;
+            }
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            match entry {
+                Ok(entry) => {
+                    if let Some(name) = entry.file_name().to_str() {
+                        out.push((name.to_owned(), entry.path()));
+                    }
+                }
+                Err(e) => self.problem(path, format!("cannot list: {e}")),
+            }
+        }
+        out.sort_by_key(|(name, _)| natural_key(name));
+        Some(out)
+    }
+}
+
+/// Sort key that puts `card2` before `card10`.
+fn natural_key(name: &str) -> (String, u64, String) {
+    let split = name
+        .find(|c: char| c.is_ascii_digit())
+        .unwrap_or(name.len());
+    let (prefix, rest) = name.split_at(split);
+    let digits_end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
+    let number = rest[..digits_end].parse().unwrap_or(0);
+    (prefix.to_owned(), number, rest[digits_end..].to_owned())
+}
+
+/// Parses one decimal integer (surrounding whitespace allowed).
+pub fn parse_number<T: std::str::FromStr>(text: &str) -> Result<T, String> {
+    let trimmed = text.trim();
+    trimmed
+        .parse()
+        .map_err(|_| format!("expected a decimal integer, found {:?}", clip(trimmed)))
+}
+
+/// At most 40 characters of a value, for messages.
+pub fn clip(text: &str) -> String {
+    text.chars().take(40).collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_parse_with_whitespace_and_fail_with_the_value() {
+        assert_eq!(parse_number::<u32>("4\n"), Ok(4));
+        assert_eq!(
+            parse_number::<u32>("x\n"),
+            Err("expected a decimal integer, found \"x\"".to_owned())
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn number_parser_never_panics(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..64)) {
+            let text = String::from_utf8_lossy(&bytes);
+            let _ = parse_number::<u64>(&text);
+            let _ = parse_number::<i64>(&text);
+            let _ = natural_key(&text);
+        }
+    }
+
+    #[test]
+    fn natural_order() {
+        let mut names = vec!["card10", "card2", "card1", "renderD128"];
+        names.sort_by_key(|n| natural_key(n));
+        assert_eq!(names, ["card1", "card2", "card10", "renderD128"]);
+    }
+
+    #[test]
+    fn missing_is_none_and_malformed_is_a_problem() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("n"), "abc").unwrap();
+        std::fs::write(dir.path().join("bin"), [0xff, 0xfe]).unwrap();
+        let root = HostRoot::new(dir.path());
+        let mut reader = Reader::new(&root);
+        assert_eq!(reader.text(&root.path("missing")), None);
+        assert!(reader.problems.is_empty());
+        assert_eq!(reader.parsed(&root.path("n"), parse_number::<u32>), None);
+        assert_eq!(reader.text(&root.path("bin")), None);
+        assert_eq!(reader.problems.len(), 2);
+        assert_eq!(reader.problems[0].path, "/n");
+    }
+}

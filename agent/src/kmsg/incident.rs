@@ -1,0 +1,204 @@
+//! Groups classified events that are close in time on one device into incidents with a kind.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use super::classify::{Classifier, IncidentRole, Recovery, Rule};
+
+/// Related events on one device: one hang, reset, fault storm… and its outcome.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Incident {
+    /// The seq (or, in a saved log without seq, the line number) of its first event.
+    pub incident_id: u64,
+    pub kind: Arc<str>,
+    pub device: Option<String>,
+    pub first_seq: Option<u64>,
+    pub last_seq: Option<u64>,
+    pub first_line: Option<u64>,
+    pub last_line: Option<u64>,
+    pub first_monotonic_usec: Option<u64>,
+    pub last_monotonic_usec: Option<u64>,
+    #[serde(serialize_with = "ser_time")]
+    pub first_time: Option<jiff::Timestamp>,
+    #[serde(serialize_with = "ser_time")]
+    pub last_time: Option<jiff::Timestamp>,
+    pub event_counts: BTreeMap<Arc<str>, u32>,
+    pub process: Option<String>,
+    pub pid: Option<u32>,
+    /// True after a successful reset or recovery, false after a failed one, None: unknown.
+    pub recovered: Option<bool>,
+    pub closed: bool,
+    #[serde(skip)]
+    first_class: &'static str,
+    #[serde(skip)]
+    last_key_usec: Option<u64>,
+}
+
+pub(crate) fn ser_time<S: serde::Serializer>(
+    t: &Option<jiff::Timestamp>,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    match t {
+        Some(t) => s.serialize_str(&t.to_string()),
+        None => s.serialize_none(),
+    }
+}
+
+/// Where an event sits: what the tracker needs of it.
+#[derive(Debug, Clone, Copy)]
+pub struct EventPlace<'a> {
+    pub seq: Option<u64>,
+    pub line: Option<u64>,
+    pub monotonic_usec: Option<u64>,
+    pub time: Option<jiff::Timestamp>,
+    pub device: Option<&'a str>,
+    pub process: Option<&'a str>,
+    pub pid: Option<u32>,
+}
+
+impl EventPlace<'_> {
+    /// Time used for closeness: monotonic µs, else wall-clock µs.
+    fn key_usec(&self) -> Option<u64> {
+        self.monotonic_usec.or_else(|| {
+            self.time
+                .and_then(|t| u64::try_from(t.as_microsecond()).ok())
+        })
+    }
+}
+
+/// Open incidents, and the rules that name them.
+#[derive(Debug)]
+pub struct IncidentTracker {
+    classifier: Arc<Classifier>,
+    open: Vec<Incident>,
+}
+
+impl IncidentTracker {
+    pub fn new(classifier: Arc<Classifier>) -> Self {
+        Self {
+            classifier,
+            open: Vec::new(),
+        }
+    }
+
+    fn kind_of(&self, counts: &BTreeMap<Arc<str>, u32>, first_class: &str) -> Arc<str> {
+        self.classifier
+            .kinds()
+            .iter()
+            .find(|k| k.matches(counts))
+            .map(|k| k.kind.clone())
+            .unwrap_or_else(|| Arc::from(format!("gpu_{first_class}")))
+    }
+
+    /// Closes incidents whose last event is more than the gap before `now_key_usec`.
+    pub fn expire(&mut self, now_key_usec: u64, out: &mut Vec<Incident>) {
+        let gap = self.classifier.incident_gap_usec;
+        let mut i = 0;
+        while i < self.open.len() {
+            let stale = self.open[i]
+                .last_key_usec
+                .is_some_and(|last| now_key_usec.saturating_sub(last) > gap);
+            if stale {
+                let mut incident = self.open.remove(i);
+                incident.closed = true;
+                out.push(incident);
+            } else {
+                i += 1;
+            }
+        }
+    }
+
+    /// Closes every open incident (end of input, shutdown).
+    pub fn close_all(&mut self, out: &mut Vec<Incident>) {
+        for mut incident in self.open.drain(..) {
+            incident.closed = true;
+            out.push(incident);
+        }
+    }
+
+    /// Adds a classified event; pushes the incident updates worth sending (opened, kind or
+    /// outcome changed, counts at powers of two, closed).
+    pub fn add(&mut self, rule: &Rule, place: EventPlace<'_>, out: &mut Vec<Incident>) {
+        if rule.incident == IncidentRole::None {
+            return;
+        }
+        let key = place.key_usec();
+        if let Some(key) = key {
+            self.expire(key, out);
+        }
+        let candidate = match place.device {
+            Some(device) => self
+                .open
+                .iter()
+                .rposition(|i| i.device.as_deref() == Some(device))
+                .or_else(|| self.open.iter().rposition(|i| i.device.is_none())),
+            None => self.open.len().checked_sub(1),
+        };
+        let Some(index) = candidate else {
+            if rule.incident == IncidentRole::Open {
+                let mut counts = BTreeMap::new();
+                counts.insert(rule.id.clone(), 1);
+                let kind = self.kind_of(&counts, rule.class.as_str());
+                let incident = Incident {
+                    incident_id: place.seq.or(place.line).unwrap_or(0),
+                    kind,
+                    device: place.device.map(str::to_owned),
+                    first_seq: place.seq,
+                    last_seq: place.seq,
+                    first_line: place.line,
+                    last_line: place.line,
+                    first_monotonic_usec: place.monotonic_usec,
+                    last_monotonic_usec: place.monotonic_usec,
+                    first_time: place.time,
+                    last_time: place.time,
+                    event_counts: counts,
+                    process: place.process.map(str::to_owned),
+                    pid: place.pid,
+                    recovered: rule.recovery.map(|r| r == Recovery::Succeeded),
+                    closed: false,
+                    first_class: rule.class.as_str(),
+                    last_key_usec: key,
+                };
+                out.push(incident.clone());
+                self.open.push(incident);
+            }
+            return;
+        };
+        let kind_now = {
+            let incident = &mut self.open[index];
+            if incident.device.is_none() {
+                incident.device = place.device.map(str::to_owned);
+            }
+            incident.last_seq = place.seq.or(incident.last_seq);
+            incident.last_line = place.line.or(incident.last_line);
+            incident.last_monotonic_usec = place.monotonic_usec.or(incident.last_monotonic_usec);
+            incident.last_time = place.time.or(incident.last_time);
+            incident.last_key_usec = key.or(incident.last_key_usec);
+            if incident.process.is_none() {
+                incident.process = place.process.map(str::to_owned);
+            }
+            if incident.pid.is_none() {
+                incident.pid = place.pid;
+            }
+            *incident.event_counts.entry(rule.id.clone()).or_insert(0) += 1;
+            incident.event_counts.clone()
+        };
+        let kind = self.kind_of(&kind_now, self.open[index].first_class);
+        let incident = &mut self.open[index];
+        let recovered = rule
+            .recovery
+            .map(|r| r == Recovery::Succeeded)
+            .or(incident.recovered);
+        let total: u32 = incident.event_counts.values().sum();
+        let changed = kind != incident.kind || recovered != incident.recovered;
+        incident.kind = kind;
+        incident.recovered = recovered;
+        if changed || total.is_power_of_two() {
+            out.push(incident.clone());
+        }
+    }
+
+    pub fn open_incidents(&self) -> &[Incident] {
+        &self.open
+    }
+}

@@ -1,0 +1,290 @@
+//! Reads `/dev/kmsg` with its real semantics: one record per read, EPIPE on overrun, EAGAIN when drained.
+//!
+//! The reader works over a [`RecordSource`] so that an overrun can be reproduced in tests by a
+//! source that skips sequence numbers; [`KmsgFile`] is the real device.
+
+use std::fs::File;
+use std::io::{self, Read as _};
+use std::os::fd::AsFd as _;
+use std::os::unix::fs::OpenOptionsExt as _;
+use std::path::Path;
+use std::time::Duration;
+
+use super::record::{Record, parse_record};
+
+/// Large enough for any record (the kernel caps a record well below it; a smaller buffer makes
+/// `read()` fail with EINVAL).
+pub const READ_BUFFER_BYTES: usize = 16 * 1024;
+
+/// Where records come from: `read()` returns one whole record, `BrokenPipe` after an overrun,
+/// `WouldBlock` when there is nothing more to read now.
+pub trait RecordSource {
+    fn read_record(&mut self, buf: &mut [u8]) -> io::Result<usize>;
+
+    /// Waits up to `timeout` for a record to become readable; `Ok(true)` when one is.
+    fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool>;
+}
+
+/// `/dev/kmsg` opened non-blocking.
+#[derive(Debug)]
+pub struct KmsgFile {
+    file: File,
+}
+
+impl KmsgFile {
+    /// Opens the device at the oldest record still in the ring.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
+            .open(path)?;
+        Ok(Self { file })
+    }
+
+    /// Moves after the newest record: only records written from now on are read.
+    pub fn seek_end(&mut self) -> io::Result<()> {
+        use std::io::Seek as _;
+        self.file.seek(io::SeekFrom::End(0)).map(|_| ())
+    }
+}
+
+impl RecordSource for KmsgFile {
+    fn read_record(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.file.read(buf)
+    }
+
+    fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool> {
+        use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+        let millis = u16::try_from(timeout.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(self.file.as_fd(), PollFlags::POLLIN)];
+        match poll(&mut fds, PollTimeout::from(millis)) {
+            Ok(n) => Ok(n > 0),
+            Err(nix::errno::Errno::EINTR) => Ok(false),
+            Err(e) => Err(io::Error::from(e)),
+        }
+    }
+}
+
+/// What one step of the reader produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadOutcome {
+    Record(Record),
+    /// Records `first_seq ..= last_seq` were overwritten before they were read.
+    Lost {
+        first_seq: u64,
+        last_seq: u64,
+    },
+    /// Bytes that are not a record (kept for the caller to report; reading goes on).
+    Malformed {
+        reason: String,
+    },
+    /// Nothing more to read now.
+    Drained,
+}
+
+impl ReadOutcome {
+    /// Number of lost records of a `Lost` outcome.
+    pub fn lost_count(&self) -> u64 {
+        match self {
+            ReadOutcome::Lost {
+                first_seq,
+                last_seq,
+            } => last_seq.saturating_sub(*first_seq) + 1,
+            _ => 0,
+        }
+    }
+}
+
+/// Reads records in order and turns sequence gaps into `Lost` outcomes.
+pub struct KmsgReader<S> {
+    source: S,
+    buf: Vec<u8>,
+    last_seq: Option<u64>,
+    /// A record read after a gap, returned on the next call (after the `Lost`).
+    pending: Option<Record>,
+}
+
+impl<S: RecordSource> KmsgReader<S> {
+    pub fn new(source: S) -> Self {
+        Self {
+            source,
+            buf: vec![0; READ_BUFFER_BYTES],
+            last_seq: None,
+            pending: None,
+        }
+    }
+
+    /// Continues after `seq` (records up to it were handled before): a gap after it counts as lost.
+    pub fn resume_after(&mut self, seq: u64) {
+        self.last_seq = Some(seq);
+    }
+
+    pub fn last_seq(&self) -> Option<u64> {
+        self.last_seq
+    }
+
+    pub fn source_mut(&mut self) -> &mut S {
+        &mut self.source
+    }
+
+    /// The next outcome. EPIPE is not an error: the kernel moved our position to the oldest
+    /// record, and the seq gap of the next record says how many were lost.
+    pub fn next_outcome(&mut self) -> io::Result<ReadOutcome> {
+        if let Some(record) = self.pending.take() {
+            self.last_seq = Some(record.seq);
+            return Ok(ReadOutcome::Record(record));
+        }
+        loop {
+            match self.source.read_record(&mut self.buf) {
+                Ok(0) => return Ok(ReadOutcome::Drained),
+                Ok(n) => {
+                    let bytes = self.buf.get(..n).unwrap_or_default();
+                    let record = match parse_record(bytes) {
+                        Ok(record) => record,
+                        Err(e) => {
+                            return Ok(ReadOutcome::Malformed {
+                                reason: format!("{e}: {:?}", String::from_utf8_lossy(bytes)),
+                            });
+                        }
+                    };
+                    match self.last_seq {
+                        Some(last) if record.seq <= last => continue,
+                        Some(last) if record.seq > last + 1 => {
+                            let lost = ReadOutcome::Lost {
+                                first_seq: last + 1,
+                                last_seq: record.seq - 1,
+                            };
+                            self.pending = Some(record);
+                            return Ok(lost);
+                        }
+                        _ => {
+                            self.last_seq = Some(record.seq);
+                            return Ok(ReadOutcome::Record(record));
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::BrokenPipe => continue,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    return Ok(ReadOutcome::Drained);
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Waits up to `timeout` for more records.
+    pub fn wait(&mut self, timeout: Duration) -> io::Result<bool> {
+        if self.pending.is_some() {
+            return Ok(true);
+        }
+        self.source.wait_readable(timeout)
+    }
+}
+
+/// An in-memory source for tests and replays: records in order, `Err(BrokenPipe)` where an
+/// entry is `None` (an overrun), then `WouldBlock`.
+#[derive(Debug, Default)]
+pub struct ScriptedSource {
+    entries: std::collections::VecDeque<Option<Vec<u8>>>,
+}
+
+impl ScriptedSource {
+    pub fn new(entries: impl IntoIterator<Item = Option<Vec<u8>>>) -> Self {
+        Self {
+            entries: entries.into_iter().collect(),
+        }
+    }
+
+    pub fn push(&mut self, entry: Option<Vec<u8>>) {
+        self.entries.push_back(entry);
+    }
+}
+
+impl RecordSource for ScriptedSource {
+    fn read_record(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self.entries.pop_front() {
+            None => Err(io::ErrorKind::WouldBlock.into()),
+            Some(None) => Err(io::ErrorKind::BrokenPipe.into()),
+            Some(Some(bytes)) => {
+                if bytes.len() > buf.len() {
+                    return Err(io::ErrorKind::InvalidInput.into());
+                }
+                buf[..bytes.len()].copy_from_slice(&bytes);
+                Ok(bytes.len())
+            }
+        }
+    }
+
+    fn wait_readable(&mut self, _timeout: Duration) -> io::Result<bool> {
+        Ok(!self.entries.is_empty())
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn rec(seq: u64) -> Option<Vec<u8>> {
+        Some(format!("6,{seq},{},-;line {seq}\n", seq * 10).into_bytes())
+    }
+
+    fn drain<S: RecordSource>(reader: &mut KmsgReader<S>) -> Vec<ReadOutcome> {
+        let mut out = Vec::new();
+        loop {
+            match reader.next_outcome().unwrap() {
+                ReadOutcome::Drained => return out,
+                o => out.push(o),
+            }
+        }
+    }
+
+    #[test]
+    fn an_overrun_is_counted_exactly_from_the_seq_gap() {
+        // 1..=3 read, then the kernel overwrote 4..=9 (EPIPE), then 10, 11.
+        let source = ScriptedSource::new([rec(1), rec(2), rec(3), None, rec(10), rec(11)]);
+        let mut reader = KmsgReader::new(source);
+        let out = drain(&mut reader);
+        let lost: u64 = out.iter().map(ReadOutcome::lost_count).sum();
+        assert_eq!(lost, 6);
+        assert_eq!(
+            out[3],
+            ReadOutcome::Lost {
+                first_seq: 4,
+                last_seq: 9
+            }
+        );
+        let seqs: Vec<u64> = out
+            .iter()
+            .filter_map(|o| match o {
+                ReadOutcome::Record(r) => Some(r.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 10, 11]);
+    }
+
+    #[test]
+    fn a_gap_without_epipe_and_a_gap_after_resume_count_too() {
+        let mut reader = KmsgReader::new(ScriptedSource::new([rec(5), rec(6), rec(9)]));
+        reader.resume_after(2);
+        let lost: u64 = drain(&mut reader).iter().map(ReadOutcome::lost_count).sum();
+        assert_eq!(lost, 2 + 2);
+    }
+
+    #[test]
+    fn records_already_handled_are_skipped_and_malformed_ones_reported() {
+        let mut reader = KmsgReader::new(ScriptedSource::new([
+            rec(3),
+            rec(4),
+            Some(b"garbage".to_vec()),
+            rec(5),
+        ]));
+        reader.resume_after(3);
+        let out = drain(&mut reader);
+        assert!(matches!(out[0], ReadOutcome::Record(ref r) if r.seq == 4));
+        assert!(matches!(out[1], ReadOutcome::Malformed { .. }));
+        assert!(matches!(out[2], ReadOutcome::Record(ref r) if r.seq == 5));
+    }
+}

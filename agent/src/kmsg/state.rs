@@ -1,0 +1,88 @@
+//! Keeps `(boot_id, last counted seq)` in the state directory so a restarted agent counts no record twice.
+
+use std::path::{Path, PathBuf};
+
+/// What the agent had counted when it last saved.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct CountedUpTo {
+    pub boot_id: String,
+    pub last_counted_seq: u64,
+}
+
+/// The state file in `--state-dir DIR`.
+#[derive(Debug, Clone)]
+pub struct StateFile {
+    path: PathBuf,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {reason}")]
+pub struct StateError {
+    pub path: String,
+    pub reason: String,
+}
+
+impl StateFile {
+    pub fn in_dir(dir: &Path) -> Self {
+        Self {
+            path: dir.join("kmsg-state.json"),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The saved position; `Ok(None)` when none was saved yet.
+    pub fn load(&self) -> Result<Option<CountedUpTo>, StateError> {
+        let err = |reason: String| StateError {
+            path: self.path.display().to_string(),
+            reason,
+        };
+        match std::fs::read_to_string(&self.path) {
+            Ok(text) => serde_json::from_str(&text)
+                .map(Some)
+                .map_err(|e| err(e.to_string())),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(err(e.to_string())),
+        }
+    }
+
+    /// Writes atomically (temporary file + rename): a crash leaves the old or the new state.
+    pub fn save(&self, state: &CountedUpTo) -> Result<(), StateError> {
+        let err = |reason: String| StateError {
+            path: self.path.display().to_string(),
+            reason,
+        };
+        let tmp = self.path.with_extension("json.tmp");
+        let text = serde_json::to_string(state).map_err(|e| err(e.to_string()))?;
+        std::fs::write(&tmp, text).map_err(|e| err(e.to_string()))?;
+        std::fs::rename(&tmp, &self.path).map_err(|e| err(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn saves_and_loads() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        assert_eq!(file.load().unwrap(), None);
+        let s = CountedUpTo {
+            boot_id: "b".into(),
+            last_counted_seq: 42,
+        };
+        file.save(&s).unwrap();
+        assert_eq!(file.load().unwrap(), Some(s));
+        std::fs::write(file.path(), "{").unwrap();
+        assert!(
+            file.load()
+                .unwrap_err()
+                .to_string()
+                .contains("kmsg-state.json")
+        );
+    }
+}

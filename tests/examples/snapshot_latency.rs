@@ -1,0 +1,142 @@
+//! Benchmark driver: agent GetSnapshot latency over gRPC vs. a Prometheus scrape, interleaved, plus both RSS.
+//!
+//! Usage: snapshot_latency --grpc URL --http URL --agent-pid PID --exporter-pid PID [--iterations N]
+//! Prints a Markdown table. Run through `bench/snapshot.sh`, which starts both servers.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use nodectl_proto::nodectl::v1 as pb;
+
+struct Options {
+    grpc: String,
+    http: String,
+    agent_pid: u32,
+    exporter_pid: u32,
+    iterations: usize,
+}
+
+fn parse_options() -> anyhow::Result<Options> {
+    let mut args = std::env::args().skip(1);
+    let (mut grpc, mut http, mut agent_pid, mut exporter_pid, mut iterations) =
+        (None, None, None, None, 500);
+    while let Some(flag) = args.next() {
+        let value = args
+            .next()
+            .with_context(|| format!("{flag} needs a value"))?;
+        match flag.as_str() {
+            "--grpc" => grpc = Some(value),
+            "--http" => http = Some(value),
+            "--agent-pid" => agent_pid = Some(value.parse()?),
+            "--exporter-pid" => exporter_pid = Some(value.parse()?),
+            "--iterations" => iterations = value.parse()?,
+            other => bail!("unknown flag {other}"),
+        }
+    }
+    Ok(Options {
+        grpc: grpc.context("--grpc")?,
+        http: http.context("--http")?,
+        agent_pid: agent_pid.context("--agent-pid")?,
+        exporter_pid: exporter_pid.context("--exporter-pid")?,
+        iterations,
+    })
+}
+
+/// (VmRSS, VmHWM) in KiB from /proc/PID/status.
+fn rss_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("{name} in /proc/{pid}/status"))
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let rank = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.3}", d.as_secs_f64() * 1000.0)
+}
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> anyhow::Result<()> {
+    let options = parse_options()?;
+    let mut grpc =
+        pb::node_diagnostics_client::NodeDiagnosticsClient::connect(options.grpc.clone())
+            .await
+            .context("connecting to the agent")?;
+    // reqwest is built without a bundled TLS provider; plain http needs none, but the builder asks.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+
+    let warmup = options.iterations / 10 + 1;
+    let mut snapshot_times = Vec::with_capacity(options.iterations);
+    let mut scrape_times = Vec::with_capacity(options.iterations);
+    let mut snapshot_bytes = 0usize;
+    let mut scrape_bytes = 0usize;
+    for i in 0..warmup + options.iterations {
+        // Interleaved so that both see the same machine load.
+        let start = Instant::now();
+        let snapshot = grpc
+            .get_snapshot(pb::GetSnapshotRequest::default())
+            .await?
+            .into_inner();
+        let snapshot_time = start.elapsed();
+        let start = Instant::now();
+        let body = http
+            .get(&options.http)
+            .send()
+            .await?
+            .error_for_status()?
+            .bytes()
+            .await?;
+        let scrape_time = start.elapsed();
+        if i >= warmup {
+            snapshot_times.push(snapshot_time);
+            scrape_times.push(scrape_time);
+        }
+        snapshot_bytes = prost::Message::encoded_len(&snapshot);
+        scrape_bytes = body.len();
+    }
+    snapshot_times.sort();
+    scrape_times.sort();
+    let (agent_rss, agent_hwm) = rss_kib(options.agent_pid)?;
+    let (exporter_rss, exporter_hwm) = rss_kib(options.exporter_pid)?;
+    let median_ratio = percentile(&snapshot_times, 0.5).as_secs_f64()
+        / percentile(&scrape_times, 0.5).as_secs_f64();
+    let rss_ratio = agent_rss as f64 / exporter_rss as f64;
+
+    println!("| measure | nodectl-agent GetSnapshot | node_exporter drm scrape | ratio |");
+    println!("|---|---|---|---|");
+    for (name, p) in [("median ms", 0.5), ("p90 ms", 0.9), ("p99 ms", 0.99)] {
+        let a = percentile(&snapshot_times, p);
+        let b = percentile(&scrape_times, p);
+        println!(
+            "| {name} | {} | {} | {:.2} |",
+            ms(a),
+            ms(b),
+            a.as_secs_f64() / b.as_secs_f64()
+        );
+    }
+    println!("| RSS after run (KiB) | {agent_rss} | {exporter_rss} | {rss_ratio:.2} |");
+    println!(
+        "| peak RSS (KiB) | {agent_hwm} | {exporter_hwm} | {:.2} |",
+        agent_hwm as f64 / exporter_hwm as f64
+    );
+    println!("| response bytes | {snapshot_bytes} | {scrape_bytes} | |");
+    println!();
+    println!(
+        "iterations: {} each (after {warmup} warm-up), interleaved; median latency ratio {median_ratio:.2} (target ≤ 0.5), RSS ratio {rss_ratio:.2} (target ≤ 0.4)",
+        options.iterations
+    );
+    Ok(())
+}

@@ -1,0 +1,454 @@
+//! The kernel log pipeline end to end: saved logs in every style (golden files), the real /dev/kmsg, agent streams, restarts and metrics.
+
+use std::collections::BTreeSet;
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use nodectl_e2e::harness::{Agent, binary, fixture, nodectl, nodectl_with};
+
+const STYLES: [&str; 6] = [
+    "kmsg",
+    "dmesg",
+    "dmesg-T",
+    "journal-short",
+    "journal-short-precise",
+    "talos",
+];
+
+fn events_json(file: &Path, extra: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let path = file.to_str().context("path")?;
+    let mut args = vec!["events", "--file", path, "--year", "2025", "-o", "json"];
+    args.extend_from_slice(extra);
+    let run = nodectl(&args)?;
+    anyhow::ensure!(run.code == 0, "exit {}: {}", run.code, run.stderr);
+    Ok(serde_json::from_str(&run.stdout)?)
+}
+
+/// Compares with the golden file beside the fixture; NODECTL_UPDATE_GOLDEN=1 rewrites it.
+fn assert_golden(fixture_path: &Path, json: &serde_json::Value) -> anyhow::Result<()> {
+    let golden = fixture_path.with_extension("golden.json");
+    let text = format!("{}\n", serde_json::to_string_pretty(json)?);
+    if std::env::var_os("NODECTL_UPDATE_GOLDEN").is_some() {
+        std::fs::write(&golden, &text)?;
+    }
+    let expected = std::fs::read_to_string(&golden)
+        .with_context(|| format!("{} (run with NODECTL_UPDATE_GOLDEN=1)", golden.display()))?;
+    assert_eq!(
+        text,
+        expected,
+        "{} differs from its golden file",
+        fixture_path.display()
+    );
+    Ok(())
+}
+
+fn ids(json: &serde_json::Value) -> Vec<String> {
+    json["events"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| e["id"].as_str().unwrap_or("-").to_owned())
+        .collect()
+}
+
+fn incident_summary(json: &serde_json::Value) -> Vec<String> {
+    json["incidents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            format!(
+                "{} {} {} {} {}",
+                i["kind"], i["event_counts"], i["process"], i["pid"], i["recovered"]
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn the_scenario_classifies_the_same_in_every_timestamp_style() -> anyhow::Result<()> {
+    let mut reference: Option<(Vec<String>, Vec<String>)> = None;
+    for style in STYLES {
+        let path = fixture(&format!("kmsg/scenario.{style}.log"));
+        let json = events_json(&path, &[])?;
+        assert_golden(&path, &json)?;
+        let kinds: Vec<&str> = json["incidents"]
+            .as_array()
+            .context("incidents")?
+            .iter()
+            .filter_map(|i| i["kind"].as_str())
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                "mes_hang_reset",
+                "page_fault_storm",
+                "ring_timeout_reset",
+                "mes_wedged"
+            ],
+            "{style}"
+        );
+        let incidents = json["incidents"].as_array().context("incidents")?;
+        assert_eq!(incidents[0]["recovered"], true, "{style}");
+        assert_eq!(incidents[1]["process"], "llama-server", "{style}");
+        assert_eq!(incidents[1]["pid"], 4242, "{style}");
+        assert_eq!(
+            incidents[3]["recovered"],
+            serde_json::Value::Null,
+            "{style}"
+        );
+        assert_eq!(incidents[3]["event_counts"]["mes_ring_full"], 3, "{style}");
+        let events = json["events"].as_array().context("events")?;
+        assert!(events.iter().all(|e| e["user_written"] == false), "{style}");
+        let mes = events
+            .iter()
+            .find(|e| e["id"] == "mes_timeout")
+            .context("mes_timeout")?;
+        assert_eq!(mes["fields"]["mes_op"], "REMOVE_QUEUE");
+        assert_eq!(mes["device"], "0000:c1:00.0");
+        let summary = (ids(&json), incident_summary(&json));
+        match &reference {
+            None => reference = Some(summary),
+            Some(r) => assert_eq!(&summary, r, "{style} differs from kmsg"),
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn user_written_records_are_marked_and_never_gpu_events() -> anyhow::Result<()> {
+    for style in ["kmsg", "journal-short", "talos"] {
+        let path = fixture(&format!("kmsg/scenario.{style}.log"));
+        let json = events_json(&path, &["--include-unclassified"])?;
+        let fake: Vec<&serde_json::Value> = json["events"]
+            .as_array()
+            .context("events")?
+            .iter()
+            .filter(|e| e["user_written"] == true)
+            .collect();
+        assert_eq!(fake.len(), 1, "{style}");
+        assert!(
+            fake[0]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("GPU reset begin!"))
+        );
+        assert_eq!(fake[0]["id"], serde_json::Value::Null);
+        assert_eq!(fake[0]["class"], serde_json::Value::Null);
+    }
+    Ok(())
+}
+
+#[test]
+fn the_catalogue_covers_every_rule() -> anyhow::Result<()> {
+    let path = fixture("kmsg/catalogue.dmesg.log");
+    let json = events_json(&path, &["--include-unclassified"])?;
+    assert_golden(&path, &json)?;
+    let seen: BTreeSet<String> = ids(&json).into_iter().collect();
+    assert!(!seen.contains("-"), "a catalogue line was not classified");
+    let rules = nodectl_agent::kmsg::Classifier::embedded()?;
+    let all: BTreeSet<String> = rules.rules().iter().map(|r| r.id.to_string()).collect();
+    let missing: Vec<&String> = all.difference(&seen).collect();
+    assert!(
+        missing.is_empty(),
+        "rules without a catalogue line: {missing:?}"
+    );
+    Ok(())
+}
+
+#[test]
+fn class_filter_stdin_and_bad_rules() -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(fixture("kmsg/scenario.dmesg.log"))?;
+    let run = nodectl_with(
+        &[
+            "events",
+            "--file",
+            "-",
+            "--class",
+            "reset,hang",
+            "-o",
+            "json",
+        ],
+        &[],
+        Some(&text),
+    )?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    let classes: BTreeSet<&str> = json["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .filter_map(|e| e["class"].as_str())
+        .collect();
+    assert_eq!(classes, BTreeSet::from(["hang", "reset"]));
+
+    let dir = tempfile::tempdir()?;
+    let rules = dir.path().join("rules.toml");
+    std::fs::write(
+        &rules,
+        "[[rule]]\nid = \"broken_rule\"\nclass = \"hang\"\npattern = '(x'\n",
+    )?;
+    let rules_arg = rules.to_str().context("path")?;
+    let run = nodectl_with(
+        &["events", "--file", "-", "--rules", rules_arg],
+        &[],
+        Some("x\n"),
+    )?;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("rules.toml") && run.stderr.contains("broken_rule"),
+        "{}",
+        run.stderr
+    );
+
+    // A rules file of the same format replaces the embedded rules.
+    std::fs::write(
+        &rules,
+        "[[rule]]\nid = \"my_line\"\nclass = \"info\"\npattern = '^hello'\n",
+    )?;
+    let run = nodectl_with(
+        &["events", "--file", "-", "--rules", rules_arg, "-o", "json"],
+        &[],
+        Some("[ 1.0] amdgpu: hello world\n[ 2.0] amdgpu: MES ring buffer is full.\n"),
+    )?;
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    assert_eq!(ids(&json), ["my_line"]);
+    Ok(())
+}
+
+#[test]
+fn the_reader_takes_the_boot_records_of_this_machine() -> anyhow::Result<()> {
+    use nodectl_agent::kmsg::reader::{KmsgFile, KmsgReader, ReadOutcome};
+    let file = KmsgFile::open(Path::new("/dev/kmsg")).context("/dev/kmsg (tests run as root)")?;
+    let mut reader = KmsgReader::new(file);
+    let mut seqs = Vec::new();
+    loop {
+        match reader.next_outcome()? {
+            ReadOutcome::Record(r) => seqs.push(r.seq),
+            ReadOutcome::Drained => break,
+            _ => {}
+        }
+    }
+    assert!(!seqs.is_empty(), "no record in the ring");
+    assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq not increasing");
+    Ok(())
+}
+
+fn write_kmsg(text: &str) -> anyhow::Result<()> {
+    // <12> = facility user, level warning: what any process may write.
+    let mut f = std::fs::OpenOptions::new().write(true).open("/dev/kmsg")?;
+    f.write_all(format!("<12>{text}\n").as_bytes())?;
+    Ok(())
+}
+
+fn unique_tag(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("nodectl-test-{what}-{}-{nanos}", std::process::id())
+}
+
+#[test]
+fn a_follow_client_receives_a_written_record_as_user_written() -> anyhow::Result<()> {
+    let agent = Agent::start(Path::new("/"), &[])?;
+    let mut client = Command::new(binary("nodectl")?)
+        .args([
+            "--endpoint",
+            &agent.endpoint,
+            "events",
+            "--follow",
+            "--include-unclassified",
+            "-o",
+            "json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = client.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // The header comes first: the stream is open.
+    let header = rx.recv_timeout(Duration::from_secs(30))?;
+    assert!(header.contains("\"header\""), "{header}");
+    let tag = unique_tag("follow");
+    write_kmsg(&format!(
+        "{tag}: amdgpu 0000:c1:00.0: amdgpu: GPU reset begin!"
+    ))?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let found = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .context("tagged record not received within 10 s")?;
+        if line.contains(&tag) {
+            break line;
+        }
+    };
+    let _ = client.kill();
+    let _ = client.wait();
+    let json: serde_json::Value = serde_json::from_str(&found)?;
+    let event = &json["event"];
+    assert_eq!(event["user_written"], true, "{found}");
+    assert_eq!(event["facility"], 1);
+    assert_eq!(event["class"], serde_json::Value::Null);
+    assert_eq!(event["id"], serde_json::Value::Null);
+    assert!(event["time"].as_str().is_some_and(|t| t.ends_with('Z')));
+    assert!(
+        agent.terminate()?,
+        "agent exits 0 on SIGTERM with a follow stream open"
+    );
+    Ok(())
+}
+
+fn tagged_seqs(endpoint: &str, since: u64) -> anyhow::Result<(Vec<u64>, Vec<String>)> {
+    let since = since.to_string();
+    let run = nodectl(&[
+        "--endpoint",
+        endpoint,
+        "events",
+        "--include-unclassified",
+        "--since-seq",
+        &since,
+        "-o",
+        "json",
+    ])?;
+    anyhow::ensure!(run.code == 0, "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    let events = json["events"].as_array().context("events")?;
+    let seqs = events.iter().filter_map(|e| e["seq"].as_u64()).collect();
+    let messages = events
+        .iter()
+        .filter_map(|e| e["message"].as_str().map(str::to_owned))
+        .collect();
+    Ok((seqs, messages))
+}
+
+fn wait_for_tag(endpoint: &str, tag: &str) -> anyhow::Result<u64> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (seqs, messages) = tagged_seqs(endpoint, 0)?;
+        if let Some(i) = messages.iter().position(|m| m.contains(tag)) {
+            return Ok(seqs[i]);
+        }
+        anyhow::ensure!(Instant::now() < deadline, "{tag} never reached the agent");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn a_restarted_agent_resumed_with_since_seq_delivers_every_record_once() -> anyhow::Result<()> {
+    let state = tempfile::tempdir()?;
+    let state_arg = state.path().to_str().context("path")?;
+    let first_tag = unique_tag("before");
+    let agent = Agent::start(Path::new("/"), &["--state-dir", state_arg])?;
+    write_kmsg(&first_tag)?;
+    let resume_from = wait_for_tag(&agent.endpoint, &first_tag)?;
+    assert!(agent.terminate()?);
+    let saved = std::fs::read_to_string(state.path().join("kmsg-state.json"))?;
+    assert!(saved.contains("last_counted_seq"), "{saved}");
+
+    let later: Vec<String> = (0..3)
+        .map(|i| unique_tag(&format!("while-down-{i}")))
+        .collect();
+    for tag in &later {
+        write_kmsg(tag)?;
+    }
+    let agent = Agent::start(Path::new("/"), &["--state-dir", state_arg])?;
+    wait_for_tag(&agent.endpoint, &later[2])?;
+    let (seqs, messages) = tagged_seqs(&agent.endpoint, resume_from)?;
+    assert!(seqs.iter().all(|s| *s > resume_from));
+    let expected: Vec<u64> = (resume_from + 1..=*seqs.last().context("no record")?).collect();
+    assert_eq!(
+        seqs, expected,
+        "every record after since_seq exactly once, no gap"
+    );
+    for tag in &later {
+        assert_eq!(
+            messages.iter().filter(|m| m.contains(tag.as_str())).count(),
+            1,
+            "{tag}"
+        );
+    }
+    assert!(!messages.iter().any(|m| m.contains(&first_tag)));
+    Ok(())
+}
+
+fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP body")?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
+    Ok(body.to_owned())
+}
+
+#[test]
+fn metrics_of_a_running_agent_pass_promtool() -> anyhow::Result<()> {
+    let agent = Agent::start(Path::new("/"), &["--metrics-listen", "127.0.0.1:0"])?;
+    let addr = agent
+        .listener("metrics")
+        .context("no metrics listener printed")?;
+    let body = http_get(addr, "/metrics")?;
+    assert!(
+        body.contains("# TYPE nodectl_kmsg_records_lost_total counter"),
+        "{body}"
+    );
+    match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            eprintln!("SKIPPED: promtool is not installed (.ci/install-deps installs it)");
+        }
+        Err(e) => return Err(e.into()),
+        Ok(mut child) => {
+            child
+                .stdin
+                .take()
+                .context("stdin")?
+                .write_all(body.as_bytes())?;
+            let out = child.wait_with_output()?;
+            assert!(
+                out.status.success(),
+                "promtool: {}{}\n{body}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn without_dev_kmsg_the_agent_serves_snapshots_and_says_why_events_fail() -> anyhow::Result<()> {
+    let root = tempfile::tempdir()?;
+    let agent = Agent::start(root.path(), &[])?;
+    let run = nodectl(&["--endpoint", &agent.endpoint, "events"])?;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("kernel log unavailable") && run.stderr.contains("/dev/kmsg"),
+        "{}",
+        run.stderr
+    );
+    let run = nodectl(&["--endpoint", &agent.endpoint, "node", "show", "-o", "json"])?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    Ok(())
+}
