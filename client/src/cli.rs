@@ -36,7 +36,8 @@ pub struct GlobalArgs {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
-    /// Talos client configuration (default: $TALOSCONFIG, then ~/.talos/config).
+    /// Talos client configuration (default: $TALOSCONFIG, then $TALOS_HOME/config or
+    /// ~/.talos/config, then /var/run/secrets/talos.dev/config).
     #[arg(long, global = true, value_name = "PATH")]
     pub talosconfig: Option<PathBuf>,
     /// Context of the talosconfig to use (default: its `context`).
