@@ -108,6 +108,8 @@ impl BootPath {
 pub struct NodeFacts {
     pub talos_version: String,
     pub booted_with_uki: bool,
+    /// Booted with secure boot: the installer must be the signed `-secureboot` one.
+    pub secure_boot: bool,
     pub config: MachineConfig,
     pub schematic_id: Option<String>,
     pub extensions: Vec<Extension>,
@@ -118,10 +120,9 @@ pub struct NodeFacts {
 impl NodeFacts {
     pub async fn read(client: &TalosClient) -> anyhow::Result<NodeFacts> {
         let talos_version = client.version().await?;
-        let booted_with_uki = client
-            .security_state()
-            .await?
-            .is_some_and(|s| s.booted_with_uki);
+        let security = client.security_state().await?;
+        let booted_with_uki = security.as_ref().is_some_and(|s| s.booted_with_uki);
+        let secure_boot = security.as_ref().is_some_and(|s| s.secure_boot);
         let config_yaml = client.machine_config().await?;
         let config = MachineConfig::parse(&config_yaml, "the node's machine configuration")?;
         let all = client.extensions().await?;
@@ -138,6 +139,7 @@ impl NodeFacts {
         Ok(NodeFacts {
             talos_version,
             booted_with_uki,
+            secure_boot,
             config,
             schematic_id,
             extensions,
@@ -201,6 +203,7 @@ pub struct CwsrStatus {
     pub node: String,
     pub talos_version: String,
     pub boot_path: BootPath,
+    pub secure_boot: bool,
     pub schematic_id: Option<String>,
     pub extensions: Vec<String>,
     pub effective: Effective,
@@ -329,6 +332,7 @@ async fn status(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Outcom
         node: client.node.clone(),
         talos_version: facts.talos_version.clone(),
         boot_path,
+        secure_boot: facts.secure_boot,
         schematic_id: facts.schematic_id.clone(),
         extensions: facts.extensions.iter().map(|e| e.name.clone()).collect(),
         effective: Effective {
@@ -367,6 +371,10 @@ fn print_status(report: &CwsrStatus, format: Format) -> anyhow::Result<()> {
         ("node", report.node.clone()),
         ("Talos", report.talos_version.clone()),
         ("boot path", report_boot_path(report.boot_path)),
+        (
+            "secure boot",
+            if report.secure_boot { "yes" } else { "no" }.to_owned(),
+        ),
         (
             "schematic",
             report
@@ -499,7 +507,11 @@ async fn change(args: &ChangeArgs, global: &GlobalArgs, disable: bool) -> anyhow
             ));
             println!(
                 "  2. upgrade the node to {}",
-                factory.installer_image("<new schematic id>", &facts.talos_version)
+                factory.installer_image(
+                    "<new schematic id>",
+                    &facts.talos_version,
+                    facts.secure_boot
+                )
             );
         } else {
             println!(
@@ -509,7 +521,11 @@ async fn change(args: &ChangeArgs, global: &GlobalArgs, disable: bool) -> anyhow
             );
             println!(
                 "  2. upgrade the node to {}",
-                factory.installer_image(&current_schematic, &facts.talos_version)
+                factory.installer_image(
+                    &current_schematic,
+                    &facts.talos_version,
+                    facts.secure_boot
+                )
             );
         }
         println!(
@@ -527,7 +543,8 @@ async fn change(args: &ChangeArgs, global: &GlobalArgs, disable: bool) -> anyhow
             );
             return Ok(Outcome::Ok);
         }
-        let image = factory.installer_image(&current_schematic, &facts.talos_version);
+        let image =
+            factory.installer_image(&current_schematic, &facts.talos_version, facts.secure_boot);
         println!("plan:");
         let mut step = 1;
         if changed {
@@ -608,7 +625,7 @@ async fn change(args: &ChangeArgs, global: &GlobalArgs, disable: bool) -> anyhow
             } else {
                 current_schematic
             };
-            factory.installer_image(&id, &facts.talos_version)
+            factory.installer_image(&id, &facts.talos_version, facts.secure_boot)
         }
         Plan::ExtraKernelArgs {
             edited,

@@ -46,9 +46,19 @@ impl Factory {
         without_scheme.split('/').next().unwrap_or(without_scheme)
     }
 
-    /// `<host[:port]>/metal-installer/<schematic id>:<talos version>`.
-    pub fn installer_image(&self, schematic_id: &str, talos_version: &str) -> String {
-        installer_image(self.registry_host(), schematic_id, talos_version)
+    /// `<host[:port]>/metal-installer[-secureboot]/<schematic id>:<talos version>`.
+    pub fn installer_image(
+        &self,
+        schematic_id: &str,
+        talos_version: &str,
+        secure_boot: bool,
+    ) -> String {
+        installer_image(
+            self.registry_host(),
+            schematic_id,
+            talos_version,
+            secure_boot,
+        )
     }
 
     /// `GET /schematics/<id>`: the schematic as YAML and parsed.
@@ -119,9 +129,20 @@ impl Factory {
     }
 }
 
-/// `<registry host>/metal-installer/<schematic id>:<talos version>`.
-pub fn installer_image(registry_host: &str, schematic_id: &str, talos_version: &str) -> String {
-    format!("{registry_host}/metal-installer/{schematic_id}:{talos_version}")
+/// `<registry host>/metal-installer/<schematic id>:<talos version>`; a node booted with secure
+/// boot needs the signed `metal-installer-secureboot` image instead.
+pub fn installer_image(
+    registry_host: &str,
+    schematic_id: &str,
+    talos_version: &str,
+    secure_boot: bool,
+) -> String {
+    let installer = if secure_boot {
+        "metal-installer-secureboot"
+    } else {
+        "metal-installer"
+    };
+    format!("{registry_host}/{installer}/{schematic_id}:{talos_version}")
 }
 
 /// The `id` of a POST reply (`{"id": …}`, other keys ignored).
@@ -273,13 +294,17 @@ mod tests {
         let f = Factory::new("http://127.0.0.1:8080/").unwrap();
         assert_eq!(f.registry_host(), "127.0.0.1:8080");
         assert_eq!(
-            f.installer_image("abc", "v1.12.1"),
+            f.installer_image("abc", "v1.12.1", false),
             "127.0.0.1:8080/metal-installer/abc:v1.12.1"
         );
         let f = Factory::new(DEFAULT_FACTORY_URL).unwrap();
         assert_eq!(
-            f.installer_image("i", "v1"),
+            f.installer_image("i", "v1", false),
             "factory.talos.dev/metal-installer/i:v1"
+        );
+        assert_eq!(
+            f.installer_image("i", "v1", true),
+            "factory.talos.dev/metal-installer-secureboot/i:v1"
         );
         assert!(Factory::new("factory.talos.dev").is_err());
     }
