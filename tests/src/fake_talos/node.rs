@@ -227,6 +227,8 @@ impl Config {
     /// Parses a multi-document config as apid does: YAML errors, documents without a kind, and
     /// a config without the v1alpha1 document are refused.
     pub fn parse(text: &str) -> Result<Config, Refusal> {
+        // Only the v1alpha1 text is Talos's own; YAML and kind errors carry this fake's wording
+        // (the code, InvalidArgument, is what clients rely on).
         let documents: Vec<Value> = serde_saphyr::from_multiple(text)
             .map_err(|e| Refusal(format!("failed to decode config: {e}")))?;
         let documents: Vec<Value> = documents.into_iter().filter(|d| !d.is_null()).collect();
