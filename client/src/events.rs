@@ -252,6 +252,13 @@ impl Filter {
 
 /// Runs `nodectl events`.
 pub async fn run(args: EventsArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
+    match run_inner(args, global).await {
+        Err(e) if e.chain().any(|c| c.is::<OutputClosed>()) => Ok(Outcome::Ok),
+        other => other,
+    }
+}
+
+async fn run_inner(args: EventsArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
     let filter = Filter::from_args(&args)?;
     if args.file.is_some() && !global.endpoint.is_empty() {
         anyhow::bail!("--file and --endpoint exclude each other");
@@ -551,14 +558,19 @@ impl Printer {
     }
 }
 
-/// Writes to stdout; a reader that went away (`| head`) ends the output quietly.
+/// Standard output was closed by its reader (`| head`): the command ends quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output closed")]
+struct OutputClosed;
+
+/// Writes to stdout.
 fn emit(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match stdout
         .write_all(text.as_bytes())
         .and_then(|()| stdout.flush())
     {
-        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(OutputClosed.into()),
         other => other.context("writing to standard output"),
     }
 }

@@ -182,6 +182,9 @@ pub struct Classifier {
     pub incident_gap_usec: u64,
 }
 
+/// Lazy DFA cache of the rule set.
+const DFA_CACHE_BYTES: usize = 32 << 20;
+
 /// Default gap between two events of one incident when the rules file names none.
 const DEFAULT_INCIDENT_GAP_SECONDS: u64 = 10;
 
@@ -274,12 +277,15 @@ impl Classifier {
                 min_counts: row.min_counts,
             });
         }
-        let set = RegexSet::new(rules.iter().map(|r| r.regex.as_str())).map_err(|e| {
-            RulesError::Toml {
+        // A larger lazy-DFA cache: with ~70 patterns the default one is rebuilt over and
+        // over, and matching falls back to the much slower NFA.
+        let set = regex::RegexSetBuilder::new(rules.iter().map(|r| r.regex.as_str()))
+            .dfa_size_limit(DFA_CACHE_BYTES)
+            .build()
+            .map_err(|e| RulesError::Toml {
                 file: file.to_owned(),
                 reason: e.to_string(),
-            }
-        })?;
+            })?;
         Ok(Classifier {
             rules,
             set,
