@@ -6,8 +6,9 @@ use std::path::PathBuf;
 use nodectl_proto::nodectl::v1 as pb;
 use pb::node_diagnostics_server::{NodeDiagnostics, NodeDiagnosticsServer};
 use tokio::net::{TcpListener, UnixListener};
-use tokio_stream::wrappers::{TcpListenerStream, UnixListenerStream};
+use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
+use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::HostRoot;
@@ -130,7 +131,11 @@ pub async fn serve(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
         let token = shutdown.clone();
         tasks.spawn(async move {
             router
-                .serve_with_incoming_shutdown(TcpListenerStream::new(listener), token.cancelled())
+                .serve_with_incoming_shutdown(
+                    // Without TCP_NODELAY a small reply waits for the peer's delayed ACK (~40 ms).
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    token.cancelled(),
+                )
                 .await
                 .context("gRPC server on TCP")
         });
