@@ -1,5 +1,7 @@
 //! Takes one snapshot: runs every collector over a host root, samples clocks, then the checks.
 
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::collect::{self, Reader, cards, clocks, firmware, gpu_metrics, hwmon, kfd, memory};
@@ -24,69 +26,184 @@ impl Default for SampleOptions {
 /// Reads everything; never fails: what could not be read is in `problems`.
 /// Blocking (file I/O and sampling pauses): call it from `spawn_blocking` in async code.
 pub fn take(root: &HostRoot, options: &SampleOptions) -> model::Snapshot {
-    let mut reader = Reader::new(root);
-    let host = collect::host::collect(&mut reader);
-    let module_parameters = model::ModuleParameters {
-        amdgpu: collect::params::collect(&mut reader, "amdgpu"),
-        ttm: collect::params::collect(&mut reader, "ttm"),
-    };
-    let kfd_nodes = kfd::collect(&mut reader);
-    let card_dirs = cards::find_amdgpu(&mut reader);
-
-    let mut cards = Vec::with_capacity(card_dirs.len());
-    for dir in &card_dirs {
-        let identity = cards::identity(&mut reader, dir);
-        let gfx_target =
-            kfd::node_for_card(identity.bdf.as_deref(), identity.render_minor, &kfd_nodes)
-                .and_then(|n| n.gfx_target.clone());
-        let reading = clocks::read(&mut reader, &dir.device);
-        let mut dpm_clocks = clocks::collect_dpm(&mut reader, &dir.device);
-        if let Some(sclk) = &reading.sclk {
-            dpm_clocks.insert("sclk".to_owned(), sclk.clone());
-        }
-        cards.push(model::Card {
-            name: dir.name.clone(),
-            bdf: identity.bdf,
-            pci_id: identity.pci_id,
-            gfx_target,
-            render_minor: identity.render_minor,
-            vbios_version: identity.vbios_version,
-            firmware: firmware::collect_sysfs(&mut reader, &dir.device),
-            debugfs_firmware: firmware::collect_debugfs(&mut reader, dir.number),
-            dpm_clocks,
-            performance_level: reading.performance_level.clone(),
-            gpu_busy_percent: reading.gpu_busy_percent,
-            mem_busy_percent: reading.mem_busy_percent,
-            hwmon: hwmon::collect(&mut reader, &dir.device),
-            memory: memory::collect(&mut reader, &dir.device),
-            gpu_metrics: gpu_metrics::collect(&mut reader, &dir.device),
-            samples: vec![reading.sample(0)],
-        });
-    }
-    sample(&mut reader, &card_dirs, &mut cards, options);
-
-    let mut snapshot = model::Snapshot {
-        agent_version: crate::AGENT_VERSION.to_owned(),
-        taken_at: jiff::Timestamp::now().to_string(),
-        host,
-        cards,
-        module_parameters,
-        kfd_nodes,
-        findings: Vec::new(),
-        problems: Vec::new(),
-    };
-    let (findings, check_problems) = checks::evaluate(&snapshot);
-    snapshot.findings = findings;
-    snapshot.problems = reader.problems;
-    snapshot.problems.extend(check_problems);
-    snapshot
+    Snapshotter::new(root.clone()).take(options)
 }
 
-/// Takes the readings after the first one, `options.interval` apart. A file that fails on a
-/// later reading is reported once, not once per reading.
+/// Takes snapshots of one host root, reading the facts that cannot change within a boot only
+/// once (module parameters, firmware versions, card identity, KFD topology).
+///
+/// Those facts are reused while the boot id, the KFD topology generation and the amdgpu
+/// module's init state read the same; a reboot, a GPU hot-(un)plug or a module (re)load reads
+/// them anew. amdgpu takes its parameters at load, so a later write to a writable parameter
+/// file changes nothing the driver does; it shows after the next load.
+#[derive(Debug)]
+pub struct Snapshotter {
+    root: HostRoot,
+    boot: Mutex<Option<Arc<BootFacts>>>,
+}
+
+/// What identifies one boot with one set of GPUs and one load of amdgpu.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct BootKey {
+    boot_id: String,
+    kfd_generation: Option<String>,
+    amdgpu_initstate: Option<String>,
+}
+
+#[derive(Debug)]
+struct BootFacts {
+    key: Option<BootKey>,
+    module_parameters: model::ModuleParameters,
+    kfd_nodes: Vec<model::KfdNode>,
+    cards: Vec<CardFacts>,
+    /// Problems met while reading them, repeated in every snapshot that uses them.
+    problems: Vec<model::Problem>,
+}
+
+#[derive(Debug)]
+struct CardFacts {
+    dir: cards::CardDir,
+    identity: cards::Identity,
+    gfx_target: Option<String>,
+    firmware: BTreeMap<String, String>,
+    debugfs_firmware: Vec<model::DebugfsFirmware>,
+}
+
+impl BootFacts {
+    fn read(root: &HostRoot, key: Option<BootKey>) -> Self {
+        let mut reader = Reader::new(root);
+        let module_parameters = model::ModuleParameters {
+            amdgpu: collect::params::collect(&mut reader, "amdgpu"),
+            ttm: collect::params::collect(&mut reader, "ttm"),
+        };
+        let kfd_nodes = kfd::collect(&mut reader);
+        let cards = cards::find_amdgpu(&mut reader)
+            .into_iter()
+            .map(|dir| {
+                let identity = cards::identity(&mut reader, &dir);
+                let gfx_target =
+                    kfd::node_for_card(identity.bdf.as_deref(), identity.render_minor, &kfd_nodes)
+                        .and_then(|n| n.gfx_target.clone());
+                CardFacts {
+                    firmware: firmware::collect_sysfs(&mut reader, &dir.device),
+                    debugfs_firmware: firmware::collect_debugfs(&mut reader, dir.number),
+                    dir,
+                    identity,
+                    gfx_target,
+                }
+            })
+            .collect();
+        BootFacts {
+            key,
+            module_parameters,
+            kfd_nodes,
+            cards,
+            problems: reader.problems,
+        }
+    }
+}
+
+impl Snapshotter {
+    pub fn new(root: HostRoot) -> Self {
+        Self {
+            root,
+            boot: Mutex::new(None),
+        }
+    }
+
+    pub fn root(&self) -> &HostRoot {
+        &self.root
+    }
+
+    /// The boot facts for `key`: the cached ones when the key matches, else read anew. Without a
+    /// boot id nothing is cached: a boot could not be told from the next.
+    fn boot_facts(&self, key: Option<BootKey>) -> Arc<BootFacts> {
+        // A poisoned lock only means a reader panicked mid-update; the cache is then re-read.
+        let mut cached = self.boot.lock().unwrap_or_else(|poisoned| {
+            let mut guard = poisoned.into_inner();
+            *guard = None;
+            guard
+        });
+        if let Some(facts) = cached.as_ref()
+            && key.is_some()
+            && facts.key == key
+        {
+            return Arc::clone(facts);
+        }
+        let facts = Arc::new(BootFacts::read(&self.root, key));
+        if facts.key.is_some() {
+            *cached = Some(Arc::clone(&facts));
+        }
+        facts
+    }
+
+    /// Reads everything; never fails: what could not be read is in `problems`.
+    /// Blocking (file I/O and sampling pauses): call it from `spawn_blocking` in async code.
+    pub fn take(&self, options: &SampleOptions) -> model::Snapshot {
+        let root = &self.root;
+        let mut reader = Reader::new(root);
+        let host = collect::host::collect(&mut reader);
+        let key = host.boot_id.clone().map(|boot_id| BootKey {
+            boot_id,
+            kfd_generation: reader.line(&root.path("/sys/class/kfd/kfd/topology/generation_id")),
+            amdgpu_initstate: reader.line(&root.path("/sys/module/amdgpu/initstate")),
+        });
+        let facts = self.boot_facts(key);
+        reader.problems.extend(facts.problems.iter().cloned());
+
+        let mut cards = Vec::with_capacity(facts.cards.len());
+        for card in &facts.cards {
+            let device = &card.dir.device;
+            let reading = clocks::read(&mut reader, device);
+            let mut dpm_clocks = clocks::collect_dpm(&mut reader, device);
+            if let Some(sclk) = &reading.sclk {
+                dpm_clocks.insert("sclk".to_owned(), sclk.clone());
+            }
+            cards.push(model::Card {
+                name: card.dir.name.clone(),
+                bdf: card.identity.bdf.clone(),
+                pci_id: card.identity.pci_id.clone(),
+                gfx_target: card.gfx_target.clone(),
+                render_minor: card.identity.render_minor,
+                vbios_version: card.identity.vbios_version.clone(),
+                firmware: card.firmware.clone(),
+                debugfs_firmware: card.debugfs_firmware.clone(),
+                dpm_clocks,
+                performance_level: reading.performance_level.clone(),
+                gpu_busy_percent: reading.gpu_busy_percent,
+                mem_busy_percent: reading.mem_busy_percent,
+                hwmon: hwmon::collect(&mut reader, device),
+                memory: memory::collect(&mut reader, device),
+                gpu_metrics: gpu_metrics::collect(&mut reader, device),
+                samples: vec![reading.sample(0)],
+            });
+        }
+        let card_dirs: Vec<&cards::CardDir> = facts.cards.iter().map(|c| &c.dir).collect();
+        sample(&mut reader, &card_dirs, &mut cards, options);
+
+        let mut snapshot = model::Snapshot {
+            agent_version: crate::AGENT_VERSION.to_owned(),
+            taken_at: jiff::Timestamp::now().to_string(),
+            host,
+            cards,
+            module_parameters: facts.module_parameters.clone(),
+            kfd_nodes: facts.kfd_nodes.clone(),
+            findings: Vec::new(),
+            problems: Vec::new(),
+        };
+        let (findings, check_problems) = checks::evaluate(&snapshot);
+        snapshot.findings = findings;
+        snapshot.problems = reader.problems;
+        snapshot.problems.extend(check_problems);
+        // By path, so the order does not depend on which facts came from the boot cache.
+        snapshot.problems.sort_by(|a, b| a.path.cmp(&b.path));
+        snapshot
+    }
+}
+
 fn sample(
     reader: &mut Reader<'_>,
-    dirs: &[cards::CardDir],
+    dirs: &[&cards::CardDir],
     cards: &mut [model::Card],
     options: &SampleOptions,
 ) {
@@ -174,11 +291,11 @@ mod tests {
             paths,
             [
                 "/proc/meminfo",
-                "/sys/class/drm/card2/device/gpu_busy_percent",
                 "/sys/class/drm/card2/device/fw_version/mes_fw_version",
+                "/sys/class/drm/card2/device/gpu_busy_percent",
             ]
         );
-        assert!(snapshot.problems[1].reason.contains("lots"));
+        assert!(snapshot.problems[2].reason.contains("lots"));
         // Missing files are absent, not problems.
         assert_eq!(snapshot.host.kernel_release, None);
         assert!(snapshot.module_parameters.amdgpu.is_empty());
@@ -216,5 +333,72 @@ mod tests {
         assert!(samples.windows(2).all(|w| w[0].offset_ms <= w[1].offset_ms));
         let ids: Vec<&str> = snapshot.findings.iter().map(|f| f.id.as_str()).collect();
         assert_eq!(ids, ["gpu_clock_stuck_low"]);
+    }
+
+    fn mes_version(snapshot: &model::Snapshot) -> Option<&str> {
+        snapshot.cards[0]
+            .firmware
+            .get("mes_fw_version")
+            .map(String::as_str)
+    }
+
+    #[test]
+    fn boot_facts_are_read_once_per_boot_and_clocks_every_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = "sys/class/drm/card1/device";
+        write(dir.path(), &format!("{d}/uevent"), b"DRIVER=amdgpu\n");
+        write(
+            dir.path(),
+            &format!("{d}/fw_version/mes_fw_version"),
+            b"0x00000080\n",
+        );
+        write(dir.path(), &format!("{d}/gpu_busy_percent"), b"5\n");
+        write(dir.path(), "proc/sys/kernel/random/boot_id", b"boot-a\n");
+        let snapshotter = Snapshotter::new(HostRoot::new(dir.path()));
+        let options = SampleOptions::default();
+        assert_eq!(mes_version(&snapshotter.take(&options)), Some("0x00000080"));
+
+        // Same boot: firmware is not read again, busy % is.
+        write(
+            dir.path(),
+            &format!("{d}/fw_version/mes_fw_version"),
+            b"0x00000083\n",
+        );
+        write(dir.path(), &format!("{d}/gpu_busy_percent"), b"90\n");
+        let same_boot = snapshotter.take(&options);
+        assert_eq!(mes_version(&same_boot), Some("0x00000080"));
+        assert_eq!(same_boot.cards[0].gpu_busy_percent, Some(90));
+
+        // A module reload (init state appears) or a new boot reads everything anew.
+        write(dir.path(), "sys/module/amdgpu/initstate", b"live\n");
+        assert_eq!(mes_version(&snapshotter.take(&options)), Some("0x00000083"));
+        write(
+            dir.path(),
+            &format!("{d}/fw_version/mes_fw_version"),
+            b"0x00000086\n",
+        );
+        write(dir.path(), "proc/sys/kernel/random/boot_id", b"boot-b\n");
+        assert_eq!(mes_version(&snapshotter.take(&options)), Some("0x00000086"));
+    }
+
+    #[test]
+    fn without_a_boot_id_nothing_is_cached() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = "sys/class/drm/card0/device";
+        write(dir.path(), &format!("{d}/uevent"), b"DRIVER=amdgpu\n");
+        write(
+            dir.path(),
+            &format!("{d}/fw_version/mes_fw_version"),
+            b"0x00000080\n",
+        );
+        let snapshotter = Snapshotter::new(HostRoot::new(dir.path()));
+        let options = SampleOptions::default();
+        assert_eq!(mes_version(&snapshotter.take(&options)), Some("0x00000080"));
+        write(
+            dir.path(),
+            &format!("{d}/fw_version/mes_fw_version"),
+            b"0x00000083\n",
+        );
+        assert_eq!(mes_version(&snapshotter.take(&options)), Some("0x00000083"));
     }
 }
