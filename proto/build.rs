@@ -29,11 +29,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_, _>>()?;
     let fds = protox::compile(&relative, [root])?;
 
-    // The descriptor set serves gRPC reflection.
+    // The agent's gRPC reflection describes what it serves: nodectl.v1 and the well-known types
+    // it imports, not the Talos client subset compiled here too.
+    let mut served = fds.clone();
+    served
+        .file
+        .retain(|f| f.name().starts_with("nodectl/") || f.name().starts_with("google/protobuf/"));
     let out_dir = PathBuf::from(std::env::var("OUT_DIR")?);
     std::fs::write(
         out_dir.join("descriptor.bin"),
-        prost::Message::encode_to_vec(&fds),
+        prost::Message::encode_to_vec(&served),
     )?;
 
     tonic_prost_build::configure()

@@ -110,9 +110,9 @@ fn router(service: DiagnosticsService) -> Result<tonic::transport::server::Route
 
 /// Hands the heap freed after start-up back to the operating system.
 ///
-/// Compiling the kernel-message rules and the reflection descriptors allocates several MiB that are freed at once; glibc keeps
-/// such pages mapped, so without this the agent's resident memory would stay at its start-up
-/// peak for its whole life on every node.
+/// Compiling the kernel-message rules and the reflection descriptors allocates several MiB that
+/// are freed at once; glibc keeps such pages mapped, so without this the agent's resident memory
+/// would stay at its start-up peak for its whole life on every node.
 fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]

@@ -57,5 +57,33 @@ pub mod cosi {
     }
 }
 
-/// Encoded `FileDescriptorSet` of every file here, for gRPC reflection.
+/// Encoded `FileDescriptorSet` of the nodectl.v1 API and the well-known types it imports, for
+/// the agent's gRPC reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/descriptor.bin"));
+
+#[cfg(test)]
+mod tests {
+    use prost::Message as _;
+
+    #[test]
+    fn reflection_describes_the_agent_api_and_its_imports_only() -> Result<(), prost::DecodeError> {
+        let set = prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET)?;
+        let names: Vec<&str> = set.file.iter().map(|f| f.name()).collect();
+        for wanted in [
+            "nodectl/v1/diagnostics.proto",
+            "nodectl/v1/snapshot.proto",
+            "nodectl/v1/kernel.proto",
+            "google/protobuf/timestamp.proto",
+        ] {
+            assert!(names.contains(&wanted), "{wanted} missing from {names:?}");
+        }
+        // Every import of a described file is described too, so clients can resolve it.
+        for file in &set.file {
+            for dependency in &file.dependency {
+                assert!(names.contains(&dependency.as_str()), "{dependency} missing");
+            }
+        }
+        assert!(!names.iter().any(|n| n.starts_with("machine/")));
+        Ok(())
+    }
+}
