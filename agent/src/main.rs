@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use nodectl_agent::{HostRoot, kmsg, server, shutdown};
+use nodectl_agent::{HostRoot, kmsg, server, shutdown, snapshot};
 use tokio_util::sync::CancellationToken;
 
 /// Serves a node's amdgpu, KFD, host and kernel-log state over gRPC (read-only).
@@ -58,6 +58,8 @@ async fn main() -> anyhow::Result<()> {
     let kernel_log =
         kmsg::hub::KernelLog::start(&root, kmsg_config, metrics.clone(), token.clone());
 
+    let snapshotter = std::sync::Arc::new(snapshot::Snapshotter::new(root));
+
     // Bound before serve() so its `listening` line comes before `ready`.
     let mut metrics_task = None;
     if let Some(addr) = args.metrics_listen {
@@ -67,13 +69,13 @@ async fn main() -> anyhow::Result<()> {
         println!("listening metrics={}", listener.local_addr()?);
         metrics_task = Some(tokio::spawn(kmsg::metrics::serve(
             listener,
-            root.clone(),
+            std::sync::Arc::clone(&snapshotter),
             metrics,
             token.clone(),
         )));
     }
     let config = server::ServerConfig {
-        root,
+        snapshotter,
         listen: args.listen,
         unix: args.unix,
         kernel_log: Some(kernel_log.clone()),

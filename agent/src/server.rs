@@ -12,7 +12,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-use crate::HostRoot;
 use crate::snapshot::{SampleOptions, Snapshotter};
 
 /// Longest sampling window a request may ask for; a client cannot pin an agent thread longer.
@@ -21,7 +20,8 @@ const MAX_SAMPLE_WINDOW_MS: u64 = 60_000;
 /// Where and what the agent serves.
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
-    pub root: HostRoot,
+    /// Takes the snapshots; shared with the metrics exporter so both reuse one boot cache.
+    pub snapshotter: Arc<Snapshotter>,
     pub listen: Option<SocketAddr>,
     pub unix: Option<PathBuf>,
     /// The kernel log pipeline; `None`: streams answer that the kernel log is not read here.
@@ -36,9 +36,9 @@ pub struct DiagnosticsService {
 }
 
 impl DiagnosticsService {
-    pub fn new(root: HostRoot) -> Self {
+    pub fn new(snapshotter: Arc<Snapshotter>) -> Self {
         Self {
-            snapshotter: Arc::new(Snapshotter::new(root)),
+            snapshotter,
             kernel_log: None,
         }
     }
@@ -133,8 +133,8 @@ pub async fn serve(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
     if config.listen.is_none() && config.unix.is_none() {
         anyhow::bail!("nothing to serve on: give --listen ADDR and/or --unix PATH");
     }
-    let service =
-        DiagnosticsService::new(config.root.clone()).with_kernel_log(config.kernel_log.clone());
+    let service = DiagnosticsService::new(Arc::clone(&config.snapshotter))
+        .with_kernel_log(config.kernel_log.clone());
     let mut tasks = tokio::task::JoinSet::new();
 
     if let Some(addr) = config.listen {

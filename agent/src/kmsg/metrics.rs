@@ -280,20 +280,20 @@ pub fn render(metrics: &KmsgMetrics, snapshot: Option<&pb::Snapshot>) -> String 
     out
 }
 
-/// Serves `GET /metrics` on `listener` until `shutdown`; each scrape takes a fresh snapshot.
+/// Serves `GET /metrics` on `listener` until `shutdown`; each scrape takes a snapshot.
 pub async fn serve(
     listener: tokio::net::TcpListener,
-    root: crate::HostRoot,
+    snapshotter: std::sync::Arc<crate::snapshot::Snapshotter>,
     metrics: KmsgMetrics,
     shutdown: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     use axum::http::header::CONTENT_TYPE;
     let handler = move || {
-        let root = root.clone();
+        let snapshotter = std::sync::Arc::clone(&snapshotter);
         let metrics = metrics.clone();
         async move {
             let snapshot = tokio::task::spawn_blocking(move || {
-                let s = crate::snapshot::take(&root, &crate::snapshot::SampleOptions::default());
+                let s = snapshotter.take(&crate::snapshot::SampleOptions::default());
                 pb::Snapshot::from(&s)
             })
             .await
