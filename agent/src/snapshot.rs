@@ -111,10 +111,6 @@ impl Snapshotter {
         }
     }
 
-    pub fn root(&self) -> &HostRoot {
-        &self.root
-    }
-
     /// The boot facts for `key`: the cached ones when the key matches, else read anew. Without a
     /// boot id nothing is cached: a boot could not be told from the next.
     fn boot_facts(&self, key: Option<BootKey>) -> Arc<BootFacts> {
