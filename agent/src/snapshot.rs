@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use crate::collect::held::HeldFiles;
 use crate::collect::{self, Reader, cards, clocks, firmware, gpu_metrics, hwmon, kfd, memory};
 use crate::{HostRoot, checks, model};
 
@@ -30,7 +31,9 @@ pub fn take(root: &HostRoot, options: &SampleOptions) -> model::Snapshot {
 }
 
 /// Takes snapshots of one host root, reading the facts that cannot change within a boot only
-/// once (module parameters, firmware versions, card identity, KFD topology).
+/// once (module parameters, firmware versions, card identity, KFD topology, kernel release and
+/// command line, os-release, which hwmon directory is the card's), and keeping the files it
+/// reads every time open.
 ///
 /// Those facts are reused while the boot id, the KFD topology generation and the amdgpu
 /// module's init state read the same; a reboot, a GPU hot-(un)plug or a module (re)load reads
@@ -40,6 +43,7 @@ pub fn take(root: &HostRoot, options: &SampleOptions) -> model::Snapshot {
 pub struct Snapshotter {
     root: HostRoot,
     boot: Mutex<Option<Arc<BootFacts>>>,
+    held: HeldFiles,
 }
 
 /// What identifies one boot with one set of GPUs and one load of amdgpu.
@@ -53,6 +57,7 @@ struct BootKey {
 #[derive(Debug)]
 struct BootFacts {
     key: Option<BootKey>,
+    host: collect::host::BootHost,
     module_parameters: model::ModuleParameters,
     kfd_nodes: Vec<model::KfdNode>,
     cards: Vec<CardFacts>,
@@ -67,11 +72,14 @@ struct CardFacts {
     gfx_target: Option<String>,
     firmware: BTreeMap<String, String>,
     debugfs_firmware: Vec<model::DebugfsFirmware>,
+    /// The amdgpu hwmon directory: name and path.
+    hwmon: Option<(String, std::path::PathBuf)>,
 }
 
 impl BootFacts {
     fn read(root: &HostRoot, key: Option<BootKey>) -> Self {
         let mut reader = Reader::new(root);
+        let host = collect::host::collect_boot(&mut reader);
         let module_parameters = model::ModuleParameters {
             amdgpu: collect::params::collect(&mut reader, "amdgpu"),
             ttm: collect::params::collect(&mut reader, "ttm"),
@@ -87,6 +95,7 @@ impl BootFacts {
                 CardFacts {
                     firmware: firmware::collect_sysfs(&mut reader, &dir.device),
                     debugfs_firmware: firmware::collect_debugfs(&mut reader, dir.number),
+                    hwmon: hwmon::find(&mut reader, &dir.device),
                     dir,
                     identity,
                     gfx_target,
@@ -95,6 +104,7 @@ impl BootFacts {
             .collect();
         BootFacts {
             key,
+            host,
             module_parameters,
             kfd_nodes,
             cards,
@@ -108,6 +118,7 @@ impl Snapshotter {
         Self {
             root,
             boot: Mutex::new(None),
+            held: HeldFiles::default(),
         }
     }
 
@@ -126,6 +137,8 @@ impl Snapshotter {
         {
             return Arc::clone(facts);
         }
+        // Files of another boot or another set of cards may be gone or mean other things.
+        self.held.clear();
         let facts = Arc::new(BootFacts::read(&self.root, key));
         if facts.key.is_some() {
             *cached = Some(Arc::clone(&facts));
@@ -137,15 +150,16 @@ impl Snapshotter {
     /// Blocking (file I/O and sampling pauses): call it from `spawn_blocking` in async code.
     pub fn take(&self, options: &SampleOptions) -> model::Snapshot {
         let root = &self.root;
-        let mut reader = Reader::new(root);
-        let host = collect::host::collect(&mut reader);
-        let key = host.boot_id.clone().map(|boot_id| BootKey {
+        let mut reader = Reader::holding(root, &self.held);
+        let boot_id = collect::host::boot_id(&mut reader);
+        let key = boot_id.clone().map(|boot_id| BootKey {
             boot_id,
             kfd_generation: reader.line(&root.path("/sys/class/kfd/kfd/topology/generation_id")),
             amdgpu_initstate: reader.line(&root.path("/sys/module/amdgpu/initstate")),
         });
         let facts = self.boot_facts(key);
         reader.problems.extend(facts.problems.iter().cloned());
+        let host = collect::host::collect(&mut reader, boot_id, &facts.host);
 
         let mut cards = Vec::with_capacity(facts.cards.len());
         for card in &facts.cards {
@@ -168,7 +182,10 @@ impl Snapshotter {
                 performance_level: reading.performance_level.clone(),
                 gpu_busy_percent: reading.gpu_busy_percent,
                 mem_busy_percent: reading.mem_busy_percent,
-                hwmon: hwmon::collect(&mut reader, device),
+                hwmon: card
+                    .hwmon
+                    .as_ref()
+                    .map(|(name, dir)| hwmon::read(&mut reader, name, dir)),
                 memory: memory::collect(&mut reader, device),
                 gpu_metrics: gpu_metrics::collect(&mut reader, device),
                 samples: vec![reading.sample(0)],

@@ -27,9 +27,19 @@ struct Table {
     issue: Vec<KnownIssue>,
 }
 
-/// Parses the embedded table.
-pub fn known_issues() -> Result<Vec<KnownIssue>, toml::de::Error> {
-    toml::from_str::<Table>(KNOWN_ISSUES_TOML).map(|t| t.issue)
+/// The embedded table, parsed on first use: every snapshot runs the checks, and the table
+/// cannot change while the process runs.
+pub fn known_issues() -> Result<&'static [KnownIssue], &'static str> {
+    static PARSED: std::sync::LazyLock<Result<Vec<KnownIssue>, String>> =
+        std::sync::LazyLock::new(|| {
+            toml::from_str::<Table>(KNOWN_ISSUES_TOML)
+                .map(|t| t.issue)
+                .map_err(|e| e.to_string())
+        });
+    match &*PARSED {
+        Ok(issues) => Ok(issues),
+        Err(e) => Err(e),
+    }
 }
 
 /// What made a rule fire, for one card or for the node.
@@ -60,14 +70,14 @@ pub fn evaluate(snapshot: &Snapshot) -> (Vec<Finding>, Vec<Problem>) {
                 Vec::new(),
                 vec![Problem {
                     path: "(embedded known_issues.toml)".to_owned(),
-                    reason: e.to_string(),
+                    reason: e.to_owned(),
                 }],
             );
         }
     };
     let mut findings = Vec::new();
     let mut problems = Vec::new();
-    for issue in &issues {
+    for issue in issues {
         let Some((_, rule)) = RULES.iter().find(|(id, _)| *id == issue.id) else {
             problems.push(Problem {
                 path: "(embedded known_issues.toml)".to_owned(),
@@ -392,7 +402,7 @@ mod tests {
         let table: Vec<&str> = issues.iter().map(|i| i.id.as_str()).collect();
         let rules: Vec<&str> = RULES.iter().map(|(id, _)| *id).collect();
         assert_eq!(table, rules);
-        for issue in &issues {
+        for issue in issues {
             assert!(
                 !issue.title.is_empty() && !issue.remedy.is_empty(),
                 "{}",

@@ -137,14 +137,39 @@ pub fn parse_uptime(text: &str) -> Result<u64, String> {
     Ok((uptime.uptime * 1e6).round() as u64)
 }
 
-pub fn collect(reader: &mut Reader<'_>) -> Host {
+/// The host facts fixed for a boot: kernel release, command line, os-release. (os-release
+/// changes with an OS upgrade, which on Talos is always a reboot.)
+#[derive(Debug, Clone, Default)]
+pub struct BootHost {
+    pub kernel_release: Option<String>,
+    pub cmdline: Option<String>,
+    pub kernel_arguments: Vec<KernelArgument>,
+    pub os_release: Option<OsRelease>,
+}
+
+pub fn collect_boot(reader: &mut Reader<'_>) -> BootHost {
     let root = reader.root;
     let cmdline = reader
         .text(&root.path("/proc/cmdline"))
         .map(|s| s.trim_end_matches(['\n', '\0']).to_owned());
-    let os_release = reader
-        .text(&root.os_release())
-        .map(|text| parse_os_release(&text));
+    BootHost {
+        kernel_release: reader.line(&root.path("/proc/sys/kernel/osrelease")),
+        kernel_arguments: cmdline.as_deref().map(split_cmdline).unwrap_or_default(),
+        cmdline: cmdline.filter(|c| !c.is_empty()),
+        os_release: reader
+            .text(&root.os_release())
+            .map(|text| parse_os_release(&text)),
+    }
+}
+
+/// The id of the running boot (`None` on a tree without one).
+pub fn boot_id(reader: &mut Reader<'_>) -> Option<String> {
+    reader.line(&reader.root.path("/proc/sys/kernel/random/boot_id"))
+}
+
+/// The host: `boot` and `boot_id` as read before, hostname, memory and uptime read now.
+pub fn collect(reader: &mut Reader<'_>, boot_id: Option<String>, boot: &BootHost) -> Host {
+    let root = reader.root;
     let memory = reader.parsed(&root.path("/proc/meminfo"), parse_meminfo);
     let (mem_total_bytes, mem_available_bytes) = match memory {
         Some((total, available)) => (Some(total), available),
@@ -153,11 +178,11 @@ pub fn collect(reader: &mut Reader<'_>) -> Host {
     };
     Host {
         hostname: reader.line(&root.path("/proc/sys/kernel/hostname")),
-        kernel_release: reader.line(&root.path("/proc/sys/kernel/osrelease")),
-        boot_id: reader.line(&root.path("/proc/sys/kernel/random/boot_id")),
-        kernel_arguments: cmdline.as_deref().map(split_cmdline).unwrap_or_default(),
-        cmdline: cmdline.filter(|c| !c.is_empty()),
-        os_release,
+        kernel_release: boot.kernel_release.clone(),
+        boot_id,
+        kernel_arguments: boot.kernel_arguments.clone(),
+        cmdline: boot.cmdline.clone(),
+        os_release: boot.os_release.clone(),
         mem_total_bytes,
         mem_available_bytes,
         uptime_usec: reader.parsed(&root.path("/proc/uptime"), parse_uptime),

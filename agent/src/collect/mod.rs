@@ -7,6 +7,7 @@ pub mod cards;
 pub mod clocks;
 pub mod firmware;
 pub mod gpu_metrics;
+pub mod held;
 pub mod host;
 pub mod hwmon;
 pub mod kfd;
@@ -24,6 +25,7 @@ use crate::model::Problem;
 pub struct Reader<'a> {
     pub root: &'a HostRoot,
     pub problems: Vec<Problem>,
+    held: Option<&'a held::HeldFiles>,
 }
 
 impl<'a> Reader<'a> {
@@ -31,6 +33,15 @@ impl<'a> Reader<'a> {
         Self {
             root,
             problems: Vec::new(),
+            held: None,
+        }
+    }
+
+    /// A reader that keeps the files it reads open in `held` (for files read again and again).
+    pub fn holding(root: &'a HostRoot, held: &'a held::HeldFiles) -> Self {
+        Self {
+            held: Some(held),
+            ..Self::new(root)
         }
     }
 
@@ -44,7 +55,11 @@ impl<'a> Reader<'a> {
 
     /// The bytes of a file; `None` when it does not exist (or an error was recorded).
     pub fn bytes(&mut self, path: &Path) -> Option<Vec<u8>> {
-        match std::fs::read(path) {
+        let read = match self.held {
+            Some(held) => held.read(path),
+            None => std::fs::File::open(path).and_then(|mut f| held::read_to_end(&mut f)),
+        };
+        match read {
             Ok(bytes) => Some(bytes),
             Err(e) if e.kind() == ErrorKind::NotFound => None,
             Err(e) => {
