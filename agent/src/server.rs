@@ -77,7 +77,7 @@ impl NodeDiagnostics for DiagnosticsService {
         let snapshot = tokio::task::spawn_blocking(move || snapshotter.take(&options))
             .await
             .map_err(|e| Status::internal(format!("snapshot task failed: {e}")))?;
-        Ok(Response::new(pb::Snapshot::from(&snapshot)))
+        Ok(Response::new(pb::Snapshot::from(snapshot)))
     }
 
     type StreamKernelEventsStream = KernelStream;

@@ -23,8 +23,8 @@ fn invalid(field: &'static str, reason: impl Into<String>) -> WireError {
     }
 }
 
-fn text(value: &Option<String>) -> String {
-    value.clone().unwrap_or_default()
+fn text(value: Option<String>) -> String {
+    value.unwrap_or_default()
 }
 
 fn opt(value: String) -> Option<String> {
@@ -33,10 +33,10 @@ fn opt(value: String) -> Option<String> {
 
 // ---- model → wire -------------------------------------------------------------------------
 
-impl From<&model::Snapshot> for pb::Snapshot {
-    fn from(s: &model::Snapshot) -> Self {
+/// By value: a snapshot is sent once, so its strings move into the message instead of being copied.
+impl From<model::Snapshot> for pb::Snapshot {
+    fn from(s: model::Snapshot) -> Self {
         pb::Snapshot {
-            agent_version: s.agent_version.clone(),
             taken_at: s
                 .taken_at
                 .parse::<jiff::Timestamp>()
@@ -45,41 +45,42 @@ impl From<&model::Snapshot> for pb::Snapshot {
                     seconds: t.as_second(),
                     nanos: t.subsec_nanosecond(),
                 }),
-            host: Some(host_to_pb(&s.host)),
-            cards: s.cards.iter().map(card_to_pb).collect(),
-            amdgpu_parameters: params_to_pb(&s.module_parameters.amdgpu),
-            ttm_parameters: params_to_pb(&s.module_parameters.ttm),
+            agent_version: s.agent_version,
+            host: Some(host_to_pb(s.host)),
+            cards: s.cards.into_iter().map(card_to_pb).collect(),
+            amdgpu_parameters: params_to_pb(s.module_parameters.amdgpu),
+            ttm_parameters: params_to_pb(s.module_parameters.ttm),
             kfd_nodes: s
                 .kfd_nodes
-                .iter()
+                .into_iter()
                 .map(|n| pb::KfdNode {
                     node_id: n.node_id,
                     gpu_id: n.gpu_id,
-                    name: text(&n.name),
-                    gfx_target: text(&n.gfx_target),
-                    properties: n.properties.clone().into_iter().collect(),
+                    name: text(n.name),
+                    gfx_target: text(n.gfx_target),
+                    properties: n.properties.into_iter().collect(),
                     has_cwsr_size: n.has_cwsr_size,
                 })
                 .collect(),
             findings: s
                 .findings
-                .iter()
+                .into_iter()
                 .map(|f| pb::Finding {
-                    id: f.id.clone(),
+                    id: f.id,
                     severity: severity_to_pb(f.severity) as i32,
-                    title: f.title.clone(),
-                    evidence: f.evidence.clone(),
-                    references: f.references.clone(),
-                    remedy: f.remedy.clone(),
-                    card: text(&f.card),
+                    title: f.title,
+                    evidence: f.evidence,
+                    references: f.references,
+                    remedy: f.remedy,
+                    card: text(f.card),
                 })
                 .collect(),
             problems: s
                 .problems
-                .iter()
+                .into_iter()
                 .map(|p| pb::Problem {
-                    path: p.path.clone(),
-                    reason: p.reason.clone(),
+                    path: p.path,
+                    reason: p.reason,
                 })
                 .collect(),
         }
@@ -94,26 +95,26 @@ fn severity_to_pb(severity: model::Severity) -> pb::Severity {
     }
 }
 
-fn host_to_pb(h: &model::Host) -> pb::Host {
+fn host_to_pb(h: model::Host) -> pb::Host {
     pb::Host {
-        hostname: text(&h.hostname),
-        kernel_release: text(&h.kernel_release),
-        boot_id: text(&h.boot_id),
-        cmdline: text(&h.cmdline),
+        hostname: text(h.hostname),
+        kernel_release: text(h.kernel_release),
+        boot_id: text(h.boot_id),
+        cmdline: text(h.cmdline),
         kernel_arguments: h
             .kernel_arguments
-            .iter()
+            .into_iter()
             .map(|a| pb::KernelArgument {
-                key: a.key.clone(),
-                value: a.value.clone(),
+                key: a.key,
+                value: a.value,
             })
             .collect(),
-        os_release: h.os_release.as_ref().map(|o| pb::OsRelease {
-            id: text(&o.id),
-            name: text(&o.name),
-            version_id: text(&o.version_id),
-            pretty_name: text(&o.pretty_name),
-            talos_version: text(&o.talos_version),
+        os_release: h.os_release.map(|o| pb::OsRelease {
+            id: text(o.id),
+            name: text(o.name),
+            version_id: text(o.version_id),
+            pretty_name: text(o.pretty_name),
+            talos_version: text(o.talos_version),
         }),
         mem_total_bytes: h.mem_total_bytes,
         mem_available_bytes: h.mem_available_bytes,
@@ -122,72 +123,73 @@ fn host_to_pb(h: &model::Host) -> pb::Host {
 }
 
 fn params_to_pb(
-    params: &BTreeMap<String, model::ParameterValue>,
-) -> std::collections::HashMap<String, pb::ParameterValue> {
+    params: BTreeMap<String, model::ParameterValue>,
+) -> BTreeMap<String, pb::ParameterValue> {
     params
-        .iter()
+        .into_iter()
         .map(|(name, value)| {
             use pb::parameter_value::Value;
+            let raw = value.raw();
             let typed = match value {
-                model::ParameterValue::Integer(v) => Value::Integer(*v),
-                model::ParameterValue::Unsigned(v) => Value::Unsigned(*v),
-                model::ParameterValue::Flag(v) => Value::Flag(*v),
+                model::ParameterValue::Integer(v) => Value::Integer(v),
+                model::ParameterValue::Unsigned(v) => Value::Unsigned(v),
+                model::ParameterValue::Flag(v) => Value::Flag(v),
                 model::ParameterValue::Hex(_) => Value::Hex(value.hex_value().unwrap_or(0)),
-                model::ParameterValue::Text(s) => Value::Text(s.clone()),
+                model::ParameterValue::Text(s) => Value::Text(s),
             };
             (
-                name.clone(),
+                name,
                 pb::ParameterValue {
                     value: Some(typed),
-                    raw: value.raw(),
+                    raw,
                 },
             )
         })
         .collect()
 }
 
-fn card_to_pb(c: &model::Card) -> pb::Card {
+fn card_to_pb(c: model::Card) -> pb::Card {
     pb::Card {
-        name: c.name.clone(),
-        bdf: text(&c.bdf),
-        pci_id: text(&c.pci_id),
-        gfx_target: text(&c.gfx_target),
+        name: c.name,
+        bdf: text(c.bdf),
+        pci_id: text(c.pci_id),
+        gfx_target: text(c.gfx_target),
         render_minor: c.render_minor,
-        vbios_version: text(&c.vbios_version),
-        firmware: c.firmware.clone().into_iter().collect(),
+        vbios_version: text(c.vbios_version),
+        firmware: c.firmware,
         debugfs_firmware: c
             .debugfs_firmware
-            .iter()
+            .into_iter()
             .map(|f| pb::DebugfsFirmware {
-                name: f.name.clone(),
-                feature_version: f.feature_version.clone(),
-                firmware_version: f.firmware_version.clone(),
+                name: f.name,
+                feature_version: f.feature_version,
+                firmware_version: f.firmware_version,
                 program: f.program,
             })
             .collect(),
         dpm_clocks: c
             .dpm_clocks
-            .iter()
+            .into_iter()
             .map(|(domain, levels)| pb::DpmClock {
-                domain: domain.clone(),
+                domain,
                 levels: levels
-                    .iter()
+                    .into_iter()
                     .map(|l| pb::DpmLevel {
-                        index: l.index.clone(),
+                        index: l.index,
                         mhz: l.mhz,
                         current: l.current,
                     })
                     .collect(),
             })
             .collect(),
-        performance_level: text(&c.performance_level),
+        performance_level: text(c.performance_level),
         gpu_busy_percent: c.gpu_busy_percent,
         mem_busy_percent: c.mem_busy_percent,
-        hwmon: c.hwmon.as_ref().map(|h| pb::Hwmon {
-            name: h.name.clone(),
+        hwmon: c.hwmon.map(|h| pb::Hwmon {
+            name: h.name,
             temp_edge_millicelsius: h.temp_edge_millicelsius,
             power_microwatts: h.power_microwatts,
-            power_source: text(&h.power_source),
+            power_source: text(h.power_source),
             sclk_hz: h.sclk_hz,
             vddgfx_millivolts: h.vddgfx_millivolts,
             vddnb_millivolts: h.vddnb_millivolts,
@@ -200,17 +202,15 @@ fn card_to_pb(c: &model::Card) -> pb::Card {
             gtt_total_bytes: c.memory.gtt_total_bytes,
             gtt_used_bytes: c.memory.gtt_used_bytes,
         }),
-        gpu_metrics: c.gpu_metrics.as_ref().map(|g| pb::GpuMetrics {
+        gpu_metrics: c.gpu_metrics.map(|g| pb::GpuMetrics {
             structure_size: g.structure_size,
             format_revision: g.format_revision,
             content_revision: g.content_revision,
             supported: g.supported,
             fields: g
                 .fields
-                .iter()
+                .into_iter()
                 .map(|f| pb::MetricField {
-                    name: f.name.clone(),
-                    values: f.values.iter().flatten().copied().collect(),
                     absent_indexes: f
                         .values
                         .iter()
@@ -218,18 +218,20 @@ fn card_to_pb(c: &model::Card) -> pb::Card {
                         .filter(|(_, v)| v.is_none())
                         .filter_map(|(i, _)| u32::try_from(i).ok())
                         .collect(),
+                    values: f.values.into_iter().flatten().collect(),
+                    name: f.name,
                 })
                 .collect(),
         }),
         samples: c
             .samples
-            .iter()
+            .into_iter()
             .map(|s| pb::ClockSample {
                 offset_ms: s.offset_ms,
                 gpu_busy_percent: s.gpu_busy_percent,
                 sclk_mhz: s.sclk_mhz,
                 sclk_at_lowest_level: s.sclk_at_lowest_level,
-                performance_level: text(&s.performance_level),
+                performance_level: text(s.performance_level),
             })
             .collect(),
     }
@@ -338,7 +340,7 @@ fn host_from_pb(h: pb::Host) -> model::Host {
 }
 
 fn params_from_pb(
-    params: std::collections::HashMap<String, pb::ParameterValue>,
+    params: BTreeMap<String, pb::ParameterValue>,
 ) -> Result<BTreeMap<String, model::ParameterValue>, WireError> {
     use pb::parameter_value::Value;
     params
@@ -639,7 +641,7 @@ mod tests {
     #[test]
     fn model_survives_the_wire() {
         let model = full();
-        let wire = pb::Snapshot::from(&model);
+        let wire = pb::Snapshot::from(model.clone());
         // Through bytes too, as an agent sends it.
         let bytes = prost::Message::encode_to_vec(&wire);
         let decoded: pb::Snapshot = prost::Message::decode(bytes.as_slice()).unwrap();
@@ -647,17 +649,17 @@ mod tests {
         assert_eq!(back, model);
         let empty = Snapshot::default();
         assert_eq!(
-            Snapshot::try_from(pb::Snapshot::from(&empty)).unwrap(),
+            Snapshot::try_from(pb::Snapshot::from(empty.clone())).unwrap(),
             empty
         );
     }
 
     #[test]
     fn bad_wire_values_are_refused() {
-        let mut wire = pb::Snapshot::from(&full());
+        let mut wire = pb::Snapshot::from(full());
         wire.findings[0].severity = 0;
         assert!(Snapshot::try_from(wire).is_err());
-        let mut wire = pb::Snapshot::from(&full());
+        let mut wire = pb::Snapshot::from(full());
         let metrics = wire.cards[0].gpu_metrics.as_mut().unwrap();
         metrics.fields[0].absent_indexes = vec![9];
         assert!(Snapshot::try_from(wire).is_err());

@@ -294,7 +294,7 @@ pub async fn serve(
         async move {
             let snapshot = tokio::task::spawn_blocking(move || {
                 let s = snapshotter.take(&crate::snapshot::SampleOptions::default());
-                pb::Snapshot::from(&s)
+                pb::Snapshot::from(s)
             })
             .await
             .ok();
