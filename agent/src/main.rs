@@ -37,7 +37,10 @@ struct Args {
     log: String,
 }
 
-#[tokio::main]
+// One runtime thread: an agent answers a handful of clients, and everything that can block (file
+// reads, which stall while a GPU's SMU hangs; the kernel log) already runs on threads of its own.
+// A worker per core would add stacks and malloc arenas and nothing else.
+#[tokio::main(flavor = "current_thread")]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     tracing_subscriber::fmt()

@@ -12,10 +12,11 @@
 //! dropping to zero, and read by path as well.
 
 use std::collections::HashMap;
+use std::ffi::OsString;
 use std::fs::File;
 use std::io::{self, ErrorKind, Read as _};
 use std::os::unix::fs::{FileExt as _, MetadataExt as _};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 /// sysfs attributes are at most a page, so most files take one read.
@@ -24,10 +25,10 @@ const CHUNK_BYTES: usize = 4096;
 /// At most this many files are held; a root with more reads the rest by path.
 const MAX_HELD_FILES: usize = 256;
 
-/// Open files by their path under the root.
+/// Open files by their path under the root (as bytes: hashing a `Path` walks its components).
 #[derive(Debug, Default)]
 pub struct HeldFiles {
-    files: Mutex<HashMap<PathBuf, Arc<Held>>>,
+    files: Mutex<HashMap<OsString, Arc<Held>>>,
 }
 
 #[derive(Debug)]
@@ -45,7 +46,7 @@ impl HeldFiles {
 
     /// The whole content of the file at `path` as of now.
     pub fn read(&self, path: &Path) -> io::Result<Vec<u8>> {
-        let held = self.lock().get(path).map(Arc::clone);
+        let held = self.lock().get(path.as_os_str()).map(Arc::clone);
         if let Some(held) = held {
             match held.read_fresh() {
                 Some(Ok(bytes)) => return Ok(bytes),
@@ -61,12 +62,12 @@ impl HeldFiles {
         };
         let mut files = self.lock();
         if files.len() < MAX_HELD_FILES {
-            files.insert(path.to_owned(), Arc::new(held));
+            files.insert(path.as_os_str().to_owned(), Arc::new(held));
         }
         Ok(bytes)
     }
 
-    fn lock(&self) -> MutexGuard<'_, HashMap<PathBuf, Arc<Held>>> {
+    fn lock(&self) -> MutexGuard<'_, HashMap<OsString, Arc<Held>>> {
         // The map holds only open files; a panic elsewhere leaves it consistent.
         self.files
             .lock()
@@ -76,8 +77,11 @@ impl HeldFiles {
     /// Drops `path` if it still maps to `stale` (another snapshot may have replaced it already).
     fn forget(&self, path: &Path, stale: &Arc<Held>) {
         let mut files = self.lock();
-        if files.get(path).is_some_and(|held| Arc::ptr_eq(held, stale)) {
-            files.remove(path);
+        if files
+            .get(path.as_os_str())
+            .is_some_and(|held| Arc::ptr_eq(held, stale))
+        {
+            files.remove(path.as_os_str());
         }
     }
 }
@@ -201,7 +205,11 @@ mod tests {
         let files = HeldFiles::default();
         let uptime = Path::new("/proc/uptime");
         let first = files.read(uptime).unwrap();
-        let held = files.lock().get(uptime).map(Arc::clone).unwrap();
+        let held = files
+            .lock()
+            .get(uptime.as_os_str())
+            .map(Arc::clone)
+            .unwrap();
         assert!(!held.may_be_replaced);
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_ne!(files.read(uptime).unwrap(), first, "uptime moved on");
