@@ -150,6 +150,7 @@ impl Snapshotter {
     /// Blocking (file I/O and sampling pauses): call it from `spawn_blocking` in async code.
     pub fn take(&self, options: &SampleOptions) -> model::Snapshot {
         let root = &self.root;
+        self.held.refresh();
         let mut reader = Reader::holding(root, &self.held);
         let boot_id = collect::host::boot_id(&mut reader);
         let key = boot_id.clone().map(|boot_id| BootKey {

@@ -8,8 +8,10 @@
 //!
 //! A held file can go stale. A removed sysfs or procfs file fails its next read (`ENODEV`): the
 //! file is dropped and read by path, which then says whether it is gone or back. A regular file
-//! (a fixture tree) that was replaced rather than rewritten is detected by its link count
-//! dropping to zero, and read by path as well.
+//! (a fixture tree) can be replaced rather than rewritten: its directory is watched (inotify), and
+//! [`HeldFiles::refresh`], called once per snapshot, drops the regular files when any watched
+//! directory gained, lost or renamed an entry. Without a watch the file's link count is checked
+//! on every read instead.
 
 use std::collections::HashMap;
 use std::ffi::OsString;
@@ -18,6 +20,8 @@ use std::io::{self, ErrorKind, Read as _};
 use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
 /// sysfs attributes are at most a page, so most files take one read.
 const CHUNK_BYTES: usize = 4096;
@@ -29,19 +33,72 @@ const MAX_HELD_FILES: usize = 256;
 #[derive(Debug, Default)]
 pub struct HeldFiles {
     files: Mutex<HashMap<OsString, Arc<Held>>>,
+    /// Watches the directories of held regular files; created with the first one.
+    watch: Mutex<Option<Inotify>>,
 }
 
 #[derive(Debug)]
 struct Held {
     file: File,
-    /// Not sysfs or procfs: could have been replaced on disk, so the link count is checked.
-    may_be_replaced: bool,
+    staleness: Staleness,
+}
+
+/// How a held file is known to be current.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Staleness {
+    /// sysfs or procfs: a removed file fails its read.
+    FailsWhenRemoved,
+    /// A regular file whose directory is watched: `refresh` drops it.
+    DirectoryWatched,
+    /// A regular file without a watch: its link count is checked on every read.
+    LinkCountChecked,
+}
+
+/// Entries appearing, disappearing or being renamed in a directory, or the directory itself going.
+fn replacement_events() -> AddWatchFlags {
+    AddWatchFlags::IN_CREATE
+        | AddWatchFlags::IN_DELETE
+        | AddWatchFlags::IN_MOVED_FROM
+        | AddWatchFlags::IN_MOVED_TO
+        | AddWatchFlags::IN_DELETE_SELF
+        | AddWatchFlags::IN_MOVE_SELF
+        | AddWatchFlags::IN_ONLYDIR
 }
 
 impl HeldFiles {
     /// Drops every held file (a new boot or a new set of cards).
     pub fn clear(&self) {
         self.lock().clear();
+    }
+
+    /// Takes in what happened in the watched directories since the last call: any entry added,
+    /// removed or renamed drops the held regular files, which the next reads open by path again.
+    pub fn refresh(&self) {
+        let changed = {
+            let watch = self.watch_lock();
+            let Some(inotify) = watch.as_ref() else {
+                return;
+            };
+            let mut changed = false;
+            // Non-blocking: `EAGAIN` once drained. A read error other than that (or a queue
+            // overflow, itself an event) also counts as a change: when in doubt, reopen.
+            loop {
+                match inotify.read_events() {
+                    Ok(events) if events.is_empty() => break,
+                    Ok(_) => changed = true,
+                    Err(nix::errno::Errno::EAGAIN) => break,
+                    Err(_) => {
+                        changed = true;
+                        break;
+                    }
+                }
+            }
+            changed
+        };
+        if changed {
+            self.lock()
+                .retain(|_, held| held.staleness != Staleness::DirectoryWatched);
+        }
     }
 
     /// The whole content of the file at `path` as of now.
@@ -56,15 +113,43 @@ impl HeldFiles {
         }
         let mut file = File::open(path)?;
         let bytes = read_to_end(&mut file)?;
-        let held = Held {
-            may_be_replaced: !regenerated_on_read(&file),
-            file,
+        let staleness = if regenerated_on_read(&file) {
+            Staleness::FailsWhenRemoved
+        } else if self.watch_directory(path) && file.metadata().is_ok_and(|m| m.nlink() > 0) {
+            // Watched from before the link count was looked at: a replacement after the open
+            // either shows there or arrives as an event.
+            Staleness::DirectoryWatched
+        } else {
+            Staleness::LinkCountChecked
         };
+        let held = Held { file, staleness };
         let mut files = self.lock();
         if files.len() < MAX_HELD_FILES {
             files.insert(path.as_os_str().to_owned(), Arc::new(held));
         }
         Ok(bytes)
+    }
+
+    /// Watches the directory of `path`; false when inotify is not available (or the limit of
+    /// watches is reached).
+    fn watch_directory(&self, path: &Path) -> bool {
+        let Some(directory) = path.parent() else {
+            return false;
+        };
+        let mut watch = self.watch_lock();
+        if watch.is_none() {
+            *watch = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC).ok();
+        }
+        // Watching a directory twice returns its first watch.
+        watch
+            .as_ref()
+            .is_some_and(|inotify| inotify.add_watch(directory, replacement_events()).is_ok())
+    }
+
+    fn watch_lock(&self) -> MutexGuard<'_, Option<Inotify>> {
+        self.watch
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<OsString, Arc<Held>>> {
@@ -89,7 +174,7 @@ impl HeldFiles {
 impl Held {
     /// The content read from offset 0; `None` when the file was replaced on disk.
     fn read_fresh(&self) -> Option<io::Result<Vec<u8>>> {
-        if self.may_be_replaced {
+        if self.staleness == Staleness::LinkCountChecked {
             match self.file.metadata() {
                 Ok(metadata) if metadata.nlink() > 0 => {}
                 _ => return None,
@@ -174,19 +259,47 @@ mod tests {
         let files = HeldFiles::default();
         assert_eq!(files.read(&path).unwrap(), b"old");
 
+        assert_eq!(
+            files.lock()[path.as_os_str()].staleness,
+            Staleness::DirectoryWatched
+        );
+
         // Replaced by rename, as an editor or an atomic writer does.
         let fresh = root.path().join("a.new");
         std::fs::write(&fresh, "new").unwrap();
         std::fs::rename(&fresh, &path).unwrap();
+        files.refresh();
         assert_eq!(files.read(&path).unwrap(), b"new");
 
         // What a driver reload does to its sysfs directory.
         std::fs::remove_dir_all(&device).unwrap();
+        files.refresh();
         assert_eq!(files.read(&path).unwrap_err().kind(), ErrorKind::NotFound);
         assert!(files.lock().is_empty());
         std::fs::create_dir(&device).unwrap();
         std::fs::write(&path, "again").unwrap();
         assert_eq!(files.read(&path).unwrap(), b"again");
+    }
+
+    #[test]
+    fn without_a_watch_the_link_count_finds_a_replacement() {
+        let root = tempfile::tempdir().unwrap();
+        let path = root.path().join("a");
+        std::fs::write(&path, "old").unwrap();
+        let file = File::open(&path).unwrap();
+        let files = HeldFiles::default();
+        files.lock().insert(
+            path.as_os_str().to_owned(),
+            Arc::new(Held {
+                file,
+                staleness: Staleness::LinkCountChecked,
+            }),
+        );
+        assert_eq!(files.read(&path).unwrap(), b"old");
+        let fresh = root.path().join("a.new");
+        std::fs::write(&fresh, "new").unwrap();
+        std::fs::rename(&fresh, &path).unwrap();
+        assert_eq!(files.read(&path).unwrap(), b"new");
     }
 
     #[test]
@@ -210,7 +323,7 @@ mod tests {
             .get(uptime.as_os_str())
             .map(Arc::clone)
             .unwrap();
-        assert!(!held.may_be_replaced);
+        assert_eq!(held.staleness, Staleness::FailsWhenRemoved);
         std::thread::sleep(std::time::Duration::from_millis(20));
         assert_ne!(files.read(uptime).unwrap(), first, "uptime moved on");
     }
