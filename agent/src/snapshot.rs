@@ -137,10 +137,12 @@ impl Snapshotter {
         {
             return Arc::clone(facts);
         }
-        // Files of another boot or another set of cards may be gone or mean other things.
-        self.held.clear();
         let facts = Arc::new(BootFacts::read(&self.root, key));
         if facts.key.is_some() {
+            // A new boot or a new set of cards: the held files of the old one would only fail
+            // (or, in a tree, be dropped) one by one; start afresh. Without a key there is no
+            // boot to tell apart, and the held files keep their own staleness checks.
+            self.held.clear();
             *cached = Some(Arc::clone(&facts));
         }
         facts
