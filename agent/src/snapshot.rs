@@ -35,9 +35,10 @@ pub fn take(root: &HostRoot, options: &SampleOptions) -> model::Snapshot {
 /// command line, os-release, which hwmon directory is the card's), and keeping the files it
 /// reads every time open.
 ///
-/// Those facts are reused while the boot id, the KFD topology generation and the amdgpu
-/// module's init state read the same; a reboot, a GPU hot-(un)plug or a module (re)load reads
-/// them anew. amdgpu takes its parameters at load, so a later write to a writable parameter
+/// Those facts are reused while the boot id, the KFD topology generation, the amdgpu module's
+/// init state and the inode of its `/sys/module/amdgpu` directory stay the same; a reboot, a GPU
+/// hot-(un)plug or a module (re)load (say, after new firmware files were installed) reads them
+/// anew. amdgpu takes its parameters at load, so a later write to a writable parameter
 /// file changes nothing the driver does; it shows after the next load.
 #[derive(Debug)]
 pub struct Snapshotter {
@@ -52,6 +53,9 @@ struct BootKey {
     boot_id: String,
     kfd_generation: Option<String>,
     amdgpu_initstate: Option<String>,
+    /// sysfs gives a re-created directory a new inode, and a reload re-creates this one even
+    /// when the generation and the init state read as before.
+    amdgpu_module_inode: Option<u64>,
 }
 
 #[derive(Debug)]
@@ -159,6 +163,9 @@ impl Snapshotter {
             boot_id,
             kfd_generation: reader.line(&root.path("/sys/class/kfd/kfd/topology/generation_id")),
             amdgpu_initstate: reader.line(&root.path("/sys/module/amdgpu/initstate")),
+            amdgpu_module_inode: std::fs::metadata(root.path("/sys/module/amdgpu"))
+                .ok()
+                .map(|m| std::os::unix::fs::MetadataExt::ino(&m)),
         });
         let facts = self.boot_facts(key);
         reader.problems.extend(facts.problems.iter().cloned());
@@ -395,6 +402,20 @@ mod tests {
         );
         write(dir.path(), "proc/sys/kernel/random/boot_id", b"boot-b\n");
         assert_eq!(mes_version(&snapshotter.take(&options)), Some("0x00000086"));
+
+        // A reload whose init state and KFD generation read as before: the module directory is
+        // a new one (made before the old goes, so it cannot get the old inode back).
+        write(
+            dir.path(),
+            &format!("{d}/fw_version/mes_fw_version"),
+            b"0x00000087\n",
+        );
+        let module = dir.path().join("sys/module/amdgpu");
+        let unloaded = dir.path().join("sys/module/amdgpu.unloaded");
+        std::fs::rename(&module, &unloaded).unwrap();
+        write(dir.path(), "sys/module/amdgpu/initstate", b"live\n");
+        std::fs::remove_dir_all(&unloaded).unwrap();
+        assert_eq!(mes_version(&snapshotter.take(&options)), Some("0x00000087"));
     }
 
     #[test]
