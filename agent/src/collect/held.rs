@@ -16,7 +16,7 @@
 use std::collections::HashMap;
 use std::ffi::OsString;
 use std::fs::File;
-use std::io::{self, ErrorKind, Read as _};
+use std::io::{self, ErrorKind};
 use std::os::unix::fs::{FileExt as _, MetadataExt as _};
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -111,8 +111,8 @@ impl HeldFiles {
                 Some(Err(_)) | None => self.forget(path, &held),
             }
         }
-        let mut file = File::open(path)?;
-        let bytes = read_to_end(&mut file)?;
+        let file = File::open(path)?;
+        let bytes = read_whole(&file)?;
         let staleness = if regenerated_on_read(&file) {
             Staleness::FailsWhenRemoved
         } else if self.watch_directory(path) && file.metadata().is_ok_and(|m| m.nlink() > 0) {
@@ -180,29 +180,15 @@ impl Held {
                 _ => return None,
             }
         }
-        Some(pread_to_end(&self.file))
+        Some(read_whole(&self.file))
     }
 }
 
-/// Reads until end of file. Not `read_to_end`: for a `File` that asks `statx` and `lseek` for a
-/// size hint first, two system calls that tell nothing here (sysfs calls every attribute 4096
-/// bytes long).
-pub fn read_to_end(file: &mut File) -> io::Result<Vec<u8>> {
-    let mut bytes = Vec::new();
-    let mut chunk = [0u8; CHUNK_BYTES];
-    loop {
-        match file.read(&mut chunk) {
-            Ok(0) => return Ok(bytes),
-            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-/// Reads from offset 0 to end of file with `pread`, which leaves the shared file position alone,
-/// so two snapshots may read one held file at once.
-fn pread_to_end(file: &File) -> io::Result<Vec<u8>> {
+/// The whole file, read from offset 0 with `pread`: that leaves the shared file position alone,
+/// so two snapshots may read one held file at once. Not `read_to_end`: for a `File` that asks
+/// `statx` and `lseek` for a size hint first, which tell nothing here (sysfs calls every
+/// attribute 4096 bytes long).
+pub fn read_whole(file: &File) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     let mut chunk = [0u8; CHUNK_BYTES];
     loop {
