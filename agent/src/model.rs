@@ -178,6 +178,30 @@ pub struct KernelArgument {
     pub value: Option<String>,
 }
 
+impl KernelArgument {
+    /// One command-line token: `key=value` splits at the first `=`, anything else is a bare key.
+    pub fn parse(token: &str) -> Self {
+        match token.split_once('=') {
+            Some((key, value)) => Self {
+                key: key.to_owned(),
+                value: Some(value.to_owned()),
+            },
+            None => Self {
+                key: token.to_owned(),
+                value: None,
+            },
+        }
+    }
+
+    /// The token as written on a command line.
+    pub fn render(&self) -> String {
+        match &self.value {
+            Some(value) => format!("{}={value}", self.key),
+            None => self.key.clone(),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OsRelease {
     #[serde(default, skip_serializing_if = "Option::is_none")]

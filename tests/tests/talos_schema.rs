@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use nodectl::talos::kernel_args::KernelArg;
+use nodectl::talos::kernel_args;
 use nodectl::talos::machine_config::{self, MachineConfig, Patch};
 use nodectl_e2e::harness;
 use serde_json::{Value, json};
@@ -135,7 +135,7 @@ fn machine_config_patches_and_their_results_validate() {
 
 #[test]
 fn engine_outputs_validate() {
-    let arg = KernelArg::cwsr_disabled();
+    let arg = kernel_args::cwsr_disabled();
     // What `nodectl cwsr disable|enable` sends on legacy GRUB.
     let mut legacy = config_fixture("legacy-grub-v1.11.yaml");
     assert!(legacy.set_extra_kernel_arg(&arg, true).unwrap());

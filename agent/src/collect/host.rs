@@ -20,7 +20,7 @@ pub fn split_cmdline(cmdline: &str) -> Vec<KernelArgument> {
             }
             c if c.is_whitespace() && !in_quotes => {
                 if has_token {
-                    args.push(argument(&current));
+                    args.push(KernelArgument::parse(&current));
                     current.clear();
                     has_token = false;
                 }
@@ -32,22 +32,9 @@ pub fn split_cmdline(cmdline: &str) -> Vec<KernelArgument> {
         }
     }
     if has_token {
-        args.push(argument(&current));
+        args.push(KernelArgument::parse(&current));
     }
     args
-}
-
-fn argument(token: &str) -> KernelArgument {
-    match token.split_once('=') {
-        Some((key, value)) => KernelArgument {
-            key: key.to_owned(),
-            value: Some(value.to_owned()),
-        },
-        None => KernelArgument {
-            key: token.to_owned(),
-            value: None,
-        },
-    }
 }
 
 /// Parses os-release (`KEY=value`, values optionally quoted, `#` comments).

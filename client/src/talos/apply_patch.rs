@@ -229,7 +229,7 @@ mod tests {
     fn notes_for_changes_that_act_later() {
         let old = MachineConfig::parse("machine:\n  install:\n    disk: /dev/sda\n", "a").unwrap();
         let mut new = old.clone();
-        new.set_extra_kernel_arg(&super::super::kernel_args::KernelArg::cwsr_disabled(), true)
+        new.set_extra_kernel_arg(&super::super::kernel_args::cwsr_disabled(), true)
             .unwrap();
         let notes = delayed_effect_notes(&old, &new);
         assert!(notes.iter().any(|n| n.contains("extraKernelArgs")));

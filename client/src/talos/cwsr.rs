@@ -185,7 +185,7 @@ async fn agent_effective(endpoint: &str) -> anyhow::Result<(Option<String>, Opti
 pub fn effective_disabled(cmdline: Option<&str>, parameter: Option<&str>) -> Option<bool> {
     match parameter {
         Some(value) => Some(value.trim() == "0"),
-        None => cmdline.map(|c| kernel_args::cmdline_has(c, &KernelArg::cwsr_disabled())),
+        None => cmdline.map(|c| kernel_args::cmdline_has(c, &kernel_args::cwsr_disabled())),
     }
 }
 
@@ -193,7 +193,7 @@ pub fn effective_disabled(cmdline: Option<&str>, parameter: Option<&str>) -> Opt
 /// the command line agree with it.
 pub fn effective_matches(cmdline: Option<&str>, parameter: Option<&str>, disabled: bool) -> bool {
     let cmdline_ok = cmdline
-        .is_some_and(|c| kernel_args::cmdline_has(c, &KernelArg::cwsr_disabled()) == disabled);
+        .is_some_and(|c| kernel_args::cmdline_has(c, &kernel_args::cwsr_disabled()) == disabled);
     let parameter_ok = parameter.is_none_or(|p| (p.trim() == "0") == disabled);
     cmdline_ok && parameter_ok
 }
@@ -243,7 +243,7 @@ async fn status(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Outcom
     let client = connect(global).await?;
     let facts = NodeFacts::read(&client).await?;
     let boot_path = facts.boot_path();
-    let disabled_arg = KernelArg::cwsr_disabled();
+    let disabled_arg = kernel_args::cwsr_disabled();
     let mut notes = Vec::new();
     let configured = if boot_path.uses_schematic() {
         match &facts.schematic_id {
@@ -338,7 +338,7 @@ async fn status(args: &StatusArgs, global: &GlobalArgs) -> anyhow::Result<Outcom
         effective: Effective {
             cwsr_enable: facts.cwsr_parameter.clone(),
             cmdline_value: facts.cmdline.as_deref().and_then(|c| {
-                kernel_args::cmdline_value(c, CWSR_KEY).map(|v| v.unwrap_or("").to_owned())
+                kernel_args::cmdline_value(c, CWSR_KEY).map(Option::unwrap_or_default)
             }),
             cwsr_disabled: effective_disabled(
                 facts.cmdline.as_deref(),
@@ -441,7 +441,7 @@ async fn change(args: &ChangeArgs, global: &GlobalArgs, disable: bool) -> anyhow
     let client = connect(global).await?;
     let facts = NodeFacts::read(&client).await?;
     let boot_path = facts.boot_path();
-    let arg = KernelArg::cwsr_disabled();
+    let arg = kernel_args::cwsr_disabled();
     println!("node {} (Talos {})", client.node, facts.talos_version);
     println!("boot path: {}", boot_path.describe());
     println!(

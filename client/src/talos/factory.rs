@@ -226,7 +226,7 @@ mod tests {
     #[test]
     fn adding_keeps_extensions_and_is_idempotent() {
         let mut schematic: Value = serde_saphyr::from_str(SCHEMATIC).unwrap();
-        let arg = KernelArg::cwsr_disabled();
+        let arg = kernel_args::cwsr_disabled();
         assert!(set_schematic_kernel_arg(&mut schematic, &arg, true).unwrap());
         assert!(!set_schematic_kernel_arg(&mut schematic, &arg, true).unwrap());
         assert_eq!(
@@ -248,14 +248,14 @@ mod tests {
     fn an_empty_schematic_gets_a_customization() {
         let mut schematic = Value::Null;
         assert!(
-            set_schematic_kernel_arg(&mut schematic, &KernelArg::cwsr_disabled(), true).unwrap()
+            set_schematic_kernel_arg(&mut schematic, &kernel_args::cwsr_disabled(), true).unwrap()
         );
         assert_eq!(
             schematic,
             json!({"customization": {"extraKernelArgs": ["amdgpu.cwsr_enable=0"]}})
         );
         assert!(
-            set_schematic_kernel_arg(&mut schematic, &KernelArg::cwsr_disabled(), false).unwrap()
+            set_schematic_kernel_arg(&mut schematic, &kernel_args::cwsr_disabled(), false).unwrap()
         );
         assert_eq!(schematic, json!({"customization": {}}));
     }
@@ -263,9 +263,9 @@ mod tests {
     #[test]
     fn bad_shapes_are_errors() {
         let mut s = json!({"customization": {"extraKernelArgs": "x"}});
-        assert!(set_schematic_kernel_arg(&mut s, &KernelArg::cwsr_disabled(), true).is_err());
+        assert!(set_schematic_kernel_arg(&mut s, &kernel_args::cwsr_disabled(), true).is_err());
         let mut s = json!([1]);
-        assert!(set_schematic_kernel_arg(&mut s, &KernelArg::cwsr_disabled(), true).is_err());
+        assert!(set_schematic_kernel_arg(&mut s, &kernel_args::cwsr_disabled(), true).is_err());
     }
 
     #[test]
@@ -284,7 +284,7 @@ mod tests {
         fn replies_and_schematics_never_panic(text in "\\PC{0,300}") {
             let _ = parse_schematic_id(&text);
             if let Ok(mut value) = serde_saphyr::from_str::<Value>(&text) {
-                let _ = set_schematic_kernel_arg(&mut value, &KernelArg::cwsr_disabled(), true);
+                let _ = set_schematic_kernel_arg(&mut value, &kernel_args::cwsr_disabled(), true);
             }
         }
     }

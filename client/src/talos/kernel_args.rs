@@ -1,42 +1,16 @@
 //! Kernel arguments: idempotent edits of an argument list (never a duplicate) and lookups in a command line.
 
-/// A `key=value` (or bare `key`) kernel argument.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct KernelArg {
-    pub key: String,
-    pub value: Option<String>,
-}
+/// A `key=value` (or bare `key`) kernel argument: the agent's, which splits command lines too.
+pub use nodectl_agent::model::KernelArgument as KernelArg;
 
 /// The argument that turns CWSR off in amdgpu.
 pub const CWSR_KEY: &str = "amdgpu.cwsr_enable";
 
-impl KernelArg {
-    pub fn parse(text: &str) -> KernelArg {
-        match text.split_once('=') {
-            Some((k, v)) => KernelArg {
-                key: k.to_owned(),
-                value: Some(v.to_owned()),
-            },
-            None => KernelArg {
-                key: text.to_owned(),
-                value: None,
-            },
-        }
-    }
-
-    /// `amdgpu.cwsr_enable=0`.
-    pub fn cwsr_disabled() -> KernelArg {
-        KernelArg {
-            key: CWSR_KEY.to_owned(),
-            value: Some("0".to_owned()),
-        }
-    }
-
-    pub fn render(&self) -> String {
-        match &self.value {
-            Some(v) => format!("{}={v}", self.key),
-            None => self.key.clone(),
-        }
+/// `amdgpu.cwsr_enable=0`.
+pub fn cwsr_disabled() -> KernelArg {
+    KernelArg {
+        key: CWSR_KEY.to_owned(),
+        value: Some("0".to_owned()),
     }
 }
 
@@ -67,22 +41,19 @@ pub fn edit(args: &mut Vec<String>, arg: &KernelArg, present: bool) -> bool {
     *args != before
 }
 
-/// The value the kernel sees for `key` on a command line: the last occurrence wins.
-/// `Some(None)` for a bare `key`; `None` when absent.
-pub fn cmdline_value<'a>(cmdline: &'a str, key: &str) -> Option<Option<&'a str>> {
-    cmdline
-        .split_whitespace()
+/// The value the kernel sees for `key` on a command line (split as the kernel splits it, double
+/// quotes respected): the last occurrence wins. `Some(None)` for a bare `key`; `None` when absent.
+pub fn cmdline_value(cmdline: &str, key: &str) -> Option<Option<String>> {
+    nodectl_agent::collect::host::split_cmdline(cmdline)
+        .into_iter()
         .rev()
-        .find_map(|token| match token.split_once('=') {
-            Some((k, v)) if k == key => Some(Some(v)),
-            None if token == key => Some(None),
-            _ => None,
-        })
+        .find(|arg| arg.key == key)
+        .map(|arg| arg.value)
 }
 
 /// Whether a command line (or argument list) carries exactly `arg` as its effective value for the key.
 pub fn cmdline_has(cmdline: &str, arg: &KernelArg) -> bool {
-    cmdline_value(cmdline, &arg.key) == Some(arg.value.as_deref())
+    cmdline_value(cmdline, &arg.key).as_ref() == Some(&arg.value)
 }
 
 #[cfg(test)]
@@ -96,7 +67,7 @@ mod tests {
 
     #[test]
     fn adding_is_idempotent() {
-        let arg = KernelArg::cwsr_disabled();
+        let arg = cwsr_disabled();
         let mut args = strings(&["ttm.pages_limit=33554432"]);
         assert!(edit(&mut args, &arg, true));
         assert_eq!(
@@ -109,7 +80,7 @@ mod tests {
 
     #[test]
     fn adding_removes_duplicates_and_other_values_of_the_key() {
-        let arg = KernelArg::cwsr_disabled();
+        let arg = cwsr_disabled();
         let mut args = strings(&[
             "amdgpu.cwsr_enable=0",
             "amdgpu.cwsr_enable=1",
@@ -122,7 +93,7 @@ mod tests {
 
     #[test]
     fn removing_drops_every_copy_and_nothing_else() {
-        let arg = KernelArg::cwsr_disabled();
+        let arg = cwsr_disabled();
         let mut args = strings(&["amdgpu.cwsr_enable=0", "a=1", "amdgpu.cwsr_enable=0"]);
         assert!(edit(&mut args, &arg, false));
         assert_eq!(args, strings(&["a=1"]));
@@ -130,17 +101,25 @@ mod tests {
     }
 
     #[test]
+    fn cmdline_lookup_splits_as_the_kernel_does() {
+        // Inside double quotes a space does not end an argument, so this is one argument.
+        let line = "amdgpu.cwsr_enable=0 talos.note=\"see amdgpu.cwsr_enable=1\"";
+        assert_eq!(cmdline_value(line, CWSR_KEY), Some(Some("0".to_owned())));
+        assert!(cmdline_has(line, &cwsr_disabled()));
+    }
+
+    #[test]
     fn cmdline_lookup_takes_the_last_value() {
         let line = "console=tty0 amdgpu.cwsr_enable=1 quiet amdgpu.cwsr_enable=0\n";
-        assert_eq!(cmdline_value(line, CWSR_KEY), Some(Some("0")));
+        assert_eq!(cmdline_value(line, CWSR_KEY), Some(Some("0".to_owned())));
         assert_eq!(cmdline_value(line, "quiet"), Some(None));
         assert_eq!(cmdline_value(line, "missing"), None);
-        assert!(cmdline_has(line, &KernelArg::cwsr_disabled()));
+        assert!(cmdline_has(line, &cwsr_disabled()));
         assert!(!cmdline_has(
             "amdgpu.cwsr_enable=0 amdgpu.cwsr_enable=1",
-            &KernelArg::cwsr_disabled()
+            &cwsr_disabled()
         ));
-        assert!(!cmdline_has("", &KernelArg::cwsr_disabled()));
+        assert!(!cmdline_has("", &cwsr_disabled()));
     }
 
     proptest::proptest! {
@@ -152,7 +131,7 @@ mod tests {
 
         #[test]
         fn edits_never_duplicate(args in proptest::collection::vec("(amdgpu\\.cwsr_enable=[01]|x=[0-9])", 0..8)) {
-            let arg = KernelArg::cwsr_disabled();
+            let arg = cwsr_disabled();
             let mut list = args.clone();
             edit(&mut list, &arg, true);
             proptest::prop_assert_eq!(list.iter().filter(|a| KernelArg::parse(a).key == arg.key).count(), 1);

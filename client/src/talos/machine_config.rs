@@ -701,7 +701,7 @@ mod tests {
     #[test]
     fn kernel_arg_edit_is_idempotent_in_the_config() {
         let mut cfg = config(LEGACY);
-        let arg = KernelArg::cwsr_disabled();
+        let arg = kernel_args::cwsr_disabled();
         assert!(cfg.set_extra_kernel_arg(&arg, true).unwrap());
         let once = cfg.clone();
         assert!(!cfg.set_extra_kernel_arg(&arg, true).unwrap());
@@ -721,7 +721,7 @@ mod tests {
     #[test]
     fn kernel_arg_edit_creates_and_removes_the_list() {
         let mut cfg = config("version: v1alpha1\nmachine:\n  type: worker\n");
-        let arg = KernelArg::cwsr_disabled();
+        let arg = kernel_args::cwsr_disabled();
         assert!(cfg.set_extra_kernel_arg(&arg, true).unwrap());
         assert_eq!(cfg.extra_kernel_args(), vec!["amdgpu.cwsr_enable=0"]);
         assert!(cfg.set_extra_kernel_arg(&arg, false).unwrap());
@@ -742,7 +742,7 @@ mod tests {
     fn diff_shows_the_change() {
         let mut cfg = config(LEGACY);
         let old = cfg.to_yaml().unwrap();
-        cfg.set_extra_kernel_arg(&KernelArg::cwsr_disabled(), true)
+        cfg.set_extra_kernel_arg(&kernel_args::cwsr_disabled(), true)
             .unwrap();
         let diff = unified_diff(&old, &cfg.to_yaml().unwrap(), "running", "patched");
         assert!(diff.starts_with("--- running\n+++ patched\n"), "{diff}");
@@ -772,7 +772,7 @@ mod tests {
             bytes[at] = byte;
             let text = String::from_utf8_lossy(&bytes);
             if let Ok(mut cfg) = MachineConfig::parse(&text, "x") {
-                let _ = cfg.set_extra_kernel_arg(&KernelArg::cwsr_disabled(), true);
+                let _ = cfg.set_extra_kernel_arg(&kernel_args::cwsr_disabled(), true);
                 let _ = cfg.to_yaml();
             }
         }
