@@ -583,6 +583,19 @@ mod tests {
         KernelLogConfig::new(Arc::new(Classifier::embedded().unwrap()))
     }
 
+    /// Waits (at most 2 s) until `value()` reaches `at_least`: the reader thread publishes a
+    /// record to the history before it counts it, so a test that saw the history must wait
+    /// for the count too.
+    fn settle(value: impl Fn() -> u64, at_least: u64) -> u64 {
+        for _ in 0..200 {
+            if value() >= at_least {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        value()
+    }
+
     fn wait_for(log: &KernelLog, filter: &StreamFilter, n: usize) -> Vec<Arc<Item>> {
         for _ in 0..200 {
             let sub = log.subscribe(filter).unwrap();
@@ -669,7 +682,10 @@ mod tests {
         // The stream still holds every record; the counter only the new ones.
         let items = wait_for(&log, &StreamFilter::default(), 6);
         assert!(items.len() >= 6);
-        assert_eq!(metrics.events(Class::Firmware, "mes_timeout"), 3);
+        assert_eq!(
+            settle(|| metrics.events(Class::Firmware, "mes_timeout"), 3),
+            3
+        );
         cancel.cancel();
         log.join();
         let saved = StateFile::in_dir(dir.path()).load().unwrap().unwrap();
@@ -682,8 +698,11 @@ mod tests {
         let log =
             KernelLog::start_with_source(source, "b".into(), cfg, metrics.clone(), cancel.clone());
         wait_for(&log, &StreamFilter::default(), 2);
-        assert_eq!(metrics.records_lost(), 3);
-        assert_eq!(metrics.events(Class::Firmware, "mes_timeout"), 1);
+        assert_eq!(settle(|| metrics.records_lost(), 3), 3);
+        assert_eq!(
+            settle(|| metrics.events(Class::Firmware, "mes_timeout"), 1),
+            1
+        );
         cancel.cancel();
         log.join();
     }
