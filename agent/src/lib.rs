@@ -1,17 +1,18 @@
 //! nodectl-agent: reads a node's amdgpu, KFD, host and kernel-log state through one host root and serves it.
 //!
-//! The same library runs in the DaemonSet (`nodectl-agent --host-root /host`), inside the
-//! `nodectl` client (embedded mode) and in the tests (fixture trees).
+//! The same library runs in the DaemonSet (`nodectl-agent --host-root /host`) and inside the
+//! `nodectl` client (embedded mode), which serves [`server::router`] in-process over an
+//! in-memory transport. The data it produces is `nodectl-model`'s.
 
-pub mod checks;
+pub(crate) mod checks;
 pub mod collect;
+pub mod feed;
 pub mod host_root;
 pub mod kmsg;
-pub mod model;
+pub mod metrics;
 pub mod server;
 pub mod shutdown;
 pub mod snapshot;
-pub mod wire;
 
 pub use host_root::HostRoot;
 

@@ -37,6 +37,9 @@ struct Args {
     log: String,
 }
 
+/// How long start-up waits for the kernel log's first pass (the ring holds at most a few MiB).
+const KERNEL_LOG_FIRST_PASS: std::time::Duration = std::time::Duration::from_secs(10);
+
 // One runtime thread: an agent answers a handful of clients, and everything that can block (file
 // reads, which stall while a GPU's SMU hangs; the kernel log) already runs on threads of its own.
 // A worker per core would add stacks and malloc arenas and nothing else.
@@ -55,11 +58,11 @@ async fn main() -> anyhow::Result<()> {
     if let Some(dir) = &args.state_dir {
         std::fs::create_dir_all(dir).with_context(|| format!("--state-dir {}", dir.display()))?;
     }
-    let mut kmsg_config = kmsg::hub::KernelLogConfig::new(std::sync::Arc::new(classifier));
+    let mut kmsg_config = kmsg::pipeline::KernelLogConfig::new(std::sync::Arc::new(classifier));
     kmsg_config.state_dir = args.state_dir.clone();
     let metrics = kmsg::metrics::KmsgMetrics::default();
     let kernel_log =
-        kmsg::hub::KernelLog::start(&root, kmsg_config, metrics.clone(), token.clone());
+        kmsg::pipeline::KernelLog::start(&root, kmsg_config, metrics.clone(), token.clone());
 
     let snapshotter = std::sync::Arc::new(snapshot::Snapshotter::new(root));
 
@@ -70,20 +73,33 @@ async fn main() -> anyhow::Result<()> {
             .await
             .with_context(|| format!("binding --metrics-listen {addr}"))?;
         println!("listening metrics={}", listener.local_addr()?);
-        metrics_task = Some(tokio::spawn(kmsg::metrics::serve(
+        metrics_task = Some(tokio::spawn(nodectl_agent::metrics::serve(
             listener,
             std::sync::Arc::clone(&snapshotter),
             metrics,
             token.clone(),
         )));
     }
-    let config = server::ServerConfig {
-        snapshotter,
+    // `ready` promises that a stream holds this boot's kernel log so far, not an empty history.
+    if !kernel_log.caught_up(KERNEL_LOG_FIRST_PASS).await {
+        tracing::warn!(
+            "the kernel log was not read to its end within {}s; serving anyway",
+            KERNEL_LOG_FIRST_PASS.as_secs()
+        );
+    }
+    let service =
+        server::DiagnosticsService::new(snapshotter).with_kernel_log(Some(kernel_log.clone()));
+    let listeners = server::Listeners {
         listen: args.listen,
         unix: args.unix,
-        kernel_log: Some(kernel_log.clone()),
     };
-    let served = server::serve(config, token.clone()).await;
+    let served = server::serve(service, listeners, token.clone(), || {
+        use std::io::Write as _;
+        server::release_freed_memory();
+        println!("ready");
+        std::io::stdout().flush()
+    })
+    .await;
     token.cancel();
     tokio::task::spawn_blocking(move || kernel_log.join())
         .await

@@ -1,4 +1,7 @@
-//! The agent's gRPC server: NodeDiagnostics, grpc.health.v1 and reflection on TCP and/or a Unix socket.
+//! The agent's gRPC server as parts: the NodeDiagnostics service and its router (health, reflection) without sockets, and the binding of TCP and Unix listeners.
+//!
+//! The agent binary binds listeners with [`serve`]; `nodectl` in embedded mode serves the same
+//! [`router`] over an in-memory transport, so both answer through one code path.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,22 +20,18 @@ use crate::snapshot::{SampleOptions, Snapshotter};
 /// Longest sampling window a request may ask for; a client cannot pin an agent thread longer.
 const MAX_SAMPLE_WINDOW_MS: u64 = 60_000;
 
-/// Where and what the agent serves.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// Takes the snapshots; shared with the metrics exporter so both reuse one boot cache.
-    pub snapshotter: Arc<Snapshotter>,
+/// Where the agent listens.
+#[derive(Debug, Clone, Default)]
+pub struct Listeners {
     pub listen: Option<SocketAddr>,
     pub unix: Option<PathBuf>,
-    /// The kernel log pipeline; `None`: streams answer that the kernel log is not read here.
-    pub kernel_log: Option<crate::kmsg::hub::KernelLog>,
 }
 
 /// Implements nodectl.v1.NodeDiagnostics over one host root.
 #[derive(Debug, Clone)]
 pub struct DiagnosticsService {
     snapshotter: Arc<Snapshotter>,
-    kernel_log: Option<crate::kmsg::hub::KernelLog>,
+    kernel_log: Option<crate::kmsg::pipeline::KernelLog>,
 }
 
 impl DiagnosticsService {
@@ -44,7 +43,7 @@ impl DiagnosticsService {
     }
 
     /// Serves kernel events from this pipeline.
-    pub fn with_kernel_log(mut self, kernel_log: Option<crate::kmsg::hub::KernelLog>) -> Self {
+    pub fn with_kernel_log(mut self, kernel_log: Option<crate::kmsg::pipeline::KernelLog>) -> Self {
         self.kernel_log = kernel_log;
         self
     }
@@ -95,7 +94,11 @@ impl NodeDiagnostics for DiagnosticsService {
     }
 }
 
-fn router(service: DiagnosticsService) -> Result<tonic::transport::server::Router, anyhow::Error> {
+/// The router of everything the agent serves: NodeDiagnostics, grpc.health.v1 (SERVING) and
+/// reflection of the nodectl.v1 API. Binds nothing.
+pub fn router(
+    service: DiagnosticsService,
+) -> Result<tonic::transport::server::Router, tonic_reflection::server::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     // The reporter only records a status; setting it cannot fail in a way we can act on.
     drop(health_reporter.set_serving::<NodeDiagnosticsServer<DiagnosticsService>>());
@@ -113,7 +116,7 @@ fn router(service: DiagnosticsService) -> Result<tonic::transport::server::Route
 /// Compiling the kernel-message rules and the reflection descriptors allocates several MiB that
 /// are freed at once; glibc keeps such pages mapped, so without this the agent's resident memory
 /// would stay at its start-up peak for its whole life on every node.
-fn release_freed_memory() {
+pub fn release_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[allow(unsafe_code)]
     // SAFETY: malloc_trim takes no pointer and only walks glibc's own allocator state under its
@@ -124,20 +127,22 @@ fn release_freed_memory() {
 }
 
 /// Binds every configured listener, prints one `listening grpc=ADDR` line per listener on
-/// stdout, then `ready` (tests and scripts read the port chosen for `:0` there), and serves
-/// until `shutdown`. Listeners bound before this call print their own `listening` lines first.
-pub async fn serve(config: ServerConfig, shutdown: CancellationToken) -> anyhow::Result<()> {
+/// stdout (tests and scripts read the port chosen for `:0` there), and serves `service` until
+/// `shutdown`. The caller prints `ready` once this has bound everything: `on_bound` runs then.
+pub async fn serve(
+    service: DiagnosticsService,
+    listeners: Listeners,
+    shutdown: CancellationToken,
+    on_bound: impl FnOnce() -> std::io::Result<()>,
+) -> anyhow::Result<()> {
     use anyhow::Context as _;
-    use std::io::Write as _;
 
-    if config.listen.is_none() && config.unix.is_none() {
+    if listeners.listen.is_none() && listeners.unix.is_none() {
         anyhow::bail!("nothing to serve on: give --listen ADDR and/or --unix PATH");
     }
-    let service = DiagnosticsService::new(Arc::clone(&config.snapshotter))
-        .with_kernel_log(config.kernel_log.clone());
     let mut tasks = tokio::task::JoinSet::new();
 
-    if let Some(addr) = config.listen {
+    if let Some(addr) = listeners.listen {
         let listener = TcpListener::bind(addr)
             .await
             .with_context(|| format!("binding --listen {addr}"))?;
@@ -156,7 +161,7 @@ pub async fn serve(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
                 .context("gRPC server on TCP")
         });
     }
-    if let Some(path) = config.unix.clone() {
+    if let Some(path) = listeners.unix.clone() {
         // A socket file left by an agent that was killed would make bind fail.
         if path.exists() {
             std::fs::remove_file(&path)
@@ -174,9 +179,7 @@ pub async fn serve(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
                 .context("gRPC server on Unix socket")
         });
     }
-    release_freed_memory();
-    println!("ready");
-    std::io::stdout().flush()?;
+    on_bound()?;
 
     let mut result = Ok(());
     while let Some(joined) = tasks.join_next().await {
@@ -188,7 +191,7 @@ pub async fn serve(config: ServerConfig, shutdown: CancellationToken) -> anyhow:
             }
         }
     }
-    if let Some(path) = &config.unix {
+    if let Some(path) = &listeners.unix {
         let _ = std::fs::remove_file(path);
     }
     result

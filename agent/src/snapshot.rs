@@ -6,7 +6,9 @@ use std::time::{Duration, Instant};
 
 use crate::collect::held::HeldFiles;
 use crate::collect::{self, Reader, cards, clocks, firmware, gpu_metrics, hwmon, kfd, memory};
-use crate::{HostRoot, checks, model};
+use nodectl_model::snapshot as model;
+
+use crate::{HostRoot, checks};
 
 /// How many clock/busy readings to take per card, and how far apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,16 +1,17 @@
-//! The `nodectl` command line: global flags, subcommands, and dispatch to each command's module.
+//! The `nodectl` command line: global flags turned into a [`Context`], subcommands, and dispatch to `cmd/`.
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::cmd;
+use crate::context::Context;
 use crate::exit::Outcome;
-use crate::output::Format;
-use crate::source::Source;
+use crate::render::Format;
 
 /// Node diagnostics and Talos configuration for AMD Strix Halo (gfx1151) nodes that serve LLMs.
 ///
-/// With no --endpoint, the collectors run in this process on this host (or on --host-root DIR).
+/// With no --endpoint, the agent runs in this process on this host (or on --host-root DIR).
 #[derive(Debug, Parser)]
 #[command(name = "nodectl", version, propagate_version = true)]
 pub struct Cli {
@@ -30,7 +31,7 @@ pub struct GlobalArgs {
     /// (`cwsr status` reads the effective value from the first one).
     #[arg(long, global = true, value_name = "URL")]
     pub endpoint: Vec<String>,
-    /// Run the collectors in-process on this tree instead of `/` (a fixture or an unpacked bundle).
+    /// Run the agent in-process on this tree instead of `/` (a fixture or an unpacked bundle).
     #[arg(long, global = true, value_name = "DIR")]
     pub host_root: Option<PathBuf>,
     /// Output format.
@@ -49,9 +50,16 @@ pub struct GlobalArgs {
 }
 
 impl GlobalArgs {
-    /// The nodes to read: agents, or the collectors in-process.
-    pub fn source(&self) -> anyhow::Result<Source> {
-        Source::new(&self.endpoint, self.host_root.clone())
+    /// The context every command takes.
+    pub fn context(self) -> Context {
+        Context::new(
+            self.endpoint,
+            self.host_root,
+            self.output,
+            self.talosconfig,
+            self.context,
+            self.node,
+        )
     }
 }
 
@@ -59,25 +67,30 @@ impl GlobalArgs {
 pub enum Command {
     /// Show a node's amdgpu, firmware, clock, memory, KFD and host state, or check it.
     #[command(subcommand)]
-    Node(crate::node::NodeCommand),
+    Node(cmd::node::NodeCommand),
     /// amdgpu CWSR on a Talos node: status, or disable/enable it through the node's boot path.
     #[command(subcommand)]
-    Cwsr(crate::talos::cwsr::CwsrCommand),
-    /// Talos machine configuration: apply patches with a plan, confirmation and read-back.
+    Cwsr(cmd::cwsr::CwsrCommand),
+    /// Talos machine configuration: kernel arguments and patches, each planned, confirmed, applied and read back.
     #[command(subcommand)]
-    Talos(crate::talos::apply_patch::TalosCommand),
+    Talos(cmd::talos::TalosCommand),
     /// Classified amdgpu/KFD kernel events and incidents (agent, this host, or a saved log).
-    Events(crate::events::EventsArgs),
+    Events(cmd::events::EventsArgs),
 }
 
 impl Cli {
-    /// Runs the chosen command.
+    /// Runs the chosen command. Standard output closing early (`| head`) ends it quietly.
     pub async fn run(self) -> anyhow::Result<Outcome> {
-        match self.command {
-            Command::Node(command) => crate::node::run(command, &self.global).await,
-            Command::Cwsr(command) => crate::talos::cwsr::run(command, &self.global).await,
-            Command::Talos(command) => crate::talos::apply_patch::run(command, &self.global).await,
-            Command::Events(args) => crate::events::run(args, &self.global).await,
+        let ctx = self.global.context();
+        let outcome = match self.command {
+            Command::Node(command) => cmd::node::run(command, &ctx).await,
+            Command::Cwsr(command) => cmd::cwsr::run(command, &ctx).await,
+            Command::Talos(command) => cmd::talos::run(command, &ctx).await,
+            Command::Events(args) => cmd::events::run(args, &ctx).await,
+        };
+        match outcome {
+            Err(e) if e.chain().any(|c| c.is::<crate::render::OutputClosed>()) => Ok(Outcome::Ok),
+            other => other,
         }
     }
 }

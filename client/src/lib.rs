@@ -1,9 +1,10 @@
-//! nodectl: the client library behind the `nodectl` binary (CLI, agent access, rendering, Talos).
+//! nodectl: the client library behind the `nodectl` binary (CLI, node access, rendering, Talos plans).
 
 pub mod cli;
-pub mod events;
+pub mod cmd;
+pub mod context;
+pub mod embedded;
 pub mod exit;
-pub mod node;
-pub mod output;
-pub mod source;
+pub mod nodes;
+pub mod render;
 pub mod talos;

@@ -624,3 +624,151 @@ async fn upgrade_in_place(fake: &FakeTalos) {
     }
     panic!("the node did not come back from the upgrade");
 }
+
+fn kernel_arg(action: &str, arg: &str, fake: &FakeTalos, extra: &[&str]) -> Vec<String> {
+    let mut args = vec![
+        "talos".to_owned(),
+        "kernel-arg".to_owned(),
+        action.to_owned(),
+        arg.to_owned(),
+        "--factory".to_owned(),
+        fake.factory.url(),
+        "--timeout".to_owned(),
+        "60s".to_owned(),
+    ];
+    args.extend(extra.iter().map(|a| (*a).to_owned()));
+    args
+}
+
+async fn json_run(fake: &FakeTalos, talosconfig: &Path, args: Vec<String>) -> serde_json::Value {
+    let mut all = vec!["-o".to_owned(), "json".to_owned()];
+    all.extend(args);
+    let all: Vec<&str> = all.iter().map(String::as_str).collect();
+    let run = nodectl_on(fake, talosconfig, &all).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    serde_json::from_str(&run.stdout).unwrap()
+}
+
+fn steps(plan: &serde_json::Value) -> Vec<&str> {
+    plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["step"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_runs_print_the_plan_as_json_on_every_boot_path() {
+    for (scenario, boot_path, first_step) in [
+        (Scenario::uki(), "uki", "post_schematic"),
+        (
+            Scenario::legacy_grub(),
+            "legacy-grub",
+            "apply_configuration",
+        ),
+        (
+            Scenario::grub_uki_cmdline(),
+            "grub-uki-cmdline",
+            "post_schematic",
+        ),
+    ] {
+        let (fake, admin) = start(scenario).await;
+        let node = fake.node();
+        for (args, argument) in [
+            (
+                cwsr("disable", &fake, &["--dry-run"]),
+                "amdgpu.cwsr_enable=0",
+            ),
+            (
+                kernel_arg("set", "amdgpu.gpu_recovery=1", &fake, &["--dry-run"]),
+                "amdgpu.gpu_recovery=1",
+            ),
+        ] {
+            let json = json_run(&fake, &admin, args).await;
+            assert_eq!(json["dry_run"], true, "{json}");
+            let plan = &json["plan"];
+            assert_eq!(plan["boot_path"], boot_path, "{json}");
+            assert_eq!(plan["node"], "127.0.0.1");
+            assert_eq!(plan["talos_version"], node.talos_version.as_str());
+            assert_eq!(plan["schematic_id"], node.schematic_id.as_str());
+            assert_eq!(plan["change"]["argument"], argument);
+            assert_eq!(plan["change"]["action"], "set");
+            assert_eq!(plan["up_to_date"], false);
+            assert_eq!(
+                steps(plan),
+                [first_step, "upgrade", "wait_for_reboot", "read_back"],
+                "{json}"
+            );
+            let diff = plan["steps"][0]["diff"].as_str().unwrap();
+            assert!(diff.contains(&format!("+  - {argument}")), "{diff}");
+            let upgrade = &plan["steps"][1];
+            assert_eq!(upgrade["new_schematic"], boot_path != "legacy-grub");
+            if boot_path == "legacy-grub" {
+                // apid was asked for its dry-run answer; the installer is the node's own.
+                assert!(json["apid_dry_run"]["summary"].is_string(), "{json}");
+                assert_eq!(
+                    upgrade["image"],
+                    format!(
+                        "{}/metal-installer/{}:{}",
+                        fake.factory.host(),
+                        node.schematic_id,
+                        node.talos_version
+                    )
+                );
+            }
+        }
+        assert!(
+            fake.writes().is_empty(),
+            "--dry-run wrote: {:?}",
+            fake.writes()
+        );
+        assert!(
+            fake.factory_posts().is_empty(),
+            "--dry-run posted a schematic"
+        );
+        assert_contract(&fake.calls());
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_arg_set_and_remove_verify_on_both_boot_paths() {
+    for scenario in [Scenario::uki(), Scenario::legacy_grub()] {
+        let (fake, admin) = start(scenario).await;
+        let original = fake.node();
+        let set = json_run(
+            &fake,
+            &admin,
+            kernel_arg("set", "amdgpu.gpu_recovery=1", &fake, &["--yes"]),
+        )
+        .await;
+        assert_eq!(set["result"]["verified"], true, "{set}");
+        assert_eq!(set["result"]["parameter"], "1");
+        let node = fake.node();
+        assert_eq!(count(&node.cmdline, "amdgpu.gpu_recovery=1"), 1);
+        assert_eq!(node.talos_version, original.talos_version);
+
+        // Again: nothing to do, nothing written.
+        let writes = fake.writes().len();
+        let again = json_run(
+            &fake,
+            &admin,
+            kernel_arg("set", "amdgpu.gpu_recovery=1", &fake, &["--yes"]),
+        )
+        .await;
+        assert_eq!(again["plan"]["up_to_date"], true, "{again}");
+        assert_eq!(fake.writes().len(), writes);
+
+        // A bare key removes every value of it.
+        let removed = json_run(
+            &fake,
+            &admin,
+            kernel_arg("remove", "amdgpu.gpu_recovery", &fake, &["--yes"]),
+        )
+        .await;
+        assert_eq!(removed["result"]["verified"], true, "{removed}");
+        assert!(!fake.node().cmdline.contains("amdgpu.gpu_recovery"));
+        assert_eq!(fake.node().cmdline, original.cmdline);
+        assert_contract(&fake.calls());
+    }
+}

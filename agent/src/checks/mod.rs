@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use crate::collect::kfd;
-use crate::model::{Finding, ParameterValue, Problem, Severity, Snapshot};
+use nodectl_model::snapshot::{Finding, ParameterValue, Problem, Severity, Snapshot};
 
 /// The table of known issues, embedded at build time.
 const KNOWN_ISSUES_TOML: &str = include_str!("known_issues.toml");
@@ -353,7 +353,8 @@ fn amd_iommu_off(_issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::model::{Card, ClockSample, KernelArgument, KfdNode};
+    use nodectl_model::KernelArgument;
+    use nodectl_model::snapshot::{Card, ClockSample, KfdNode};
 
     fn ids(s: &Snapshot) -> Vec<String> {
         evaluate(s).0.into_iter().map(|f| f.id).collect()

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{Reader, clip, parse_number};
-use crate::model::{ClockSample, DpmLevel};
+use nodectl_model::snapshot::{ClockSample, DpmLevel};
 
 /// The clock domains read besides sclk (which [`read`] takes with every sample), by file `pp_dpm_<domain>`.
 pub const OTHER_DOMAINS: [&str; 3] = ["mclk", "fclk", "socclk"];

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use super::{Reader, clip};
-use crate::model::DebugfsFirmware;
+use nodectl_model::snapshot::DebugfsFirmware;
 
 /// Parses one `fw_version/*` file: `0x%08x` and a newline.
 pub fn parse_fw_version(text: &str) -> Result<String, String> {

@@ -18,7 +18,7 @@
 use std::path::Path;
 
 use super::Reader;
-use crate::model::{GpuMetrics, MetricField};
+use nodectl_model::snapshot::{GpuMetrics, MetricField};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ty {

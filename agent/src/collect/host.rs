@@ -3,39 +3,8 @@
 use procfs::FromRead as _;
 
 use super::{Reader, clip};
-use crate::model::{Host, KernelArgument, OsRelease};
-
-/// Splits `/proc/cmdline` the way the kernel does: whitespace separates arguments except
-/// inside double quotes, and the quotes themselves are dropped (`a="b c"` → `a` = `b c`).
-pub fn split_cmdline(cmdline: &str) -> Vec<KernelArgument> {
-    let mut args = Vec::new();
-    let mut current = String::new();
-    let mut in_quotes = false;
-    let mut has_token = false;
-    for c in cmdline.chars() {
-        match c {
-            '"' => {
-                in_quotes = !in_quotes;
-                has_token = true;
-            }
-            c if c.is_whitespace() && !in_quotes => {
-                if has_token {
-                    args.push(KernelArgument::parse(&current));
-                    current.clear();
-                    has_token = false;
-                }
-            }
-            c => {
-                current.push(c);
-                has_token = true;
-            }
-        }
-    }
-    if has_token {
-        args.push(KernelArgument::parse(&current));
-    }
-    args
-}
+use nodectl_model::kernel_args::{KernelArgument, split_cmdline};
+use nodectl_model::snapshot::{Host, OsRelease};
 
 /// Parses os-release (`KEY=value`, values optionally quoted, `#` comments).
 pub fn parse_os_release(text: &str) -> OsRelease {
@@ -194,32 +163,6 @@ fn live_memory() -> (Option<u64>, Option<u64>) {
 mod tests {
     use super::*;
 
-    fn arg(key: &str, value: Option<&str>) -> KernelArgument {
-        KernelArgument {
-            key: key.into(),
-            value: value.map(Into::into),
-        }
-    }
-
-    #[test]
-    fn cmdline_respects_quotes() {
-        let args = split_cmdline(
-            "BOOT_IMAGE=/vmlinuz quiet amdgpu.cwsr_enable=0 talos.platform=\"metal box\" \"a=b c\"\n",
-        );
-        assert_eq!(
-            args,
-            [
-                arg("BOOT_IMAGE", Some("/vmlinuz")),
-                arg("quiet", None),
-                arg("amdgpu.cwsr_enable", Some("0")),
-                arg("talos.platform", Some("metal box")),
-                arg("a", Some("b c")),
-            ]
-        );
-        assert_eq!(split_cmdline("  "), []);
-        assert_eq!(split_cmdline("x=\"\""), [arg("x", Some(""))]);
-    }
-
     #[test]
     fn talos_os_release() {
         let release = parse_os_release(
@@ -249,7 +192,6 @@ mod tests {
         #[test]
         fn host_parsers_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..300)) {
             let text = String::from_utf8_lossy(&bytes);
-            let _ = split_cmdline(&text);
             let _ = parse_os_release(&text);
             let _ = parse_meminfo(&text);
             let _ = parse_uptime(&text);

@@ -3,7 +3,7 @@
 use std::path::{Path, PathBuf};
 
 use super::{Reader, parse_number};
-use crate::model::Hwmon;
+use nodectl_model::snapshot::Hwmon;
 
 /// The card's amdgpu hwmon directory (name, path); `None` when it has none. hwmon numbers are
 /// handed out at probe, so the directory holds for as long as the driver stays bound.

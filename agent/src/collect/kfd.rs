@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::{Reader, clip, parse_number};
-use crate::model::KfdNode;
+use nodectl_model::snapshot::KfdNode;
 
 /// Parses `properties`: one `key value` line each, decimal values; unknown keys are kept.
 pub fn parse_properties(text: &str) -> Result<BTreeMap<String, u64>, String> {

@@ -3,7 +3,7 @@
 use std::path::Path;
 
 use super::{Reader, parse_number};
-use crate::model::Memory;
+use nodectl_model::snapshot::Memory;
 
 pub fn collect(reader: &mut Reader<'_>, device: &Path) -> Memory {
     let mut read = |file: &str| reader.parsed(&device.join(file), parse_number::<u64>);

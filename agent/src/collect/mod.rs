@@ -18,7 +18,7 @@ use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
 
 use crate::HostRoot;
-use crate::model::Problem;
+use nodectl_model::snapshot::Problem;
 
 /// Reads host files under one root and records what went wrong.
 #[derive(Debug)]

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::Reader;
-use crate::model::ParameterValue;
+use nodectl_model::snapshot::ParameterValue;
 
 /// Reads `/sys/module/<module>/parameters/*`; empty when the module is not loaded.
 pub fn collect(reader: &mut Reader<'_>, module: &str) -> BTreeMap<String, ParameterValue> {

@@ -3,8 +3,10 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::classify::{Class, Classifier};
-use super::incident::{EventPlace, Incident, IncidentTracker, ser_time};
+use super::classify::Classifier;
+pub use nodectl_model::KernelEvent;
+
+use super::incident::{EventPlace, Incident, IncidentTracker};
 use super::offline::LogLine;
 use super::record::{Record, pci_of_device};
 
@@ -27,12 +29,8 @@ pub struct Entry {
 impl Entry {
     /// A live record; `boot_time` turns its monotonic µs into wall time.
     pub fn from_record(record: Record, boot_time: Option<jiff::Timestamp>) -> Self {
-        let time = boot_time.and_then(|boot| {
-            boot.checked_add(jiff::SignedDuration::from_micros(
-                i64::try_from(record.ts_usec).ok()?,
-            ))
-            .ok()
-        });
+        let time =
+            boot_time.and_then(|boot| nodectl_model::clock::at_monotonic(boot, record.ts_usec));
         Entry {
             seq: Some(record.seq),
             line: None,
@@ -62,32 +60,10 @@ impl Entry {
     }
 }
 
-/// A kernel log entry after classification.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Event {
-    pub seq: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub line: Option<u64>,
-    pub monotonic_usec: Option<u64>,
-    #[serde(serialize_with = "ser_time")]
-    pub time: Option<jiff::Timestamp>,
-    pub class: Option<Class>,
-    pub id: Option<Arc<str>>,
-    pub device: Option<String>,
-    pub fields: BTreeMap<String, String>,
-    pub facility: u32,
-    pub level: Option<u8>,
-    /// User space wrote it: never classified as a GPU event.
-    pub user_written: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub subsystem: Option<String>,
-    pub message: String,
-}
-
 /// What the analyzer produces, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
-    Event(Event),
+    Event(KernelEvent),
     Incident(Incident),
     /// Records first_seq ..= last_seq were lost.
     Lost {
@@ -128,7 +104,7 @@ impl Analyzer {
             .as_deref()
             .and_then(pci_of_device)
             .map(str::to_owned);
-        let mut event = Event {
+        let mut event = KernelEvent {
             seq: entry.seq,
             line: entry.line,
             monotonic_usec: entry.monotonic_usec,
@@ -201,7 +177,7 @@ impl Analyzer {
 /// Result of analysing a whole saved log.
 #[derive(Debug, Default, serde::Serialize)]
 pub struct LogSummary {
-    pub events: Vec<Event>,
+    pub events: Vec<KernelEvent>,
     /// Final state of every incident.
     pub incidents: Vec<Incident>,
     pub records_lost: u64,
@@ -213,7 +189,7 @@ pub fn analyze_text(
     text: &str,
     classifier: Arc<Classifier>,
     year: i16,
-    mut keep: impl FnMut(&Event) -> bool,
+    mut keep: impl FnMut(&KernelEvent) -> bool,
 ) -> LogSummary {
     use super::offline::{LineFormat, dictionary_entry, parse_line};
     let mut analyzer = Analyzer::new(classifier);

@@ -4,50 +4,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 
+pub use nodectl_model::Class;
 use regex::{Regex, RegexSet};
 
 /// The embedded rules: the message catalogue of amdgpu and KFD.
 pub const EMBEDDED_RULES: &str = include_str!("rules.toml");
-
-/// What kind of trouble an event is.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Class {
-    Hang,
-    Reset,
-    Fault,
-    Oom,
-    Firmware,
-    Info,
-}
-
-impl Class {
-    pub const ALL: [Class; 6] = [
-        Class::Hang,
-        Class::Reset,
-        Class::Fault,
-        Class::Oom,
-        Class::Firmware,
-        Class::Info,
-    ];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Class::Hang => "hang",
-            Class::Reset => "reset",
-            Class::Fault => "fault",
-            Class::Oom => "oom",
-            Class::Firmware => "firmware",
-            Class::Info => "info",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Class> {
-        Class::ALL.into_iter().find(|c| c.as_str() == text)
-    }
-}
 
 /// How an event takes part in incidents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]

@@ -3,45 +3,18 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+pub use nodectl_model::Incident;
+
 use super::classify::{Classifier, IncidentRole, Recovery, Rule};
 
-/// Related events on one device: one hang, reset, fault storm… and its outcome.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
-pub struct Incident {
-    /// The seq (or, in a saved log without seq, the line number) of its first event.
-    pub incident_id: u64,
-    pub kind: Arc<str>,
-    pub device: Option<String>,
-    pub first_seq: Option<u64>,
-    pub last_seq: Option<u64>,
-    pub first_line: Option<u64>,
-    pub last_line: Option<u64>,
-    pub first_monotonic_usec: Option<u64>,
-    pub last_monotonic_usec: Option<u64>,
-    #[serde(serialize_with = "ser_time")]
-    pub first_time: Option<jiff::Timestamp>,
-    #[serde(serialize_with = "ser_time")]
-    pub last_time: Option<jiff::Timestamp>,
-    pub event_counts: BTreeMap<Arc<str>, u32>,
-    pub process: Option<String>,
-    pub pid: Option<u32>,
-    /// True after a successful reset or recovery, false after a failed one, None: unknown.
-    pub recovered: Option<bool>,
-    pub closed: bool,
-    #[serde(skip)]
+/// An open incident and what the tracker keeps beside it.
+#[derive(Debug)]
+struct OpenIncident {
+    incident: Incident,
+    /// Class of its first event: names the incident when no kind rule matches.
     first_class: &'static str,
-    #[serde(skip)]
+    /// Closeness key of its last event.
     last_key_usec: Option<u64>,
-}
-
-pub(crate) fn ser_time<S: serde::Serializer>(
-    t: &Option<jiff::Timestamp>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match t {
-        Some(t) => s.serialize_str(&t.to_string()),
-        None => s.serialize_none(),
-    }
 }
 
 /// Where an event sits: what the tracker needs of it.
@@ -70,7 +43,7 @@ impl EventPlace<'_> {
 #[derive(Debug)]
 pub struct IncidentTracker {
     classifier: Arc<Classifier>,
-    open: Vec<Incident>,
+    open: Vec<OpenIncident>,
 }
 
 impl IncidentTracker {
@@ -99,7 +72,7 @@ impl IncidentTracker {
                 .last_key_usec
                 .is_some_and(|last| now_key_usec.saturating_sub(last) > gap);
             if stale {
-                let mut incident = self.open.remove(i);
+                let mut incident = self.open.remove(i).incident;
                 incident.closed = true;
                 out.push(incident);
             } else {
@@ -110,7 +83,8 @@ impl IncidentTracker {
 
     /// Closes every open incident (end of input, shutdown).
     pub fn close_all(&mut self, out: &mut Vec<Incident>) {
-        for mut incident in self.open.drain(..) {
+        for open in self.open.drain(..) {
+            let mut incident = open.incident;
             incident.closed = true;
             out.push(incident);
         }
@@ -130,8 +104,8 @@ impl IncidentTracker {
             Some(device) => self
                 .open
                 .iter()
-                .rposition(|i| i.device.as_deref() == Some(device))
-                .or_else(|| self.open.iter().rposition(|i| i.device.is_none())),
+                .rposition(|o| o.incident.device.as_deref() == Some(device))
+                .or_else(|| self.open.iter().rposition(|o| o.incident.device.is_none())),
             None => self.open.len().checked_sub(1),
         };
         let Some(index) = candidate else {
@@ -156,16 +130,20 @@ impl IncidentTracker {
                     pid: place.pid,
                     recovered: rule.recovery.map(|r| r == Recovery::Succeeded),
                     closed: false,
-                    first_class: rule.class.as_str(),
-                    last_key_usec: key,
                 };
                 out.push(incident.clone());
-                self.open.push(incident);
+                self.open.push(OpenIncident {
+                    incident,
+                    first_class: rule.class.as_str(),
+                    last_key_usec: key,
+                });
             }
             return;
         };
         let kind_now = {
-            let incident = &mut self.open[index];
+            let open = &mut self.open[index];
+            open.last_key_usec = key.or(open.last_key_usec);
+            let incident = &mut open.incident;
             if incident.device.is_none() {
                 incident.device = place.device.map(str::to_owned);
             }
@@ -173,7 +151,6 @@ impl IncidentTracker {
             incident.last_line = place.line.or(incident.last_line);
             incident.last_monotonic_usec = place.monotonic_usec.or(incident.last_monotonic_usec);
             incident.last_time = place.time.or(incident.last_time);
-            incident.last_key_usec = key.or(incident.last_key_usec);
             if incident.process.is_none() {
                 incident.process = place.process.map(str::to_owned);
             }
@@ -184,7 +161,7 @@ impl IncidentTracker {
             incident.event_counts.clone()
         };
         let kind = self.kind_of(&kind_now, self.open[index].first_class);
-        let incident = &mut self.open[index];
+        let incident = &mut self.open[index].incident;
         let recovered = rule
             .recovery
             .map(|r| r == Recovery::Succeeded)
@@ -196,9 +173,5 @@ impl IncidentTracker {
         if changed || total.is_power_of_two() {
             out.push(incident.clone());
         }
-    }
-
-    pub fn open_incidents(&self) -> &[Incident] {
-        &self.open
     }
 }

@@ -2,19 +2,20 @@
 //!
 //! `record` parses kmsg records, `reader` reads the device, `offline` parses saved logs,
 //! `classify` holds the rules, `incident` groups events, `analyze` ties them into one
-//! stream of outputs, `hub` runs it in the agent and feeds subscribers, `metrics` counts.
+//! stream of outputs, `pipeline` runs it in the agent and feeds subscribers, `stream` serves
+//! one subscriber, `metrics` counts.
 
 pub mod analyze;
 pub mod classify;
-pub mod hub;
 pub mod incident;
 pub mod metrics;
 pub mod offline;
+pub mod pipeline;
 pub mod reader;
 pub mod record;
 pub mod state;
 pub mod stream;
 
-pub use analyze::{Analyzer, Event, Output};
+pub use analyze::{Analyzer, KernelEvent, Output};
 pub use classify::{Class, Classifier};
 pub use incident::Incident;

@@ -1,7 +1,8 @@
-//! Reads `/dev/kmsg` with its real semantics: one record per read, EPIPE on overrun, EAGAIN when drained.
+//! Reads `/dev/kmsg` with its real semantics (one record per read, EPIPE on overrun, EAGAIN when drained), or a saved kmsg stream in a tree.
 //!
 //! The reader works over a [`RecordSource`] so that an overrun can be reproduced in tests by a
-//! source that skips sequence numbers; [`KmsgFile`] is the real device.
+//! source that skips sequence numbers; [`KmsgFile`] is the real device, [`SavedKmsg`] a regular
+//! file of kmsg records (a bug-report bundle's `dev/kmsg`, a fixture tree).
 
 use std::fs::File;
 use std::io::{self, Read as _};
@@ -23,6 +24,155 @@ pub trait RecordSource {
 
     /// Waits up to `timeout` for a record to become readable; `Ok(true)` when one is.
     fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool>;
+
+    /// The records' clock now, in monotonic µs: what decides that an incident has gone quiet.
+    /// The live device's is this machine's monotonic clock.
+    fn now_usec(&self) -> Option<u64> {
+        nodectl_model::clock::monotonic_usec_now()
+    }
+}
+
+/// The kernel log of a host root: the device, or a saved stream where a tree holds a file.
+#[derive(Debug)]
+pub enum KernelLogSource {
+    Device(KmsgFile),
+    Saved(SavedKmsg),
+}
+
+impl KernelLogSource {
+    /// Opens `path` by what it is: a regular file is a saved stream, anything else the device.
+    pub fn open(path: &Path) -> io::Result<Self> {
+        if std::fs::metadata(path)?.is_file() {
+            Ok(Self::Saved(SavedKmsg::open(path)?))
+        } else {
+            Ok(Self::Device(KmsgFile::open(path)?))
+        }
+    }
+}
+
+impl RecordSource for KernelLogSource {
+    fn read_record(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Self::Device(d) => d.read_record(buf),
+            Self::Saved(s) => s.read_record(buf),
+        }
+    }
+
+    fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool> {
+        match self {
+            Self::Device(d) => d.wait_readable(timeout),
+            Self::Saved(s) => s.wait_readable(timeout),
+        }
+    }
+
+    fn now_usec(&self) -> Option<u64> {
+        match self {
+            Self::Device(d) => d.now_usec(),
+            Self::Saved(s) => s.now_usec(),
+        }
+    }
+}
+
+/// A regular file of kmsg records as `/dev/kmsg` prints them (`PRI,SEQ,USEC,FLAGS;text`, each
+/// followed by its ` KEY=value` dictionary lines): one record per read, `WouldBlock` at the end.
+/// A file that grows is read on, as `tail -f` would.
+#[derive(Debug)]
+pub struct SavedKmsg {
+    reader: io::BufReader<File>,
+    /// Bytes consumed so far (the file's length beyond it means more to read).
+    offset: u64,
+    /// The first line of the next record, read while looking for the end of this one.
+    next_head: Option<Vec<u8>>,
+    /// The line being read.
+    partial: Vec<u8>,
+}
+
+impl SavedKmsg {
+    pub fn open(path: &Path) -> io::Result<Self> {
+        Ok(Self {
+            reader: io::BufReader::new(File::open(path)?),
+            offset: 0,
+            next_head: None,
+            partial: Vec::new(),
+        })
+    }
+
+    /// The next line, at most `READ_BUFFER_BYTES` of it kept. A last line without a newline
+    /// counts as a line: a saved file need not end with one.
+    fn next_line(&mut self) -> io::Result<Option<Vec<u8>>> {
+        use io::BufRead as _;
+        loop {
+            let available = self.reader.fill_buf()?;
+            if available.is_empty() {
+                return Ok((!self.partial.is_empty()).then(|| std::mem::take(&mut self.partial)));
+            }
+            let (taken, done) = match memchr_newline(available) {
+                Some(at) => (at + 1, true),
+                None => (available.len(), false),
+            };
+            let room = READ_BUFFER_BYTES.saturating_sub(self.partial.len());
+            self.partial
+                .extend_from_slice(available.get(..taken.min(room)).unwrap_or_default());
+            self.reader.consume(taken);
+            self.offset = self.offset.saturating_add(taken as u64);
+            if done {
+                return Ok(Some(std::mem::take(&mut self.partial)));
+            }
+        }
+    }
+}
+
+fn memchr_newline(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|b| *b == b'\n')
+}
+
+impl RecordSource for SavedKmsg {
+    fn read_record(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let head = loop {
+            let line = match self.next_head.take() {
+                Some(line) => line,
+                None => match self.next_line()? {
+                    Some(line) => line,
+                    None => return Err(io::ErrorKind::WouldBlock.into()),
+                },
+            };
+            if !line.iter().all(u8::is_ascii_whitespace) {
+                break line;
+            }
+        };
+        let mut record = head;
+        while let Some(line) = self.next_line()? {
+            if line.first() == Some(&b' ') {
+                record.extend_from_slice(&line);
+            } else {
+                self.next_head = Some(line);
+                break;
+            }
+        }
+        let n = record.len().min(buf.len());
+        buf[..n].copy_from_slice(&record[..n]);
+        Ok(n)
+    }
+
+    fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool> {
+        if self.next_head.is_some() || !self.reader.buffer().is_empty() {
+            return Ok(true);
+        }
+        let grown =
+            |s: &Self| -> io::Result<bool> { Ok(s.reader.get_ref().metadata()?.len() > s.offset) };
+        if grown(self)? {
+            return Ok(true);
+        }
+        // A regular file is always "readable" to poll(); sleep instead of spinning on it.
+        std::thread::sleep(timeout);
+        grown(self)
+    }
+
+    /// A saved stream's clock stopped at its end: an incident quiet at the end of it is over,
+    /// as at the end of a saved log read with `events --file`.
+    fn now_usec(&self) -> Option<u64> {
+        Some(u64::MAX)
+    }
 }
 
 /// `/dev/kmsg` opened non-blocking.

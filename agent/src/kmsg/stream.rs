@@ -4,13 +4,14 @@ use std::pin::Pin;
 
 use nodectl_proto::nodectl::v1 as pb;
 use pb::kernel_stream_message::Message;
-use tokio::sync::{broadcast, mpsc};
 use tokio_stream::Stream;
+use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
 use super::classify::Class;
-use super::hub::{KernelLog, StreamFilter};
+use super::pipeline::{Item, KernelLog, StreamFilter};
+use crate::feed::{Forward, forward};
 
 /// Messages buffered per stream between the broadcast and the client's connection.
 const STREAM_BUFFER: usize = 64;
@@ -26,7 +27,8 @@ pub fn open(
     for name in &request.classes {
         let class = Class::parse(name).ok_or_else(|| {
             Status::invalid_argument(format!(
-                "classes: unknown class `{name}`; known: hang, reset, fault, oom, firmware, info"
+                "classes: unknown class `{name}`; known: {}",
+                Class::known()
             ))
         })?;
         classes.push(class);
@@ -40,57 +42,24 @@ pub fn open(
     let subscription = log
         .subscribe(&filter)
         .map_err(|e| Status::failed_precondition(e.to_string()))?;
-    let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-    let cancel = log.cancel_token().clone();
-    tokio::spawn(async move {
-        let header = pb::KernelStreamMessage {
-            message: Some(Message::Header(subscription.header)),
-        };
-        if tx.send(Ok(header)).await.is_err() {
-            return;
-        }
-        if subscription.missed_before_backlog > 0 {
-            let lagged = pb::KernelStreamMessage {
-                message: Some(Message::Lagged(pb::Lagged {
-                    missed: subscription.missed_before_backlog,
-                })),
-            };
-            if tx.send(Ok(lagged)).await.is_err() {
-                return;
-            }
-        }
-        for item in subscription.backlog {
-            if tx.send(Ok(item.message.clone())).await.is_err() {
-                return;
-            }
-        }
-        let Some(mut live) = subscription.live else {
-            return;
-        };
-        loop {
-            let received = tokio::select! {
-                r = live.recv() => r,
-                () = tx.closed() => return,
-                () = cancel.cancelled() => return,
-            };
-            let message = match received {
-                Ok(item) => {
-                    if !item.wanted(&filter) {
-                        continue;
-                    }
-                    item.message.clone()
-                }
-                Err(broadcast::error::RecvError::Lagged(missed)) => pb::KernelStreamMessage {
-                    message: Some(Message::Lagged(pb::Lagged { missed })),
-                },
-                Err(broadcast::error::RecvError::Closed) => return,
-            };
-            if tx.send(Ok(message)).await.is_err() {
-                return;
-            }
-        }
-    });
-    Ok(Box::pin(ReceiverStream::new(rx)))
+    let header = pb::KernelStreamMessage {
+        message: Some(Message::Header(subscription.header)),
+    };
+    let rx = forward(
+        subscription.feed,
+        Forward {
+            first: vec![header],
+            message: Box::new(move |item: &Item| {
+                item.wanted(&filter).then(|| item.message.clone())
+            }),
+            lagged: Box::new(|missed| pb::KernelStreamMessage {
+                message: Some(Message::Lagged(pb::Lagged { missed })),
+            }),
+        },
+        STREAM_BUFFER,
+        log.cancel_token().clone(),
+    );
+    Ok(Box::pin(ReceiverStream::new(rx).map(Ok)))
 }
 
 #[cfg(test)]
@@ -106,8 +75,8 @@ mod tests {
 
     use super::*;
     use crate::kmsg::Classifier;
-    use crate::kmsg::hub::KernelLogConfig;
     use crate::kmsg::metrics::KmsgMetrics;
+    use crate::kmsg::pipeline::KernelLogConfig;
     use crate::kmsg::reader::RecordSource;
 
     /// Records fed by the test while the reader thread runs.
@@ -159,6 +128,7 @@ mod tests {
         let log = KernelLog::start_with_source(
             ChannelSource { rx, next: None },
             "b".into(),
+            None,
             config,
             KmsgMetrics::default(),
             cancel.clone(),

@@ -5,7 +5,7 @@ use std::time::Duration;
 use anyhow::anyhow;
 use serde_json::{Map, Value};
 
-use super::kernel_args::{self, KernelArg};
+use super::kernel_args::{self, KernelArgument};
 use crate::exit::Unreachable;
 
 /// The public Image Factory.
@@ -174,7 +174,7 @@ pub fn schematic_kernel_args(schematic: &Value) -> Vec<String> {
 /// field; an emptied list is removed. Returns whether the schematic changed.
 pub fn set_schematic_kernel_arg(
     schematic: &mut Value,
-    arg: &KernelArg,
+    arg: &KernelArgument,
     present: bool,
 ) -> anyhow::Result<bool> {
     if schematic.is_null() {

@@ -1,28 +1,29 @@
 //! Kernel arguments: idempotent edits of an argument list (never a duplicate) and lookups in a command line.
 
-/// A `key=value` (or bare `key`) kernel argument: the agent's, which splits command lines too.
-pub use nodectl_agent::model::KernelArgument as KernelArg;
+pub use nodectl_model::KernelArgument;
+use nodectl_model::kernel_args::split_cmdline;
 
 /// The argument that turns CWSR off in amdgpu.
 pub const CWSR_KEY: &str = "amdgpu.cwsr_enable";
 
 /// `amdgpu.cwsr_enable=0`.
-pub fn cwsr_disabled() -> KernelArg {
-    KernelArg {
+pub fn cwsr_disabled() -> KernelArgument {
+    KernelArgument {
         key: CWSR_KEY.to_owned(),
         value: Some("0".to_owned()),
     }
 }
 
 /// Makes `arg` present exactly once (`present`), dropping other values of the same key, or
-/// removes every copy of it. Returns whether `args` changed.
-pub fn edit(args: &mut Vec<String>, arg: &KernelArg, present: bool) -> bool {
+/// removes every copy of it (of any value when `arg` is a bare key). Returns whether `args`
+/// changed.
+pub fn edit(args: &mut Vec<String>, arg: &KernelArgument, present: bool) -> bool {
     let before = args.clone();
     let wanted = arg.render();
     if present {
         let mut seen = false;
         args.retain(|a| {
-            let parsed = KernelArg::parse(a);
+            let parsed = KernelArgument::parse(a);
             if parsed.key != arg.key {
                 return true;
             }
@@ -35,6 +36,8 @@ pub fn edit(args: &mut Vec<String>, arg: &KernelArg, present: bool) -> bool {
         if !seen {
             args.push(wanted);
         }
+    } else if arg.value.is_none() {
+        args.retain(|a| KernelArgument::parse(a).key != arg.key);
     } else {
         args.retain(|a| *a != wanted);
     }
@@ -44,7 +47,7 @@ pub fn edit(args: &mut Vec<String>, arg: &KernelArg, present: bool) -> bool {
 /// The value the kernel sees for `key` on a command line (split as the kernel splits it, double
 /// quotes respected): the last occurrence wins. `Some(None)` for a bare `key`; `None` when absent.
 pub fn cmdline_value(cmdline: &str, key: &str) -> Option<Option<String>> {
-    nodectl_agent::collect::host::split_cmdline(cmdline)
+    split_cmdline(cmdline)
         .into_iter()
         .rev()
         .find(|arg| arg.key == key)
@@ -52,7 +55,7 @@ pub fn cmdline_value(cmdline: &str, key: &str) -> Option<Option<String>> {
 }
 
 /// Whether a command line (or argument list) carries exactly `arg` as its effective value for the key.
-pub fn cmdline_has(cmdline: &str, arg: &KernelArg) -> bool {
+pub fn cmdline_has(cmdline: &str, arg: &KernelArgument) -> bool {
     cmdline_value(cmdline, &arg.key).as_ref() == Some(&arg.value)
 }
 
@@ -126,7 +129,7 @@ mod tests {
         #[test]
         fn cmdline_lookups_never_panic(line in "\\PC{0,300}", key in "[a-z._=]{0,20}") {
             let _ = cmdline_value(&line, &key);
-            let _ = cmdline_has(&line, &KernelArg::parse(&key));
+            let _ = cmdline_has(&line, &KernelArgument::parse(&key));
         }
 
         #[test]
@@ -134,7 +137,7 @@ mod tests {
             let arg = cwsr_disabled();
             let mut list = args.clone();
             edit(&mut list, &arg, true);
-            proptest::prop_assert_eq!(list.iter().filter(|a| KernelArg::parse(a).key == arg.key).count(), 1);
+            proptest::prop_assert_eq!(list.iter().filter(|a| KernelArgument::parse(a).key == arg.key).count(), 1);
             let once = list.clone();
             proptest::prop_assert!(!edit(&mut list, &arg, true));
             proptest::prop_assert_eq!(&list, &once);
@@ -144,9 +147,13 @@ mod tests {
     }
 
     #[test]
-    fn parse_and_render_round_trip() {
-        for text in ["a=b", "a", "a=b=c", "=x", ""] {
-            assert_eq!(KernelArg::parse(text).render(), text);
-        }
+    fn removing_a_bare_key_drops_every_value_of_it() {
+        let mut args = strings(&["amdgpu.gpu_recovery=1", "a=1", "amdgpu.gpu_recovery"]);
+        assert!(edit(
+            &mut args,
+            &KernelArgument::parse("amdgpu.gpu_recovery"),
+            false
+        ));
+        assert_eq!(args, strings(&["a=1"]));
     }
 }

@@ -9,7 +9,7 @@
 
 use serde_json::{Map, Value};
 
-use super::kernel_args::{self, KernelArg};
+use super::kernel_args::{self, KernelArgument};
 
 /// Talos's own words when a JSON6902 patch meets a multi-document config.
 pub const JSON6902_MULTIDOC_ERROR: &str =
@@ -154,7 +154,7 @@ impl MachineConfig {
     /// duplicate; an emptied list is removed. Returns whether the config changed.
     pub fn set_extra_kernel_arg(
         &mut self,
-        arg: &KernelArg,
+        arg: &KernelArgument,
         present: bool,
     ) -> Result<bool, EngineError> {
         let doc = self.v1alpha1_mut().ok_or(EngineError::NoV1alpha1)?;
@@ -259,18 +259,6 @@ impl Patch {
             }),
         }
     }
-}
-
-/// A unified diff of two texts (`---`/`+++` headers, 3 lines of context); empty when equal.
-pub fn unified_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
-    if old == new {
-        return String::new();
-    }
-    similar::TextDiff::from_lines(old, new)
-        .unified_diff()
-        .context_radius(3)
-        .header(old_name, new_name)
-        .to_string()
 }
 
 /// The v1alpha1 document has neither `apiVersion` nor `kind`.
@@ -744,10 +732,10 @@ mod tests {
         let old = cfg.to_yaml().unwrap();
         cfg.set_extra_kernel_arg(&kernel_args::cwsr_disabled(), true)
             .unwrap();
-        let diff = unified_diff(&old, &cfg.to_yaml().unwrap(), "running", "patched");
+        let diff = crate::render::unified_diff(&old, &cfg.to_yaml().unwrap(), "running", "patched");
         assert!(diff.starts_with("--- running\n+++ patched\n"), "{diff}");
         assert!(diff.contains("+    - amdgpu.cwsr_enable=0"), "{diff}");
-        assert_eq!(unified_diff(&old, &old, "a", "b"), "");
+        assert_eq!(crate::render::unified_diff(&old, &old, "a", "b"), "");
     }
 
     #[test]

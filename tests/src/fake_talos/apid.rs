@@ -530,11 +530,17 @@ impl MachineService for Machine {
                 let node = self.shared.node();
                 let content = match path.as_str() {
                     "/proc/cmdline" => format!("{}\n", node.cmdline),
-                    "/sys/module/amdgpu/parameters/cwsr_enable" => {
-                        format!("{}\n", node.cwsr_enable())
-                    }
                     "/proc" | "/sys/module/amdgpu/parameters" => {
                         return Err(Status::unknown("path must be a regular file"));
+                    }
+                    parameter
+                        if let Some(value) = parameter
+                            .strip_prefix("/sys/module/amdgpu/parameters/")
+                            .and_then(|name| {
+                                super::node::amdgpu_parameter(&node.cmdline, name)
+                            }) =>
+                    {
+                        format!("{value}\n")
                     }
                     _ => {
                         return Err(Status::not_found(format!(

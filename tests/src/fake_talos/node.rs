@@ -428,6 +428,36 @@ pub fn cwsr_enable(cmdline: &str) -> &'static str {
     }
 }
 
+/// Module parameters of the fake node's amdgpu besides `cwsr_enable`, with the driver's
+/// defaults (`amdgpu_drv.c`): integers the kernel prints as given on the command line.
+const AMDGPU_PARAMETER_DEFAULTS: &[(&str, &str)] = &[
+    ("gpu_recovery", "-1"),
+    ("gttsize", "-1"),
+    ("runpm", "-1"),
+    ("mes", "0"),
+];
+
+/// `/sys/module/amdgpu/parameters/NAME` for a command line: the last `amdgpu.NAME=` value on
+/// it, else the default; `None` for a parameter this amdgpu does not have.
+pub fn amdgpu_parameter(cmdline: &str, name: &str) -> Option<String> {
+    if name == "cwsr_enable" {
+        return Some(cwsr_enable(cmdline).to_owned());
+    }
+    let default = AMDGPU_PARAMETER_DEFAULTS
+        .iter()
+        .find(|(known, _)| *known == name)?
+        .1;
+    let prefix = format!("amdgpu.{name}=");
+    Some(
+        cmdline
+            .split_whitespace()
+            .filter_map(|a| a.strip_prefix(prefix.as_str()))
+            .next_back()
+            .unwrap_or(default)
+            .to_owned(),
+    )
+}
+
 /// An installed system extension as `ExtensionStatuses` lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Extension {

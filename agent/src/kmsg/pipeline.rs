@@ -1,24 +1,26 @@
-//! Runs the kernel log pipeline in the agent: a reader thread, a bounded history, and a broadcast to stream subscribers.
+//! Runs the kernel log pipeline in the agent: a reader thread that classifies records and publishes them to a feed for stream subscribers.
 //!
-//! The reader thread never waits for a subscriber: a subscriber that falls behind the
-//! broadcast buffer is told how many messages it missed (`lagged`), and the others go on.
+//! The reader thread never waits for a subscriber (see [`crate::feed`]); it saves its position
+//! so that a restarted agent counts no record twice, and it closes quiet incidents on the
+//! source's clock.
 
-use std::collections::VecDeque;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use nodectl_model::kernel_log::{RecordsLost, StreamHeader, StreamMessage};
 use nodectl_proto::nodectl::v1 as pb;
-use tokio::sync::broadcast;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::analyze::{Analyzer, Entry, Event, Output};
+use super::analyze::{Analyzer, Entry, Output};
 use super::classify::{Class, Classifier};
-use super::incident::Incident;
 use super::metrics::KmsgMetrics;
-use super::reader::{KmsgFile, KmsgReader, ReadOutcome, RecordSource};
+use super::reader::{KernelLogSource, KmsgReader, ReadOutcome, RecordSource};
 use super::state::{CountedUpTo, StateFile};
 use crate::HostRoot;
+use crate::feed::{Feed, FeedCapacity, Sequenced, Subscription};
 
 /// Sizes and places of the pipeline.
 #[derive(Debug, Clone)]
@@ -43,7 +45,7 @@ impl KernelLogConfig {
     }
 }
 
-/// One message of the history, converted once for every subscriber.
+/// One message of the history, converted to its wire form once for every subscriber.
 #[derive(Debug)]
 pub struct Item {
     /// The kernel seq the message belongs to (an event's, the first record after a gap).
@@ -67,6 +69,17 @@ impl Item {
     }
 }
 
+impl Sequenced for Item {
+    fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// Classified events and every notice outlive the unclassified records around them.
+    fn important(&self) -> bool {
+        !self.unclassified
+    }
+}
+
 /// What a subscriber asked for.
 #[derive(Debug, Clone, Default)]
 pub struct StreamFilter {
@@ -81,23 +94,17 @@ pub struct StreamFilter {
 #[error("kernel log unavailable: {0}")]
 pub struct Unavailable(pub String);
 
-#[derive(Debug, Default)]
-struct History {
-    all: VecDeque<Arc<Item>>,
-    classified: VecDeque<Arc<Item>>,
-    lost_total: u64,
-}
-
 #[derive(Debug)]
 struct Shared {
-    history: Mutex<History>,
-    tx: broadcast::Sender<Arc<Item>>,
-    capacity: usize,
+    feed: Feed<Item>,
+    lost_total: AtomicU64,
     boot_id: String,
     boot_time: Option<jiff::Timestamp>,
     unavailable: Option<String>,
     metrics: KmsgMetrics,
     cancel: CancellationToken,
+    /// True once the reader has read every record there was at its start (or stopped).
+    caught_up: watch::Sender<bool>,
     reader_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -107,96 +114,60 @@ pub struct KernelLog {
     shared: Arc<Shared>,
 }
 
-/// What a new subscriber gets: the header, the history it asked for, and (follow) a receiver.
+/// What a new subscriber gets: the header, then the feed's history and (follow) live messages.
 #[derive(Debug)]
-pub struct Subscription {
+pub struct KernelSubscription {
     pub header: pb::KernelStreamHeader,
-    pub backlog: Vec<Arc<Item>>,
-    pub live: Option<broadcast::Receiver<Arc<Item>>>,
-    /// Records after since_seq that the history no longer holds.
-    pub missed_before_backlog: u64,
+    pub feed: Subscription<Item>,
 }
 
-/// Wall-clock time of monotonic 0 on this machine.
-pub fn boot_time() -> Option<jiff::Timestamp> {
-    use nix::time::{ClockId, clock_gettime};
-    let mono = clock_gettime(ClockId::CLOCK_MONOTONIC).ok()?;
-    let now = jiff::Timestamp::now();
-    let mono = jiff::SignedDuration::new(mono.tv_sec(), i32::try_from(mono.tv_nsec()).ok()?);
-    now.checked_sub(mono).ok()
+/// The boot id a host root names (empty when it names none); at most a line is read.
+fn read_boot_id(root: &HostRoot) -> String {
+    read_small(&root.path("proc/sys/kernel/random/boot_id"))
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_default()
 }
 
-fn monotonic_usec_now() -> Option<u64> {
-    use nix::time::{ClockId, clock_gettime};
-    let t = clock_gettime(ClockId::CLOCK_MONOTONIC).ok()?;
-    let secs = u64::try_from(t.tv_sec()).ok()?;
-    let nanos = u64::try_from(t.tv_nsec()).ok()?;
-    Some(secs * 1_000_000 + nanos / 1000)
+/// Reads a small procfs/sysfs-like file: at most `SMALL_FILE_BYTES`.
+fn read_small(path: &std::path::Path) -> Option<String> {
+    use std::io::Read as _;
+    /// boot_id is 37 bytes and /proc/stat a few KiB per CPU; anything longer is not one of them.
+    const SMALL_FILE_BYTES: u64 = 256 * 1024;
+    let mut text = String::new();
+    std::fs::File::open(path)
+        .ok()?
+        .take(SMALL_FILE_BYTES)
+        .read_to_string(&mut text)
+        .ok()?;
+    Some(text)
 }
 
-fn lock(history: &Mutex<History>) -> MutexGuard<'_, History> {
-    // A panic while holding the lock leaves consistent deques; keep serving.
-    history
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
+/// `btime` of a `/proc/stat` text: the boot time in whole seconds since the epoch.
+pub fn parse_btime(stat: &str) -> Option<jiff::Timestamp> {
+    let seconds = stat
+        .lines()
+        .find_map(|line| line.strip_prefix("btime "))?
+        .trim()
+        .parse::<i64>()
+        .ok()?;
+    jiff::Timestamp::from_second(seconds).ok()
 }
 
-fn timestamp(t: Option<jiff::Timestamp>) -> Option<prost_types::Timestamp> {
-    t.map(|t| prost_types::Timestamp {
-        seconds: t.as_second(),
-        nanos: t.subsec_nanosecond(),
-    })
-}
-
-/// Wire form of an event.
-pub fn event_message(e: &Event) -> pb::KernelEvent {
-    pb::KernelEvent {
-        seq: e.seq.unwrap_or(0),
-        monotonic_usec: e.monotonic_usec.unwrap_or(0),
-        time: timestamp(e.time),
-        facility: e.facility,
-        level: u32::from(e.level.unwrap_or(0)),
-        user_written: e.user_written,
-        message: e.message.clone(),
-        class: e.class.map(|c| c.as_str().to_owned()).unwrap_or_default(),
-        id: e.id.as_deref().unwrap_or_default().to_owned(),
-        fields: e
-            .fields
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect(),
-        device: e.device.clone().unwrap_or_default(),
-        subsystem: e.subsystem.clone().unwrap_or_default(),
+/// UTC time of monotonic 0 for the records of `root`: this machine's clocks when the root's
+/// boot is this machine's boot (the host, or the DaemonSet's `/host`), else the `btime` the
+/// root's `/proc/stat` carries (a saved tree: whole seconds), else unknown.
+pub fn boot_time_of(root: &HostRoot, boot_id: &str) -> Option<jiff::Timestamp> {
+    let this_boot = read_boot_id(&HostRoot::default());
+    if root.is_live_host() || (!boot_id.is_empty() && boot_id == this_boot) {
+        return nodectl_model::clock::boot_time_now();
     }
-}
-
-/// Wire form of an incident.
-pub fn incident_message(i: &Incident) -> pb::IncidentUpdate {
-    pb::IncidentUpdate {
-        incident_id: i.incident_id,
-        kind: i.kind.to_string(),
-        device: i.device.clone().unwrap_or_default(),
-        first_seq: i.first_seq.unwrap_or(0),
-        last_seq: i.last_seq.unwrap_or(0),
-        first_monotonic_usec: i.first_monotonic_usec.unwrap_or(0),
-        last_monotonic_usec: i.last_monotonic_usec.unwrap_or(0),
-        first_time: timestamp(i.first_time),
-        last_time: timestamp(i.last_time),
-        event_counts: i
-            .event_counts
-            .iter()
-            .map(|(k, v)| (k.to_string(), *v))
-            .collect(),
-        process: i.process.clone().unwrap_or_default(),
-        pid: i.pid,
-        recovered: i.recovered,
-        closed: i.closed,
-    }
+    read_small(&root.path("proc/stat")).and_then(|stat| parse_btime(&stat))
 }
 
 impl KernelLog {
-    /// Starts reading `root`'s /dev/kmsg in a thread. When the device cannot be opened the
-    /// handle still exists and every subscription fails with the reason.
+    /// Starts reading `root`'s /dev/kmsg (the device, or a saved kmsg stream in a tree) in a
+    /// thread. When it cannot be opened the handle still exists and every subscription fails
+    /// with the reason.
     pub fn start(
         root: &HostRoot,
         config: KernelLogConfig,
@@ -204,37 +175,44 @@ impl KernelLog {
         cancel: CancellationToken,
     ) -> KernelLog {
         let path = root.dev_kmsg();
-        let boot_id = std::fs::read_to_string(root.path("proc/sys/kernel/random/boot_id"))
-            .map(|s| s.trim().to_owned())
-            .unwrap_or_default();
-        match KmsgFile::open(&path) {
-            Ok(file) => Self::start_with_source(file, boot_id, config, metrics, cancel),
+        let boot_id = read_boot_id(root);
+        let boot_time = boot_time_of(root, &boot_id);
+        match KernelLogSource::open(&path) {
+            Ok(source) => {
+                Self::start_with_source(source, boot_id, boot_time, config, metrics, cancel)
+            }
             Err(e) => {
                 let reason = format!("{}: {e}", root.host_display(&path));
                 tracing::warn!("kernel log unavailable: {reason}");
-                Self::new_shared(boot_id, Some(reason), &config, metrics, cancel)
+                let log =
+                    Self::new_shared(boot_id, boot_time, Some(reason), &config, metrics, cancel);
+                log.shared.caught_up.send_replace(true);
+                log
             }
         }
     }
 
     fn new_shared(
         boot_id: String,
+        boot_time: Option<jiff::Timestamp>,
         unavailable: Option<String>,
         config: &KernelLogConfig,
         metrics: KmsgMetrics,
         cancel: CancellationToken,
     ) -> KernelLog {
-        let (tx, _) = broadcast::channel(config.broadcast_capacity.max(1));
         KernelLog {
             shared: Arc::new(Shared {
-                history: Mutex::new(History::default()),
-                tx,
-                capacity: config.history_capacity.max(1),
+                feed: Feed::new(FeedCapacity {
+                    history: config.history_capacity,
+                    broadcast: config.broadcast_capacity,
+                }),
+                lost_total: AtomicU64::new(0),
                 boot_id,
-                boot_time: boot_time(),
+                boot_time,
                 unavailable,
                 metrics,
                 cancel,
+                caught_up: watch::Sender::new(false),
                 reader_thread: Mutex::new(None),
             }),
         }
@@ -244,15 +222,20 @@ impl KernelLog {
     pub fn start_with_source<S: RecordSource + Send + 'static>(
         source: S,
         boot_id: String,
+        boot_time: Option<jiff::Timestamp>,
         config: KernelLogConfig,
         metrics: KmsgMetrics,
         cancel: CancellationToken,
     ) -> KernelLog {
-        let log = Self::new_shared(boot_id, None, &config, metrics, cancel);
+        let log = Self::new_shared(boot_id, boot_time, None, &config, metrics, cancel);
         let shared = log.shared.clone();
         let spawned = std::thread::Builder::new()
             .name("kmsg-reader".to_owned())
-            .spawn(move || read_loop(&shared, KmsgReader::new(source), &config));
+            .spawn(move || {
+                read_loop(&shared, KmsgReader::new(source), &config);
+                // Whoever waits for the first pass must not wait for a reader that stopped.
+                shared.caught_up.send_replace(true);
+            });
         match spawned {
             Ok(handle) => {
                 *log.shared
@@ -260,9 +243,22 @@ impl KernelLog {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(handle);
             }
-            Err(e) => tracing::error!("cannot start the kernel log reader: {e}"),
+            Err(e) => {
+                tracing::error!("cannot start the kernel log reader: {e}");
+                log.shared.caught_up.send_replace(true);
+            }
         }
         log
+    }
+
+    /// Waits (at most `timeout`) until the reader has read the records there were when it
+    /// started, so that a subscriber sees the boot's history. Returns whether it had.
+    pub async fn caught_up(&self, timeout: Duration) -> bool {
+        let mut rx = self.shared.caught_up.subscribe();
+        matches!(
+            tokio::time::timeout(timeout, rx.wait_for(|done| *done)).await,
+            Ok(Ok(_))
+        )
     }
 
     /// Waits for the reader thread to stop (after the cancel token fired); it saves the
@@ -294,49 +290,28 @@ impl KernelLog {
     }
 
     /// Subscribes: the history after `since_seq` that matches the filter, then (follow) the
-    /// live messages. Taken under the history lock, so nothing falls between the two.
-    pub fn subscribe(&self, filter: &StreamFilter) -> Result<Subscription, Unavailable> {
+    /// live messages.
+    pub fn subscribe(&self, filter: &StreamFilter) -> Result<KernelSubscription, Unavailable> {
         if let Some(reason) = &self.shared.unavailable {
             return Err(Unavailable(reason.clone()));
         }
-        let history = lock(&self.shared.history);
-        let deque = if filter.include_unclassified {
-            &history.all
-        } else {
-            &history.classified
-        };
-        let backlog: Vec<Arc<Item>> = deque
-            .iter()
-            .filter(|i| i.seq > filter.since_seq && i.wanted(filter))
-            .cloned()
-            .collect();
-        let oldest = deque.front().map(|i| i.seq);
-        let missed_before_backlog = match oldest {
-            Some(oldest) if filter.since_seq > 0 && oldest > filter.since_seq + 1 => {
-                oldest - filter.since_seq - 1
-            }
-            _ => 0,
-        };
-        let live = filter.follow.then(|| self.shared.tx.subscribe());
-        let header = pb::KernelStreamHeader {
+        let feed = self.shared.feed.subscribe(
+            filter.since_seq,
+            filter.include_unclassified,
+            filter.follow,
+            |item| item.wanted(filter),
+        );
+        let header = StreamHeader {
             boot_id: self.shared.boot_id.clone(),
-            boot_time: timestamp(self.shared.boot_time),
-            first_seq: backlog.first().map_or(0, |i| i.seq),
-            last_seq: backlog.last().map_or(0, |i| i.seq),
-            records_lost_total: history.lost_total,
+            boot_time: self.shared.boot_time,
+            first_seq: feed.backlog.first().map_or(0, |i| i.seq),
+            last_seq: feed.backlog.last().map_or(0, |i| i.seq),
+            records_lost_total: self.shared.lost_total.load(Ordering::Relaxed),
         };
-        drop(history);
-        Ok(Subscription {
-            header,
-            backlog,
-            live,
-            missed_before_backlog,
+        Ok(KernelSubscription {
+            header: header.into(),
+            feed,
         })
-    }
-
-    #[cfg(test)]
-    fn publish(&self, items: Vec<Item>, lost: u64) {
-        publish(&self.shared, items, lost);
     }
 }
 
@@ -344,23 +319,8 @@ fn publish(shared: &Shared, items: Vec<Item>, lost: u64) {
     if items.is_empty() && lost == 0 {
         return;
     }
-    let mut history = lock(&shared.history);
-    history.lost_total += lost;
-    for item in items {
-        let item = Arc::new(item);
-        if !item.unclassified {
-            if history.classified.len() == shared.capacity {
-                history.classified.pop_front();
-            }
-            history.classified.push_back(item.clone());
-        }
-        if history.all.len() == shared.capacity {
-            history.all.pop_front();
-        }
-        history.all.push_back(item.clone());
-        // No receiver is fine; a full channel drops the oldest for the slow receiver only.
-        let _ = shared.tx.send(item);
-    }
+    shared.lost_total.fetch_add(lost, Ordering::Relaxed);
+    shared.feed.publish(items);
 }
 
 /// Converts analyzer outputs to history items, counting what was not counted before.
@@ -379,10 +339,10 @@ fn to_items(
         (Some(seq), Some(done)) => seq > done,
         _ => true,
     };
-    let mut lost_now = 0;
+    let mut lost_now: u64 = 0;
     let mut current_seq = last_read_seq;
     for output in outputs.drain(..) {
-        match output {
+        let (seq, class, unclassified, message) = match output {
             Output::Event(event) => {
                 current_seq = event.seq.unwrap_or(current_seq);
                 if let (Some(class), Some(id)) = (event.class, event.id.as_deref())
@@ -390,57 +350,43 @@ fn to_items(
                 {
                     metrics.count_event(class, id);
                 }
-                items.push(Item {
-                    seq: current_seq,
-                    class: event.class,
-                    unclassified: event.id.is_none(),
-                    message: pb::KernelStreamMessage {
-                        message: Some(pb::kernel_stream_message::Message::Event(event_message(
-                            &event,
-                        ))),
-                    },
-                });
+                let (class, unclassified) = (event.class, event.id.is_none());
+                (
+                    current_seq,
+                    class,
+                    unclassified,
+                    StreamMessage::Event(event),
+                )
             }
             Output::Incident(incident) => {
                 if incident.closed && fresh(incident.last_seq) {
                     metrics.count_incident(&incident.kind);
                 }
-                items.push(Item {
-                    seq: current_seq,
-                    class: None,
-                    unclassified: false,
-                    message: pb::KernelStreamMessage {
-                        message: Some(pb::kernel_stream_message::Message::Incident(
-                            incident_message(&incident),
-                        )),
-                    },
-                });
+                (current_seq, None, false, StreamMessage::Incident(incident))
             }
             Output::Lost {
                 first_seq,
                 last_seq,
             } => {
-                let count = last_seq.saturating_sub(first_seq) + 1;
+                let lost = RecordsLost::between(first_seq, last_seq);
                 if fresh(Some(last_seq)) {
-                    metrics.count_lost(count);
+                    metrics.count_lost(lost.count);
                 }
-                lost_now += count;
-                items.push(Item {
-                    seq: last_seq + 1,
-                    class: None,
-                    unclassified: false,
-                    message: pb::KernelStreamMessage {
-                        message: Some(pb::kernel_stream_message::Message::RecordsLost(
-                            pb::RecordsLost {
-                                count,
-                                first_lost_seq: first_seq,
-                                last_lost_seq: last_seq,
-                            },
-                        )),
-                    },
-                });
+                lost_now = lost_now.saturating_add(lost.count);
+                (
+                    last_seq.saturating_add(1),
+                    None,
+                    false,
+                    StreamMessage::RecordsLost(lost),
+                )
             }
-        }
+        };
+        items.push(Item {
+            seq,
+            class,
+            unclassified,
+            message: message.into(),
+        });
     }
     lost_now
 }
@@ -490,7 +436,7 @@ fn read_loop<S: RecordSource>(
                 if first_record {
                     first_record = false;
                     if let Some(done) = counted_up_to
-                        && record.seq > done + 1
+                        && record.seq > done.saturating_add(1)
                     {
                         // Overwritten while no agent ran.
                         analyzer.lost(done + 1, record.seq - 1, &mut outputs);
@@ -507,7 +453,7 @@ fn read_loop<S: RecordSource>(
                 tracing::warn!("kernel log record skipped: {reason}");
             }
             ReadOutcome::Drained => {
-                if let Some(now) = monotonic_usec_now() {
+                if let Some(now) = reader.source_mut().now_usec() {
                     analyzer.tick(now, &mut outputs);
                 }
                 let lost = to_items(
@@ -518,6 +464,7 @@ fn read_loop<S: RecordSource>(
                     &mut items,
                 );
                 publish(shared, std::mem::take(&mut items), lost);
+                shared.caught_up.send_replace(true);
                 if dirty && last_save.is_none_or(|t| t.elapsed() >= SAVE_INTERVAL) {
                     save_position(state_file.as_ref(), shared, reader.last_seq());
                     last_save = Some(Instant::now());
@@ -599,8 +546,8 @@ mod tests {
     fn wait_for(log: &KernelLog, filter: &StreamFilter, n: usize) -> Vec<Arc<Item>> {
         for _ in 0..200 {
             let sub = log.subscribe(filter).unwrap();
-            if sub.backlog.len() >= n {
-                return sub.backlog;
+            if sub.feed.backlog.len() >= n {
+                return sub.feed.backlog;
             }
             std::thread::sleep(Duration::from_millis(10));
         }
@@ -615,6 +562,7 @@ mod tests {
         let log = KernelLog::start_with_source(
             source,
             "b".into(),
+            None,
             config(),
             metrics.clone(),
             cancel.clone(),
@@ -644,8 +592,9 @@ mod tests {
                 ..all.clone()
             })
             .unwrap();
-        assert!(resumed.backlog.iter().all(|i| i.seq > 2));
+        assert!(resumed.feed.backlog.iter().all(|i| i.seq > 2));
         let seqs: Vec<u64> = resumed
+            .feed
             .backlog
             .iter()
             .filter_map(|i| match &i.message.message {
@@ -675,6 +624,7 @@ mod tests {
         let log = KernelLog::start_with_source(
             source,
             "b".into(),
+            None,
             cfg.clone(),
             metrics.clone(),
             cancel.clone(),
@@ -695,8 +645,14 @@ mod tests {
         let metrics = KmsgMetrics::default();
         let cancel = CancellationToken::new();
         let source = ScriptedSource::new([gpu(12)]);
-        let log =
-            KernelLog::start_with_source(source, "b".into(), cfg, metrics.clone(), cancel.clone());
+        let log = KernelLog::start_with_source(
+            source,
+            "b".into(),
+            None,
+            cfg,
+            metrics.clone(),
+            cancel.clone(),
+        );
         wait_for(&log, &StreamFilter::default(), 2);
         assert_eq!(settle(|| metrics.records_lost(), 3), 3);
         assert_eq!(
@@ -705,57 +661,6 @@ mod tests {
         );
         cancel.cancel();
         log.join();
-    }
-
-    #[test]
-    fn a_stalled_subscriber_lags_and_the_others_lose_nothing() {
-        let mut cfg = config();
-        cfg.broadcast_capacity = 8;
-        let source = ScriptedSource::new([]);
-        let cancel = CancellationToken::new();
-        let log = KernelLog::start_with_source(
-            source,
-            "b".into(),
-            cfg,
-            KmsgMetrics::default(),
-            cancel.clone(),
-        );
-        let follow = StreamFilter {
-            follow: true,
-            include_unclassified: true,
-            ..Default::default()
-        };
-        let mut stalled = log.subscribe(&follow).unwrap().live.unwrap();
-        let mut reader = log.subscribe(&follow).unwrap().live.unwrap();
-        let mut received = Vec::new();
-        let mut analyzer = Analyzer::new(log_classifier());
-        for seq in 1..=100u64 {
-            let mut outputs = Vec::new();
-            analyzer.push(
-                Entry::from_record(
-                    crate::kmsg::record::parse_record(&plain(seq).unwrap()).unwrap(),
-                    None,
-                ),
-                &mut outputs,
-            );
-            let mut items = Vec::new();
-            to_items(&mut outputs, log.metrics(), None, 0, &mut items);
-            log.publish(items, 0);
-            // The active subscriber keeps up.
-            while let Ok(item) = reader.try_recv() {
-                received.push(item.seq);
-            }
-        }
-        assert_eq!(received, (1..=100).collect::<Vec<_>>());
-        match stalled.try_recv() {
-            Err(broadcast::error::TryRecvError::Lagged(missed)) => assert_eq!(missed, 92),
-            other => panic!("expected lagged, got {other:?}"),
-        }
-        cancel.cancel();
-    }
-
-    fn log_classifier() -> Arc<Classifier> {
-        Arc::new(Classifier::embedded().unwrap())
     }
 
     #[test]

@@ -1,22 +1,120 @@
-//! `nodectl talos apply-patch FILE...`: any machine-config patch, planned as a diff, confirmed, applied and read back.
+//! `nodectl talos kernel-arg set|remove ARG` (a kernel argument through the node's boot path) and `nodectl talos apply-patch FILE...` (any machine-config patch): planned, confirmed, applied and read back.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Args, Subcommand, ValueEnum};
+use nodectl_model::KernelArgument;
 
-use super::api::{ApplyMode, TalosClient};
-use super::machine_config::{MachineConfig, Patch, unified_diff};
-use super::talosconfig;
-use super::workflow::{self, DEFAULT_TIMEOUT, Waited};
-use crate::cli::GlobalArgs;
+use crate::context::Context;
 use crate::exit::Outcome;
+use crate::render::{self, unified_diff};
+use crate::talos::api::{ApplyMode, TalosClient};
+use crate::talos::factory::{DEFAULT_FACTORY_URL, Factory};
+use crate::talos::machine_config::{MachineConfig, Patch};
+use crate::talos::plan::{
+    self, Execution, KernelArgChange, ParameterCheck, ParameterExpectation, module_parameter_path,
+};
+use crate::talos::workflow::{self, DEFAULT_TIMEOUT, Waited};
+
+/// Prints one line on standard output (a closed pipe ends the command quietly).
+macro_rules! out {
+    ($($arg:tt)*) => {
+        render::line(format!($($arg)*))?
+    };
+}
 
 #[derive(Debug, Subcommand)]
 pub enum TalosCommand {
     /// Apply strategic-merge or JSON6902 patches to the node's machine configuration.
     ApplyPatch(ApplyPatchArgs),
+    /// Set or remove a kernel argument through the node's boot path (Image Factory schematic
+    /// on systemd-boot/UKI and grubUseUKICmdline, extraKernelArgs on legacy GRUB).
+    #[command(subcommand)]
+    KernelArg(KernelArgCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KernelArgCommand {
+    /// Boot the node with ARG (`amdgpu.gpu_recovery=1`); other values of its key are dropped.
+    Set(KernelArgArgs),
+    /// Boot the node without ARG (`KEY=VALUE`, or `KEY` for every value of it).
+    Remove(KernelArgArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KernelArgArgs {
+    /// The argument, as on a kernel command line: `amdgpu.gpu_recovery=1`, `amd_iommu=off`.
+    #[arg(value_name = "ARG")]
+    pub argument: String,
+    #[command(flatten)]
+    pub change: ChangeArgs,
+}
+
+/// How a boot-path change is carried out (`cwsr disable|enable`, `talos kernel-arg`).
+#[derive(Debug, Args)]
+pub struct ChangeArgs {
+    /// Print the plan (and apid's dry-run answer where there is one) and change nothing;
+    /// with `-o json` the plan is printed as JSON.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+    /// Image Factory to post the schematic to and take the installer from.
+    #[arg(long, value_name = "URL", default_value = DEFAULT_FACTORY_URL)]
+    pub factory: String,
+    /// How long to wait for the node to reboot and come back (e.g. 30s, 15m).
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = workflow::parse_timeout)]
+    pub timeout: Duration,
+}
+
+impl ChangeArgs {
+    /// Plans, confirms, executes and verifies `change` on the context's Talos node.
+    pub async fn run(&self, ctx: &Context, change: &KernelArgChange) -> anyhow::Result<Outcome> {
+        let client = ctx.talos().await?;
+        let factory = Factory::new(&self.factory)?;
+        plan::change_kernel_arg(
+            &client,
+            &factory,
+            change,
+            Execution {
+                dry_run: self.dry_run,
+                yes: self.yes,
+                timeout: self.timeout,
+                format: ctx.format,
+            },
+        )
+        .await
+    }
+}
+
+/// The change `talos kernel-arg set|remove ARG` asks for. A module parameter (`amdgpu.NAME`)
+/// is read back too after `set`; its value after `remove` is the module's default, unknown here.
+pub fn kernel_arg_change(text: &str, present: bool) -> anyhow::Result<KernelArgChange> {
+    if text.is_empty() || text.contains(char::is_whitespace) || text.contains('"') {
+        anyhow::bail!(
+            "ARG `{text}`: one argument without spaces or quotes, like amdgpu.gpu_recovery=1"
+        );
+    }
+    let argument = KernelArgument::parse(text);
+    if argument.key.is_empty() {
+        anyhow::bail!("ARG `{text}`: the key left of `=` is empty");
+    }
+    let parameter = match (&argument.value, present) {
+        (Some(value), true) => module_parameter_path(&argument.key).map(|path| ParameterCheck {
+            path,
+            expect: ParameterExpectation::Equals(value.clone()),
+            required: false,
+        }),
+        _ => None,
+    };
+    Ok(KernelArgChange {
+        argument,
+        present,
+        parameter,
+    })
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -61,9 +159,17 @@ pub struct ApplyPatchArgs {
     pub timeout: Duration,
 }
 
-pub async fn run(command: TalosCommand, global: &GlobalArgs) -> anyhow::Result<Outcome> {
+pub async fn run(command: TalosCommand, ctx: &Context) -> anyhow::Result<Outcome> {
     match command {
-        TalosCommand::ApplyPatch(args) => apply_patch(&args, global).await,
+        TalosCommand::ApplyPatch(args) => apply_patch(&args, ctx).await,
+        TalosCommand::KernelArg(KernelArgCommand::Set(args)) => {
+            let change = kernel_arg_change(&args.argument, true)?;
+            args.change.run(ctx, &change).await
+        }
+        TalosCommand::KernelArg(KernelArgCommand::Remove(args)) => {
+            let change = kernel_arg_change(&args.argument, false)?;
+            args.change.run(ctx, &change).await
+        }
     }
 }
 
@@ -86,15 +192,14 @@ fn delayed_effect_notes(old: &MachineConfig, new: &MachineConfig) -> Vec<&'stati
     notes
 }
 
-async fn apply_patch(args: &ApplyPatchArgs, global: &GlobalArgs) -> anyhow::Result<Outcome> {
+async fn apply_patch(args: &ApplyPatchArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let mut patches = Vec::new();
     for file in &args.files {
         let text = std::fs::read_to_string(file)
             .with_context(|| format!("cannot read patch {}", file.display()))?;
         patches.push(Patch::parse(&text, &file.display().to_string())?);
     }
-    let ctx = talosconfig::load(global.talosconfig.as_deref(), global.context.as_deref())?;
-    let client = TalosClient::connect(&ctx, global.node.as_deref()).await?;
+    let client = ctx.talos().await?;
     let running_yaml = client.machine_config().await?;
     let running = MachineConfig::parse(&running_yaml, "the node's machine configuration")?;
     let mut patched = running.clone();
@@ -104,51 +209,51 @@ async fn apply_patch(args: &ApplyPatchArgs, global: &GlobalArgs) -> anyhow::Resu
             .with_context(|| format!("patch {}", file.display()))?;
     }
     if patched == running {
-        println!(
+        out!(
             "node {}: the patches change nothing in the running configuration; nothing to apply",
             client.node
         );
         return Ok(Outcome::Ok);
     }
     let new_yaml = patched.to_yaml()?;
-    println!("node {}: plan", client.node);
-    println!(
+    out!("node {}: plan", client.node);
+    out!(
         "  apply the full configuration with mode {} (diff of the running configuration):",
         args.mode
             .to_possible_value()
             .map_or_else(|| format!("{:?}", args.mode), |v| v.get_name().to_owned())
     );
     for line in unified_diff(&running.to_yaml()?, &new_yaml, "running", "patched").lines() {
-        println!("     {line}");
+        out!("     {line}");
     }
     let notes = delayed_effect_notes(&running, &patched);
     for note in &notes {
-        println!("  note: {note}");
+        out!("  note: {note}");
     }
     if args.dry_run {
         let answer = client
             .apply_configuration(&new_yaml, args.mode.wire(), true)
             .await?;
-        println!("apid dry run:");
-        for line in super::api::dry_run_summary(&answer.mode_details).lines() {
-            println!("     {line}");
+        out!("apid dry run:");
+        for line in crate::talos::api::dry_run_summary(&answer.mode_details).lines() {
+            out!("     {line}");
         }
-        println!("dry run: nothing was changed");
+        out!("dry run: nothing was changed");
         return Ok(Outcome::Ok);
     }
     if !workflow::confirm(args.yes, &format!("Apply to node {}?", client.node))? {
-        println!("not confirmed: nothing was changed");
+        out!("not confirmed: nothing was changed");
         return Ok(Outcome::Ok);
     }
     let answer = client
         .apply_configuration(&new_yaml, args.mode.wire(), false)
         .await?;
-    println!("applied: {}", answer.mode_details.trim());
+    out!("applied: {}", answer.mode_details.trim());
     for warning in &answer.warnings {
-        println!("  warning: {warning}");
+        out!("  warning: {warning}");
     }
     if !notes.is_empty() {
-        println!("  accepted, but not all of it is effective yet (see the notes above)");
+        out!("  accepted, but not all of it is effective yet (see the notes above)");
     }
 
     let client = if answer.mode == ApplyMode::Reboot {
@@ -174,23 +279,23 @@ async fn apply_patch(args: &ApplyPatchArgs, global: &GlobalArgs) -> anyhow::Resu
         return match client.machine_config_by_id("persistent").await {
             Ok(Some(persisted)) => {
                 if MachineConfig::parse(&persisted, "persisted configuration")? == patched {
-                    println!(
+                    out!(
                         "verified: the configuration is staged; it takes effect at the next reboot"
                     );
                     Ok(Outcome::Ok)
                 } else {
-                    println!("NOT verified: the persisted configuration is not the one sent");
+                    out!("NOT verified: the persisted configuration is not the one sent");
                     Ok(Outcome::Critical)
                 }
             }
             _ if unchanged => {
-                println!(
+                out!(
                     "staged: it takes effect at the next reboot; the running configuration is unchanged, as expected (the staged one cannot be read back here)"
                 );
                 Ok(Outcome::Ok)
             }
             _ => {
-                println!(
+                out!(
                     "NOT verified: the running configuration changed although the mode was staged"
                 );
                 Ok(Outcome::Critical)
@@ -198,13 +303,13 @@ async fn apply_patch(args: &ApplyPatchArgs, global: &GlobalArgs) -> anyhow::Resu
         };
     }
     if config_matches(&client, "v1alpha1", &patched).await? {
-        println!("verified: the running configuration is the one sent");
+        out!("verified: the running configuration is the one sent");
         if answer.mode == ApplyMode::Try {
-            println!("  try mode: apid reverts it automatically unless a non-try apply follows");
+            out!("  try mode: apid reverts it automatically unless a non-try apply follows");
         }
         Ok(Outcome::Ok)
     } else {
-        println!("NOT verified: the running configuration read back differs from the one sent");
+        out!("NOT verified: the running configuration read back differs from the one sent");
         Ok(Outcome::Critical)
     }
 }
@@ -229,7 +334,7 @@ mod tests {
     fn notes_for_changes_that_act_later() {
         let old = MachineConfig::parse("machine:\n  install:\n    disk: /dev/sda\n", "a").unwrap();
         let mut new = old.clone();
-        new.set_extra_kernel_arg(&super::super::kernel_args::cwsr_disabled(), true)
+        new.set_extra_kernel_arg(&crate::talos::kernel_args::cwsr_disabled(), true)
             .unwrap();
         let notes = delayed_effect_notes(&old, &new);
         assert!(notes.iter().any(|n| n.contains("extraKernelArgs")));

@@ -1,35 +1,11 @@
 //! Conversions between the snapshot model and its nodectl.v1 wire form, lossless both ways.
-//!
-//! The wire form uses empty strings where the model has `None` (proto3 strings have no
-//! presence); collectors never produce `Some("")`, so nothing is lost.
 
 use std::collections::BTreeMap;
 
 use nodectl_proto::nodectl::v1 as pb;
 
-use crate::model;
-
-/// A wire message that does not map onto the model.
-#[derive(Debug, thiserror::Error)]
-pub enum WireError {
-    #[error("field {field}: {reason}")]
-    Invalid { field: &'static str, reason: String },
-}
-
-fn invalid(field: &'static str, reason: impl Into<String>) -> WireError {
-    WireError::Invalid {
-        field,
-        reason: reason.into(),
-    }
-}
-
-fn text(value: Option<String>) -> String {
-    value.unwrap_or_default()
-}
-
-fn opt(value: String) -> Option<String> {
-    (!value.is_empty()).then_some(value)
-}
+use super::{WireError, invalid};
+use crate::snapshot as model;
 
 // ---- model → wire -------------------------------------------------------------------------
 
@@ -56,8 +32,8 @@ impl From<model::Snapshot> for pb::Snapshot {
                 .map(|n| pb::KfdNode {
                     node_id: n.node_id,
                     gpu_id: n.gpu_id,
-                    name: text(n.name),
-                    gfx_target: text(n.gfx_target),
+                    name: n.name,
+                    gfx_target: n.gfx_target,
                     properties: n.properties.into_iter().collect(),
                     has_cwsr_size: n.has_cwsr_size,
                 })
@@ -72,7 +48,7 @@ impl From<model::Snapshot> for pb::Snapshot {
                     evidence: f.evidence,
                     references: f.references,
                     remedy: f.remedy,
-                    card: text(f.card),
+                    card: f.card,
                 })
                 .collect(),
             problems: s
@@ -97,10 +73,10 @@ fn severity_to_pb(severity: model::Severity) -> pb::Severity {
 
 fn host_to_pb(h: model::Host) -> pb::Host {
     pb::Host {
-        hostname: text(h.hostname),
-        kernel_release: text(h.kernel_release),
-        boot_id: text(h.boot_id),
-        cmdline: text(h.cmdline),
+        hostname: h.hostname,
+        kernel_release: h.kernel_release,
+        boot_id: h.boot_id,
+        cmdline: h.cmdline,
         kernel_arguments: h
             .kernel_arguments
             .into_iter()
@@ -110,11 +86,11 @@ fn host_to_pb(h: model::Host) -> pb::Host {
             })
             .collect(),
         os_release: h.os_release.map(|o| pb::OsRelease {
-            id: text(o.id),
-            name: text(o.name),
-            version_id: text(o.version_id),
-            pretty_name: text(o.pretty_name),
-            talos_version: text(o.talos_version),
+            id: o.id,
+            name: o.name,
+            version_id: o.version_id,
+            pretty_name: o.pretty_name,
+            talos_version: o.talos_version,
         }),
         mem_total_bytes: h.mem_total_bytes,
         mem_available_bytes: h.mem_available_bytes,
@@ -151,11 +127,11 @@ fn params_to_pb(
 fn card_to_pb(c: model::Card) -> pb::Card {
     pb::Card {
         name: c.name,
-        bdf: text(c.bdf),
-        pci_id: text(c.pci_id),
-        gfx_target: text(c.gfx_target),
+        bdf: c.bdf,
+        pci_id: c.pci_id,
+        gfx_target: c.gfx_target,
         render_minor: c.render_minor,
-        vbios_version: text(c.vbios_version),
+        vbios_version: c.vbios_version,
         firmware: c.firmware,
         debugfs_firmware: c
             .debugfs_firmware
@@ -182,14 +158,14 @@ fn card_to_pb(c: model::Card) -> pb::Card {
                     .collect(),
             })
             .collect(),
-        performance_level: text(c.performance_level),
+        performance_level: c.performance_level,
         gpu_busy_percent: c.gpu_busy_percent,
         mem_busy_percent: c.mem_busy_percent,
         hwmon: c.hwmon.map(|h| pb::Hwmon {
             name: h.name,
             temp_edge_millicelsius: h.temp_edge_millicelsius,
             power_microwatts: h.power_microwatts,
-            power_source: text(h.power_source),
+            power_source: h.power_source,
             sclk_hz: h.sclk_hz,
             vddgfx_millivolts: h.vddgfx_millivolts,
             vddnb_millivolts: h.vddnb_millivolts,
@@ -231,7 +207,7 @@ fn card_to_pb(c: model::Card) -> pb::Card {
                 gpu_busy_percent: s.gpu_busy_percent,
                 sclk_mhz: s.sclk_mhz,
                 sclk_at_lowest_level: s.sclk_at_lowest_level,
-                performance_level: text(s.performance_level),
+                performance_level: s.performance_level,
             })
             .collect(),
     }
@@ -268,8 +244,8 @@ impl TryFrom<pb::Snapshot> for model::Snapshot {
                 .map(|n| model::KfdNode {
                     node_id: n.node_id,
                     gpu_id: n.gpu_id,
-                    name: opt(n.name),
-                    gfx_target: opt(n.gfx_target),
+                    name: n.name,
+                    gfx_target: n.gfx_target,
                     properties: n.properties.into_iter().collect(),
                     has_cwsr_size: n.has_cwsr_size,
                 })
@@ -296,7 +272,7 @@ impl TryFrom<pb::Snapshot> for model::Snapshot {
                         evidence: f.evidence,
                         references: f.references,
                         remedy: f.remedy,
-                        card: opt(f.card),
+                        card: f.card,
                     })
                 })
                 .collect::<Result<_, _>>()?,
@@ -314,10 +290,10 @@ impl TryFrom<pb::Snapshot> for model::Snapshot {
 
 fn host_from_pb(h: pb::Host) -> model::Host {
     model::Host {
-        hostname: opt(h.hostname),
-        kernel_release: opt(h.kernel_release),
-        boot_id: opt(h.boot_id),
-        cmdline: opt(h.cmdline),
+        hostname: h.hostname,
+        kernel_release: h.kernel_release,
+        boot_id: h.boot_id,
+        cmdline: h.cmdline,
         kernel_arguments: h
             .kernel_arguments
             .into_iter()
@@ -327,11 +303,11 @@ fn host_from_pb(h: pb::Host) -> model::Host {
             })
             .collect(),
         os_release: h.os_release.map(|o| model::OsRelease {
-            id: opt(o.id),
-            name: opt(o.name),
-            version_id: opt(o.version_id),
-            pretty_name: opt(o.pretty_name),
-            talos_version: opt(o.talos_version),
+            id: o.id,
+            name: o.name,
+            version_id: o.version_id,
+            pretty_name: o.pretty_name,
+            talos_version: o.talos_version,
         }),
         mem_total_bytes: h.mem_total_bytes,
         mem_available_bytes: h.mem_available_bytes,
@@ -400,11 +376,11 @@ fn card_from_pb(c: pb::Card) -> Result<model::Card, WireError> {
     let memory = c.memory.unwrap_or_default();
     Ok(model::Card {
         name: c.name,
-        bdf: opt(c.bdf),
-        pci_id: opt(c.pci_id),
-        gfx_target: opt(c.gfx_target),
+        bdf: c.bdf,
+        pci_id: c.pci_id,
+        gfx_target: c.gfx_target,
         render_minor: c.render_minor,
-        vbios_version: opt(c.vbios_version),
+        vbios_version: c.vbios_version,
         firmware: c.firmware.into_iter().collect(),
         debugfs_firmware: c
             .debugfs_firmware
@@ -433,14 +409,14 @@ fn card_from_pb(c: pb::Card) -> Result<model::Card, WireError> {
                 )
             })
             .collect(),
-        performance_level: opt(c.performance_level),
+        performance_level: c.performance_level,
         gpu_busy_percent: c.gpu_busy_percent,
         mem_busy_percent: c.mem_busy_percent,
         hwmon: c.hwmon.map(|h| model::Hwmon {
             name: h.name,
             temp_edge_millicelsius: h.temp_edge_millicelsius,
             power_microwatts: h.power_microwatts,
-            power_source: opt(h.power_source),
+            power_source: h.power_source,
             sclk_hz: h.sclk_hz,
             vddgfx_millivolts: h.vddgfx_millivolts,
             vddnb_millivolts: h.vddnb_millivolts,
@@ -482,7 +458,7 @@ fn card_from_pb(c: pb::Card) -> Result<model::Card, WireError> {
                 gpu_busy_percent: s.gpu_busy_percent,
                 sclk_mhz: s.sclk_mhz,
                 sclk_at_lowest_level: s.sclk_at_lowest_level,
-                performance_level: opt(s.performance_level),
+                performance_level: s.performance_level,
             })
             .collect(),
     })
@@ -492,7 +468,7 @@ fn card_from_pb(c: pb::Card) -> Result<model::Card, WireError> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::model::*;
+    use crate::snapshot::*;
 
     /// A snapshot with every field set, including the corner cases of each mapping.
     fn full() -> Snapshot {

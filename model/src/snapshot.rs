@@ -7,6 +7,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+pub use crate::kernel_args::KernelArgument;
+
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Snapshot {
     pub agent_version: String,
@@ -166,39 +168,6 @@ impl Host {
     /// The value of the last `key=value` argument named `key` (the kernel lets the last one win).
     pub fn kernel_argument(&self, key: &str) -> Option<&KernelArgument> {
         self.kernel_arguments.iter().rev().find(|a| a.key == key)
-    }
-}
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KernelArgument {
-    /// Left of the first `=`: `amdgpu.cwsr_enable`.
-    pub key: String,
-    /// Right of the first `=`; absent for a bare flag such as `quiet`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<String>,
-}
-
-impl KernelArgument {
-    /// One command-line token: `key=value` splits at the first `=`, anything else is a bare key.
-    pub fn parse(token: &str) -> Self {
-        match token.split_once('=') {
-            Some((key, value)) => Self {
-                key: key.to_owned(),
-                value: Some(value.to_owned()),
-            },
-            None => Self {
-                key: token.to_owned(),
-                value: None,
-            },
-        }
-    }
-
-    /// The token as written on a command line.
-    pub fn render(&self) -> String {
-        match &self.value {
-            Some(value) => format!("{}={value}", self.key),
-            None => self.key.clone(),
-        }
     }
 }
 

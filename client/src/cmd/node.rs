@@ -3,14 +3,12 @@
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use comfy_table::{ContentArrangement, Table};
-use nodectl_agent::model::{self, Severity};
-use nodectl_agent::snapshot::SampleOptions;
+use nodectl_model::snapshot::{self as model, Severity};
 
-use crate::cli::GlobalArgs;
+use crate::context::Context;
 use crate::exit::Outcome;
-use crate::output::{self, Format};
-use crate::source::{self, NodeSnapshot};
+use crate::nodes::{self, NodeSnapshot};
+use crate::render::{self, Format, table};
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
@@ -39,15 +37,16 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     Duration::try_from(signed).map_err(|_| "must not be negative".to_owned())
 }
 
-fn sample_options(sample: Option<Duration>) -> SampleOptions {
+/// Readings per card and their spacing: one reading, or enough to cover the window.
+fn sample_options(sample: Option<Duration>) -> (u32, Duration) {
     match sample {
-        None => SampleOptions::default(),
+        None => (1, SAMPLE_INTERVAL),
         Some(window) => {
             let steps = (window.as_millis() / SAMPLE_INTERVAL.as_millis()).max(2);
-            SampleOptions {
-                count: u32::try_from(steps + 1).unwrap_or(u32::MAX),
-                interval: SAMPLE_INTERVAL,
-            }
+            (
+                u32::try_from(steps + 1).unwrap_or(u32::MAX),
+                SAMPLE_INTERVAL,
+            )
         }
     }
 }
@@ -60,8 +59,8 @@ struct NodeEntry<'a> {
 }
 
 fn print_structured(nodes: &[NodeSnapshot], format: Format) -> anyhow::Result<bool> {
-    let rendered = match nodes {
-        [one] => output::structured(&one.snapshot, format)?,
+    match nodes {
+        [one] => render::print_structured(&one.snapshot, format),
         many => {
             let entries: Vec<NodeEntry<'_>> = many
                 .iter()
@@ -70,36 +69,28 @@ fn print_structured(nodes: &[NodeSnapshot], format: Format) -> anyhow::Result<bo
                     snapshot: &n.snapshot,
                 })
                 .collect();
-            output::structured(&entries, format)?
+            render::print_structured(&entries, format)
         }
-    };
-    match rendered {
-        Some(text) => {
-            print!("{text}");
-            Ok(true)
-        }
-        None => Ok(false),
     }
 }
 
-pub async fn run(command: NodeCommand, global: &GlobalArgs) -> anyhow::Result<Outcome> {
-    let source = global.source()?;
-    let options = match &command {
-        NodeCommand::Show => SampleOptions::default(),
+pub async fn run(command: NodeCommand, ctx: &Context) -> anyhow::Result<Outcome> {
+    let (count, interval) = match &command {
+        NodeCommand::Show => sample_options(None),
         NodeCommand::Check(args) => sample_options(args.sample),
     };
-    let nodes = source::snapshots(&source, options).await?;
+    let nodes = nodes::snapshots(&ctx.nodes()?, count, interval).await?;
     let critical = nodes.iter().any(|n| {
         n.snapshot
             .findings
             .iter()
             .any(|f| f.severity == Severity::Critical)
     });
-    if !print_structured(&nodes, global.output)? {
+    if !print_structured(&nodes, ctx.format)? {
         for node in &nodes {
             match command {
-                NodeCommand::Show => print!("{}", render_show(node)),
-                NodeCommand::Check(_) => print!("{}", render_check(node)),
+                NodeCommand::Show => render::emit(&render_show(node))?,
+                NodeCommand::Check(_) => render::emit(&render_check(node))?,
             }
         }
     }
@@ -116,16 +107,6 @@ fn is_argument_of_interest(key: &str) -> bool {
         || key.starts_with("amdttm.")
         || key == "amd_iommu"
         || key.starts_with("iommu")
-}
-
-fn table(header: &[&str]) -> Table {
-    let mut t = Table::new();
-    t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED)
-        .set_content_arrangement(ContentArrangement::Dynamic);
-    if !header.is_empty() {
-        t.set_header(header.iter().copied());
-    }
-    t
 }
 
 const NONE: &str = "-";

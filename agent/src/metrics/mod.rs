@@ -1,0 +1,277 @@
+//! Prometheus text on `--metrics-listen`: the kernel log counters and the gauges of a fresh snapshot per scrape.
+
+use std::sync::atomic::AtomicU64;
+
+use nodectl_model::snapshot::{self as model, ParameterValue};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::kmsg::metrics::KmsgMetrics;
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FindingLabels {
+    id: String,
+    severity: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct FirmwareLabels {
+    card: String,
+    firmware: String,
+    version: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct CardLabels {
+    card: String,
+    bdf: String,
+}
+
+type FloatGauge = Gauge<f64, AtomicU64>;
+
+/// A memory gauge: name, help, and how to read it from a card's memory.
+type MemoryGauge = (
+    &'static str,
+    &'static str,
+    fn(&model::Memory) -> Option<u64>,
+);
+
+fn card_gauge(
+    registry: &mut Registry,
+    name: &str,
+    help: &str,
+    cards: &[model::Card],
+    value: impl Fn(&model::Card) -> Option<f64>,
+) {
+    let family = Family::<CardLabels, FloatGauge>::default();
+    let mut any = false;
+    for card in cards {
+        if let Some(v) = value(card) {
+            family
+                .get_or_create(&CardLabels {
+                    card: card.name.clone(),
+                    bdf: card.bdf.clone().unwrap_or_default(),
+                })
+                .set(v);
+            any = true;
+        }
+    }
+    if any {
+        registry.register(name, help, family);
+    }
+}
+
+#[allow(clippy::cast_precision_loss)]
+fn f(v: u64) -> f64 {
+    v as f64
+}
+
+/// Adds the gauges of a snapshot (only the values it holds).
+fn register_snapshot(registry: &mut Registry, s: &model::Snapshot) {
+    card_gauge(
+        registry,
+        "nodectl_gpu_sclk_mhz",
+        "Current shader clock",
+        &s.cards,
+        |c| {
+            c.samples
+                .last()
+                .and_then(|x| x.sclk_mhz)
+                .map(f64::from)
+                .or_else(|| c.hwmon.as_ref()?.sclk_hz.map(|hz| f(hz) / 1e6))
+        },
+    );
+    card_gauge(
+        registry,
+        "nodectl_gpu_busy_percent",
+        "GPU busy percentage",
+        &s.cards,
+        |c| c.gpu_busy_percent.map(f64::from),
+    );
+    card_gauge(
+        registry,
+        "nodectl_gpu_temperature_celsius",
+        "GPU edge temperature",
+        &s.cards,
+        |c| {
+            c.hwmon
+                .as_ref()?
+                .temp_edge_millicelsius
+                .map(|m| f(m.unsigned_abs()) * m.signum() as f64 / 1000.0)
+        },
+    );
+    card_gauge(
+        registry,
+        "nodectl_gpu_power_watts",
+        "GPU package power",
+        &s.cards,
+        |c| c.hwmon.as_ref()?.power_microwatts.map(|w| f(w) / 1e6),
+    );
+    let memory: [MemoryGauge; 4] = [
+        ("nodectl_gpu_vram_total_bytes", "VRAM size", |m| {
+            m.vram_total_bytes
+        }),
+        ("nodectl_gpu_vram_used_bytes", "VRAM in use", |m| {
+            m.vram_used_bytes
+        }),
+        ("nodectl_gpu_gtt_total_bytes", "GTT size", |m| {
+            m.gtt_total_bytes
+        }),
+        ("nodectl_gpu_gtt_used_bytes", "GTT in use", |m| {
+            m.gtt_used_bytes
+        }),
+    ];
+    for (name, help, get) in memory {
+        card_gauge(registry, name, help, &s.cards, |c| get(&c.memory).map(f));
+    }
+
+    let firmware = Family::<FirmwareLabels, Gauge>::default();
+    let mut any_firmware = false;
+    for card in &s.cards {
+        for (name, version) in &card.firmware {
+            firmware
+                .get_or_create(&FirmwareLabels {
+                    card: card.name.clone(),
+                    firmware: name.clone(),
+                    version: version.clone(),
+                })
+                .set(1);
+            any_firmware = true;
+        }
+    }
+    if any_firmware {
+        registry.register(
+            "nodectl_gpu_firmware_info",
+            "Firmware versions of each card (value 1; the version is a label)",
+            firmware,
+        );
+    }
+
+    if let Some(value) = s
+        .module_parameters
+        .amdgpu
+        .get("cwsr_enable")
+        .and_then(|p| match p {
+            ParameterValue::Integer(i) => Some(*i),
+            ParameterValue::Unsigned(u) => i64::try_from(*u).ok(),
+            ParameterValue::Hex(_) => p.hex_value().and_then(|u| i64::try_from(u).ok()),
+            ParameterValue::Flag(b) => Some(i64::from(*b)),
+            ParameterValue::Text(t) => t.trim().parse().ok(),
+        })
+    {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(value);
+        registry.register(
+            "nodectl_amdgpu_cwsr_enable",
+            "amdgpu.cwsr_enable module parameter",
+            gauge,
+        );
+    }
+
+    let findings = Family::<FindingLabels, Gauge>::default();
+    for finding in &s.findings {
+        let severity = finding.severity.as_str().to_owned();
+        findings
+            .get_or_create(&FindingLabels {
+                id: finding.id.clone(),
+                severity,
+            })
+            .inc();
+    }
+    if !s.findings.is_empty() {
+        registry.register(
+            "nodectl_findings",
+            "Findings of the checks, by id",
+            findings,
+        );
+    }
+}
+
+/// Renders the Prometheus text format (0.0.4) of the counters and of a snapshot's gauges.
+pub fn render(metrics: &KmsgMetrics, snapshot: Option<&model::Snapshot>) -> String {
+    let mut registry = Registry::default();
+    metrics.register(&mut registry);
+    if let Some(snapshot) = snapshot {
+        register_snapshot(&mut registry, snapshot);
+    }
+    let mut out = String::new();
+    if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry) {
+        tracing::error!("encoding metrics failed: {e}");
+    }
+    out
+}
+
+/// Serves `GET /metrics` on `listener` until `shutdown`; each scrape takes a snapshot.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    snapshotter: std::sync::Arc<crate::snapshot::Snapshotter>,
+    metrics: KmsgMetrics,
+    shutdown: tokio_util::sync::CancellationToken,
+) -> std::io::Result<()> {
+    use axum::http::header::CONTENT_TYPE;
+    let handler = move || {
+        let snapshotter = std::sync::Arc::clone(&snapshotter);
+        let metrics = metrics.clone();
+        async move {
+            let snapshot = tokio::task::spawn_blocking(move || {
+                snapshotter.take(&crate::snapshot::SampleOptions::default())
+            })
+            .await
+            .ok();
+            (
+                [(
+                    CONTENT_TYPE,
+                    prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
+                )],
+                render(&metrics, snapshot.as_ref()),
+            )
+        }
+    };
+    let app = axum::Router::new().route("/metrics", axum::routing::get(handler));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use nodectl_model::Class;
+
+    #[test]
+    fn renders_counters_and_present_gauges_only() {
+        let m = KmsgMetrics::default();
+        m.count_event(Class::Firmware, "mes_timeout");
+        m.count_lost(3);
+        m.count_incident("mes_hang_reset");
+        let snapshot = model::Snapshot {
+            cards: vec![model::Card {
+                name: "card1".into(),
+                bdf: Some("0000:c1:00.0".into()),
+                gpu_busy_percent: Some(42),
+                firmware: [("mes_fw_version".to_owned(), "0x00000080".to_owned())].into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let text = render(&m, Some(&snapshot));
+        assert!(
+            text.contains(r#"nodectl_kernel_events_total{class="firmware",id="mes_timeout"} 1"#),
+            "{text}"
+        );
+        assert!(text.contains("nodectl_kmsg_records_lost_total 3"), "{text}");
+        assert!(
+            text.contains(r#"nodectl_incidents_total{kind="mes_hang_reset"} 1"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#"nodectl_gpu_busy_percent{card="card1",bdf="0000:c1:00.0"} 42"#),
+            "{text}"
+        );
+        assert!(text.contains(r#"version="0x00000080""#), "{text}");
+        assert!(!text.contains("nodectl_gpu_power_watts"), "{text}");
+    }
+}

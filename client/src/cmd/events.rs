@@ -1,0 +1,412 @@
+//! `nodectl events`: classified amdgpu/KFD kernel events and incidents, from an agent, the agent in this process, or a saved log.
+
+use std::collections::BTreeMap;
+use std::io::Read as _;
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::Args;
+use nodectl_model::kernel_log::{RecordsLost, time_text};
+use nodectl_model::{Class, Incident, KernelEvent, StreamMessage};
+use tokio_stream::StreamExt as _;
+
+use crate::context::Context;
+use crate::embedded::{self, EmbeddedOptions};
+use crate::exit::Outcome;
+use crate::nodes::{KernelEventsRequest, Nodes};
+use crate::render::{self, Format, table};
+
+/// Flags of `nodectl events`.
+#[derive(Debug, Args)]
+#[deny(missing_docs)]
+pub struct EventsArgs {
+    /// Keep the stream open and print new records as they come (one JSON object per line with -o json).
+    #[arg(long)]
+    pub follow: bool,
+    /// Start after this kernel sequence number (resume where an earlier run stopped).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub since_seq: u64,
+    /// Only these classes: hang, reset, fault, oom, firmware, info (comma-separated).
+    #[arg(long, value_name = "CLASS,...", value_delimiter = ',')]
+    pub class: Vec<String>,
+    /// Also print records no rule classified, and records user space wrote.
+    #[arg(long)]
+    pub include_unclassified: bool,
+    /// Kernel message rules (TOML, same format as the embedded ones) for in-process and offline use.
+    #[arg(long, value_name = "FILE")]
+    pub rules: Option<PathBuf>,
+    /// Read a saved log instead of a node (`-` for standard input): kmsg records, dmesg,
+    /// dmesg -T, journalctl short/short-precise or talosctl dmesg lines.
+    #[arg(long, value_name = "PATH|-")]
+    pub file: Option<String>,
+    /// Year of journalctl lines, which print none (default: this year).
+    #[arg(long, value_name = "YEAR")]
+    pub year: Option<i16>,
+    /// Print counts per event id instead of every event.
+    #[arg(long)]
+    pub summary: bool,
+}
+
+/// `-o json` document.
+#[derive(Debug, Default, serde::Serialize)]
+pub struct EventsReport {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub boot_id: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "time_text")]
+    pub boot_time: Option<jiff::Timestamp>,
+    pub events: Vec<KernelEvent>,
+    pub incidents: Vec<Incident>,
+    pub records_lost: u64,
+    /// Messages the agent dropped for this client because it read too slowly.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lagged: u64,
+    /// `--summary`: events per `class/id`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub counts: BTreeMap<String, u64>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// The classes asked for, checked here so a typo is an input error before anything is read.
+fn parse_classes(names: &[String]) -> anyhow::Result<Vec<Class>> {
+    names
+        .iter()
+        .map(|name| {
+            Class::parse(name.trim()).with_context(|| {
+                format!("--class {name}: unknown class; known: {}", Class::known())
+            })
+        })
+        .collect()
+}
+
+/// Runs `nodectl events`.
+pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+    let classes = parse_classes(&args.class)?;
+    if args.file.is_some() && !ctx.endpoints().is_empty() {
+        anyhow::bail!("--file and --endpoint exclude each other");
+    }
+    let mut printer = Printer::new(ctx.format, args.follow, args.summary)?;
+    if let Some(file) = &args.file {
+        let text = read_input(file)?;
+        let year = args
+            .year
+            .unwrap_or_else(|| jiff::ZonedDateTime::now().year());
+        let keeps = |class: Option<Class>| match class {
+            None => args.include_unclassified,
+            Some(c) => classes.is_empty() || classes.contains(&c),
+        };
+        let summary =
+            embedded::analyze_saved_log(&text, args.rules.as_deref(), year, |e| keeps(e.class))?;
+        for event in summary.events {
+            printer.event(event)?;
+        }
+        printer.incidents = summary.incidents;
+        printer.report.records_lost = summary.records_lost;
+        return printer.finish();
+    }
+    let nodes = ctx.nodes()?;
+    if let Nodes::Agents(endpoints) = &nodes {
+        if args.rules.is_some() {
+            anyhow::bail!("--rules applies in-process; an agent uses its own --rules");
+        }
+        if args.follow && endpoints.len() > 1 {
+            anyhow::bail!("--follow takes one --endpoint");
+        }
+    }
+    let options = EmbeddedOptions {
+        kernel_log: true,
+        rules: args.rules.clone(),
+    };
+    for target in nodes.targets() {
+        let mut client = target.connect(&options).await?;
+        let request = KernelEventsRequest {
+            since_seq: args.since_seq,
+            follow: args.follow,
+            classes: classes.clone(),
+            include_unclassified: args.include_unclassified,
+        };
+        let mut stream = client.kernel_events(request).await?;
+        while let Some(message) = stream.next().await {
+            printer.message(message?)?;
+        }
+    }
+    printer.finish()
+}
+
+fn read_input(file: &str) -> anyhow::Result<String> {
+    let mut bytes = Vec::new();
+    if file == "-" {
+        std::io::stdin()
+            .read_to_end(&mut bytes)
+            .context("reading standard input")?;
+    } else {
+        bytes = std::fs::read(file).with_context(|| format!("--file {file}"))?;
+    }
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// Prints as things come (follow) or collects them for one report.
+struct Printer {
+    format: Format,
+    follow: bool,
+    summary: bool,
+    report: EventsReport,
+    /// Latest update of each incident, in order of first appearance.
+    incidents: Vec<Incident>,
+}
+
+impl Printer {
+    fn new(format: Format, follow: bool, summary: bool) -> anyhow::Result<Self> {
+        if follow && format == Format::Yaml {
+            anyhow::bail!("--follow prints a table or JSON lines; -o yaml is not streamable");
+        }
+        Ok(Printer {
+            format,
+            follow,
+            summary,
+            report: EventsReport::default(),
+            incidents: Vec::new(),
+        })
+    }
+
+    fn line(&self, value: serde_json::Value, table_line: String) -> anyhow::Result<()> {
+        match self.format {
+            Format::Json => render::line(value.to_string()),
+            _ => render::line(table_line),
+        }
+    }
+
+    fn event(&mut self, event: KernelEvent) -> anyhow::Result<()> {
+        if self.summary {
+            let key = format!(
+                "{}/{}",
+                event.class.map_or("unclassified", Class::as_str),
+                event.id.as_deref().unwrap_or("-")
+            );
+            *self.report.counts.entry(key).or_insert(0) += 1;
+            return Ok(());
+        }
+        if self.follow {
+            let text = event_line(&event);
+            return self.line(serde_json::json!({ "event": event }), text);
+        }
+        self.report.events.push(event);
+        Ok(())
+    }
+
+    fn incident(&mut self, incident: Incident) -> anyhow::Result<()> {
+        if self.follow {
+            let text = incident_line(&incident);
+            return self.line(serde_json::json!({ "incident": incident }), text);
+        }
+        match self
+            .incidents
+            .iter_mut()
+            .find(|i| i.incident_id == incident.incident_id)
+        {
+            Some(existing) => *existing = incident,
+            None => self.incidents.push(incident),
+        }
+        Ok(())
+    }
+
+    fn lost(&mut self, lost: RecordsLost) -> anyhow::Result<()> {
+        self.report.records_lost = self.report.records_lost.saturating_add(lost.count);
+        if self.follow {
+            return self.line(
+                serde_json::json!({ "records_lost": lost }),
+                format!(
+                    "!! {} kernel log records lost (seq {}..={})",
+                    lost.count, lost.first_lost_seq, lost.last_lost_seq
+                ),
+            );
+        }
+        Ok(())
+    }
+
+    fn message(&mut self, message: StreamMessage) -> anyhow::Result<()> {
+        match message {
+            StreamMessage::Header(h) => {
+                self.report.boot_id = Some(h.boot_id.clone());
+                self.report.boot_time = h.boot_time;
+                if self.follow {
+                    let boot_time = h.boot_time.map(|t| t.to_string()).unwrap_or_default();
+                    self.line(
+                        serde_json::json!({ "header": { "boot_id": h.boot_id, "boot_time": boot_time, "records_lost_total": h.records_lost_total } }),
+                        format!("boot {} at {boot_time}", h.boot_id),
+                    )?;
+                }
+            }
+            StreamMessage::Event(e) => self.event(e)?,
+            StreamMessage::Incident(i) => self.incident(i)?,
+            StreamMessage::RecordsLost(l) => self.lost(l)?,
+            StreamMessage::Lagged { missed } => {
+                self.report.lagged = self.report.lagged.saturating_add(missed);
+                if self.follow {
+                    self.line(
+                        serde_json::json!({ "lagged": { "missed": missed } }),
+                        format!("!! this client fell behind; {missed} messages were dropped"),
+                    )?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn finish(mut self) -> anyhow::Result<Outcome> {
+        if self.follow {
+            return Ok(Outcome::Ok);
+        }
+        self.report.incidents = std::mem::take(&mut self.incidents);
+        if !render::print_structured(&self.report, self.format)? {
+            render::emit(&render_table(&self.report))?;
+        }
+        Ok(Outcome::Ok)
+    }
+}
+
+fn time_or_dash(t: Option<jiff::Timestamp>) -> String {
+    t.map_or_else(|| "-".to_owned(), |t| t.to_string())
+}
+
+fn event_line(e: &KernelEvent) -> String {
+    let at = e
+        .seq
+        .map(|s| format!("seq {s}"))
+        .or_else(|| e.line.map(|l| format!("line {l}")))
+        .unwrap_or_default();
+    let what = match (e.class, &e.id) {
+        (Some(c), Some(i)) => format!("{}/{i}", c.as_str()),
+        _ if e.user_written => "user-written".to_owned(),
+        _ => "-".to_owned(),
+    };
+    format!(
+        "{at} {} {what} {} {}",
+        time_or_dash(e.time),
+        e.device.as_deref().unwrap_or("-"),
+        e.message
+    )
+}
+
+fn incident_line(i: &Incident) -> String {
+    format!(
+        "incident {} {} on {}: {} events{}{}",
+        i.incident_id,
+        i.kind,
+        i.device.as_deref().unwrap_or("?"),
+        i.event_total(),
+        match i.recovered {
+            Some(true) => ", recovered",
+            Some(false) => ", NOT recovered",
+            None => "",
+        },
+        if i.closed { ", closed" } else { "" },
+    )
+}
+
+fn render_table(report: &EventsReport) -> String {
+    let mut out = String::new();
+    if !report.counts.is_empty() {
+        let mut t = table(&["CLASS/ID", "COUNT"]);
+        for (k, v) in &report.counts {
+            t.add_row([k.clone(), v.to_string()]);
+        }
+        out.push_str(&format!("{t}\n"));
+    }
+    if !report.events.is_empty() {
+        let mut t = table(&["SEQ", "TIME", "CLASS", "ID", "DEVICE", "FIELDS", "MESSAGE"]);
+        for e in &report.events {
+            let fields: Vec<String> = e
+                .fields
+                .iter()
+                .filter(|(k, _)| k.as_str() != "pci")
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
+            t.add_row([
+                e.seq
+                    .map(|s| s.to_string())
+                    .or_else(|| e.line.map(|l| format!("line {l}")))
+                    .unwrap_or_default(),
+                e.time
+                    .map(|t| t.to_string())
+                    .or_else(|| {
+                        e.monotonic_usec
+                            .map(|u| format!("{}.{:06}", u / 1_000_000, u % 1_000_000))
+                    })
+                    .unwrap_or_default(),
+                match e.class {
+                    Some(c) => c.as_str().to_owned(),
+                    None if e.user_written => "user".to_owned(),
+                    None => "-".to_owned(),
+                },
+                e.id.as_deref().unwrap_or("-").to_owned(),
+                e.device.clone().unwrap_or_default(),
+                fields.join(" "),
+                e.message.clone(),
+            ]);
+        }
+        out.push_str(&format!("{t}\n"));
+    }
+    if report.incidents.is_empty() {
+        out.push_str("No incidents.\n");
+    } else {
+        let mut t = table(&[
+            "INCIDENT",
+            "KIND",
+            "DEVICE",
+            "FIRST",
+            "LAST",
+            "EVENTS",
+            "PROCESS",
+            "RECOVERED",
+        ]);
+        for i in &report.incidents {
+            let where_ = |seq: Option<u64>, line: Option<u64>, time: Option<jiff::Timestamp>| {
+                time.map(|t| t.to_string())
+                    .or_else(|| seq.map(|s| format!("seq {s}")))
+                    .or_else(|| line.map(|l| format!("line {l}")))
+                    .unwrap_or_default()
+            };
+            let counts: Vec<String> = i
+                .event_counts
+                .iter()
+                .map(|(k, v)| format!("{k}×{v}"))
+                .collect();
+            t.add_row([
+                i.incident_id.to_string(),
+                i.kind.to_string(),
+                i.device.clone().unwrap_or_default(),
+                where_(i.first_seq, i.first_line, i.first_time),
+                where_(i.last_seq, i.last_line, i.last_time),
+                counts.join(" "),
+                match (&i.process, i.pid) {
+                    (Some(p), Some(pid)) => format!("{p} ({pid})"),
+                    (Some(p), None) => p.clone(),
+                    (None, Some(pid)) => pid.to_string(),
+                    (None, None) => String::new(),
+                },
+                match i.recovered {
+                    Some(true) => "yes".into(),
+                    Some(false) => "NO".into(),
+                    None => "unknown".into(),
+                },
+            ]);
+        }
+        out.push_str(&format!("{t}\n"));
+    }
+    if report.records_lost > 0 {
+        out.push_str(&format!(
+            "{} kernel log records were lost.\n",
+            report.records_lost
+        ));
+    }
+    if report.lagged > 0 {
+        out.push_str(&format!(
+            "{} messages were dropped because this client read too slowly.\n",
+            report.lagged
+        ));
+    }
+    out
+}

@@ -1,0 +1,6 @@
+//! One module per subcommand; each takes the [`crate::context::Context`] and returns an outcome.
+
+pub mod cwsr;
+pub mod events;
+pub mod node;
+pub mod talos;

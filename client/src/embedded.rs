@@ -1,0 +1,129 @@
+//! The agent in this process: its gRPC service on a host root, served over an in-memory transport, and its saved-log analysis.
+//!
+//! This is the one module of the client that names the agent library. With no `--endpoint`,
+//! nodectl talks to this service exactly as it talks to a remote agent, so embedded mode, the
+//! DaemonSet and the tests share one code path.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use nodectl_agent::kmsg::analyze::{LogSummary, analyze_text};
+use nodectl_agent::kmsg::metrics::KmsgMetrics;
+use nodectl_agent::kmsg::pipeline::{KernelLog, KernelLogConfig};
+use nodectl_agent::kmsg::{Classifier, KernelEvent};
+use nodectl_agent::snapshot::Snapshotter;
+use nodectl_agent::{HostRoot, server};
+use tokio::io::DuplexStream;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Channel, Endpoint};
+
+/// Bytes in flight per direction of the in-memory connection: a snapshot fits in a few writes.
+const DUPLEX_BUFFER_BYTES: usize = 64 * 1024;
+
+/// How long start-up waits for the kernel log's first pass before serving (as the agent does).
+const KERNEL_LOG_FIRST_PASS: Duration = Duration::from_secs(10);
+
+/// What the in-process agent runs besides snapshots.
+#[derive(Debug, Clone, Default)]
+pub struct EmbeddedOptions {
+    /// Read the root's kernel log (only `events` needs it; it reads the whole ring).
+    pub kernel_log: bool,
+    /// Kernel message rules instead of the embedded ones.
+    pub rules: Option<PathBuf>,
+}
+
+/// The agent service running in this process; stopped when dropped.
+#[derive(Debug)]
+pub struct Embedded {
+    channel: Channel,
+    cancel: CancellationToken,
+    kernel_log: Option<KernelLog>,
+}
+
+impl Embedded {
+    /// Starts the agent's service on `root` and connects to it.
+    pub async fn start(root: &Path, options: &EmbeddedOptions) -> anyhow::Result<Embedded> {
+        let host_root = HostRoot::new(root);
+        let cancel = CancellationToken::new();
+        let kernel_log = if options.kernel_log {
+            let classifier = Arc::new(Classifier::load(options.rules.as_deref())?);
+            let log = KernelLog::start(
+                &host_root,
+                KernelLogConfig::new(classifier),
+                KmsgMetrics::default(),
+                cancel.clone(),
+            );
+            if !log.caught_up(KERNEL_LOG_FIRST_PASS).await {
+                tracing::warn!("the kernel log was not read to its end in time");
+            }
+            Some(log)
+        } else {
+            None
+        };
+        let service = server::DiagnosticsService::new(Arc::new(Snapshotter::new(host_root)))
+            .with_kernel_log(kernel_log.clone());
+        let router = server::router(service).context("building the in-process agent")?;
+
+        let (connections, incoming) = mpsc::channel::<std::io::Result<DuplexStream>>(1);
+        let stop = cancel.clone();
+        tokio::spawn(async move {
+            let served = router
+                .serve_with_incoming_shutdown(ReceiverStream::new(incoming), stop.cancelled_owned())
+                .await;
+            if let Err(e) = served {
+                tracing::error!("in-process agent: {e}");
+            }
+        });
+        // The URI is required by tonic but unused: the connector hands over one end of a pipe.
+        let channel = Endpoint::from_static("http://in-process.invalid")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let connections = connections.clone();
+                async move {
+                    let (client, server) = tokio::io::duplex(DUPLEX_BUFFER_BYTES);
+                    connections
+                        .send(Ok(server))
+                        .await
+                        .map_err(|_| std::io::Error::other("the in-process agent has stopped"))?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(client))
+                }
+            }))
+            .await
+            .context("connecting to the in-process agent")?;
+        Ok(Embedded {
+            channel,
+            cancel,
+            kernel_log,
+        })
+    }
+
+    /// A channel to the service (cheap to clone).
+    pub fn channel(&self) -> Channel {
+        self.channel.clone()
+    }
+}
+
+impl Drop for Embedded {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+        if let Some(log) = self.kernel_log.take() {
+            // The reader wakes within its poll interval; don't hold up the runtime for it.
+            std::thread::spawn(move || log.join());
+        }
+    }
+}
+
+/// Analyses a saved log of any supported format with the agent's classifier (`rules`, or the
+/// embedded ones). `year` dates journalctl lines, which print none.
+pub fn analyze_saved_log(
+    text: &str,
+    rules: Option<&Path>,
+    year: i16,
+    keep: impl FnMut(&KernelEvent) -> bool,
+) -> anyhow::Result<LogSummary> {
+    let classifier = Arc::new(Classifier::load(rules)?);
+    Ok(analyze_text(text, classifier, year, keep))
+}

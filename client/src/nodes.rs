@@ -1,0 +1,230 @@
+//! Where node state comes from: agents at `--endpoint`s over gRPC, or the agent service in this process; both answer as NodeDiagnostics.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use nodectl_model::{Class, Snapshot, StreamMessage};
+use nodectl_proto::nodectl::v1 as pb;
+use pb::node_diagnostics_client::NodeDiagnosticsClient;
+use tokio_stream::{Stream, StreamExt as _};
+use tonic::transport::{Channel, Endpoint};
+
+use crate::embedded::{Embedded, EmbeddedOptions};
+use crate::exit::Unreachable;
+
+/// How long nodectl waits for an agent to accept a connection.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The nodes a command reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Nodes {
+    /// The agent service in this process, on a host root (`/` or `--host-root DIR`).
+    Embedded(PathBuf),
+    /// Agents at these endpoints (`http://HOST:PORT` or `unix:/path`).
+    Agents(Vec<String>),
+}
+
+/// One node to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    Embedded(PathBuf),
+    Agent(String),
+}
+
+impl Nodes {
+    pub fn new(endpoints: &[String], host_root: Option<PathBuf>) -> anyhow::Result<Self> {
+        match (endpoints.is_empty(), host_root) {
+            (true, root) => Ok(Nodes::Embedded(root.unwrap_or_else(|| PathBuf::from("/")))),
+            (false, None) => Ok(Nodes::Agents(endpoints.to_vec())),
+            (false, Some(_)) => anyhow::bail!("--endpoint and --host-root exclude each other"),
+        }
+    }
+
+    /// Every node, in the order given.
+    pub fn targets(&self) -> Vec<Target> {
+        match self {
+            Nodes::Embedded(root) => vec![Target::Embedded(root.clone())],
+            Nodes::Agents(endpoints) => endpoints.iter().cloned().map(Target::Agent).collect(),
+        }
+    }
+
+    /// The agents' endpoints (none in embedded mode).
+    pub fn endpoints(&self) -> &[String] {
+        match self {
+            Nodes::Embedded(_) => &[],
+            Nodes::Agents(endpoints) => endpoints,
+        }
+    }
+}
+
+impl Target {
+    /// What the node is shown as: its endpoint, `local`, or the tree.
+    pub fn label(&self) -> String {
+        match self {
+            Target::Agent(endpoint) => endpoint.clone(),
+            Target::Embedded(root) if root == std::path::Path::new("/") => "local".to_owned(),
+            Target::Embedded(root) => root.display().to_string(),
+        }
+    }
+
+    /// Connects to the node's agent (starting it in this process for an embedded target).
+    pub async fn connect(&self, options: &EmbeddedOptions) -> anyhow::Result<NodeClient> {
+        match self {
+            Target::Agent(endpoint) => Ok(NodeClient {
+                label: endpoint.clone(),
+                remote: true,
+                client: NodeDiagnosticsClient::new(connect_channel(endpoint).await?),
+                _embedded: None,
+            }),
+            Target::Embedded(root) => {
+                if !root.is_dir() {
+                    anyhow::bail!("--host-root {}: not a directory", self.label());
+                }
+                let embedded = Embedded::start(root, options).await?;
+                Ok(NodeClient {
+                    label: self.label(),
+                    remote: false,
+                    client: NodeDiagnosticsClient::new(embedded.channel()),
+                    _embedded: Some(embedded),
+                })
+            }
+        }
+    }
+}
+
+/// Opens a gRPC channel to an agent; a failure is `Unreachable` (exit 3).
+async fn connect_channel(endpoint: &str) -> anyhow::Result<Channel> {
+    let channel = if let Some(path) = endpoint.strip_prefix("unix:") {
+        let path = PathBuf::from(path);
+        // The URI is required by tonic but unused: the connector dials the socket.
+        Endpoint::from_static("http://[::]:50051")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let path = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(path).await?,
+                    ))
+                }
+            }))
+            .await
+    } else {
+        Endpoint::from_shared(endpoint.to_owned())
+            .with_context(|| format!("--endpoint {endpoint}: not a URL like http://HOST:PORT"))?
+            .connect_timeout(CONNECT_TIMEOUT)
+            .connect()
+            .await
+    };
+    channel
+        .map_err(|e| Unreachable(format!("agent at {endpoint} could not be reached: {e}")).into())
+}
+
+/// What `StreamKernelEvents` is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct KernelEventsRequest {
+    /// Records with a seq after this one; 0: the whole history the agent holds.
+    pub since_seq: u64,
+    /// Keep the stream open for new records.
+    pub follow: bool,
+    /// Only events of these classes; empty: every class.
+    pub classes: Vec<Class>,
+    /// Also records no rule classified.
+    pub include_unclassified: bool,
+}
+
+/// A connection to one node's agent, remote or in this process.
+#[derive(Debug)]
+pub struct NodeClient {
+    /// Endpoint, `local`, or the tree.
+    pub label: String,
+    remote: bool,
+    client: NodeDiagnosticsClient<Channel>,
+    /// Keeps the in-process agent running while the client is used.
+    _embedded: Option<Embedded>,
+}
+
+/// One node's snapshot with the label it is shown under.
+#[derive(Debug, Clone)]
+pub struct NodeSnapshot {
+    pub source: String,
+    pub snapshot: Snapshot,
+}
+
+/// An agent's error status as nodectl reports it: `Unavailable` means unreachable (exit 3).
+fn status_error(label: &str, remote: bool, status: &tonic::Status) -> anyhow::Error {
+    let text = if remote {
+        format!("agent at {label}: {}", status.message())
+    } else {
+        status.message().to_owned()
+    };
+    if status.code() == tonic::Code::Unavailable {
+        Unreachable(text).into()
+    } else {
+        anyhow::Error::msg(text)
+    }
+}
+
+impl NodeClient {
+    /// One snapshot, with `count` clock readings `interval` apart.
+    pub async fn snapshot(&mut self, count: u32, interval: Duration) -> anyhow::Result<Snapshot> {
+        let request = pb::GetSnapshotRequest {
+            sample_count: count,
+            sample_interval_ms: u32::try_from(interval.as_millis()).unwrap_or(u32::MAX),
+        };
+        let reply = self
+            .client
+            .get_snapshot(request)
+            .await
+            .map_err(|status| status_error(&self.label, self.remote, &status))?;
+        Snapshot::try_from(reply.into_inner())
+            .with_context(|| format!("agent at {} sent a malformed snapshot", self.label))
+    }
+
+    /// The agent's kernel event stream for `request`, as model messages.
+    pub async fn kernel_events(
+        &mut self,
+        request: KernelEventsRequest,
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<StreamMessage>> + use<>> {
+        let request = pb::StreamKernelEventsRequest {
+            since_seq: request.since_seq,
+            follow: request.follow,
+            classes: request
+                .classes
+                .iter()
+                .map(|c| c.as_str().to_owned())
+                .collect(),
+            include_unclassified: request.include_unclassified,
+        };
+        let stream = self
+            .client
+            .stream_kernel_events(request)
+            .await
+            .map_err(|status| status_error(&self.label, self.remote, &status))?
+            .into_inner();
+        let label = self.label.clone();
+        let remote = self.remote;
+        Ok(stream.map(move |message| {
+            let message = message.map_err(|status| status_error(&label, remote, &status))?;
+            StreamMessage::try_from(message)
+                .with_context(|| format!("agent at {label} sent a malformed stream message"))
+        }))
+    }
+}
+
+/// Takes a snapshot of every node. Stops at the first node that fails.
+pub async fn snapshots(
+    nodes: &Nodes,
+    count: u32,
+    interval: Duration,
+) -> anyhow::Result<Vec<NodeSnapshot>> {
+    let mut out = Vec::new();
+    for target in nodes.targets() {
+        let mut client = target.connect(&EmbeddedOptions::default()).await?;
+        let snapshot = client.snapshot(count, interval).await?;
+        out.push(NodeSnapshot {
+            source: client.label.clone(),
+            snapshot,
+        });
+    }
+    Ok(out)
+}

@@ -1,0 +1,120 @@
+//! Everything nodectl prints: the output formats (`-o table|json|yaml`), the one table style, unified diffs, and writes to standard output that end quietly when it closes.
+
+use std::io::Write as _;
+
+use comfy_table::{ContentArrangement, Table};
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Human tables.
+    #[default]
+    Table,
+    /// Pretty JSON, the stable documented shape.
+    Json,
+    /// The same shape as JSON, in YAML.
+    Yaml,
+}
+
+/// Renders `value` as JSON or YAML; `None` for `Format::Table` (the caller draws its table).
+pub fn structured<T: Serialize>(value: &T, format: Format) -> anyhow::Result<Option<String>> {
+    Ok(match format {
+        Format::Table => None,
+        Format::Json => Some(format!("{}\n", serde_json::to_string_pretty(value)?)),
+        Format::Yaml => Some(serde_saphyr::to_string(value)?),
+    })
+}
+
+/// Prints `value` as JSON or YAML and returns true; false for `Format::Table`.
+pub fn print_structured<T: Serialize>(value: &T, format: Format) -> anyhow::Result<bool> {
+    match structured(value, format)? {
+        Some(text) => {
+            emit(&text)?;
+            Ok(true)
+        }
+        None => Ok(false),
+    }
+}
+
+/// A table in nodectl's one style: condensed UTF-8 borders, columns fitted to the terminal.
+pub fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED)
+        .set_content_arrangement(ContentArrangement::Dynamic);
+    if !header.is_empty() {
+        t.set_header(header.iter().copied());
+    }
+    t
+}
+
+/// A unified diff of two texts (`---`/`+++` headers, 3 lines of context); empty when equal.
+pub fn unified_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
+    if old == new {
+        return String::new();
+    }
+    similar::TextDiff::from_lines(old, new)
+        .unified_diff()
+        .context_radius(3)
+        .header(old_name, new_name)
+        .to_string()
+}
+
+/// `text` with every line indented by `spaces`.
+pub fn indented(text: &str, spaces: usize) -> String {
+    let pad = " ".repeat(spaces);
+    text.lines().map(|line| format!("{pad}{line}\n")).collect()
+}
+
+/// Standard output was closed by its reader (`| head`): the command ends quietly.
+#[derive(Debug, thiserror::Error)]
+#[error("standard output closed")]
+pub struct OutputClosed;
+
+/// Writes to standard output and flushes; a closed pipe is [`OutputClosed`], not a panic.
+pub fn emit(text: &str) -> anyhow::Result<()> {
+    let mut stdout = std::io::stdout().lock();
+    match stdout
+        .write_all(text.as_bytes())
+        .and_then(|()| stdout.flush())
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(OutputClosed.into()),
+        other => Ok(other?),
+    }
+}
+
+/// [`emit`] with a newline.
+pub fn line(text: impl AsRef<str>) -> anyhow::Result<()> {
+    emit(&format!("{}\n", text.as_ref()))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn diffs_and_indents() {
+        assert_eq!(unified_diff("a\n", "a\n", "x", "y"), "");
+        let diff = unified_diff("a\nb\n", "a\nc\n", "old", "new");
+        assert!(diff.starts_with("--- old\n+++ new\n"), "{diff}");
+        assert!(diff.contains("-b\n+c\n"), "{diff}");
+        assert_eq!(indented("a\nb", 2), "  a\n  b\n");
+    }
+
+    #[test]
+    fn yaml_and_json_have_one_shape() {
+        #[derive(Serialize)]
+        struct S {
+            a: u32,
+        }
+        assert_eq!(
+            structured(&S { a: 1 }, Format::Json).unwrap().unwrap(),
+            "{\n  \"a\": 1\n}\n"
+        );
+        assert!(structured(&S { a: 1 }, Format::Table).unwrap().is_none());
+        assert_eq!(
+            structured(&S { a: 1 }, Format::Yaml).unwrap().unwrap(),
+            "a: 1\n"
+        );
+    }
+}

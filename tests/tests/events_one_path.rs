@@ -1,0 +1,174 @@
+//! `nodectl events` in-process and through a real agent give the same answer: a saved kmsg stream in a host tree is replayed through both, at once and in follow mode.
+//!
+//! The tree's `dev/kmsg` is a regular file (as in a bug-report bundle), so both read the same
+//! records; its `/proc/stat` carries the boot time, so both compute the same wall-clock times.
+
+use std::io::{BufRead as _, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use nodectl_e2e::harness::{Agent, binary, fixture, nodectl};
+use serde_json::Value;
+
+/// 2025-08-05T09:00:00Z, the boot of the kmsg scenario.
+const SCENARIO_BTIME: u64 = 1_754_384_400;
+
+/// A host tree holding the scenario's kmsg records as its `dev/kmsg`.
+fn replay_tree() -> anyhow::Result<tempfile::TempDir> {
+    let tree = tempfile::tempdir()?;
+    let root = tree.path();
+    std::fs::create_dir_all(root.join("dev"))?;
+    std::fs::create_dir_all(root.join("proc/sys/kernel/random"))?;
+    std::fs::copy(fixture("kmsg/scenario.kmsg.log"), root.join("dev/kmsg"))?;
+    std::fs::write(
+        root.join("proc/sys/kernel/random/boot_id"),
+        "5e1f0c1e-7a2b-4c3d-9e8f-0a1b2c3d4e5f\n",
+    )?;
+    std::fs::write(
+        root.join("proc/stat"),
+        format!("cpu  1 2 3 4 5 6 7 0 0 0\nbtime {SCENARIO_BTIME}\nprocesses 42\n"),
+    )?;
+    Ok(tree)
+}
+
+fn events_json(source: &[&str], extra: &[&str]) -> anyhow::Result<Value> {
+    let mut args = source.to_vec();
+    args.extend(["events", "-o", "json"]);
+    args.extend_from_slice(extra);
+    let run = nodectl(&args)?;
+    anyhow::ensure!(
+        run.code == 0,
+        "nodectl {args:?}: exit {}: {}",
+        run.code,
+        run.stderr
+    );
+    serde_json::from_str(&run.stdout).context("events -o json")
+}
+
+fn path_arg(path: &Path) -> anyhow::Result<&str> {
+    path.to_str().context("non-UTF-8 path")
+}
+
+#[test]
+fn a_saved_stream_gives_the_same_json_in_process_and_through_an_agent() -> anyhow::Result<()> {
+    let tree = replay_tree()?;
+    let root = path_arg(tree.path())?;
+    let agent = Agent::start(tree.path(), &[])?;
+    for extra in [
+        &[][..],
+        &["--include-unclassified"][..],
+        &["--class", "reset", "--since-seq", "10"][..],
+    ] {
+        let in_process = events_json(&["--host-root", root], extra)?;
+        let through_agent = events_json(&["--endpoint", &agent.endpoint], extra)?;
+        assert_eq!(in_process, through_agent, "{extra:?}");
+    }
+    let json = events_json(&["--host-root", root], &[])?;
+    assert_eq!(json["boot_id"], "5e1f0c1e-7a2b-4c3d-9e8f-0a1b2c3d4e5f");
+    assert_eq!(json["boot_time"], "2025-08-05T09:00:00Z");
+    let kinds: Vec<&str> = json["incidents"]
+        .as_array()
+        .context("incidents")?
+        .iter()
+        .filter_map(|i| i["kind"].as_str())
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "mes_hang_reset",
+            "page_fault_storm",
+            "ring_timeout_reset",
+            "mes_wedged"
+        ]
+    );
+    // The saved stream is over: every incident is closed, the quiet wedge at its end too.
+    let incidents = json["incidents"].as_array().context("incidents")?;
+    assert!(incidents.iter().all(|i| i["closed"] == true), "{json}");
+    let mes = json["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .find(|e| e["id"] == "mes_timeout")
+        .context("mes_timeout")?;
+    // seq 7 at 950.818166 s after boot.
+    assert_eq!(mes["seq"], 7);
+    assert_eq!(mes["time"], "2025-08-05T09:15:50.818166Z");
+    assert!(agent.terminate()?);
+    Ok(())
+}
+
+/// Starts `nodectl events --follow -o json` and collects its lines until `done` holds for one,
+/// or 60 s pass.
+fn follow_until(source: &[&str], done: impl Fn(&Value) -> bool) -> anyhow::Result<Vec<Value>> {
+    let mut child = Command::new(binary("nodectl")?)
+        .args(source)
+        .args(["events", "--follow", "-o", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()?;
+    let stdout = child.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut lines = Vec::new();
+    let result = loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let value: Value = serde_json::from_str(&line)
+                    .with_context(|| format!("not a JSON line: {line}"))?;
+                let finished = done(&value);
+                lines.push(value);
+                if finished {
+                    break Ok(lines);
+                }
+            }
+            Err(_) => {
+                break Err(anyhow::anyhow!(
+                    "{source:?}: condition not met in 60 s; got {lines:?}"
+                ));
+            }
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    result
+}
+
+fn wedge_closed(line: &Value) -> bool {
+    line["incident"]["kind"] == "mes_wedged" && line["incident"]["closed"] == true
+}
+
+#[test]
+fn in_follow_mode_a_quiet_incident_closes_without_a_later_record() -> anyhow::Result<()> {
+    let tree = replay_tree()?;
+    let root: PathBuf = tree.path().to_owned();
+    let agent = Agent::start(&root, &[])?;
+    let in_process = follow_until(&["--host-root", path_arg(&root)?], wedge_closed)?;
+    let through_agent = follow_until(&["--endpoint", &agent.endpoint], wedge_closed)?;
+    assert_eq!(in_process, through_agent);
+    assert!(in_process[0].get("header").is_some(), "{:?}", in_process[0]);
+    // The wedge's last event is seq 38; the close comes from the clock, not from a record of it.
+    let close = in_process.last().context("no line")?;
+    assert_eq!(close["incident"]["last_seq"], 38);
+    assert_eq!(close["incident"]["event_counts"]["mes_ring_full"], 3);
+    let open_before: Vec<&Value> = in_process
+        .iter()
+        .filter(|l| l["incident"]["incident_id"] == close["incident"]["incident_id"])
+        .collect();
+    assert!(
+        open_before.len() >= 2 && open_before[0]["incident"]["closed"] == false,
+        "the wedge was reported open before it closed: {open_before:?}"
+    );
+    assert!(agent.terminate()?);
+    Ok(())
+}
