@@ -701,7 +701,12 @@ async fn dry_runs_print_the_plan_as_json_on_every_boot_path() {
                 "{json}"
             );
             let diff = plan["steps"][0]["diff"].as_str().unwrap();
-            assert!(diff.contains(&format!("+  - {argument}")), "{diff}");
+            let added = format!("- {argument}");
+            assert!(
+                diff.lines()
+                    .any(|l| l.starts_with('+') && l[1..].trim() == added),
+                "{diff}"
+            );
             let upgrade = &plan["steps"][1];
             assert_eq!(upgrade["new_schematic"], boot_path != "legacy-grub");
             if boot_path == "legacy-grub" {

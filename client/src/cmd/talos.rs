@@ -9,12 +9,13 @@ use nodectl_model::KernelArgument;
 
 use crate::context::Context;
 use crate::exit::Outcome;
-use crate::render::{self, unified_diff};
+use crate::render::{self, Format};
 use crate::talos::api::{ApplyMode, TalosClient};
 use crate::talos::factory::{DEFAULT_FACTORY_URL, Factory};
 use crate::talos::machine_config::{MachineConfig, Patch};
 use crate::talos::plan::{
-    self, Execution, KernelArgChange, ParameterCheck, ParameterExpectation, module_parameter_path,
+    self, ApidDryRun, Execution, KernelArgChange, ParameterCheck, ParameterExpectation, PatchPlan,
+    Progress, module_parameter_path,
 };
 use crate::talos::workflow::{self, DEFAULT_TIMEOUT, Waited};
 
@@ -130,6 +131,16 @@ pub enum PatchMode {
 }
 
 impl PatchMode {
+    /// The flag's spelling: `no-reboot`.
+    fn name(self) -> &'static str {
+        match self {
+            PatchMode::Auto => "auto",
+            PatchMode::NoReboot => "no-reboot",
+            PatchMode::Staged => "staged",
+            PatchMode::Try => "try",
+        }
+    }
+
     fn wire(self) -> ApplyMode {
         match self {
             PatchMode::Auto => ApplyMode::Auto,
@@ -192,6 +203,24 @@ fn delayed_effect_notes(old: &MachineConfig, new: &MachineConfig) -> Vec<&'stati
     notes
 }
 
+/// The document `-o json|yaml` prints for `talos apply-patch`.
+#[derive(Debug, serde::Serialize)]
+struct PatchReport {
+    plan: PatchPlan,
+    dry_run: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    apid_dry_run: Option<ApidDryRun>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    result: Option<PatchResult>,
+}
+
+/// How an applied patch was read back.
+#[derive(Debug, serde::Serialize)]
+struct PatchResult {
+    verified: bool,
+    detail: String,
+}
+
 async fn apply_patch(args: &ApplyPatchArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let mut patches = Vec::new();
     for file in &args.files {
@@ -208,52 +237,98 @@ async fn apply_patch(args: &ApplyPatchArgs, ctx: &Context) -> anyhow::Result<Out
             .apply(patch)
             .with_context(|| format!("patch {}", file.display()))?;
     }
-    if patched == running {
-        out!(
-            "node {}: the patches change nothing in the running configuration; nothing to apply",
-            client.node
-        );
+    let notes = delayed_effect_notes(&running, &patched)
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let plan = plan::plan_patch(
+        &client.node,
+        args.files.iter().map(|f| f.display().to_string()).collect(),
+        args.mode.name(),
+        &running,
+        patched.clone(),
+        notes,
+    )?;
+    let progress = Progress::new(ctx.format);
+    let mut report = PatchReport {
+        plan,
+        dry_run: args.dry_run,
+        apid_dry_run: None,
+        result: None,
+    };
+    if ctx.format == Format::Table {
+        render::emit(&plan::render_patch_plan(&report.plan))?;
+    }
+    if report.plan.up_to_date {
+        render::print_structured(&report, ctx.format)?;
         return Ok(Outcome::Ok);
     }
     let new_yaml = patched.to_yaml()?;
-    out!("node {}: plan", client.node);
-    out!(
-        "  apply the full configuration with mode {} (diff of the running configuration):",
-        args.mode
-            .to_possible_value()
-            .map_or_else(|| format!("{:?}", args.mode), |v| v.get_name().to_owned())
-    );
-    for line in unified_diff(&running.to_yaml()?, &new_yaml, "running", "patched").lines() {
-        out!("     {line}");
-    }
-    let notes = delayed_effect_notes(&running, &patched);
-    for note in &notes {
-        out!("  note: {note}");
-    }
     if args.dry_run {
         let answer = client
             .apply_configuration(&new_yaml, args.mode.wire(), true)
             .await?;
-        out!("apid dry run:");
-        for line in crate::talos::api::dry_run_summary(&answer.mode_details).lines() {
-            out!("     {line}");
+        let dry = ApidDryRun {
+            summary: crate::talos::api::dry_run_summary(&answer.mode_details),
+            warnings: answer.warnings,
+        };
+        if !render::print_structured(
+            &PatchReport {
+                apid_dry_run: Some(dry.clone()),
+                ..report
+            },
+            ctx.format,
+        )? {
+            out!("apid dry run:");
+            render::emit(&render::indented(&dry.summary, 5))?;
+            out!("dry run: nothing was changed");
         }
-        out!("dry run: nothing was changed");
         return Ok(Outcome::Ok);
     }
     if !workflow::confirm(args.yes, &format!("Apply to node {}?", client.node))? {
-        out!("not confirmed: nothing was changed");
+        progress.say("not confirmed: nothing was changed")?;
         return Ok(Outcome::Ok);
     }
+    let result = execute_patch(
+        &client,
+        args,
+        &running,
+        &patched,
+        &new_yaml,
+        &report.plan,
+        &progress,
+    )
+    .await?;
+    progress.say(&result.detail)?;
+    let outcome = if result.verified {
+        Outcome::Ok
+    } else {
+        Outcome::Critical
+    };
+    report.result = Some(result);
+    render::print_structured(&report, ctx.format)?;
+    Ok(outcome)
+}
+
+/// Applies the patched configuration and reads it back as the mode apid chose requires.
+async fn execute_patch(
+    client: &TalosClient,
+    args: &ApplyPatchArgs,
+    running: &MachineConfig,
+    patched: &MachineConfig,
+    new_yaml: &str,
+    plan: &PatchPlan,
+    progress: &Progress,
+) -> anyhow::Result<PatchResult> {
     let answer = client
-        .apply_configuration(&new_yaml, args.mode.wire(), false)
+        .apply_configuration(new_yaml, args.mode.wire(), false)
         .await?;
-    out!("applied: {}", answer.mode_details.trim());
+    progress.say(format!("applied: {}", answer.mode_details.trim()))?;
     for warning in &answer.warnings {
-        out!("  warning: {warning}");
+        progress.say(format!("  warning: {warning}"))?;
     }
-    if !notes.is_empty() {
-        out!("  accepted, but not all of it is effective yet (see the notes above)");
+    if !plan.notes.is_empty() {
+        progress.say("  accepted, but not all of it is effective yet (see the notes above)")?;
     }
 
     let client = if answer.mode == ApplyMode::Reboot {
@@ -261,57 +336,64 @@ async fn apply_patch(args: &ApplyPatchArgs, ctx: &Context) -> anyhow::Result<Out
             "apid reboots the node to apply this; waiting (up to {}s):",
             args.timeout.as_secs()
         );
-        match workflow::wait_for_node(&client, args.timeout, async |c: &TalosClient| {
-            config_matches(c, "v1alpha1", &patched).await
+        match workflow::wait_for_node(client, args.timeout, async |c: &TalosClient| {
+            config_matches(c, "v1alpha1", patched).await
         })
         .await?
         {
             Waited::Done(c) | Waited::BackWithoutChange(c) | Waited::NeverWentDown(c) => c,
         }
     } else {
-        client
+        client.clone()
+    };
+    let result = |verified: bool, detail: &str| PatchResult {
+        verified,
+        detail: detail.to_owned(),
     };
 
     if answer.mode == ApplyMode::Staged {
         let running_now = client.machine_config().await?;
         let unchanged =
-            MachineConfig::parse(&running_now, "the node's machine configuration")? == running;
-        return match client.machine_config_by_id("persistent").await {
+            MachineConfig::parse(&running_now, "the node's machine configuration")? == *running;
+        return Ok(match client.machine_config_by_id("persistent").await {
             Ok(Some(persisted)) => {
-                if MachineConfig::parse(&persisted, "persisted configuration")? == patched {
-                    out!(
-                        "verified: the configuration is staged; it takes effect at the next reboot"
-                    );
-                    Ok(Outcome::Ok)
+                if MachineConfig::parse(&persisted, "persisted configuration")? == *patched {
+                    result(
+                        true,
+                        "verified: the configuration is staged; it takes effect at the next reboot",
+                    )
                 } else {
-                    out!("NOT verified: the persisted configuration is not the one sent");
-                    Ok(Outcome::Critical)
+                    result(
+                        false,
+                        "NOT verified: the persisted configuration is not the one sent",
+                    )
                 }
             }
-            _ if unchanged => {
-                out!(
-                    "staged: it takes effect at the next reboot; the running configuration is unchanged, as expected (the staged one cannot be read back here)"
-                );
-                Ok(Outcome::Ok)
-            }
-            _ => {
-                out!(
-                    "NOT verified: the running configuration changed although the mode was staged"
-                );
-                Ok(Outcome::Critical)
-            }
-        };
+            _ if unchanged => result(
+                true,
+                "staged: it takes effect at the next reboot; the running configuration is unchanged, as expected (the staged one cannot be read back here)",
+            ),
+            _ => result(
+                false,
+                "NOT verified: the running configuration changed although the mode was staged",
+            ),
+        });
     }
-    if config_matches(&client, "v1alpha1", &patched).await? {
-        out!("verified: the running configuration is the one sent");
+    Ok(if config_matches(&client, "v1alpha1", patched).await? {
         if answer.mode == ApplyMode::Try {
-            out!("  try mode: apid reverts it automatically unless a non-try apply follows");
+            result(
+                true,
+                "verified: the running configuration is the one sent\n  try mode: apid reverts it automatically unless a non-try apply follows",
+            )
+        } else {
+            result(true, "verified: the running configuration is the one sent")
         }
-        Ok(Outcome::Ok)
     } else {
-        out!("NOT verified: the running configuration read back differs from the one sent");
-        Ok(Outcome::Critical)
-    }
+        result(
+            false,
+            "NOT verified: the running configuration read back differs from the one sent",
+        )
+    })
 }
 
 async fn config_matches(
@@ -339,6 +421,16 @@ mod tests {
         let notes = delayed_effect_notes(&old, &new);
         assert!(notes.iter().any(|n| n.contains("extraKernelArgs")));
         assert!(delayed_effect_notes(&old, &old).is_empty());
+    }
+
+    #[test]
+    fn mode_names_are_the_flag_values() {
+        for mode in PatchMode::value_variants() {
+            assert_eq!(
+                mode.to_possible_value().map(|v| v.get_name().to_owned()),
+                Some(mode.name().to_owned())
+            );
+        }
     }
 
     #[test]

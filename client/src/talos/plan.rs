@@ -439,6 +439,15 @@ pub fn plan_kernel_arg(input: PlanInput<'_>) -> anyhow::Result<Plan> {
         }
         steps.push(Step::ReadBack { checks });
     }
+    if let Some(check) = &change.parameter
+        && facts.parameter.is_none()
+        && !check.required
+    {
+        notes.push(format!(
+            "{} cannot be read on the node (the module is not loaded, or it has no such parameter: the kernel ignores unknown ones); only {CMDLINE_PATH} is read back for it",
+            check.path
+        ));
+    }
     if boot_path.uses_schematic()
         && facts
             .config
@@ -502,7 +511,17 @@ pub fn render_plan(plan: &Plan) -> String {
         return out;
     }
     out.push_str(&format!("plan ({}):\n", plan.change.describe()));
-    for (number, step) in plan.steps.iter().enumerate() {
+    out.push_str(&render_steps(&plan.steps));
+    for note in &plan.notes {
+        out.push_str(&format!("  note: {note}\n"));
+    }
+    out
+}
+
+/// Numbered steps, with their diffs indented below them.
+fn render_steps(steps: &[Step]) -> String {
+    let mut out = String::new();
+    for (number, step) in steps.iter().enumerate() {
         let n = number + 1;
         match step {
             Step::PostSchematic { factory, diff, .. } => {
@@ -513,7 +532,7 @@ pub fn render_plan(plan: &Plan) -> String {
             }
             Step::ApplyConfiguration { mode, diff, .. } => {
                 out.push_str(&format!(
-                    "  {n}. apply the machine configuration with mode {mode} (the full configuration; diff below)\n"
+                    "  {n}. apply the full machine configuration with mode {mode} (diff of the running configuration):\n"
                 ));
                 out.push_str(&render::indented(diff, 5));
             }
@@ -537,6 +556,75 @@ pub fn render_plan(plan: &Plan) -> String {
             }
         }
     }
+    out
+}
+
+/// A planned machine-configuration patch (`talos apply-patch`).
+#[derive(Debug, Clone, Serialize)]
+pub struct PatchPlan {
+    pub node: String,
+    /// The patch files, in the order they apply.
+    pub files: Vec<String>,
+    /// How apid is asked to apply it: `auto`, `no-reboot`, `staged`, `try`.
+    pub mode: &'static str,
+    /// The patches change nothing in the running configuration.
+    pub up_to_date: bool,
+    pub steps: Vec<Step>,
+    /// Parts of the change that apid accepts now but that act only later.
+    pub notes: Vec<String>,
+}
+
+/// Builds the plan of a patch from the running and the patched configuration. Pure.
+pub fn plan_patch(
+    node: &str,
+    files: Vec<String>,
+    mode: &'static str,
+    running: &MachineConfig,
+    patched: MachineConfig,
+    notes: Vec<String>,
+) -> anyhow::Result<PatchPlan> {
+    let up_to_date = patched == *running;
+    let mut steps = Vec::new();
+    if !up_to_date {
+        let diff = unified_diff(
+            &running.to_yaml()?,
+            &patched.to_yaml()?,
+            "running",
+            "patched",
+        );
+        steps.push(Step::ApplyConfiguration {
+            mode,
+            diff,
+            config: patched,
+        });
+        steps.push(Step::ReadBack {
+            checks: vec![if mode == "staged" {
+                "the persisted configuration is the one sent; the running one is unchanged".to_owned()
+            } else {
+                "the running configuration is the one sent (after the reboot, if apid reboots the node)".to_owned()
+            }],
+        });
+    }
+    Ok(PatchPlan {
+        node: node.to_owned(),
+        files,
+        mode,
+        up_to_date,
+        steps,
+        notes,
+    })
+}
+
+/// The patch plan as lines for a terminal.
+pub fn render_patch_plan(plan: &PatchPlan) -> String {
+    if plan.up_to_date {
+        return format!(
+            "node {}: the patches change nothing in the running configuration; nothing to apply\n",
+            plan.node
+        );
+    }
+    let mut out = format!("node {}: plan\n", plan.node);
+    out.push_str(&render_steps(&plan.steps));
     for note in &plan.notes {
         out.push_str(&format!("  note: {note}\n"));
     }
@@ -1050,6 +1138,37 @@ mod tests {
         );
         assert_eq!(module_parameter_path("amd_iommu"), None);
         assert_eq!(module_parameter_path("a.b/../c"), None);
+    }
+
+    #[test]
+    fn a_patch_plan_applies_once_and_reads_back() {
+        let running = MachineConfig::parse(LEGACY_CONFIG, "t").unwrap();
+        let mut patched = running.clone();
+        patched
+            .set_extra_kernel_arg(&KernelArgument::parse("x=1"), true)
+            .unwrap();
+        let p = plan_patch(
+            "n",
+            vec!["a.yaml".into()],
+            "staged",
+            &running,
+            patched,
+            vec![],
+        )
+        .unwrap();
+        assert!(!p.up_to_date);
+        let Step::ApplyConfiguration { mode, diff, .. } = &p.steps[0] else {
+            panic!("{p:?}")
+        };
+        assert_eq!(*mode, "staged");
+        assert!(diff.contains("+    - x=1"), "{diff}");
+        let Step::ReadBack { checks } = &p.steps[1] else {
+            panic!("{p:?}")
+        };
+        assert!(checks[0].contains("persisted"), "{checks:?}");
+        let same = plan_patch("n", vec![], "auto", &running, running.clone(), vec![]).unwrap();
+        assert!(same.up_to_date && same.steps.is_empty());
+        assert!(render_patch_plan(&same).contains("nothing to apply"));
     }
 
     #[test]
