@@ -45,26 +45,44 @@ pub fn shared(relative: &str) -> Option<PathBuf> {
     }
 }
 
-/// Path of a workspace binary, built once per test process (a no-op after `cargo test --workspace`).
+/// The cargo profile whose output directory is `dir_name` (`debug` is the `dev` profile's).
+fn profile_of(dir_name: &str) -> &str {
+    match dir_name {
+        "debug" => "dev",
+        other => other,
+    }
+}
+
+/// Path of a workspace binary, built once per test process in the profile the tests run in
+/// (a no-op after `cargo test --workspace`).
 pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let dir = BUILT
         .get_or_init(|| {
+            // target/<profile dir>/deps/<test-exe> → target/<profile dir>
+            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
+            let dir = exe
+                .parent()
+                .and_then(Path::parent)
+                .map(Path::to_path_buf)
+                .ok_or_else(|| format!("no target dir above {}", exe.display()))?;
+            let profile = dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .map(profile_of)
+                .ok_or_else(|| format!("no profile in {}", dir.display()))?
+                .to_owned();
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
             let status = Command::new(cargo)
                 .current_dir(workspace_root())
-                .args(["build", "--quiet", "--workspace", "--bins"])
+                .args(["build", "--quiet", "--workspace", "--bins", "--profile"])
+                .arg(&profile)
                 .status()
                 .map_err(|e| format!("running cargo build: {e}"))?;
             if !status.success() {
                 return Err(format!("cargo build of the binaries failed: {status}"));
             }
-            // target/<profile>/deps/<test-exe> → target/<profile>
-            let exe = std::env::current_exe().map_err(|e| e.to_string())?;
-            exe.parent()
-                .and_then(Path::parent)
-                .map(Path::to_path_buf)
-                .ok_or_else(|| format!("no target dir above {}", exe.display()))
+            Ok(dir)
         })
         .clone()
         .map_err(anyhow::Error::msg)?;
@@ -73,6 +91,97 @@ pub fn binary(name: &str) -> anyhow::Result<PathBuf> {
         bail!("binary {} not found", path.display());
     }
     Ok(path)
+}
+
+/// Compares `json` (pretty-printed, keys sorted) with the golden file at `golden`;
+/// `NODECTL_UPDATE_GOLDEN=1` rewrites the file instead (review the diff before committing it).
+pub fn assert_golden(golden: &Path, json: &serde_json::Value) -> anyhow::Result<()> {
+    let text = format!("{}\n", serde_json::to_string_pretty(json)?);
+    assert_golden_text(golden, &text)
+}
+
+/// [`assert_golden`] for text (a metrics scrape, a rendered table).
+pub fn assert_golden_text(golden: &Path, text: &str) -> anyhow::Result<()> {
+    if std::env::var_os("NODECTL_UPDATE_GOLDEN").is_some() {
+        std::fs::write(golden, text)?;
+    }
+    let expected = std::fs::read_to_string(golden).with_context(|| {
+        format!(
+            "{} (create it with NODECTL_UPDATE_GOLDEN=1)",
+            golden.display()
+        )
+    })?;
+    assert_eq!(
+        text,
+        expected,
+        "differs from the golden file {}; rerun with NODECTL_UPDATE_GOLDEN=1 if the change is intended",
+        golden.display()
+    );
+    Ok(())
+}
+
+/// Whether this machine has an amdgpu device (the target users' machines do; CI's does not).
+pub fn has_amdgpu() -> bool {
+    std::path::Path::new("/sys/bus/pci/drivers/amdgpu").is_dir()
+        || std::path::Path::new("/sys/module/amdgpu").is_dir()
+}
+
+/// Fails a test whose outside program is missing when it runs in CI (`CI` set), where
+/// `.ci/install-deps` must have installed it; elsewhere prints a notice, and the caller skips.
+pub fn outside_program_missing(program: &str) {
+    assert!(
+        std::env::var_os("CI").is_none(),
+        "{program} is not installed, and CI must run every test (.ci/install-deps installs it)"
+    );
+    eprintln!("SKIPPED: {program} is not installed (.ci/test installs it with .ci/install-deps)");
+}
+
+/// `GET path` over HTTP/1.1 on `addr`; the body of a 200 answer.
+pub fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP body")?;
+    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
+    Ok(body.to_owned())
+}
+
+/// Checks a Prometheus text exposition with `promtool check metrics`, as node_exporter's tests
+/// do (skipped with a notice outside CI when promtool is missing).
+pub fn promtool_check(body: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            outside_program_missing("promtool");
+            return Ok(());
+        }
+        other => other?,
+    };
+    child
+        .stdin
+        .take()
+        .context("promtool stdin")?
+        .write_all(body.as_bytes())?;
+    let out = child.wait_with_output()?;
+    anyhow::ensure!(
+        out.status.success(),
+        "promtool: {}{}\n{body}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    Ok(())
 }
 
 /// A running `nodectl-agent`; stopped with SIGTERM (then killed) when dropped.

@@ -7,7 +7,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nodectl_e2e::harness::{Agent, binary, fixture, nodectl, nodectl_with};
+use nodectl_e2e::harness::{self, Agent, binary, fixture, nodectl, nodectl_with};
 
 const STYLES: [&str; 6] = [
     "kmsg",
@@ -29,20 +29,7 @@ fn events_json(file: &Path, extra: &[&str]) -> anyhow::Result<serde_json::Value>
 
 /// Compares with the golden file beside the fixture; NODECTL_UPDATE_GOLDEN=1 rewrites it.
 fn assert_golden(fixture_path: &Path, json: &serde_json::Value) -> anyhow::Result<()> {
-    let golden = fixture_path.with_extension("golden.json");
-    let text = format!("{}\n", serde_json::to_string_pretty(json)?);
-    if std::env::var_os("NODECTL_UPDATE_GOLDEN").is_some() {
-        std::fs::write(&golden, &text)?;
-    }
-    let expected = std::fs::read_to_string(&golden)
-        .with_context(|| format!("{} (run with NODECTL_UPDATE_GOLDEN=1)", golden.display()))?;
-    assert_eq!(
-        text,
-        expected,
-        "{} differs from its golden file",
-        fixture_path.display()
-    );
-    Ok(())
+    harness::assert_golden(&fixture_path.with_extension("golden.json"), json)
 }
 
 fn ids(json: &serde_json::Value) -> Vec<String> {
@@ -383,57 +370,18 @@ fn a_restarted_agent_resumed_with_since_seq_delivers_every_record_once() -> anyh
     Ok(())
 }
 
-fn http_get(addr: &str, path: &str) -> anyhow::Result<String> {
-    let mut stream = std::net::TcpStream::connect(addr)?;
-    stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-    write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut response = String::new();
-    stream.read_to_string(&mut response)?;
-    let (head, body) = response.split_once("\r\n\r\n").context("no HTTP body")?;
-    anyhow::ensure!(head.starts_with("HTTP/1.1 200"), "{head}");
-    Ok(body.to_owned())
-}
-
 #[test]
 fn metrics_of_a_running_agent_pass_promtool() -> anyhow::Result<()> {
     let agent = Agent::start(Path::new("/"), &["--metrics-listen", "127.0.0.1:0"])?;
     let addr = agent
         .listener("metrics")
         .context("no metrics listener printed")?;
-    let body = http_get(addr, "/metrics")?;
+    let body = harness::http_get(addr, "/metrics")?;
     assert!(
         body.contains("# TYPE nodectl_kmsg_records_lost_total counter"),
         "{body}"
     );
-    match Command::new("promtool")
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-    {
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            eprintln!("SKIPPED: promtool is not installed (.ci/install-deps installs it)");
-        }
-        Err(e) => return Err(e.into()),
-        Ok(mut child) => {
-            child
-                .stdin
-                .take()
-                .context("stdin")?
-                .write_all(body.as_bytes())?;
-            let out = child.wait_with_output()?;
-            assert!(
-                out.status.success(),
-                "promtool: {}{}\n{body}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    }
+    harness::promtool_check(&body)?;
     Ok(())
 }
 

@@ -200,6 +200,31 @@ pub fn render(metrics: &KmsgMetrics, snapshot: Option<&model::Snapshot>) -> Stri
     if let Err(e) = prometheus_client::encoding::prometheus_text::encode(&mut out, &registry) {
         tracing::error!("encoding metrics failed: {e}");
     }
+    with_sorted_samples(&out)
+}
+
+/// The exposition with each family's samples in label order: a family's label sets come out of
+/// a hash map, and two scrapes of the same node should read (and diff) the same.
+fn with_sorted_samples(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut samples: Vec<&str> = Vec::new();
+    let flush = |samples: &mut Vec<&str>, out: &mut String| {
+        samples.sort_unstable();
+        for sample in samples.drain(..) {
+            out.push_str(sample);
+            out.push('\n');
+        }
+    };
+    for line in text.lines() {
+        if line.starts_with('#') {
+            flush(&mut samples, &mut out);
+            out.push_str(line);
+            out.push('\n');
+        } else {
+            samples.push(line);
+        }
+    }
+    flush(&mut samples, &mut out);
     out
 }
 
@@ -240,6 +265,15 @@ pub async fn serve(
 mod tests {
     use super::*;
     use nodectl_model::Class;
+
+    #[test]
+    fn samples_of_a_family_come_in_label_order() {
+        let text = "# HELP a A.\n# TYPE a gauge\na{x=\"2\"} 1\na{x=\"1\"} 1\n# EOF\n";
+        assert_eq!(
+            with_sorted_samples(text),
+            "# HELP a A.\n# TYPE a gauge\na{x=\"1\"} 1\na{x=\"2\"} 1\n# EOF\n"
+        );
+    }
 
     #[test]
     fn renders_counters_and_present_gauges_only() {

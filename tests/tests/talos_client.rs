@@ -1,60 +1,20 @@
 //! The Talos client over mutual TLS with Ed25519 certificates: connection, the `node` metadata,
 //! Read streaming and NotFound, and the errors for a wrong CA, a missing server and RBAC.
+//!
+//! A minimal MachineService stands in for apid here; the certificates are the fake cluster's.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::pin::Pin;
 
 use nodectl::talos::api::{TalosClient, is_unreachable};
 use nodectl::talos::talosconfig;
+use nodectl_e2e::fake_talos::pki::{CertifiedKey, Pki, Role};
 use nodectl_proto::common::{Data, Metadata};
 use nodectl_proto::machine::machine_service_server::{MachineService, MachineServiceServer};
 use nodectl_proto::machine::{self as pb};
-use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair, PKCS_ED25519};
 use tokio_stream::Stream;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tonic::{Request, Response, Status};
-
-struct Pki {
-    ca_pem: String,
-    server_cert: String,
-    server_key: String,
-    client_cert: String,
-    /// As Talos writes it: `ED25519 PRIVATE KEY` around a PKCS#8 body.
-    client_key_talos: String,
-}
-
-fn pki(client_role: &str) -> Pki {
-    let ca_key = KeyPair::generate_for(&PKCS_ED25519).unwrap();
-    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(DnType::OrganizationName, "talos");
-    let ca_cert = ca_params.self_signed(&ca_key).unwrap();
-    let issuer = Issuer::new(ca_params, ca_key);
-
-    let server_key = KeyPair::generate_for(&PKCS_ED25519).unwrap();
-    let server_params = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap();
-    let server_cert = server_params.signed_by(&server_key, &issuer).unwrap();
-
-    let client_key = KeyPair::generate_for(&PKCS_ED25519).unwrap();
-    let mut client_params = CertificateParams::new(Vec::<String>::new()).unwrap();
-    client_params
-        .distinguished_name
-        .push(DnType::OrganizationName, client_role);
-    let client_cert = client_params.signed_by(&client_key, &issuer).unwrap();
-
-    Pki {
-        ca_pem: ca_cert.pem(),
-        server_cert: server_cert.pem(),
-        server_key: server_key.serialize_pem(),
-        client_cert: client_cert.pem(),
-        client_key_talos: client_key
-            .serialize_pem()
-            .replace("BEGIN PRIVATE KEY", "BEGIN ED25519 PRIVATE KEY")
-            .replace("END PRIVATE KEY", "END ED25519 PRIVATE KEY"),
-    }
-}
 
 #[derive(Default)]
 struct Machine;
@@ -145,7 +105,10 @@ async fn start_server(pki: &Pki) -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let tls = ServerTlsConfig::new()
-        .identity(Identity::from_pem(&pki.server_cert, &pki.server_key))
+        .identity(Identity::from_pem(
+            &pki.server.cert_pem,
+            &pki.server.key_pem,
+        ))
         .client_ca_root(Certificate::from_pem(&pki.ca_pem));
     let server = Server::builder()
         .tls_config(tls)
@@ -156,22 +119,29 @@ async fn start_server(pki: &Pki) -> std::net::SocketAddr {
     address
 }
 
-fn talosconfig_text(endpoint: &str, ca_pem: &str, pki: &Pki) -> String {
+/// A talosconfig whose node (10.5.0.7) differs from the endpoint, so the `node` metadata shows.
+fn talosconfig_text(endpoint: &str, ca_pem: &str, client: &CertifiedKey) -> String {
     use base64::Engine as _;
     let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s);
     format!(
         "context: test\ncontexts:\n  test:\n    endpoints: [\"{endpoint}\"]\n    nodes: [10.5.0.7]\n    ca: {}\n    crt: {}\n    key: {}\n",
         b64(ca_pem),
-        b64(&pki.client_cert),
-        b64(&pki.client_key_talos)
+        b64(&client.cert_pem),
+        b64(&client.talos_key_pem())
     )
+}
+
+fn admin_pki() -> (Pki, CertifiedKey) {
+    let pki = Pki::generate().unwrap();
+    let client = pki.client(Role::Admin).unwrap();
+    (pki, client)
 }
 
 #[tokio::test]
 async fn mutual_tls_with_ed25519_and_node_metadata() {
-    let pki = pki("os:admin");
+    let (pki, admin) = admin_pki();
     let address = start_server(&pki).await;
-    let text = talosconfig_text(&address.to_string(), &pki.ca_pem, &pki);
+    let text = talosconfig_text(&address.to_string(), &pki.ca_pem, &admin);
     let ctx = talosconfig::parse(&text, std::path::Path::new("talosconfig"), None).unwrap();
 
     let client = TalosClient::connect(&ctx, None).await.unwrap();
@@ -220,10 +190,10 @@ async fn mutual_tls_with_ed25519_and_node_metadata() {
 
 #[tokio::test]
 async fn a_server_signed_by_another_ca_is_refused() {
-    let pki_server = pki("os:admin");
+    let (pki_server, _) = admin_pki();
     let address = start_server(&pki_server).await;
-    let stranger = pki("os:admin");
-    let text = talosconfig_text(&address.to_string(), &stranger.ca_pem, &stranger);
+    let (stranger, stranger_admin) = admin_pki();
+    let text = talosconfig_text(&address.to_string(), &stranger.ca_pem, &stranger_admin);
     let ctx = talosconfig::parse(&text, std::path::Path::new("talosconfig"), None).unwrap();
     let err = match TalosClient::connect(&ctx, None).await {
         Ok(client) => client.version().await.unwrap_err(),
@@ -234,11 +204,11 @@ async fn a_server_signed_by_another_ca_is_refused() {
 
 #[tokio::test]
 async fn nothing_listening_is_unreachable() {
-    let pki = pki("os:admin");
+    let (pki, admin) = admin_pki();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     drop(listener);
-    let text = talosconfig_text(&address.to_string(), &pki.ca_pem, &pki);
+    let text = talosconfig_text(&address.to_string(), &pki.ca_pem, &admin);
     let ctx = talosconfig::parse(&text, std::path::Path::new("talosconfig"), None).unwrap();
     let err = TalosClient::connect(&ctx, None).await.unwrap_err();
     assert!(is_unreachable(&err), "{err:#}");
