@@ -1,7 +1,7 @@
 //! The kernel log pipeline end to end: saved logs in every style (golden files), the real /dev/kmsg, agent streams, restarts and metrics.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::io::{BufRead as _, BufReader, Write as _};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
