@@ -119,6 +119,21 @@ pub fn unescape(bytes: &[u8]) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Writes a message as `/dev/kmsg` prints it: a byte below 0x20 or from 0x7f up, and the
+/// backslash itself, become `\xNN` (what the kernel's `msg_print_ext_body` does), so a saved
+/// record stays one line and [`unescape`] gives the message back.
+pub fn escape(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    for &b in message.as_bytes() {
+        if !(b' '..0x7f).contains(&b) || b == b'\\' {
+            out.push_str(&format!("\\x{b:02x}"));
+        } else {
+            out.push(char::from(b));
+        }
+    }
+    out
+}
+
 /// PCI address of a `DEVICE=+pci:0000:c1:00.0` dictionary value.
 pub fn pci_of_device(device: &str) -> Option<&str> {
     device.strip_prefix("+pci:")
@@ -179,7 +194,19 @@ mod tests {
         assert!(matches!(parse_record(b";m"), Err(RecordError::Header(_))));
     }
 
+    #[test]
+    fn escapes_as_the_kernel_prints() {
+        assert_eq!(escape("a\nb\\c"), "a\\x0ab\\x5cc");
+        assert_eq!(escape("µ"), "\\xc2\\xb5");
+        assert_eq!(unescape(escape("a\nb\\c µ").as_bytes()), "a\nb\\c µ");
+    }
+
     proptest! {
+        #[test]
+        fn unescape_undoes_escape(message in "\\PC*|[\\x00-\\x7f]{0,64}") {
+            prop_assert_eq!(unescape(escape(&message).as_bytes()), message);
+        }
+
         #[test]
         fn never_panics_on_random_bytes(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
             let _ = parse_record(&bytes);
