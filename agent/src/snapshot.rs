@@ -26,9 +26,9 @@ impl Default for SampleOptions {
     }
 }
 
-/// Reads everything; never fails: what could not be read is in `problems`.
-/// Blocking (file I/O and sampling pauses): call it from `spawn_blocking` in async code.
-pub fn take(root: &HostRoot, options: &SampleOptions) -> model::Snapshot {
+/// One snapshot of a root with a fresh snapshotter (tests).
+#[cfg(test)]
+fn take(root: &HostRoot, options: &SampleOptions) -> model::Snapshot {
     Snapshotter::new(root.clone()).take(options)
 }
 

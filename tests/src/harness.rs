@@ -120,6 +120,16 @@ pub fn assert_golden_text(golden: &Path, text: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `kind` of every incident of an `events -o json` document, in order.
+pub fn incident_kinds(json: &serde_json::Value) -> Vec<&str> {
+    json["incidents"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|i| i["kind"].as_str())
+        .collect()
+}
+
 /// Whether this machine has an amdgpu device (the target users' machines do; CI's does not).
 pub fn has_amdgpu() -> bool {
     std::path::Path::new("/sys/bus/pci/drivers/amdgpu").is_dir()

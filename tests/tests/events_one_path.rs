@@ -9,7 +9,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nodectl_e2e::harness::{Agent, binary, fixture, nodectl};
+use nodectl_e2e::harness::{self, Agent, binary, fixture, nodectl};
 use serde_json::Value;
 
 /// 2025-08-05T09:00:00Z, the boot of the kmsg scenario.
@@ -68,12 +68,7 @@ fn a_saved_stream_gives_the_same_json_in_process_and_through_an_agent() -> anyho
     let json = events_json(&["--host-root", root], &[])?;
     assert_eq!(json["boot_id"], "5e1f0c1e-7a2b-4c3d-9e8f-0a1b2c3d4e5f");
     assert_eq!(json["boot_time"], "2025-08-05T09:00:00Z");
-    let kinds: Vec<&str> = json["incidents"]
-        .as_array()
-        .context("incidents")?
-        .iter()
-        .filter_map(|i| i["kind"].as_str())
-        .collect();
+    let kinds = harness::incident_kinds(&json);
     assert_eq!(
         kinds,
         [

@@ -62,12 +62,7 @@ fn the_scenario_classifies_the_same_in_every_timestamp_style() -> anyhow::Result
         let path = fixture(&format!("kmsg/scenario.{style}.log"));
         let json = events_json(&path, &[])?;
         assert_golden(&path, &json)?;
-        let kinds: Vec<&str> = json["incidents"]
-            .as_array()
-            .context("incidents")?
-            .iter()
-            .filter_map(|i| i["kind"].as_str())
-            .collect();
+        let kinds = harness::incident_kinds(&json);
         assert_eq!(
             kinds,
             [

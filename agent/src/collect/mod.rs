@@ -3,16 +3,16 @@
 //! Every read goes through [`Reader`], which turns a missing file into `None` ("not supported
 //! here") and any other failure into a `problems` entry, so one bad file never loses the rest.
 
-pub mod cards;
-pub mod clocks;
-pub mod firmware;
+pub(crate) mod cards;
+pub(crate) mod clocks;
+pub(crate) mod firmware;
 pub mod gpu_metrics;
-pub mod held;
-pub mod host;
-pub mod hwmon;
-pub mod kfd;
-pub mod memory;
-pub mod params;
+pub(crate) mod held;
+pub(crate) mod host;
+pub(crate) mod hwmon;
+pub(crate) mod kfd;
+pub(crate) mod memory;
+pub(crate) mod params;
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};

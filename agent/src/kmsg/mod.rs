@@ -7,14 +7,14 @@
 
 pub mod analyze;
 pub mod classify;
-pub mod incident;
+pub(crate) mod incident;
 pub mod metrics;
-pub mod offline;
+pub(crate) mod offline;
 pub mod pipeline;
 pub mod reader;
 pub mod record;
-pub mod state;
-pub mod stream;
+pub(crate) mod state;
+pub(crate) mod stream;
 
 pub use analyze::{Analyzer, KernelEvent, Output};
 pub use classify::{Class, Classifier};

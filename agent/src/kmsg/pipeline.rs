@@ -315,7 +315,21 @@ impl KernelLog {
     }
 }
 
-fn publish(shared: &Shared, items: Vec<Item>, lost: u64) {
+/// Turns the analyzer's outputs into items and publishes them to the feed.
+fn flush(
+    shared: &Shared,
+    outputs: &mut Vec<Output>,
+    counted_up_to: Option<u64>,
+    last_read_seq: Option<u64>,
+) {
+    let mut items = Vec::new();
+    let lost = to_items(
+        outputs,
+        &shared.metrics,
+        counted_up_to,
+        last_read_seq.unwrap_or(0),
+        &mut items,
+    );
     if items.is_empty() && lost == 0 {
         return;
     }
@@ -417,7 +431,6 @@ fn read_loop<S: RecordSource>(
         .map(|s| s.last_counted_seq);
     let mut first_record = true;
     let mut outputs = Vec::new();
-    let mut items = Vec::new();
     let mut last_save: Option<Instant> = None;
     let mut dirty = false;
     loop {
@@ -456,14 +469,7 @@ fn read_loop<S: RecordSource>(
                 if let Some(now) = reader.source_mut().now_usec() {
                     analyzer.tick(now, &mut outputs);
                 }
-                let lost = to_items(
-                    &mut outputs,
-                    &shared.metrics,
-                    counted_up_to,
-                    reader.last_seq().unwrap_or(0),
-                    &mut items,
-                );
-                publish(shared, std::mem::take(&mut items), lost);
+                flush(shared, &mut outputs, counted_up_to, reader.last_seq());
                 shared.caught_up.send_replace(true);
                 if dirty && last_save.is_none_or(|t| t.elapsed() >= SAVE_INTERVAL) {
                     save_position(state_file.as_ref(), shared, reader.last_seq());
@@ -481,14 +487,7 @@ fn read_loop<S: RecordSource>(
             }
         }
         // Publish as soon as a record is read: a subscriber sees it without waiting for a drain.
-        let lost = to_items(
-            &mut outputs,
-            &shared.metrics,
-            counted_up_to,
-            reader.last_seq().unwrap_or(0),
-            &mut items,
-        );
-        publish(shared, std::mem::take(&mut items), lost);
+        flush(shared, &mut outputs, counted_up_to, reader.last_seq());
     }
     save_position(state_file.as_ref(), shared, reader.last_seq());
 }
