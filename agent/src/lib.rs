@@ -9,6 +9,7 @@ pub mod collect;
 pub mod feed;
 pub mod host_root;
 pub mod kmsg;
+pub mod limits;
 pub mod metrics;
 pub mod server;
 pub mod shutdown;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Parser;
-use nodectl_agent::{HostRoot, kmsg, server, shutdown, snapshot};
+use nodectl_agent::{HostRoot, kmsg, limits, server, shutdown, snapshot};
 use tokio_util::sync::CancellationToken;
 
 /// Serves a node's amdgpu, KFD, host and kernel-log state over gRPC (read-only).
@@ -37,15 +37,22 @@ struct Args {
     log: String,
 }
 
-/// How long start-up waits for the kernel log's first pass (the ring holds at most a few MiB).
-const KERNEL_LOG_FIRST_PASS: std::time::Duration = std::time::Duration::from_secs(10);
-
 // One runtime thread: an agent answers a handful of clients, and everything that can block (file
 // reads, which stall while a GPU's SMU hangs; the kernel log) already runs on threads of its own.
 // A worker per core would add stacks and malloc arenas and nothing else.
-#[tokio::main(flavor = "current_thread")]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(run(args));
+    // A host read stalled by a hung SMU never returns: exit without waiting for it forever.
+    runtime.shutdown_timeout(limits::SHUTDOWN_GRACE);
+    result
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
         .with_writer(std::io::stderr)
@@ -81,10 +88,10 @@ async fn main() -> anyhow::Result<()> {
         )));
     }
     // `ready` promises that a stream holds this boot's kernel log so far, not an empty history.
-    if !kernel_log.caught_up(KERNEL_LOG_FIRST_PASS).await {
+    if !kernel_log.caught_up(limits::KERNEL_LOG_FIRST_PASS).await {
         tracing::warn!(
             "the kernel log was not read to its end within {}s; serving anyway",
-            KERNEL_LOG_FIRST_PASS.as_secs()
+            limits::KERNEL_LOG_FIRST_PASS.as_secs()
         );
     }
     let service =

@@ -15,10 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
+use crate::limits::{MAX_SAMPLE_COUNT, MAX_SAMPLE_WINDOW};
 use crate::snapshot::{SampleOptions, Snapshotter};
-
-/// Longest sampling window a request may ask for; a client cannot pin an agent thread longer.
-const MAX_SAMPLE_WINDOW_MS: u64 = 60_000;
 
 /// Where the agent listens.
 #[derive(Debug, Clone, Default)]
@@ -32,6 +30,8 @@ pub struct Listeners {
 pub struct DiagnosticsService {
     snapshotter: Arc<Snapshotter>,
     kernel_log: Option<crate::kmsg::pipeline::KernelLog>,
+    /// Cancelled when the agent stops: running samples end with it.
+    shutdown: CancellationToken,
 }
 
 impl DiagnosticsService {
@@ -39,7 +39,14 @@ impl DiagnosticsService {
         Self {
             snapshotter,
             kernel_log: None,
+            shutdown: CancellationToken::new(),
         }
+    }
+
+    /// Ends the work of running requests when `shutdown` fires.
+    pub fn with_shutdown(mut self, shutdown: CancellationToken) -> Self {
+        self.shutdown = shutdown;
+        self
     }
 
     /// Serves kernel events from this pipeline.
@@ -49,17 +56,27 @@ impl DiagnosticsService {
     }
 }
 
-fn sample_options(request: &pb::GetSnapshotRequest) -> Result<SampleOptions, Status> {
+fn sample_options(
+    request: &pb::GetSnapshotRequest,
+    stop: CancellationToken,
+) -> Result<SampleOptions, Status> {
     let count = request.sample_count.max(1);
-    let window_ms = u64::from(count - 1) * u64::from(request.sample_interval_ms);
-    if window_ms > MAX_SAMPLE_WINDOW_MS {
+    if count > MAX_SAMPLE_COUNT {
         return Err(Status::invalid_argument(format!(
-            "sample_count × sample_interval_ms is {window_ms} ms; at most {MAX_SAMPLE_WINDOW_MS} ms"
+            "sample_count is {count}; at most {MAX_SAMPLE_COUNT}"
+        )));
+    }
+    let window_ms = u64::from(count - 1) * u64::from(request.sample_interval_ms);
+    let max_ms = u64::try_from(MAX_SAMPLE_WINDOW.as_millis()).unwrap_or(u64::MAX);
+    if window_ms > max_ms {
+        return Err(Status::invalid_argument(format!(
+            "sample_count × sample_interval_ms is {window_ms} ms; at most {max_ms} ms"
         )));
     }
     Ok(SampleOptions {
         count,
         interval: std::time::Duration::from_millis(u64::from(request.sample_interval_ms)),
+        stop: Some(stop),
     })
 }
 
@@ -71,7 +88,11 @@ impl NodeDiagnostics for DiagnosticsService {
         &self,
         request: Request<pb::GetSnapshotRequest>,
     ) -> Result<Response<pb::Snapshot>, Status> {
-        let options = sample_options(request.get_ref())?;
+        // Cancelled when the client goes away (tonic drops this future) or the agent stops, so
+        // sampling never goes on for nobody.
+        let stop = self.shutdown.child_token();
+        let _cancel_on_drop = stop.clone().drop_guard();
+        let options = sample_options(request.get_ref(), stop)?;
         let snapshotter = Arc::clone(&self.snapshotter);
         let snapshot = tokio::task::spawn_blocking(move || snapshotter.take(&options))
             .await

@@ -4,17 +4,22 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use tokio_util::sync::CancellationToken;
+
 use crate::collect::held::HeldFiles;
 use crate::collect::{self, Reader, cards, clocks, firmware, gpu_metrics, hwmon, kfd, memory};
 use nodectl_model::snapshot as model;
 
 use crate::{HostRoot, checks};
 
-/// How many clock/busy readings to take per card, and how far apart.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// How many clock/busy readings to take per card, how far apart, and what ends them early.
+#[derive(Debug, Clone)]
 pub struct SampleOptions {
     pub count: u32,
     pub interval: Duration,
+    /// Sampling stops (with the readings taken so far) when this is cancelled: the client went
+    /// away, or the agent is stopping.
+    pub stop: Option<CancellationToken>,
 }
 
 impl Default for SampleOptions {
@@ -22,6 +27,32 @@ impl Default for SampleOptions {
         Self {
             count: 1,
             interval: Duration::from_millis(500),
+            stop: None,
+        }
+    }
+}
+
+impl SampleOptions {
+    fn stopped(&self) -> bool {
+        self.stop
+            .as_ref()
+            .is_some_and(CancellationToken::is_cancelled)
+    }
+
+    /// Sleeps `wait`, waking early when stopped; returns whether to go on.
+    fn pause(&self, wait: Duration) -> bool {
+        /// How soon a stop is noticed during a pause.
+        const STOP_CHECK: Duration = Duration::from_millis(50);
+        let until = Instant::now() + wait;
+        loop {
+            if self.stopped() {
+                return false;
+            }
+            let left = until.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return true;
+            }
+            std::thread::sleep(left.min(STOP_CHECK));
         }
     }
 }
@@ -238,8 +269,9 @@ fn sample(
     let start = Instant::now();
     for step in 1..options.count {
         let due = options.interval.saturating_mul(step);
-        if let Some(wait) = due.checked_sub(start.elapsed()) {
-            std::thread::sleep(wait);
+        let wait = due.saturating_sub(start.elapsed());
+        if !options.pause(wait) {
+            return;
         }
         let offset_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
         for (dir, card) in dirs.iter().zip(cards.iter_mut()) {
@@ -346,10 +378,23 @@ mod tests {
         let options = SampleOptions {
             count: 3,
             interval: Duration::from_millis(10),
+            stop: None,
         };
         let snapshot = take(&root, &options);
         let samples = &snapshot.cards[0].samples;
         assert_eq!(samples.len(), 3);
+        // A stopped request ends its sampling with the readings it has.
+        let stop = CancellationToken::new();
+        stop.cancel();
+        let stopped = take(
+            &root,
+            &SampleOptions {
+                count: 500,
+                interval: Duration::from_secs(60),
+                stop: Some(stop),
+            },
+        );
+        assert_eq!(stopped.cards[0].samples.len(), 1);
         assert!(
             samples
                 .iter()

@@ -6,7 +6,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use nodectl_agent::kmsg::analyze::{LogSummary, analyze_text};
@@ -14,7 +13,7 @@ use nodectl_agent::kmsg::metrics::KmsgMetrics;
 use nodectl_agent::kmsg::pipeline::{KernelLog, KernelLogConfig};
 use nodectl_agent::kmsg::{Classifier, KernelEvent};
 use nodectl_agent::snapshot::Snapshotter;
-use nodectl_agent::{HostRoot, server};
+use nodectl_agent::{HostRoot, limits, server};
 use tokio::io::DuplexStream;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -23,9 +22,6 @@ use tonic::transport::{Channel, Endpoint};
 
 /// Bytes in flight per direction of the in-memory connection: a snapshot fits in a few writes.
 const DUPLEX_BUFFER_BYTES: usize = 64 * 1024;
-
-/// How long start-up waits for the kernel log's first pass before serving (as the agent does).
-const KERNEL_LOG_FIRST_PASS: Duration = Duration::from_secs(10);
 
 /// What the in-process agent runs besides snapshots.
 #[derive(Debug, Clone, Default)]
@@ -57,7 +53,7 @@ impl Embedded {
                 KmsgMetrics::default(),
                 cancel.clone(),
             );
-            if !log.caught_up(KERNEL_LOG_FIRST_PASS).await {
+            if !log.caught_up(limits::KERNEL_LOG_FIRST_PASS).await {
                 tracing::warn!("the kernel log was not read to its end in time");
             }
             Some(log)

@@ -274,6 +274,33 @@ impl Agent {
         self.child.id()
     }
 
+    /// Sends SIGTERM and waits at most `limit` for the exit: `Some(success)`, or `None` when it
+    /// is still running then (it is killed when dropped).
+    pub fn terminate_within(&mut self, limit: Duration) -> anyhow::Result<Option<bool>> {
+        self.signal_term()?;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status.success()));
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(None);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Resident memory of the agent now (`VmRSS`), in bytes.
+    pub fn rss_bytes(&self) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmRSS line")?;
+        Ok(kib * 1024)
+    }
+
     /// Sends SIGTERM and waits for the exit; returns whether it exited with status 0.
     pub fn terminate(mut self) -> anyhow::Result<bool> {
         self.signal_term()?;

@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 
+use crate::limits::MAX_HOST_FILE_BYTES;
+
 /// sysfs attributes are at most a page, so most files take one read.
 const CHUNK_BYTES: usize = 4096;
 
@@ -111,7 +113,7 @@ impl HeldFiles {
                 Some(Err(_)) | None => self.forget(path, &held),
             }
         }
-        let file = File::open(path)?;
+        let file = open_host_file(path)?;
         let bytes = read_whole(&file)?;
         let staleness = if regenerated_on_read(&file) {
             Staleness::FailsWhenRemoved
@@ -184,17 +186,56 @@ impl Held {
     }
 }
 
+/// Opens a host file for reading without ever waiting on it: `O_NONBLOCK`, so a FIFO standing in
+/// for a sysfs path opens at once, and `O_NOCTTY`, so a terminal never becomes the agent's
+/// controlling terminal. Kernel attributes are regular files: anything else (a FIFO, a device
+/// such as `/dev/zero` behind a link) is refused before it is read.
+pub fn open_host_file(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
+        .open(path)?;
+    let kind = file.metadata()?.file_type();
+    let what = if kind.is_file() {
+        return Ok(file);
+    } else if kind.is_fifo() {
+        "a FIFO"
+    } else if kind.is_char_device() {
+        "a character device"
+    } else if kind.is_block_device() {
+        "a block device"
+    } else if kind.is_socket() {
+        "a socket"
+    } else if kind.is_dir() {
+        "a directory"
+    } else {
+        "not a regular file"
+    };
+    Err(io::Error::other(format!(
+        "{what}, not a kernel attribute file; not read"
+    )))
+}
+
 /// The whole file, read from offset 0 with `pread`: that leaves the shared file position alone,
 /// so two snapshots may read one held file at once. Not `read_to_end`: for a `File` that asks
 /// `statx` and `lseek` for a size hint first, which tell nothing here (sysfs calls every
-/// attribute 4096 bytes long).
+/// attribute 4096 bytes long). A file longer than [`MAX_HOST_FILE_BYTES`] is an error, read no
+/// further.
 pub fn read_whole(file: &File) -> io::Result<Vec<u8>> {
     let mut bytes = Vec::new();
     let mut chunk = [0u8; CHUNK_BYTES];
     loop {
         match file.read_at(&mut chunk, bytes.len() as u64) {
             Ok(0) => return Ok(bytes),
-            Ok(n) => bytes.extend_from_slice(&chunk[..n]),
+            Ok(n) => {
+                if bytes.len() + n > MAX_HOST_FILE_BYTES {
+                    return Err(io::Error::other(format!(
+                        "longer than {MAX_HOST_FILE_BYTES} bytes, which no kernel attribute is (a link to a device, or a huge file?); not read further"
+                    )));
+                }
+                bytes.extend_from_slice(&chunk[..n]);
+            }
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
@@ -297,6 +338,28 @@ mod tests {
         let files = HeldFiles::default();
         assert_eq!(files.read(&path).unwrap(), long);
         assert_eq!(files.read(&path).unwrap(), long);
+    }
+
+    #[test]
+    fn endless_and_huge_files_stop_at_the_bound_and_fifos_never_block() {
+        let root = tempfile::tempdir().unwrap();
+        let files = HeldFiles::default();
+        let endless = root.path().join("endless");
+        std::os::unix::fs::symlink("/dev/zero", &endless).unwrap();
+        let e = files.read(&endless).unwrap_err();
+        assert!(e.to_string().contains("character device"), "{e}");
+        let huge = root.path().join("huge");
+        std::fs::write(&huge, vec![b'1'; MAX_HOST_FILE_BYTES + 1]).unwrap();
+        let e = files.read(&huge).unwrap_err();
+        assert!(e.to_string().contains("longer than"), "{e}");
+        let exact = root.path().join("exact");
+        std::fs::write(&exact, vec![b'1'; MAX_HOST_FILE_BYTES]).unwrap();
+        assert_eq!(files.read(&exact).unwrap().len(), MAX_HOST_FILE_BYTES);
+        // A FIFO with no writer: refused at once instead of hanging in open().
+        let fifo = root.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = files.read(&fifo).unwrap_err();
+        assert!(e.to_string().contains("FIFO"), "{e}");
     }
 
     #[test]

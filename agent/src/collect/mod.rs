@@ -57,7 +57,7 @@ impl<'a> Reader<'a> {
     pub fn bytes(&mut self, path: &Path) -> Option<Vec<u8>> {
         let read = match self.held {
             Some(held) => held.read(path),
-            None => std::fs::File::open(path).and_then(|f| held::read_whole(&f)),
+            None => held::open_host_file(path).and_then(|f| held::read_whole(&f)),
         };
         match read {
             Ok(bytes) => Some(bytes),

@@ -21,6 +21,7 @@ use super::reader::{KernelLogSource, KmsgReader, ReadOutcome, RecordSource};
 use super::state::{CountedUpTo, StateFile};
 use crate::HostRoot;
 use crate::feed::{Feed, FeedCapacity, Sequenced, Subscription};
+use crate::limits::MAX_SMALL_FILE_BYTES;
 
 /// Sizes and places of the pipeline.
 #[derive(Debug, Clone)]
@@ -128,15 +129,18 @@ fn read_boot_id(root: &HostRoot) -> String {
         .unwrap_or_default()
 }
 
-/// Reads a small procfs/sysfs-like file: at most `SMALL_FILE_BYTES`.
+/// Reads a small procfs-like file: at most [`MAX_SMALL_FILE_BYTES`], and never waits for a
+/// writer (a FIFO standing in for the file reads as empty).
 fn read_small(path: &std::path::Path) -> Option<String> {
     use std::io::Read as _;
-    /// boot_id is 37 bytes and /proc/stat a few KiB per CPU; anything longer is not one of them.
-    const SMALL_FILE_BYTES: u64 = 256 * 1024;
+    use std::os::unix::fs::OpenOptionsExt as _;
     let mut text = String::new();
-    std::fs::File::open(path)
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
+        .open(path)
         .ok()?
-        .take(SMALL_FILE_BYTES)
+        .take(MAX_SMALL_FILE_BYTES)
         .read_to_string(&mut text)
         .ok()?;
     Some(text)

@@ -1,0 +1,32 @@
+//! Every bound the agent puts on a request, a host file or a peer, with its value and its reason, in one place.
+//!
+//! The agent runs privileged on nodes that serve expensive inference and is needed most when
+//! the GPU misbehaves, so nothing a client sends or a host file holds may make it grow, spin or
+//! stall without limit. `SECURITY.md` lists these numbers for operators.
+
+use std::time::Duration;
+
+/// Clock/busy readings one `GetSnapshot` may ask for: two minutes of readings 200 ms apart is
+/// more than any trend check needs, and each reading reads a few files per card.
+pub const MAX_SAMPLE_COUNT: u32 = 600;
+
+/// Longest sampling window a request may ask for; a client cannot pin an agent thread longer.
+pub const MAX_SAMPLE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Bytes read of one host file by the collectors. sysfs attributes are at most one page (4 KiB),
+/// the procfs files read are a few KiB, debugfs `amdgpu_firmware_info` and `gpu_metrics` well
+/// under 16 KiB; a file longer than this is not one of them (a link to `/dev/zero`, a huge file
+/// in a tree) and becomes a problem entry instead of memory.
+pub const MAX_HOST_FILE_BYTES: usize = 64 * 1024;
+
+/// Bytes read of the small files the kernel log pipeline reads beside the log (`boot_id`,
+/// `/proc/stat` for the boot time: a few KiB per CPU).
+pub const MAX_SMALL_FILE_BYTES: u64 = 256 * 1024;
+
+/// How long start-up (and the in-process agent) waits for the kernel log's first pass before
+/// serving: the ring holds at most a few MiB, read in well under a second.
+pub const KERNEL_LOG_FIRST_PASS: Duration = Duration::from_secs(10);
+
+/// How long shutdown waits for work still running on blocking threads (a host read stalled by a
+/// hung SMU never returns) before the process exits anyway.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
