@@ -30,3 +30,8 @@ pub const KERNEL_LOG_FIRST_PASS: Duration = Duration::from_secs(10);
 /// How long shutdown waits for work still running on blocking threads (a host read stalled by a
 /// hung SMU never returns) before the process exits anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The largest jump between two sequence numbers of one boot that still counts as lost records:
+/// 2^32 records is days of a kernel logging ten thousand lines a second. A larger jump (a saved
+/// log of several boots, a corrupt record) is a restart of the numbering, not a loss.
+pub const MAX_PLAUSIBLE_GAP: u64 = 1 << 32;

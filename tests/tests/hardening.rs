@@ -134,3 +134,44 @@ async fn unbounded_sampling_is_refused_and_a_cancelled_one_stops() -> anyhow::Re
     assert_eq!(exited, Some(true), "the agent did not exit on SIGTERM");
     Ok(())
 }
+
+#[test]
+fn sequence_numbers_that_start_over_are_restarts_not_losses() -> anyhow::Result<()> {
+    let stream =
+        "6,5,1000,-;usb 1-1: a\n6,18446744073709551615,2000,-;usb 1-1: b\n6,3,3000,-;usb 1-1: c\n";
+    // A saved log: 18446744073709551612 records were reported lost.
+    let run = nodectl_e2e::harness::nodectl_with(
+        &[
+            "events",
+            "--file",
+            "-",
+            "--include-unclassified",
+            "-o",
+            "json",
+        ],
+        &[],
+        Some(stream),
+    )?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    assert_eq!(json["records_lost"], 0);
+    assert_eq!(json["seq_restarts"], 2);
+    assert_eq!(json["events"].as_array().map(Vec::len), Some(3));
+    // The same records as a tree's kernel log, through the agent's reader.
+    let tree = tempfile::tempdir()?;
+    write(tree.path(), "dev/kmsg", stream)?;
+    let root = tree.path().to_str().context("path")?;
+    let run = nodectl(&[
+        "--host-root",
+        root,
+        "events",
+        "--include-unclassified",
+        "-o",
+        "json",
+    ])?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    assert_eq!(json["records_lost"], 0, "{json}");
+    assert_eq!(json["events"].as_array().map(Vec::len), Some(3), "{json}");
+    Ok(())
+}

@@ -8,6 +8,7 @@ pub use nodectl_model::KernelEvent;
 
 use super::incident::{EventPlace, Incident, IncidentTracker};
 use super::offline::LogLine;
+use super::reader::follows_plausibly;
 use super::record::{Record, pci_of_device};
 
 /// One kernel log entry, before classification.
@@ -181,6 +182,8 @@ pub struct LogSummary {
     /// Final state of every incident.
     pub incidents: Vec<Incident>,
     pub records_lost: u64,
+    /// Times the sequence numbers started over (see [`ReadOutcome::Restarted`](super::reader::ReadOutcome)).
+    pub seq_restarts: u64,
 }
 
 /// Analyses a saved log (any mix of the supported formats). `keep` decides which events to
@@ -213,7 +216,11 @@ pub fn analyze_text(
                 Output::Lost {
                     first_seq,
                     last_seq,
-                } => summary.records_lost += last_seq.saturating_sub(first_seq) + 1,
+                } => {
+                    summary.records_lost = summary
+                        .records_lost
+                        .saturating_add(last_seq.saturating_sub(first_seq).saturating_add(1));
+                }
             }
         }
     };
@@ -239,10 +246,12 @@ pub fn analyze_text(
         let parsed = parse_line(line, year);
         let is_kmsg = parsed.format == LineFormat::Kmsg;
         if let Some(seq) = parsed.seq {
-            if let Some(last) = last_seq
-                && seq > last + 1
-            {
-                analyzer.lost(last + 1, seq - 1, &mut out);
+            match last_seq {
+                Some(last) if !follows_plausibly(last, seq) => summary.seq_restarts += 1,
+                Some(last) if seq > last.saturating_add(1) => {
+                    analyzer.lost(last + 1, seq - 1, &mut out);
+                }
+                _ => {}
             }
             last_seq = Some(seq);
         }
@@ -337,5 +346,42 @@ mod tests {
         assert_eq!(kinds, ["page_fault_storm", "ring_timeout"]);
         assert_eq!(s.incidents[0].process.as_deref(), Some("llama-server"));
         assert_eq!(s.incidents[0].pid, Some(77));
+    }
+
+    #[test]
+    fn seqs_going_back_or_jumping_are_restarts_not_losses() {
+        let log = "6,5,1,-;a\n6,18446744073709551615,2,-;b\n6,3,3,-;c\n6,6,4,-;d\n";
+        let s = analyze_text(log, classifier(), 2025, |_| true);
+        assert_eq!(s.records_lost, 2, "4 and 5 between 3 and 6");
+        assert_eq!(s.seq_restarts, 2);
+        assert_eq!(s.events.len(), 4);
+    }
+
+    proptest::proptest! {
+        /// Overflow checks are on in the test profile: kmsg lines with any seq and stamp, u64
+        /// extremes included, analyse without a panic.
+        #[test]
+        fn any_kmsg_lines_analyse_without_overflow(
+            lines in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![proptest::prelude::any::<u64>(), 0u64..30, proptest::strategy::Just(u64::MAX)],
+                    proptest::prop_oneof![proptest::prelude::any::<u64>(), proptest::strategy::Just(u64::MAX)],
+                    0usize..3,
+                ),
+                0..30,
+            )
+        ) {
+            const MESSAGES: [&str; 3] = [
+                "amdgpu 0000:c1:00.0: amdgpu: MES failed to respond to msg=REMOVE_QUEUE",
+                "amdgpu 0000:c1:00.0: amdgpu: GPU reset(1) succeeded!",
+                "usb 1-1: new device",
+            ];
+            let text: String = lines
+                .iter()
+                .map(|(seq, ts, m)| format!("3,{seq},{ts},-;{}\n", MESSAGES[*m]))
+                .collect();
+            let s = analyze_text(&text, classifier(), 2025, |_| true);
+            proptest::prop_assert_eq!(s.events.len(), lines.len());
+        }
     }
 }

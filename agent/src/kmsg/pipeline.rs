@@ -469,6 +469,11 @@ fn read_loop<S: RecordSource>(
             ReadOutcome::Malformed { reason } => {
                 tracing::warn!("kernel log record skipped: {reason}");
             }
+            ReadOutcome::Restarted { after_seq, seq } => {
+                tracing::warn!(
+                    "kernel log sequence numbers started over ({after_seq} then {seq}): records of another boot or a corrupt input; nothing counted as lost"
+                );
+            }
             ReadOutcome::Drained => {
                 if let Some(now) = reader.source_mut().now_usec() {
                     analyzer.tick(now, &mut outputs);

@@ -12,6 +12,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use super::record::{Record, parse_record};
+use crate::limits::MAX_PLAUSIBLE_GAP;
 
 /// Large enough for any record (the kernel caps a record well below it; a smaller buffer makes
 /// `read()` fail with EINVAL).
@@ -215,6 +216,12 @@ impl RecordSource for KmsgFile {
     }
 }
 
+/// Whether `seq` can follow `last` in one boot's log: it is higher, by less than the most records
+/// a kernel could have overwritten in between ([`MAX_PLAUSIBLE_GAP`]).
+pub fn follows_plausibly(last: u64, seq: u64) -> bool {
+    seq > last && seq - last <= MAX_PLAUSIBLE_GAP
+}
+
 /// What one step of the reader produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ReadOutcome {
@@ -227,6 +234,13 @@ pub enum ReadOutcome {
     /// Bytes that are not a record (kept for the caller to report; reading goes on).
     Malformed {
         reason: String,
+    },
+    /// The sequence numbers started over (`seq` ≤ the last one, or a jump no kernel could have
+    /// made): records of another boot, or a corrupt input. Nothing is counted as lost; the
+    /// record that did it comes next.
+    Restarted {
+        after_seq: u64,
+        seq: u64,
     },
     /// Nothing more to read now.
     Drained,
@@ -250,6 +264,8 @@ pub struct KmsgReader<S> {
     source: S,
     buf: Vec<u8>,
     last_seq: Option<u64>,
+    /// Records up to this seq were handled before (`resume_after`): skipped, not a restart.
+    resumed_after: Option<u64>,
     /// A record read after a gap, returned on the next call (after the `Lost`).
     pending: Option<Record>,
 }
@@ -260,6 +276,7 @@ impl<S: RecordSource> KmsgReader<S> {
             source,
             buf: vec![0; READ_BUFFER_BYTES],
             last_seq: None,
+            resumed_after: None,
             pending: None,
         }
     }
@@ -267,6 +284,7 @@ impl<S: RecordSource> KmsgReader<S> {
     /// Continues after `seq` (records up to it were handled before): a gap after it counts as lost.
     pub fn resume_after(&mut self, seq: u64) {
         self.last_seq = Some(seq);
+        self.resumed_after = Some(seq);
     }
 
     pub fn last_seq(&self) -> Option<u64> {
@@ -297,9 +315,20 @@ impl<S: RecordSource> KmsgReader<S> {
                             });
                         }
                     };
+                    if self.resumed_after.is_some_and(|done| record.seq <= done) {
+                        continue;
+                    }
+                    self.resumed_after = None;
                     match self.last_seq {
-                        Some(last) if record.seq <= last => continue,
-                        Some(last) if record.seq > last + 1 => {
+                        Some(last) if !follows_plausibly(last, record.seq) => {
+                            let restarted = ReadOutcome::Restarted {
+                                after_seq: last,
+                                seq: record.seq,
+                            };
+                            self.pending = Some(record);
+                            return Ok(restarted);
+                        }
+                        Some(last) if record.seq > last.saturating_add(1) => {
                             let lost = ReadOutcome::Lost {
                                 first_seq: last + 1,
                                 last_seq: record.seq - 1,
@@ -436,5 +465,75 @@ mod tests {
         assert!(matches!(out[0], ReadOutcome::Record(ref r) if r.seq == 4));
         assert!(matches!(out[1], ReadOutcome::Malformed { .. }));
         assert!(matches!(out[2], ReadOutcome::Record(ref r) if r.seq == 5));
+    }
+
+    #[test]
+    fn a_seq_going_back_or_jumping_past_any_ring_is_a_restart_not_a_loss() {
+        let at = |seq: u64| Some(format!("6,{seq},1,-;line {seq}\n").into_bytes());
+        let mut reader = KmsgReader::new(ScriptedSource::new([at(5), at(u64::MAX), at(3)]));
+        let out = drain(&mut reader);
+        let lost: u64 = out.iter().map(ReadOutcome::lost_count).sum();
+        assert_eq!(lost, 0);
+        let restarts = out
+            .iter()
+            .filter(|o| matches!(o, ReadOutcome::Restarted { .. }))
+            .count();
+        assert_eq!(restarts, 2);
+        let seqs: Vec<u64> = out
+            .iter()
+            .filter_map(|o| match o {
+                ReadOutcome::Record(r) => Some(r.seq),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(seqs, [5, u64::MAX, 3]);
+    }
+
+    fn seq_strategy() -> impl proptest::strategy::Strategy<Value = u64> {
+        use proptest::prelude::*;
+        prop_oneof![
+            0u64..40,
+            Just(u64::MAX),
+            Just(u64::MAX - 1),
+            Just(MAX_PLAUSIBLE_GAP),
+            Just(MAX_PLAUSIBLE_GAP + 2),
+            any::<u64>(),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Overflow checks are on in the test profile: any order of seqs, extremes included,
+        /// reads without a panic, every record is delivered once, and a loss is a plausible gap.
+        #[test]
+        fn any_seq_order_reads_without_overflow(
+            seqs in proptest::collection::vec(seq_strategy(), 0..40),
+            resume in proptest::option::of(seq_strategy()),
+        ) {
+            let entries = seqs
+                .iter()
+                .map(|s| Some(format!("6,{s},{},-;line\n", s / 2).into_bytes()));
+            let mut reader = KmsgReader::new(ScriptedSource::new(entries));
+            if let Some(done) = resume {
+                reader.resume_after(done);
+            }
+            let mut delivered = Vec::new();
+            loop {
+                match reader.next_outcome().unwrap() {
+                    ReadOutcome::Drained => break,
+                    ReadOutcome::Record(r) => delivered.push(r.seq),
+                    ReadOutcome::Lost { first_seq, last_seq } => {
+                        proptest::prop_assert!(first_seq <= last_seq);
+                        proptest::prop_assert!(last_seq - first_seq < MAX_PLAUSIBLE_GAP);
+                    }
+                    _ => {}
+                }
+            }
+            let expected: Vec<u64> = match resume {
+                // The records up to the resume point that come first were handled before.
+                Some(done) => seqs.iter().copied().skip_while(|s| *s <= done).collect(),
+                None => seqs.clone(),
+            };
+            proptest::prop_assert_eq!(delivered, expected);
+        }
     }
 }

@@ -57,6 +57,10 @@ pub struct EventsReport {
     pub events: Vec<KernelEvent>,
     pub incidents: Vec<Incident>,
     pub records_lost: u64,
+    /// `--file`: times the sequence numbers started over (records of several boots, or a
+    /// corrupt input); nothing was counted as lost there.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub seq_restarts: u64,
     /// Messages the agent dropped for this client because it read too slowly.
     #[serde(skip_serializing_if = "is_zero")]
     pub lagged: u64,
@@ -104,6 +108,7 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         }
         printer.incidents = summary.incidents;
         printer.report.records_lost = summary.records_lost;
+        printer.report.seq_restarts = summary.seq_restarts;
         return printer.finish();
     }
     let nodes = ctx.nodes()?;
@@ -400,6 +405,12 @@ fn render_table(report: &EventsReport) -> String {
         out.push_str(&format!(
             "{} kernel log records were lost.\n",
             report.records_lost
+        ));
+    }
+    if report.seq_restarts > 0 {
+        out.push_str(&format!(
+            "The sequence numbers started over {} time(s) (records of several boots, or a corrupt input); nothing was counted as lost there.\n",
+            report.seq_restarts
         ));
     }
     if report.lagged > 0 {
