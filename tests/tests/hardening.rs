@@ -175,3 +175,124 @@ fn sequence_numbers_that_start_over_are_restarts_not_losses() -> anyhow::Result<
     assert_eq!(json["events"].as_array().map(Vec::len), Some(3), "{json}");
     Ok(())
 }
+
+/// CPU time (user + system) the process has used, in clock ticks.
+fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the `(comm)`: state is the 3rd field; utime and stime are the 14th and 15th.
+    let after = stat.rsplit_once(')').context("stat")?.1;
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let utime: u64 = fields.get(11).context("utime")?.parse()?;
+    let stime: u64 = fields.get(12).context("stime")?.parse()?;
+    Ok(utime + stime)
+}
+
+/// Ticks the agent may use in 2 s of doing nothing: a spinning reader uses ~200.
+const IDLE_TICKS_BOUND: u64 = 40;
+
+fn idle_ticks(agent: &Agent) -> anyhow::Result<u64> {
+    let before = cpu_ticks(agent.pid())?;
+    std::thread::sleep(Duration::from_secs(2));
+    Ok(cpu_ticks(agent.pid())? - before)
+}
+
+const GPU_RECORDS: &str = "3,7,950818166,-;amdgpu 0000:c1:00.0: amdgpu: MES failed to respond to msg=REMOVE_QUEUE\n3,8,950818200,-;amdgpu 0000:c1:00.0: amdgpu: MES ring buffer is full.\n6,9,950818300,-;usb 1-1: new device\n";
+
+fn event_count(endpoint: &str) -> anyhow::Result<usize> {
+    let run = nodectl(&[
+        "--endpoint",
+        endpoint,
+        "events",
+        "--include-unclassified",
+        "-o",
+        "json",
+    ])?;
+    anyhow::ensure!(run.code == 0, "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    Ok(json["events"].as_array().map_or(0, Vec::len))
+}
+
+#[test]
+fn a_saved_file_or_a_closed_fifo_as_dev_kmsg_is_read_to_its_end_and_never_spun_on()
+-> anyhow::Result<()> {
+    // A regular file: read whole, then followed without spinning.
+    let tree = tempfile::tempdir()?;
+    write(tree.path(), "dev/kmsg", GPU_RECORDS)?;
+    let agent = Agent::start(tree.path(), &[])?;
+    assert_eq!(event_count(&agent.endpoint)?, 3);
+    let ticks = idle_ticks(&agent)?;
+    assert!(
+        ticks < IDLE_TICKS_BOUND,
+        "{ticks} ticks in 2 s on a saved file"
+    );
+    drop(agent);
+
+    // A FIFO whose writer wrote three records and closed.
+    let tree = tempfile::tempdir()?;
+    std::fs::create_dir_all(tree.path().join("dev"))?;
+    let fifo = tree.path().join("dev/kmsg");
+    nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU)?;
+    let agent = Agent::start(tree.path(), &[])?;
+    {
+        use std::io::Write as _;
+        let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo)?;
+        writer.write_all(GPU_RECORDS.as_bytes())?;
+    }
+    let mut seen = 0;
+    for _ in 0..100 {
+        seen = event_count(&agent.endpoint)?;
+        if seen == 3 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(seen, 3, "every record of the FIFO, not just the first");
+    let ticks = idle_ticks(&agent)?;
+    assert!(
+        ticks < IDLE_TICKS_BOUND,
+        "{ticks} ticks in 2 s after the FIFO's writer closed"
+    );
+    Ok(())
+}
+
+#[test]
+fn a_corrupt_saved_position_is_reported_and_replaced_and_counting_goes_on() -> anyhow::Result<()> {
+    let tree = tempfile::tempdir()?;
+    write(tree.path(), "dev/kmsg", GPU_RECORDS)?;
+    write(tree.path(), "proc/sys/kernel/random/boot_id", "b00t\n")?;
+    let state = tempfile::tempdir()?;
+    let state_file = state.path().join("kmsg-state.json");
+    // u64::MAX as the last counted seq stopped all counting.
+    std::fs::write(
+        &state_file,
+        r#"{"boot_id":"b00t","last_counted_seq":18446744073709551615}"#,
+    )?;
+    let state_arg = state.path().to_str().context("path")?;
+    let agent = Agent::start(
+        tree.path(),
+        &["--state-dir", state_arg, "--metrics-listen", "127.0.0.1:0"],
+    )?;
+    let metrics = nodectl_e2e::harness::http_get(
+        agent.listener("metrics").context("metrics listener")?,
+        "/metrics",
+    )?;
+    assert!(
+        metrics.contains(r#"nodectl_kernel_events_total{class="firmware",id="mes_timeout"} 1"#),
+        "{metrics}"
+    );
+    assert!(agent.terminate()?);
+    let saved = std::fs::read_to_string(&state_file)?;
+    assert!(saved.contains(r#""last_counted_seq":9"#), "{saved}");
+
+    // A FIFO as the state file left the pipeline silently empty.
+    std::fs::remove_file(&state_file)?;
+    nix::unistd::mkfifo(&state_file, nix::sys::stat::Mode::S_IRWXU)?;
+    let agent = Agent::start(tree.path(), &["--state-dir", state_arg])?;
+    assert_eq!(event_count(&agent.endpoint)?, 3);
+    assert!(agent.terminate()?);
+    assert!(
+        std::fs::metadata(&state_file)?.is_file(),
+        "the FIFO was replaced"
+    );
+    Ok(())
+}

@@ -323,14 +323,14 @@ impl KernelLog {
 fn flush(
     shared: &Shared,
     outputs: &mut Vec<Output>,
-    counted_up_to: Option<u64>,
+    tally: &mut Tally,
     last_read_seq: Option<u64>,
 ) {
     let mut items = Vec::new();
     let lost = to_items(
         outputs,
         &shared.metrics,
-        counted_up_to,
+        tally,
         last_read_seq.unwrap_or(0),
         &mut items,
     );
@@ -341,7 +341,76 @@ fn flush(
     shared.feed.publish(items);
 }
 
-/// Converts analyzer outputs to history items, counting what was not counted before.
+/// What one output adds to the metrics.
+#[derive(Debug)]
+enum Count {
+    Event { class: Class, id: Arc<str> },
+    Incident { kind: Arc<str> },
+    Lost { records: u64 },
+}
+
+/// Counts outputs into the metrics, except those an earlier run of this boot counted already.
+///
+/// The saved position can only be checked against the log once the records there were at
+/// start are read (a position beyond the newest of them is corrupt), so during that first pass
+/// counts are held back and settled at its end.
+#[derive(Debug)]
+struct Tally {
+    /// Records up to this seq were counted by an earlier run.
+    counted_up_to: Option<u64>,
+    /// The first pass: counts not yet made, with the seq each belongs to.
+    held: Option<Vec<(Option<u64>, Count)>>,
+}
+
+impl Tally {
+    fn new(counted_up_to: Option<u64>) -> Self {
+        Self {
+            counted_up_to,
+            held: Some(Vec::new()),
+        }
+    }
+
+    fn add(&mut self, metrics: &KmsgMetrics, seq: Option<u64>, count: Count) {
+        match &mut self.held {
+            Some(held) => held.push((seq, count)),
+            None => self.count(metrics, seq, count),
+        }
+    }
+
+    fn count(&self, metrics: &KmsgMetrics, seq: Option<u64>, count: Count) {
+        if let (Some(seq), Some(done)) = (seq, self.counted_up_to)
+            && seq <= done
+        {
+            return;
+        }
+        match count {
+            Count::Event { class, id } => metrics.count_event(class, &id),
+            Count::Incident { kind } => metrics.count_incident(&kind),
+            Count::Lost { records } => metrics.count_lost(records),
+        }
+    }
+
+    /// Ends the first pass, whose newest record is `newest_seq`: a saved position beyond it is
+    /// corrupt (reported, and nothing is taken as counted), then the held counts are made.
+    fn settle(&mut self, metrics: &KmsgMetrics, newest_seq: Option<u64>) {
+        let Some(held) = self.held.take() else {
+            return;
+        };
+        if let (Some(done), Some(newest)) = (self.counted_up_to, newest_seq)
+            && done > newest
+        {
+            tracing::warn!(
+                "the saved kernel log position ({done}) is beyond the newest record ({newest}) of this boot: it is corrupt and ignored, and rewritten"
+            );
+            self.counted_up_to = None;
+        }
+        for (seq, count) in held {
+            self.count(metrics, seq, count);
+        }
+    }
+}
+
+/// Converts analyzer outputs to history items, and tallies what they count.
 ///
 /// Items are keyed by the seq of the last record read when they were made (`last_read_seq`
 /// for incidents closed by the clock), so the history stays in seq order and a resume with
@@ -349,24 +418,18 @@ fn flush(
 fn to_items(
     outputs: &mut Vec<Output>,
     metrics: &KmsgMetrics,
-    counted_up_to: Option<u64>,
+    tally: &mut Tally,
     last_read_seq: u64,
     items: &mut Vec<Item>,
 ) -> u64 {
-    let fresh = |seq: Option<u64>| match (seq, counted_up_to) {
-        (Some(seq), Some(done)) => seq > done,
-        _ => true,
-    };
     let mut lost_now: u64 = 0;
     let mut current_seq = last_read_seq;
     for output in outputs.drain(..) {
         let (seq, class, unclassified, message) = match output {
             Output::Event(event) => {
                 current_seq = event.seq.unwrap_or(current_seq);
-                if let (Some(class), Some(id)) = (event.class, event.id.as_deref())
-                    && fresh(event.seq)
-                {
-                    metrics.count_event(class, id);
+                if let (Some(class), Some(id)) = (event.class, event.id.clone()) {
+                    tally.add(metrics, event.seq, Count::Event { class, id });
                 }
                 let (class, unclassified) = (event.class, event.id.is_none());
                 (
@@ -377,8 +440,9 @@ fn to_items(
                 )
             }
             Output::Incident(incident) => {
-                if incident.closed && fresh(incident.last_seq) {
-                    metrics.count_incident(&incident.kind);
+                if incident.closed {
+                    let kind = incident.kind.clone();
+                    tally.add(metrics, incident.last_seq, Count::Incident { kind });
                 }
                 (current_seq, None, false, StreamMessage::Incident(incident))
             }
@@ -387,9 +451,13 @@ fn to_items(
                 last_seq,
             } => {
                 let lost = RecordsLost::between(first_seq, last_seq);
-                if fresh(Some(last_seq)) {
-                    metrics.count_lost(lost.count);
-                }
+                tally.add(
+                    metrics,
+                    Some(last_seq),
+                    Count::Lost {
+                        records: lost.count,
+                    },
+                );
                 lost_now = lost_now.saturating_add(lost.count);
                 (
                     last_seq.saturating_add(1),
@@ -433,6 +501,7 @@ fn read_loop<S: RecordSource>(
         .as_ref()
         .filter(|s| s.boot_id == shared.boot_id && !s.boot_id.is_empty())
         .map(|s| s.last_counted_seq);
+    let mut tally = Tally::new(counted_up_to);
     let mut first_record = true;
     let mut outputs = Vec::new();
     let mut last_save: Option<Instant> = None;
@@ -478,7 +547,8 @@ fn read_loop<S: RecordSource>(
                 if let Some(now) = reader.source_mut().now_usec() {
                     analyzer.tick(now, &mut outputs);
                 }
-                flush(shared, &mut outputs, counted_up_to, reader.last_seq());
+                flush(shared, &mut outputs, &mut tally, reader.last_seq());
+                tally.settle(&shared.metrics, reader.last_seq());
                 shared.caught_up.send_replace(true);
                 if dirty && last_save.is_none_or(|t| t.elapsed() >= SAVE_INTERVAL) {
                     save_position(state_file.as_ref(), shared, reader.last_seq());
@@ -496,7 +566,7 @@ fn read_loop<S: RecordSource>(
             }
         }
         // Publish as soon as a record is read: a subscriber sees it without waiting for a drain.
-        flush(shared, &mut outputs, counted_up_to, reader.last_seq());
+        flush(shared, &mut outputs, &mut tally, reader.last_seq());
     }
     save_position(state_file.as_ref(), shared, reader.last_seq());
 }

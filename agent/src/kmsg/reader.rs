@@ -33,6 +33,15 @@ pub trait RecordSource {
     }
 }
 
+/// Opens for reading without waiting and without taking a controlling terminal (`O_NOCTTY`: a
+/// tty standing in for the device must not become the agent's).
+fn open_nonblocking(path: &Path) -> io::Result<File> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
+        .open(path)
+}
+
 /// The kernel log of a host root: the device, or a saved stream where a tree holds a file.
 #[derive(Debug)]
 pub enum KernelLogSource {
@@ -41,9 +50,11 @@ pub enum KernelLogSource {
 }
 
 impl KernelLogSource {
-    /// Opens `path` by what it is: a regular file is a saved stream, anything else the device.
+    /// Opens `path` by what it is: a regular file or a FIFO carries kmsg records as text (a saved
+    /// stream, or one piped in), anything else is the device.
     pub fn open(path: &Path) -> io::Result<Self> {
-        if std::fs::metadata(path)?.is_file() {
+        let kind = std::fs::metadata(path)?.file_type();
+        if kind.is_file() || std::os::unix::fs::FileTypeExt::is_fifo(&kind) {
             Ok(Self::Saved(SavedKmsg::open(path)?))
         } else {
             Ok(Self::Device(KmsgFile::open(path)?))
@@ -74,9 +85,10 @@ impl RecordSource for KernelLogSource {
     }
 }
 
-/// A regular file of kmsg records as `/dev/kmsg` prints them (`PRI,SEQ,USEC,FLAGS;text`, each
-/// followed by its ` KEY=value` dictionary lines): one record per read, `WouldBlock` at the end.
-/// A file that grows is read on, as `tail -f` would.
+/// A regular file (or FIFO) of kmsg records as `/dev/kmsg` prints them (`PRI,SEQ,USEC,FLAGS;text`,
+/// each followed by its ` KEY=value` dictionary lines): one record per read, `WouldBlock` at the
+/// end. A file that grows is read on, as `tail -f` would; a FIFO whose writer closed is at its
+/// end, and neither is ever spun on.
 #[derive(Debug)]
 pub struct SavedKmsg {
     reader: io::BufReader<File>,
@@ -91,7 +103,7 @@ pub struct SavedKmsg {
 impl SavedKmsg {
     pub fn open(path: &Path) -> io::Result<Self> {
         Ok(Self {
-            reader: io::BufReader::new(File::open(path)?),
+            reader: io::BufReader::new(open_nonblocking(path)?),
             offset: 0,
             next_head: None,
             partial: Vec::new(),
@@ -142,12 +154,17 @@ impl RecordSource for SavedKmsg {
             }
         };
         let mut record = head;
-        while let Some(line) = self.next_line()? {
-            if line.first() == Some(&b' ') {
-                record.extend_from_slice(&line);
-            } else {
-                self.next_head = Some(line);
-                break;
+        loop {
+            match self.next_line() {
+                Ok(Some(line)) if line.first() == Some(&b' ') => record.extend_from_slice(&line),
+                Ok(Some(line)) => {
+                    self.next_head = Some(line);
+                    break;
+                }
+                // Nothing more yet (a FIFO's writer between writes): the record ends here.
+                Ok(None) => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) => return Err(e),
             }
         }
         let n = record.len().min(buf.len());
@@ -185,11 +202,9 @@ pub struct KmsgFile {
 impl KmsgFile {
     /// Opens the device at the oldest record still in the ring.
     pub fn open(path: &Path) -> io::Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
-            .open(path)?;
-        Ok(Self { file })
+        Ok(Self {
+            file: open_nonblocking(path)?,
+        })
     }
 
     /// Moves after the newest record: only records written from now on are read.

@@ -2,6 +2,9 @@
 
 use std::path::{Path, PathBuf};
 
+/// A saved position is a boot id and a number: a few dozen bytes of JSON.
+const MAX_STATE_BYTES: u64 = 4096;
+
 /// What the agent had counted when it last saved.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct CountedUpTo {
@@ -40,6 +43,23 @@ impl StateFile {
             path: self.path.display().to_string(),
             reason,
         };
+        match std::fs::symlink_metadata(&self.path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(err(e.to_string())),
+            // A FIFO here would block the reader thread forever before its first record.
+            Ok(meta) if !meta.is_file() => {
+                return Err(err(
+                    "not a regular file; it is replaced at the next save".to_owned()
+                ));
+            }
+            Ok(meta) if meta.len() > MAX_STATE_BYTES => {
+                return Err(err(format!(
+                    "{} bytes, more than a saved position takes; it is replaced at the next save",
+                    meta.len()
+                )));
+            }
+            Ok(_) => {}
+        }
         match std::fs::read_to_string(&self.path) {
             Ok(text) => serde_json::from_str(&text)
                 .map(Some)
@@ -49,7 +69,8 @@ impl StateFile {
         }
     }
 
-    /// Writes atomically (temporary file + rename): a crash leaves the old or the new state.
+    /// Writes atomically (temporary file + rename): a crash leaves the old or the new state, and
+    /// whatever stood at the path (a corrupt file, a FIFO) is replaced.
     pub fn save(&self, state: &CountedUpTo) -> Result<(), StateError> {
         let err = |reason: String| StateError {
             path: self.path.display().to_string(),
@@ -85,5 +106,22 @@ mod tests {
                 .to_string()
                 .contains("kmsg-state.json")
         );
+    }
+
+    #[test]
+    fn a_fifo_or_an_oversized_file_is_refused_without_blocking_and_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        nix::unistd::mkfifo(file.path(), nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = file.load().unwrap_err();
+        assert!(e.to_string().contains("not a regular file"), "{e}");
+        let state = CountedUpTo {
+            boot_id: "b".into(),
+            last_counted_seq: 7,
+        };
+        file.save(&state).unwrap();
+        assert_eq!(file.load().unwrap(), Some(state));
+        std::fs::write(file.path(), vec![b' '; 10_000]).unwrap();
+        assert!(file.load().is_err());
     }
 }
