@@ -182,14 +182,10 @@ pub async fn serve(
                 .context("gRPC server on TCP")
         });
     }
+    let mut bound_socket = None;
     if let Some(path) = listeners.unix.clone() {
-        // A socket file left by an agent that was killed would make bind fail.
-        if path.exists() {
-            std::fs::remove_file(&path)
-                .with_context(|| format!("removing stale socket {}", path.display()))?;
-        }
-        let listener = UnixListener::bind(&path)
-            .with_context(|| format!("binding --unix {}", path.display()))?;
+        let listener = bind_unix(&path)?;
+        bound_socket = Some(SocketFile::of(&path)?);
         println!("listening grpc=unix:{}", path.display());
         let router = router(service.clone())?;
         let token = shutdown.clone();
@@ -212,8 +208,68 @@ pub async fn serve(
             }
         }
     }
-    if let Some(path) = &listeners.unix {
-        let _ = std::fs::remove_file(path);
+    if let Some(socket) = bound_socket {
+        socket.remove_if_ours();
     }
     result
+}
+
+/// Binds `--unix PATH`. Something at PATH is removed only when it is a socket nobody answers
+/// on (left by an agent that was killed); a live socket or any other file is refused.
+fn bind_unix(path: &std::path::Path) -> anyhow::Result<UnixListener> {
+    use anyhow::Context as _;
+    use std::os::unix::fs::FileTypeExt as _;
+    match std::fs::symlink_metadata(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("--unix {}", path.display())),
+        Ok(meta) if !meta.file_type().is_socket() => anyhow::bail!(
+            "--unix {}: the path exists and is not a socket; not removed (choose another path)",
+            path.display()
+        ),
+        Ok(_) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => anyhow::bail!(
+                "--unix {}: another process answers on this socket (a second agent?); not taken over",
+                path.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                std::fs::remove_file(path)
+                    .with_context(|| format!("removing the stale socket {}", path.display()))?;
+            }
+            Err(e) => {
+                return Err(e)
+                    .with_context(|| format!("--unix {}: checking the socket", path.display()));
+            }
+        },
+    }
+    UnixListener::bind(path).with_context(|| format!("binding --unix {}", path.display()))
+}
+
+/// The socket file this agent bound, by device and inode.
+struct SocketFile {
+    path: PathBuf,
+    dev: u64,
+    ino: u64,
+}
+
+impl SocketFile {
+    fn of(path: &std::path::Path) -> std::io::Result<Self> {
+        use std::os::unix::fs::MetadataExt as _;
+        let meta = std::fs::symlink_metadata(path)?;
+        Ok(Self {
+            path: path.to_owned(),
+            dev: meta.dev(),
+            ino: meta.ino(),
+        })
+    }
+
+    /// Removes the socket unless something else stands at its path now (another agent that
+    /// bound the path after this one, say).
+    fn remove_if_ours(self) {
+        use std::os::unix::fs::MetadataExt as _;
+        let ours = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.dev() == self.dev && m.ino() == self.ino);
+        if ours && let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!("removing {}: {e}", self.path.display());
+        }
+    }
 }

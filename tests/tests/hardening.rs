@@ -296,3 +296,61 @@ fn a_corrupt_saved_position_is_reported_and_replaced_and_counting_goes_on() -> a
     );
     Ok(())
 }
+
+/// Runs the agent with `--unix PATH` where it must refuse to start: its exit and stderr.
+fn agent_refusing(root: &Path, unix: &Path) -> anyhow::Result<(bool, String)> {
+    let out = std::process::Command::new(nodectl_e2e::harness::binary("nodectl-agent")?)
+        .arg("--host-root")
+        .arg(root)
+        .arg("--unix")
+        .arg(unix)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .output()?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+#[test]
+fn unix_sockets_are_never_taken_from_a_file_or_a_live_agent() -> anyhow::Result<()> {
+    let root = nodectl_e2e::harness::node_fixture("no-gpu");
+    let dir = tempfile::tempdir()?;
+    let path = dir.path().join("agent.sock");
+    let path_arg = path.to_str().context("path")?;
+
+    // A regular file with data at the path used to be deleted.
+    std::fs::write(&path, "precious\n")?;
+    let (ok, stderr) = agent_refusing(&root, &path)?;
+    assert!(!ok && stderr.contains("not a socket"), "{stderr}");
+    assert_eq!(std::fs::read_to_string(&path)?, "precious\n");
+    std::fs::remove_file(&path)?;
+
+    // A stale socket (its agent was killed) is replaced.
+    drop(std::os::unix::net::UnixListener::bind(&path)?);
+    let first = Agent::start(&root, &["--unix", path_arg])?;
+    let endpoint = format!("unix:{path_arg}");
+    let run = nodectl(&["--endpoint", &endpoint, "node", "show", "-o", "json"])?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // A second agent does not take over the live socket.
+    let (ok, stderr) = agent_refusing(&root, &path)?;
+    assert!(
+        !ok && stderr.contains("another process answers"),
+        "{stderr}"
+    );
+    let run = nodectl(&["--endpoint", &endpoint, "node", "show", "-o", "json"])?;
+    assert_eq!(run.code, 0, "the first agent still serves: {}", run.stderr);
+
+    // When the path has been taken by someone else since, the first agent leaves it on exit.
+    std::fs::remove_file(&path)?;
+    let other = std::os::unix::net::UnixListener::bind(&path)?;
+    assert!(first.terminate()?);
+    assert!(
+        path.exists(),
+        "the agent removed a socket that was not its own"
+    );
+    drop(other);
+    Ok(())
+}
