@@ -35,3 +35,16 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// 2^32 records is days of a kernel logging ten thousand lines a second. A larger jump (a saved
 /// log of several boots, a corrupt record) is a restart of the numbering, not a loss.
 pub const MAX_PLAUSIBLE_GAP: u64 = 1 << 32;
+
+/// Kernel event streams open at once over all connections. Each holds a copy of the history it
+/// asked for and a buffer; an operator follows one or two, a fleet dashboard a few dozen.
+pub const MAX_KERNEL_STREAMS: usize = 64;
+
+/// Concurrent HTTP/2 streams (requests) per connection: one client opening thousands of streams
+/// that never read used to grow the agent past a gigabyte.
+pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
+
+/// HTTP/2 pings on an otherwise silent connection, and how long the answer may take: a peer that
+/// went away is noticed and its connection closed.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);

@@ -15,7 +15,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
-use crate::limits::{MAX_SAMPLE_COUNT, MAX_SAMPLE_WINDOW};
+use crate::limits::{
+    HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT, MAX_KERNEL_STREAMS, MAX_SAMPLE_COUNT,
+    MAX_SAMPLE_WINDOW, MAX_STREAMS_PER_CONNECTION,
+};
 use crate::snapshot::{SampleOptions, Snapshotter};
 
 /// Where the agent listens.
@@ -32,6 +35,8 @@ pub struct DiagnosticsService {
     kernel_log: Option<crate::kmsg::pipeline::KernelLog>,
     /// Cancelled when the agent stops: running samples end with it.
     shutdown: CancellationToken,
+    /// One permit per open kernel event stream.
+    streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl DiagnosticsService {
@@ -40,6 +45,7 @@ impl DiagnosticsService {
             snapshotter,
             kernel_log: None,
             shutdown: CancellationToken::new(),
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_KERNEL_STREAMS)),
         }
     }
 
@@ -111,7 +117,12 @@ impl NodeDiagnostics for DiagnosticsService {
                 "kernel log unavailable: this agent does not read it",
             ));
         };
-        crate::kmsg::stream::open(kernel_log, request.get_ref()).map(Response::new)
+        let permit = Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted(format!(
+                "{MAX_KERNEL_STREAMS} kernel event streams are open already; close one first"
+            ))
+        })?;
+        crate::kmsg::stream::open(kernel_log, request.get_ref(), permit).map(Response::new)
     }
 }
 
@@ -127,6 +138,9 @@ pub fn router(
         .register_encoded_file_descriptor_set(nodectl_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
     Ok(tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(reflection)
         .add_service(NodeDiagnosticsServer::new(service)))

@@ -354,3 +354,57 @@ fn unix_sockets_are_never_taken_from_a_file_or_a_live_agent() -> anyhow::Result<
     drop(other);
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kernel_event_streams_are_bounded_in_number_and_released_when_clients_leave()
+-> anyhow::Result<()> {
+    let tree = tempfile::tempdir()?;
+    write(tree.path(), "dev/kmsg", GPU_RECORDS)?;
+    let agent = Agent::start(tree.path(), &[])?;
+    let request = pb::StreamKernelEventsRequest {
+        since_seq: 0,
+        follow: true,
+        classes: Vec::new(),
+        include_unclassified: true,
+    };
+    // Streams that are opened and never read, over several connections (each connection
+    // carries at most 16 at once; one connection used to carry 10,000).
+    let mut open = Vec::new();
+    let mut refused = 0;
+    for _ in 0..5 {
+        let mut client = NodeDiagnosticsClient::connect(agent.endpoint.clone()).await?;
+        for _ in 0..14 {
+            match client.stream_kernel_events(request.clone()).await {
+                Ok(stream) => open.push(stream),
+                Err(status) => {
+                    assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}");
+                    refused += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(open.len(), 64, "the bound on streams at once");
+    assert_eq!(refused, 70 - 64);
+    assert!(
+        agent.rss_bytes()? < RSS_BOUND_BYTES,
+        "agent grew past 64 MiB"
+    );
+    drop(open);
+    // Every client left: their streams' permits come back.
+    let mut client = NodeDiagnosticsClient::connect(agent.endpoint.clone()).await?;
+    let mut reopened = None;
+    for _ in 0..50 {
+        match client.stream_kernel_events(request.clone()).await {
+            Ok(stream) => {
+                reopened = Some(stream);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    assert!(
+        reopened.is_some(),
+        "no stream could be opened after the clients left"
+    );
+    Ok(())
+}

@@ -18,10 +18,11 @@ const STREAM_BUFFER: usize = 64;
 
 pub type KernelStream = Pin<Box<dyn Stream<Item = Result<pb::KernelStreamMessage, Status>> + Send>>;
 
-/// Checks the request and starts the stream.
+/// Checks the request and starts the stream; `permit` is held while the stream lives.
 pub fn open(
     log: &KernelLog,
     request: &pb::StreamKernelEventsRequest,
+    permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<KernelStream, Status> {
     let mut classes = Vec::with_capacity(request.classes.len());
     for name in &request.classes {
@@ -50,6 +51,8 @@ pub fn open(
         Forward {
             first: vec![header],
             message: Box::new(move |item: &Item| {
+                // Moved in here, so it is released when the forwarding task ends.
+                let _held = &permit;
                 item.wanted(&filter).then(|| item.message.clone())
             }),
             lagged: Box::new(|missed| pb::KernelStreamMessage {
@@ -139,8 +142,11 @@ mod tests {
             classes: Vec::new(),
             include_unclassified: true,
         };
-        let mut active = open(&log, &request).unwrap();
-        let mut stalled = open(&log, &request).unwrap();
+        let permits = Arc::new(tokio::sync::Semaphore::new(2));
+        let mut active =
+            open(&log, &request, permits.clone().try_acquire_owned().unwrap()).unwrap();
+        let mut stalled =
+            open(&log, &request, permits.clone().try_acquire_owned().unwrap()).unwrap();
         assert!(matches!(
             next(&mut active, Duration::from_secs(10)).await,
             Some(Message::Header(_))
