@@ -247,9 +247,10 @@ impl Snapshotter {
             findings: Vec::new(),
             problems: Vec::new(),
         };
+        // The checks see what could not be read: an unreadable input is unknown, not absent.
+        snapshot.problems = reader.problems;
         let (findings, check_problems) = checks::evaluate(&snapshot);
         snapshot.findings = findings;
-        snapshot.problems = reader.problems;
         snapshot.problems.extend(check_problems);
         // By path, so the order does not depend on which facts came from the boot cache.
         snapshot.problems.sort_by(|a, b| a.path.cmp(&b.path));

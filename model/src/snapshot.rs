@@ -361,12 +361,15 @@ pub struct KfdNode {
     pub has_cwsr_size: bool,
 }
 
+/// How bad a finding is. `Unknown`: the check could not be evaluated because its inputs could
+/// not be read; it ranks below critical and above warning, since what it hides may be critical.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Severity {
     #[default]
     Info,
     Warning,
+    Unknown,
     Critical,
 }
 
@@ -375,6 +378,7 @@ impl Severity {
         match self {
             Severity::Info => "info",
             Severity::Warning => "warning",
+            Severity::Unknown => "unknown",
             Severity::Critical => "critical",
         }
     }

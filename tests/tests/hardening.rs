@@ -408,3 +408,80 @@ async fn kernel_event_streams_are_bounded_in_number_and_released_when_clients_le
     );
     Ok(())
 }
+
+/// A copy of a fixture tree (symlinks kept) to damage.
+fn fixture_copy(name: &str) -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
+    let status = std::process::Command::new("cp")
+        .arg("-a")
+        .arg(nodectl_e2e::harness::node_fixture(name))
+        .arg(dir.path().join("root"))
+        .status()?;
+    anyhow::ensure!(status.success(), "cp -a {name}");
+    Ok(dir)
+}
+
+/// Replaces a file of the tree with a directory: unreadable as a file even for root.
+fn make_unreadable(root: &Path, relative: &str) -> anyhow::Result<()> {
+    let path = root.join(relative);
+    std::fs::remove_file(&path)?;
+    std::fs::create_dir(&path)?;
+    Ok(())
+}
+
+fn check_json(root: &Path) -> anyhow::Result<(i32, serde_json::Value)> {
+    let root = root.to_str().context("path")?;
+    let run = nodectl(&["--host-root", root, "node", "check", "-o", "json"])?;
+    Ok((run.code, serde_json::from_str(&run.stdout)?))
+}
+
+fn findings(json: &serde_json::Value) -> Vec<(String, String)> {
+    json["findings"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|f| {
+            (
+                f["id"].as_str().unwrap_or("").to_owned(),
+                f["severity"].as_str().unwrap_or("").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn unreadable_inputs_make_checks_unknown_never_dangerous_advice() -> anyhow::Result<()> {
+    // cwsr_enable unreadable on a node booted with amdgpu.cwsr_enable=0: the unknown-parameter
+    // check advised removing the correct argument.
+    let tree = fixture_copy("strix-halo-healthy")?;
+    let root = tree.path().join("root");
+    make_unreadable(&root, "sys/module/amdgpu/parameters/cwsr_enable")?;
+    let (_, json) = check_json(&root)?;
+    let found = findings(&json);
+    assert!(
+        !found.contains(&("unknown_module_parameter".to_owned(), "warning".to_owned())),
+        "{json}"
+    );
+    assert!(
+        found.contains(&("unknown_module_parameter".to_owned(), "unknown".to_owned())),
+        "{json}"
+    );
+
+    // The MES firmware unreadable on a 0x83 node: "no findings" hid the one critical check.
+    let tree = fixture_copy("strix-halo-mes83")?;
+    let root = tree.path().join("root");
+    make_unreadable(
+        &root,
+        "sys/class/drm/card1/device/fw_version/mes_fw_version",
+    )?;
+    make_unreadable(&root, "sys/kernel/debug/dri/1/amdgpu_firmware_info")?;
+    let (_, json) = check_json(&root)?;
+    let found = findings(&json);
+    assert!(
+        found.contains(&("mes_firmware_known_bad".to_owned(), "unknown".to_owned())),
+        "{json}"
+    );
+    let evidence = json["findings"].to_string();
+    assert!(evidence.contains("mes_fw_version"), "{evidence}");
+    Ok(())
+}

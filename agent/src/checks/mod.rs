@@ -47,6 +47,35 @@ pub fn known_issues() -> Result<&'static [KnownIssue], &'static str> {
 struct Hit {
     card: Option<String>,
     evidence: Vec<String>,
+    /// The rule could not be evaluated: an input exists but could not be read (the evidence
+    /// says which and why). Never a finding that assumes the value is absent.
+    unknown: bool,
+}
+
+impl Hit {
+    fn found(card: Option<String>, evidence: Vec<String>) -> Self {
+        Self {
+            card,
+            evidence,
+            unknown: false,
+        }
+    }
+
+    fn unknown(card: Option<String>, problem: &Problem) -> Self {
+        Self {
+            card,
+            evidence: vec![format!(
+                "could not be read: {} ({})",
+                problem.path, problem.reason
+            )],
+            unknown: true,
+        }
+    }
+}
+
+/// The problem recorded for a host path, when reading it failed.
+fn problem_at<'a>(s: &'a Snapshot, path: &str) -> Option<&'a Problem> {
+    s.problems.iter().find(|p| p.path == path)
 }
 
 type Rule = fn(&KnownIssue, &Snapshot) -> Vec<Hit>;
@@ -86,15 +115,32 @@ pub fn evaluate(snapshot: &Snapshot) -> (Vec<Finding>, Vec<Problem>) {
             continue;
         };
         for hit in rule(issue, snapshot) {
-            findings.push(Finding {
-                id: issue.id.clone(),
-                severity: issue.severity,
-                title: issue.title.clone(),
-                evidence: hit.evidence,
-                references: issue.references.clone(),
-                remedy: issue.remedy.clone(),
-                card: hit.card,
-            });
+            let finding = if hit.unknown {
+                Finding {
+                    id: issue.id.clone(),
+                    severity: Severity::Unknown,
+                    title: format!("could not be checked: {}", issue.title),
+                    evidence: hit.evidence,
+                    references: issue.references.clone(),
+                    remedy: format!(
+                        "Make the file named in the evidence readable and run `nodectl node check` again; until then this may be present ({} if it fires). What to do if it is: {}",
+                        issue.severity.as_str(),
+                        issue.remedy
+                    ),
+                    card: hit.card,
+                }
+            } else {
+                Finding {
+                    id: issue.id.clone(),
+                    severity: issue.severity,
+                    title: issue.title.clone(),
+                    evidence: hit.evidence,
+                    references: issue.references.clone(),
+                    remedy: issue.remedy.clone(),
+                    card: hit.card,
+                }
+            };
+            findings.push(finding);
         }
     }
     // Worst first, then by id and card: a stable order for people and golden files.
@@ -150,30 +196,45 @@ fn mes_firmware_known_bad(issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
     s.cards
         .iter()
         .filter_map(|card| {
-            let printed = card.mes_firmware()?;
-            let value = i64::from_str_radix(printed.strip_prefix("0x")?, 16).ok()?;
+            let sysfs = format!(
+                "/sys/class/drm/{}/device/fw_version/mes_fw_version",
+                card.name
+            );
+            let debugfs = format!(
+                "/sys/kernel/debug/dri/{}/amdgpu_firmware_info",
+                card_number(&card.name)
+            );
+            let Some(printed) = card.mes_firmware() else {
+                // Unreadable rather than absent: the version may well be a bad one.
+                return problem_at(s, &sysfs)
+                    .or_else(|| problem_at(s, &debugfs))
+                    .map(|p| Hit::unknown(Some(card.name.clone()), p));
+            };
+            let source = if card.firmware.contains_key("mes_fw_version") {
+                sysfs
+            } else {
+                debugfs
+            };
+            let Some(value) = printed
+                .strip_prefix("0x")
+                .and_then(|hex| i64::from_str_radix(hex, 16).ok())
+            else {
+                return Some(Hit::unknown(
+                    Some(card.name.clone()),
+                    &Problem {
+                        path: source,
+                        reason: format!("MES version {printed:?} is not 0x-prefixed hexadecimal"),
+                    },
+                ));
+            };
             if !bad.contains(&value) {
                 return None;
             }
-            let source = if card.firmware.contains_key("mes_fw_version") {
-                format!(
-                    "/sys/class/drm/{}/device/fw_version/mes_fw_version",
-                    card.name
-                )
-            } else {
-                format!(
-                    "/sys/kernel/debug/dri/{}/amdgpu_firmware_info",
-                    card_number(&card.name)
-                )
-            };
             let mut evidence = vec![format!("mes_fw_version: {printed} ({source})")];
             if let Some(kiq) = card.firmware.get("mes_kiq_fw_version") {
                 evidence.push(format!("mes_kiq_fw_version: {kiq}"));
             }
-            Some(Hit {
-                card: Some(card.name.clone()),
-                evidence,
-            })
+            Some(Hit::found(Some(card.name.clone()), evidence))
         })
         .collect()
 }
@@ -185,7 +246,20 @@ fn card_number(name: &str) -> &str {
 fn cwsr_hang_risk(issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
     let targets = str_list(issue, "gfx_targets");
     let Some(cwsr) = s.module_parameters.amdgpu.get("cwsr_enable") else {
-        return Vec::new();
+        // Unreadable rather than absent: CWSR may be on.
+        return problem_at(s, "/sys/module/amdgpu/parameters/cwsr_enable")
+            .map(|p| {
+                s.cards
+                    .iter()
+                    .filter(|c| {
+                        c.gfx_target
+                            .as_deref()
+                            .is_some_and(|t| targets.iter().any(|x| x == t))
+                    })
+                    .map(|c| Hit::unknown(Some(c.name.clone()), p))
+                    .collect()
+            })
+            .unwrap_or_default();
     };
     if cwsr.as_i64() != Some(1) {
         return Vec::new();
@@ -215,10 +289,7 @@ fn cwsr_hang_risk(issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
             if let Some(kernel) = &s.host.kernel_release {
                 evidence.push(format!("kernel: {kernel} (/proc/sys/kernel/osrelease)"));
             }
-            Some(Hit {
-                card: Some(card.name.clone()),
-                evidence,
-            })
+            Some(Hit::found(Some(card.name.clone()), evidence))
         })
         .collect()
 }
@@ -249,16 +320,14 @@ fn gtt_size_conflict(_issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
     if on_cmdline.is_none() && in_sysfs.is_none() {
         return Vec::new();
     }
-    vec![Hit {
-        card: None,
-        evidence,
-    }]
+    vec![Hit::found(None, evidence)]
 }
 
 fn unknown_module_parameter(_issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
     let known = &s.module_parameters.amdgpu;
-    // Without the parameter list (amdgpu not loaded, or not readable) nothing can be judged.
-    if known.is_empty() {
+    // Without the parameter list (amdgpu not loaded, or the directory unreadable) nothing can
+    // be judged.
+    if known.is_empty() || problem_at(s, "/sys/module/amdgpu/parameters").is_some() {
         return Vec::new();
     }
     s.host
@@ -271,17 +340,22 @@ fn unknown_module_parameter(_issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
             if known.contains_key(&canonical) {
                 return None;
             }
+            // Listed but unreadable is not unknown to the module: it must not be removed.
+            let file = format!("/sys/module/amdgpu/parameters/{canonical}");
+            if let Some(problem) = problem_at(s, &file) {
+                return Some(Hit::unknown(None, problem));
+            }
             let shown = match &arg.value {
                 Some(v) => format!("{}={v}", arg.key),
                 None => arg.key.clone(),
             };
-            Some(Hit {
-                card: None,
-                evidence: vec![
+            Some(Hit::found(
+                None,
+                vec![
                     format!("{shown} (/proc/cmdline)"),
                     format!("{canonical}: not in /sys/module/amdgpu/parameters"),
                 ],
-            })
+            ))
         })
         .collect()
 }
@@ -315,9 +389,9 @@ fn gpu_clock_stuck_low(issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
                 .filter_map(|x| x.sclk_mhz.map(|m| format!("{m}")))
                 .collect();
             let span = samples.last().map(|x| x.offset_ms).unwrap_or(0);
-            Some(Hit {
-                card: Some(card.name.clone()),
-                evidence: vec![
+            Some(Hit::found(
+                Some(card.name.clone()),
+                vec![
                     format!(
                         "gpu_busy_percent: {} over {} samples in {span} ms (/sys/class/drm/{}/device/gpu_busy_percent)",
                         busy.join(", "),
@@ -334,17 +408,17 @@ fn gpu_clock_stuck_low(issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
                         card.name
                     ),
                 ],
-            })
+            ))
         })
         .collect()
 }
 
 fn amd_iommu_off(_issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
     match s.host.kernel_argument("amd_iommu") {
-        Some(arg) if arg.value.as_deref() == Some("off") => vec![Hit {
-            card: None,
-            evidence: vec!["amd_iommu=off (/proc/cmdline)".to_owned()],
-        }],
+        Some(arg) if arg.value.as_deref() == Some("off") => vec![Hit::found(
+            None,
+            vec!["amd_iommu=off (/proc/cmdline)".to_owned()],
+        )],
         _ => Vec::new(),
     }
 }
@@ -512,6 +586,52 @@ mod tests {
         assert_eq!(findings[0].id, "amd_iommu_off");
         assert_eq!(findings[0].severity, Severity::Info);
         s.host.kernel_arguments[0] = arg("amd_iommu", "on");
+        assert!(ids(&s).is_empty());
+    }
+
+    fn problem(path: &str) -> Problem {
+        Problem {
+            path: path.into(),
+            reason: "cannot read: Permission denied".into(),
+        }
+    }
+
+    #[test]
+    fn unreadable_inputs_are_unknown_not_absent() {
+        // cwsr_enable unreadable: not an unknown parameter, and CWSR may be on.
+        let mut s = strix_halo();
+        s.module_parameters.amdgpu.remove("cwsr_enable");
+        s.host.kernel_arguments.push(arg("amdgpu.cwsr_enable", "0"));
+        s.problems
+            .push(problem("/sys/module/amdgpu/parameters/cwsr_enable"));
+        let (findings, _) = evaluate(&s);
+        let unknown: Vec<(&str, Severity)> = findings
+            .iter()
+            .map(|f| (f.id.as_str(), f.severity))
+            .collect();
+        assert!(unknown.contains(&("unknown_module_parameter", Severity::Unknown)));
+        assert!(unknown.contains(&("cwsr_hang_risk", Severity::Unknown)));
+        assert!(!unknown.contains(&("unknown_module_parameter", Severity::Warning)));
+
+        // MES version unreadable or unparsable: unknown, ranked above warnings.
+        let mut s = strix_halo();
+        s.cards[0].firmware.remove("mes_fw_version");
+        s.problems.push(problem(
+            "/sys/class/drm/card1/device/fw_version/mes_fw_version",
+        ));
+        let (findings, _) = evaluate(&s);
+        assert_eq!(findings[0].id, "mes_firmware_known_bad");
+        assert_eq!(findings[0].severity, Severity::Unknown);
+        assert!(findings[0].evidence[0].contains("Permission denied"));
+        let mut s = strix_halo();
+        s.cards[0]
+            .firmware
+            .insert("mes_fw_version".into(), "0xZZ".into());
+        let (findings, _) = evaluate(&s);
+        assert_eq!(findings[0].severity, Severity::Unknown, "{findings:?}");
+        // A file that is simply absent is still "not supported here", not unknown.
+        let mut s = strix_halo();
+        s.cards[0].firmware.remove("mes_fw_version");
         assert!(ids(&s).is_empty());
     }
 }

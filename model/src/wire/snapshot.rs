@@ -67,6 +67,7 @@ fn severity_to_pb(severity: model::Severity) -> pb::Severity {
     match severity {
         model::Severity::Info => pb::Severity::Info,
         model::Severity::Warning => pb::Severity::Warning,
+        model::Severity::Unknown => pb::Severity::Unknown,
         model::Severity::Critical => pb::Severity::Critical,
     }
 }
@@ -257,11 +258,12 @@ impl TryFrom<pb::Snapshot> for model::Snapshot {
                     let severity = match pb::Severity::try_from(f.severity) {
                         Ok(pb::Severity::Info) => model::Severity::Info,
                         Ok(pb::Severity::Warning) => model::Severity::Warning,
+                        Ok(pb::Severity::Unknown) => model::Severity::Unknown,
                         Ok(pb::Severity::Critical) => model::Severity::Critical,
                         _ => {
                             return Err(invalid(
                                 "findings.severity",
-                                format!("{} is not info, warning or critical", f.severity),
+                                format!("{} is not info, warning, unknown or critical", f.severity),
                             ));
                         }
                     };
