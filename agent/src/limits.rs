@@ -48,3 +48,18 @@ pub const MAX_STREAMS_PER_CONNECTION: u32 = 16;
 /// went away is noticed and its connection closed.
 pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
 pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Kernel log messages kept for late subscribers, per history (all records / classified only):
+/// the recent past of a busy boot; older ones are reported to a resuming client as missed.
+pub const KERNEL_LOG_HISTORY: usize = 4096;
+
+/// Messages a live subscriber may fall behind before it is told it lagged (the others lose
+/// nothing).
+pub const KERNEL_LOG_BROADCAST: usize = 1024;
+
+/// Messages buffered per stream between the broadcast and the client's connection.
+pub const KERNEL_STREAM_BUFFER: usize = 64;
+
+/// Size of the saved kernel log position (`--state-dir`): a boot id and a number are a few dozen
+/// bytes of JSON, so a larger file is not one and is replaced.
+pub const MAX_STATE_BYTES: u64 = 4096;

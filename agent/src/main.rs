@@ -29,6 +29,10 @@ struct Args {
     /// restarted agent counts no record twice.
     #[arg(long, value_name = "DIR")]
     state_dir: Option<PathBuf>,
+    /// Serve every kernel log record to clients that ask for unclassified ones, not only the
+    /// classified amdgpu/KFD events (the log may hold what `dmesg_restrict` keeps from users).
+    #[arg(long)]
+    full_kernel_log: bool,
     /// Kernel message rules (TOML, the format of the embedded rules) instead of the embedded ones.
     #[arg(long, value_name = "FILE")]
     rules: Option<PathBuf>,
@@ -94,8 +98,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
             limits::KERNEL_LOG_FIRST_PASS.as_secs()
         );
     }
-    let service =
-        server::DiagnosticsService::new(snapshotter).with_kernel_log(Some(kernel_log.clone()));
+    let service = server::DiagnosticsService::new(snapshotter)
+        .with_kernel_log(Some(kernel_log.clone()))
+        .with_full_kernel_log(args.full_kernel_log)
+        .with_shutdown(token.clone());
     let listeners = server::Listeners {
         listen: args.listen,
         unix: args.unix,

@@ -37,6 +37,8 @@ pub struct DiagnosticsService {
     shutdown: CancellationToken,
     /// One permit per open kernel event stream.
     streams: Arc<tokio::sync::Semaphore>,
+    /// Serve records no rule classified (the whole kernel log), not only amdgpu/KFD events.
+    full_kernel_log: bool,
 }
 
 impl DiagnosticsService {
@@ -46,7 +48,15 @@ impl DiagnosticsService {
             kernel_log: None,
             shutdown: CancellationToken::new(),
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_KERNEL_STREAMS)),
+            full_kernel_log: false,
         }
+    }
+
+    /// Serves the whole kernel log to clients that ask (`include_unclassified`). Off by
+    /// default: the log holds more than GPU events, and hosts set `dmesg_restrict` for a reason.
+    pub fn with_full_kernel_log(mut self, full: bool) -> Self {
+        self.full_kernel_log = full;
+        self
     }
 
     /// Ends the work of running requests when `shutdown` fires.
@@ -117,6 +127,11 @@ impl NodeDiagnostics for DiagnosticsService {
                 "kernel log unavailable: this agent does not read it",
             ));
         };
+        if request.get_ref().include_unclassified && !self.full_kernel_log {
+            return Err(Status::permission_denied(
+                "this agent serves classified amdgpu/KFD events only; start it with --full-kernel-log to serve every kernel log record",
+            ));
+        }
         let permit = Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "{MAX_KERNEL_STREAMS} kernel event streams are open already; close one first"

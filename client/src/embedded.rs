@@ -60,8 +60,11 @@ impl Embedded {
         } else {
             None
         };
+        // This process reads the kernel log with its own rights: nothing to keep from itself.
         let service = server::DiagnosticsService::new(Arc::new(Snapshotter::new(host_root)))
-            .with_kernel_log(kernel_log.clone());
+            .with_kernel_log(kernel_log.clone())
+            .with_full_kernel_log(true)
+            .with_shutdown(cancel.clone());
         let router = server::router(service).context("building the in-process agent")?;
 
         let (connections, incoming) = mpsc::channel::<std::io::Result<DuplexStream>>(1);

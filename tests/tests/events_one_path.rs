@@ -55,7 +55,7 @@ fn path_arg(path: &Path) -> anyhow::Result<&str> {
 fn a_saved_stream_gives_the_same_json_in_process_and_through_an_agent() -> anyhow::Result<()> {
     let tree = replay_tree()?;
     let root = path_arg(tree.path())?;
-    let agent = Agent::start(tree.path(), &[])?;
+    let agent = Agent::start(tree.path(), &["--full-kernel-log"])?;
     for extra in [
         &[][..],
         &["--include-unclassified"][..],
@@ -147,7 +147,7 @@ fn wedge_closed(line: &Value) -> bool {
 fn in_follow_mode_a_quiet_incident_closes_without_a_later_record() -> anyhow::Result<()> {
     let tree = replay_tree()?;
     let root: PathBuf = tree.path().to_owned();
-    let agent = Agent::start(&root, &[])?;
+    let agent = Agent::start(&root, &["--full-kernel-log"])?;
     let in_process = follow_until(&["--host-root", path_arg(&root)?], wedge_closed)?;
     let through_agent = follow_until(&["--endpoint", &agent.endpoint], wedge_closed)?;
     assert_eq!(in_process, through_agent);

@@ -218,7 +218,7 @@ fn a_saved_file_or_a_closed_fifo_as_dev_kmsg_is_read_to_its_end_and_never_spun_o
     // A regular file: read whole, then followed without spinning.
     let tree = tempfile::tempdir()?;
     write(tree.path(), "dev/kmsg", GPU_RECORDS)?;
-    let agent = Agent::start(tree.path(), &[])?;
+    let agent = Agent::start(tree.path(), &["--full-kernel-log"])?;
     assert_eq!(event_count(&agent.endpoint)?, 3);
     let ticks = idle_ticks(&agent)?;
     assert!(
@@ -232,7 +232,7 @@ fn a_saved_file_or_a_closed_fifo_as_dev_kmsg_is_read_to_its_end_and_never_spun_o
     std::fs::create_dir_all(tree.path().join("dev"))?;
     let fifo = tree.path().join("dev/kmsg");
     nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU)?;
-    let agent = Agent::start(tree.path(), &[])?;
+    let agent = Agent::start(tree.path(), &["--full-kernel-log"])?;
     {
         use std::io::Write as _;
         let mut writer = std::fs::OpenOptions::new().write(true).open(&fifo)?;
@@ -270,7 +270,13 @@ fn a_corrupt_saved_position_is_reported_and_replaced_and_counting_goes_on() -> a
     let state_arg = state.path().to_str().context("path")?;
     let agent = Agent::start(
         tree.path(),
-        &["--state-dir", state_arg, "--metrics-listen", "127.0.0.1:0"],
+        &[
+            "--state-dir",
+            state_arg,
+            "--metrics-listen",
+            "127.0.0.1:0",
+            "--full-kernel-log",
+        ],
     )?;
     let metrics = nodectl_e2e::harness::http_get(
         agent.listener("metrics").context("metrics listener")?,
@@ -287,7 +293,10 @@ fn a_corrupt_saved_position_is_reported_and_replaced_and_counting_goes_on() -> a
     // A FIFO as the state file left the pipeline silently empty.
     std::fs::remove_file(&state_file)?;
     nix::unistd::mkfifo(&state_file, nix::sys::stat::Mode::S_IRWXU)?;
-    let agent = Agent::start(tree.path(), &["--state-dir", state_arg])?;
+    let agent = Agent::start(
+        tree.path(),
+        &["--state-dir", state_arg, "--full-kernel-log"],
+    )?;
     assert_eq!(event_count(&agent.endpoint)?, 3);
     assert!(agent.terminate()?);
     assert!(
@@ -360,7 +369,7 @@ async fn kernel_event_streams_are_bounded_in_number_and_released_when_clients_le
 -> anyhow::Result<()> {
     let tree = tempfile::tempdir()?;
     write(tree.path(), "dev/kmsg", GPU_RECORDS)?;
-    let agent = Agent::start(tree.path(), &[])?;
+    let agent = Agent::start(tree.path(), &["--full-kernel-log"])?;
     let request = pb::StreamKernelEventsRequest {
         since_seq: 0,
         follow: true,
@@ -483,5 +492,50 @@ fn unreadable_inputs_make_checks_unknown_never_dangerous_advice() -> anyhow::Res
     );
     let evidence = json["findings"].to_string();
     assert!(evidence.contains("mes_fw_version"), "{evidence}");
+    Ok(())
+}
+
+#[test]
+fn credentials_on_the_command_line_and_the_full_kernel_log_stay_on_the_node() -> anyhow::Result<()>
+{
+    let tree = tempfile::tempdir()?;
+    let token = "0123456789abcdefSECRET";
+    write(
+        tree.path(),
+        "proc/cmdline",
+        &format!(
+            "talos.platform=metal siderolink.api=https://omni.example:8090/?jointoken={token} talos.config=https://cfg.example/m?uuid=1&token={token} amdgpu.cwsr_enable=0\n"
+        ),
+    )?;
+    write(tree.path(), "dev/kmsg", GPU_RECORDS)?;
+    let agent = Agent::start(tree.path(), &[])?;
+    let run = nodectl(&["--endpoint", &agent.endpoint, "node", "show", "-o", "json"])?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stdout.contains(token), "{}", run.stdout);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    assert!(
+        json["host"]["cmdline"].as_str().is_some_and(
+            |c| c.contains("jointoken=<redacted>") && c.contains("amdgpu.cwsr_enable=0")
+        ),
+        "{json}"
+    );
+
+    // Classified GPU events are served; the whole log only when the agent allows it.
+    let run = nodectl(&["--endpoint", &agent.endpoint, "events", "-o", "json"])?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let events: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    assert_eq!(
+        events["events"].as_array().map(Vec::len),
+        Some(2),
+        "{events}"
+    );
+    let run = nodectl(&[
+        "--endpoint",
+        &agent.endpoint,
+        "events",
+        "--include-unclassified",
+    ])?;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(run.stderr.contains("--full-kernel-log"), "{}", run.stderr);
     Ok(())
 }

@@ -235,7 +235,7 @@ fn unique_tag(what: &str) -> String {
 
 #[test]
 fn a_follow_client_receives_a_written_record_as_user_written() -> anyhow::Result<()> {
-    let agent = Agent::start(Path::new("/"), &[])?;
+    let agent = Agent::start(Path::new("/"), &["--full-kernel-log"])?;
     let mut client = Command::new(binary("nodectl")?)
         .args([
             "--endpoint",
@@ -332,7 +332,10 @@ fn a_restarted_agent_resumed_with_since_seq_delivers_every_record_once() -> anyh
     let state = tempfile::tempdir()?;
     let state_arg = state.path().to_str().context("path")?;
     let first_tag = unique_tag("before");
-    let agent = Agent::start(Path::new("/"), &["--state-dir", state_arg])?;
+    let agent = Agent::start(
+        Path::new("/"),
+        &["--state-dir", state_arg, "--full-kernel-log"],
+    )?;
     write_kmsg(&first_tag)?;
     let resume_from = wait_for_tag(&agent.endpoint, &first_tag)?;
     assert!(agent.terminate()?);
@@ -345,7 +348,10 @@ fn a_restarted_agent_resumed_with_since_seq_delivers_every_record_once() -> anyh
     for tag in &later {
         write_kmsg(tag)?;
     }
-    let agent = Agent::start(Path::new("/"), &["--state-dir", state_arg])?;
+    let agent = Agent::start(
+        Path::new("/"),
+        &["--state-dir", state_arg, "--full-kernel-log"],
+    )?;
     wait_for_tag(&agent.endpoint, &later[2])?;
     let (seqs, messages) = tagged_seqs(&agent.endpoint, resume_from)?;
     assert!(seqs.iter().all(|s| *s > resume_from));

@@ -3,7 +3,7 @@
 use procfs::FromRead as _;
 
 use super::{Reader, clip};
-use nodectl_model::kernel_args::{KernelArgument, split_cmdline};
+use nodectl_model::kernel_args::{KernelArgument, render_cmdline, split_cmdline};
 use nodectl_model::snapshot::{Host, OsRelease};
 
 /// Parses os-release (`KEY=value`, values optionally quoted, `#` comments).
@@ -105,12 +105,23 @@ pub struct BootHost {
 
 pub fn collect_boot(reader: &mut Reader<'_>) -> BootHost {
     let root = reader.root;
-    let cmdline = reader
+    let mut cmdline = reader
         .text(&root.path("/proc/cmdline"))
         .map(|s| s.trim_end_matches(['\n', '\0']).to_owned());
+    let mut kernel_arguments = cmdline.as_deref().map(split_cmdline).unwrap_or_default();
+    if super::redact::redact_arguments(&mut kernel_arguments) {
+        // The command line as written would carry the credentials: it is written anew.
+        cmdline = Some(render_cmdline(&kernel_arguments).unwrap_or_else(|| {
+            kernel_arguments
+                .iter()
+                .map(KernelArgument::render)
+                .collect::<Vec<_>>()
+                .join(" ")
+        }));
+    }
     BootHost {
         kernel_release: reader.line(&root.path("/proc/sys/kernel/osrelease")),
-        kernel_arguments: cmdline.as_deref().map(split_cmdline).unwrap_or_default(),
+        kernel_arguments,
         cmdline: cmdline.filter(|c| !c.is_empty()),
         os_release: reader
             .text(&root.os_release())

@@ -13,6 +13,7 @@ pub(crate) mod hwmon;
 pub(crate) mod kfd;
 pub(crate) mod memory;
 pub(crate) mod params;
+pub(crate) mod redact;
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};

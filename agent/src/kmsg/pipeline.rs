@@ -40,8 +40,8 @@ impl KernelLogConfig {
         Self {
             classifier,
             state_dir: None,
-            history_capacity: 4096,
-            broadcast_capacity: 1024,
+            history_capacity: crate::limits::KERNEL_LOG_HISTORY,
+            broadcast_capacity: crate::limits::KERNEL_LOG_BROADCAST,
         }
     }
 }

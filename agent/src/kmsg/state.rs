@@ -2,8 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-/// A saved position is a boot id and a number: a few dozen bytes of JSON.
-const MAX_STATE_BYTES: u64 = 4096;
+use crate::limits::MAX_STATE_BYTES;
 
 /// What the agent had counted when it last saved.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]

@@ -13,9 +13,6 @@ use super::classify::Class;
 use super::pipeline::{Item, KernelLog, StreamFilter};
 use crate::feed::{Forward, forward};
 
-/// Messages buffered per stream between the broadcast and the client's connection.
-const STREAM_BUFFER: usize = 64;
-
 pub type KernelStream = Pin<Box<dyn Stream<Item = Result<pb::KernelStreamMessage, Status>> + Send>>;
 
 /// Checks the request and starts the stream; `permit` is held while the stream lives.
@@ -59,7 +56,7 @@ pub fn open(
                 message: Some(Message::Lagged(pb::Lagged { missed })),
             }),
         },
-        STREAM_BUFFER,
+        crate::limits::KERNEL_STREAM_BUFFER,
         log.cancel_token().clone(),
     );
     Ok(Box::pin(ReceiverStream::new(rx).map(Ok)))
