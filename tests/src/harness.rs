@@ -339,6 +339,28 @@ pub struct Run {
     pub stderr: String,
 }
 
+/// Starts `nodectl` with `args` and hands its standard output line by line (a follow stream);
+/// the caller kills the child when done.
+pub fn nodectl_lines(args: &[&str]) -> anyhow::Result<(Child, std::sync::mpsc::Receiver<String>)> {
+    let mut child = Command::new(binary("nodectl")?)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("starting nodectl")?;
+    let stdout = child.stdout.take().context("nodectl stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    Ok((child, rx))
+}
+
 /// Runs `nodectl` with `args` to the end.
 pub fn nodectl(args: &[&str]) -> anyhow::Result<Run> {
     nodectl_with(args, &[], None)

@@ -3,13 +3,11 @@
 //! The tree's `dev/kmsg` is a regular file (as in a bug-report bundle), so both read the same
 //! records; its `/proc/stat` carries the boot time, so both compute the same wall-clock times.
 
-use std::io::{BufRead as _, BufReader};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nodectl_e2e::harness::{self, Agent, binary, fixture, nodectl};
+use nodectl_e2e::harness::{self, Agent, fixture, nodectl};
 use serde_json::Value;
 
 /// 2025-08-05T09:00:00Z, the boot of the kmsg scenario.
@@ -97,22 +95,9 @@ fn a_saved_stream_gives_the_same_json_in_process_and_through_an_agent() -> anyho
 /// Starts `nodectl events --follow -o json` and collects its lines until `done` holds for one,
 /// or 60 s pass.
 fn follow_until(source: &[&str], done: impl Fn(&Value) -> bool) -> anyhow::Result<Vec<Value>> {
-    let mut child = Command::new(binary("nodectl")?)
-        .args(source)
-        .args(["events", "--follow", "-o", "json"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let stdout = child.stdout.take().context("stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let mut args = source.to_vec();
+    args.extend(["events", "--follow", "-o", "json"]);
+    let (mut child, rx) = harness::nodectl_lines(&args)?;
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut lines = Vec::new();
     let result = loop {

@@ -1,13 +1,12 @@
 //! The kernel log pipeline end to end: saved logs in every style (golden files), the real /dev/kmsg, agent streams, restarts and metrics.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead as _, BufReader, Write as _};
+use std::io::Write as _;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nodectl_e2e::harness::{self, Agent, binary, fixture, nodectl, nodectl_with};
+use nodectl_e2e::harness::{self, Agent, fixture, nodectl, nodectl_with};
 
 const STYLES: [&str; 6] = [
     "kmsg",
@@ -236,29 +235,15 @@ fn unique_tag(what: &str) -> String {
 #[test]
 fn a_follow_client_receives_a_written_record_as_user_written() -> anyhow::Result<()> {
     let agent = Agent::start(Path::new("/"), &["--full-kernel-log"])?;
-    let mut client = Command::new(binary("nodectl")?)
-        .args([
-            "--endpoint",
-            &agent.endpoint,
-            "events",
-            "--follow",
-            "--include-unclassified",
-            "-o",
-            "json",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()?;
-    let stdout = client.stdout.take().context("stdout")?;
-    let (tx, rx) = std::sync::mpsc::channel::<String>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut client, rx) = harness::nodectl_lines(&[
+        "--endpoint",
+        &agent.endpoint,
+        "events",
+        "--follow",
+        "--include-unclassified",
+        "-o",
+        "json",
+    ])?;
     // The header comes first: the stream is open.
     let header = rx.recv_timeout(Duration::from_secs(30))?;
     assert!(header.contains("\"header\""), "{header}");
