@@ -10,6 +10,7 @@ pub mod feed;
 pub mod host_root;
 pub mod kmsg;
 pub mod limits;
+pub(crate) mod listener;
 pub mod metrics;
 pub mod server;
 pub mod shutdown;

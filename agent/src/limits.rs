@@ -63,3 +63,18 @@ pub const KERNEL_STREAM_BUFFER: usize = 64;
 /// Size of the saved kernel log position (`--state-dir`): a boot id and a number are a few dozen
 /// bytes of JSON, so a larger file is not one and is replaced.
 pub const MAX_STATE_BYTES: u64 = 4096;
+
+/// TCP connections open at once per port: well below the default limit of 1024 file
+/// descriptors, which also has to cover host files and the kernel log. Past it, new
+/// connections are closed at once (and logged), instead of the accept loop spinning on EMFILE.
+pub const MAX_CONNECTIONS: usize = 256;
+
+/// How long a new connection may stay silent before it is closed: a client sends its HTTP/2
+/// preface or HTTP request at once.
+pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The pause after a failed accept (out of file descriptors), so the loop never spins.
+pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// At most one log line per this interval about refused connections or failed accepts.
+pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);

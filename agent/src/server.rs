@@ -12,7 +12,6 @@ use pb::node_diagnostics_server::{NodeDiagnostics, NodeDiagnosticsServer};
 use tokio::net::{TcpListener, UnixListener};
 use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::server::TcpIncoming;
 use tonic::{Request, Response, Status};
 
 use crate::limits::{
@@ -203,8 +202,7 @@ pub async fn serve(
         tasks.spawn(async move {
             router
                 .serve_with_incoming_shutdown(
-                    // Without TCP_NODELAY a small reply waits for the peer's delayed ACK (~40 ms).
-                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    crate::listener::GuardedListener::new(listener, "grpc").into_incoming(),
                     token.cancelled(),
                 )
                 .await

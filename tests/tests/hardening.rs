@@ -539,3 +539,70 @@ fn credentials_on_the_command_line_and_the_full_kernel_log_stay_on_the_node() ->
     assert!(run.stderr.contains("--full-kernel-log"), "{}", run.stderr);
     Ok(())
 }
+
+/// Whether the peer closed `stream` within `wait`: reads (an HTTP/2 server sends its settings
+/// at once) until end of file or an error.
+fn closed_within(stream: &std::net::TcpStream, wait: Duration) -> bool {
+    use std::io::Read as _;
+    let deadline = std::time::Instant::now() + wait;
+    let mut reader = stream;
+    let mut buf = [0u8; 512];
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        if left.is_zero() || reader.set_read_timeout(Some(left)).is_err() {
+            return false;
+        }
+        match reader.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) => {
+                return !matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn idle_connections_are_capped_and_closed_and_the_agent_never_spins() -> anyhow::Result<()> {
+    let agent = Agent::start(
+        &nodectl_e2e::harness::node_fixture("no-gpu"),
+        &["--metrics-listen", "127.0.0.1:0"],
+    )?;
+    let grpc = agent.endpoint.trim_start_matches("http://").to_owned();
+    let metrics = agent.listener("metrics").context("metrics")?.to_owned();
+    // 300 connections that never send a byte (400 of them used to exhaust the fd limit and
+    // spin the accept loop at ~92 % of a core).
+    let mut idle = Vec::new();
+    for _ in 0..300 {
+        idle.push(std::net::TcpStream::connect(&grpc)?);
+    }
+    let idle_metrics = std::net::TcpStream::connect(&metrics)?;
+    let ticks = idle_ticks(&agent)?;
+    assert!(
+        ticks < IDLE_TICKS_BOUND,
+        "{ticks} ticks in 2 s with 300 idle connections"
+    );
+    // Those past the cap of 256 were closed at once.
+    let past_cap = idle
+        .iter()
+        .skip(256)
+        .filter(|s| closed_within(s, Duration::from_millis(500)))
+        .count();
+    assert_eq!(past_cap, 300 - 256);
+    // The silent ones are closed after the first-byte deadline (10 s), on both ports.
+    assert!(closed_within(&idle[0], Duration::from_secs(20)));
+    assert!(closed_within(&idle_metrics, Duration::from_secs(20)));
+    let still_open = idle
+        .iter()
+        .take(256)
+        .filter(|s| !closed_within(s, Duration::from_millis(200)))
+        .count();
+    assert_eq!(still_open, 0, "idle connections left open");
+    drop(idle);
+    let run = nodectl(&["--endpoint", &agent.endpoint, "node", "show", "-o", "json"])?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    Ok(())
+}

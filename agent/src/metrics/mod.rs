@@ -255,9 +255,12 @@ pub async fn serve(
         }
     };
     let app = axum::Router::new().route("/metrics", axum::routing::get(handler));
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
+    axum::serve(
+        crate::listener::GuardedListener::new(listener, "metrics"),
+        app,
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
 }
 
 #[cfg(test)]
