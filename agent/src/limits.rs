@@ -78,3 +78,7 @@ pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// At most one log line per this interval about refused connections or failed accepts.
 pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
+
+/// Largest reply the agent encodes: a snapshot of a host with 5001 cards is 8.9 MB; a reply
+/// past this fails with RESOURCE_EXHAUSTED instead of growing the agent.
+pub const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;

@@ -15,8 +15,8 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::limits::{
-    HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT, MAX_KERNEL_STREAMS, MAX_SAMPLE_COUNT,
-    MAX_SAMPLE_WINDOW, MAX_STREAMS_PER_CONNECTION,
+    HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT, MAX_KERNEL_STREAMS, MAX_REPLY_BYTES,
+    MAX_SAMPLE_COUNT, MAX_SAMPLE_WINDOW, MAX_STREAMS_PER_CONNECTION,
 };
 use crate::snapshot::{SampleOptions, Snapshotter};
 
@@ -157,7 +157,9 @@ pub fn router(
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(NodeDiagnosticsServer::new(service)))
+        .add_service(
+            NodeDiagnosticsServer::new(service).max_encoding_message_size(MAX_REPLY_BYTES),
+        ))
 }
 
 /// Hands the heap freed after start-up back to the operating system.

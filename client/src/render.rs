@@ -59,6 +59,19 @@ pub fn unified_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> Str
         .to_string()
 }
 
+/// Characters of one table cell at most: a kernel message can be megabytes long, and laying out
+/// a cell costs time with the square of its length.
+pub const MAX_CELL_CHARS: usize = 400;
+
+/// `text` cut to [`MAX_CELL_CHARS`] characters, with a marker saying how much was left out
+/// (`-o json` keeps the whole text).
+pub fn cell(text: &str) -> String {
+    match text.char_indices().nth(MAX_CELL_CHARS) {
+        None => text.to_owned(),
+        Some((at, _)) => format!("{}… (+{} bytes)", &text[..at], text.len() - at),
+    }
+}
+
 /// `text` with every line indented by `spaces`.
 pub fn indented(text: &str, spaces: usize) -> String {
     let pad = " ".repeat(spaces);
@@ -91,6 +104,15 @@ pub fn line(text: impl AsRef<str>) -> anyhow::Result<()> {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn long_cells_are_cut_with_a_marker() {
+        assert_eq!(cell("short"), "short");
+        let long = "é".repeat(MAX_CELL_CHARS + 10);
+        let cut = cell(&long);
+        assert!(cut.ends_with("… (+20 bytes)"), "{cut}");
+        assert_eq!(cut.chars().filter(|c| *c == 'é').count(), MAX_CELL_CHARS);
+    }
 
     #[test]
     fn diffs_and_indents() {

@@ -606,3 +606,48 @@ fn idle_connections_are_capped_and_closed_and_the_agent_never_spins() -> anyhow:
     assert_eq!(run.code, 0, "{}", run.stderr);
     Ok(())
 }
+
+#[test]
+fn huge_lines_are_cut_in_tables_and_huge_snapshots_still_arrive() -> anyhow::Result<()> {
+    // A 32 MB kernel message: the table laid it out whole (19 s; 100 MB never finished).
+    let line = format!("[ 1.0] amdgpu: {}\n", "x".repeat(32 << 20));
+    let run = nodectl_e2e::harness::nodectl_with(
+        &["events", "--file", "-", "--include-unclassified"],
+        &[],
+        Some(&line),
+    )?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout.len() < 100_000,
+        "{} bytes of table",
+        run.stdout.len()
+    );
+    assert!(run.stdout.contains("… (+"), "no cut marker");
+
+    // 5001 cards with a long VBIOS string each: a snapshot over 5 MB, which the client's 4 MiB
+    // message limit refused before.
+    let tree = tempfile::tempdir()?;
+    let vbios = format!("{}\n", "113-STRXLGEN-001-".repeat(60));
+    for n in 0..5001 {
+        let device = format!(
+            "sys/devices/pci0000:00/0000:{:02x}:{:02x}.0",
+            n / 256,
+            n % 256
+        );
+        write(
+            tree.path(),
+            &format!("{device}/uevent"),
+            "DRIVER=amdgpu\nPCI_ID=1002:1586\n",
+        )?;
+        write(tree.path(), &format!("{device}/vbios_version"), &vbios)?;
+        let card = tree.path().join(format!("sys/class/drm/card{n}"));
+        std::fs::create_dir_all(&card)?;
+        std::os::unix::fs::symlink(tree.path().join(&device), card.join("device"))?;
+    }
+    let agent = Agent::start(tree.path(), &[])?;
+    let run = nodectl(&["--endpoint", &agent.endpoint, "node", "show", "-o", "json"])?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    assert_eq!(json["cards"].as_array().map(Vec::len), Some(5001));
+    Ok(())
+}

@@ -46,12 +46,16 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// Records a problem about a file under the root (shown as the host names it).
+    /// Records a problem about a file under the root (shown as the host names it), once: two
+    /// collectors reading the same file (a card's `uevent`) report it one time.
     pub fn problem(&mut self, path: &Path, reason: impl Into<String>) {
-        self.problems.push(Problem {
+        let problem = Problem {
             path: self.root.host_display(path),
             reason: reason.into(),
-        });
+        };
+        if !self.problems.contains(&problem) {
+            self.problems.push(problem);
+        }
     }
 
     /// The bytes of a file; `None` when it does not exist (or an error was recorded).

@@ -291,7 +291,7 @@ fn event_line(e: &KernelEvent) -> String {
         "{at} {} {what} {} {}",
         time_or_dash(e.time),
         e.device.as_deref().unwrap_or("-"),
-        e.message
+        render::cell(&e.message)
     )
 }
 
@@ -348,8 +348,8 @@ fn render_table(report: &EventsReport) -> String {
                 },
                 e.id.as_deref().unwrap_or("-").to_owned(),
                 e.device.clone().unwrap_or_default(),
-                fields.join(" "),
-                e.message.clone(),
+                render::cell(&fields.join(" ")),
+                render::cell(&e.message),
             ]);
         }
         out.push_str(&format!("{t}\n"));
