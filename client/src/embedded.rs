@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use nodectl_agent::kmsg::analyze::{LogSummary, analyze_text};
+use nodectl_agent::kmsg::analyze::{LogSummary, analyze_lines};
 use nodectl_agent::kmsg::metrics::KmsgMetrics;
 use nodectl_agent::kmsg::pipeline::{KernelLog, KernelLogConfig};
 use nodectl_agent::kmsg::{Classifier, KernelEvent};
@@ -115,14 +115,30 @@ impl Drop for Embedded {
     }
 }
 
-/// Analyses a saved log of any supported format with the agent's classifier (`rules`, or the
-/// embedded ones). `year` dates journalctl lines, which print none.
+/// Analyses a saved log of any supported format, read line by line (memory stays with what
+/// `keep` keeps and the incidents, not with the size of the log), with the agent's classifier
+/// (`rules`, or the embedded ones). `year` dates journalctl lines, which print none.
 pub fn analyze_saved_log(
-    text: &str,
+    input: impl std::io::BufRead,
     rules: Option<&Path>,
     year: i16,
     keep: impl FnMut(&KernelEvent) -> bool,
 ) -> anyhow::Result<LogSummary> {
     let classifier = Arc::new(Classifier::load(rules)?);
-    Ok(analyze_text(text, classifier, year, keep))
+    let mut failed = None;
+    let lines = input.split(b'\n').map_while(|line| match line {
+        Ok(bytes) => {
+            let text = String::from_utf8_lossy(&bytes);
+            Some(text.trim_end_matches('\r').to_owned())
+        }
+        Err(e) => {
+            failed = Some(e);
+            None
+        }
+    });
+    let summary = analyze_lines(lines, classifier, year, keep);
+    match failed {
+        Some(e) => Err(anyhow::Error::new(e).context("reading the log")),
+        None => Ok(summary),
+    }
 }

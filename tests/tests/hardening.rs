@@ -651,3 +651,52 @@ fn huge_lines_are_cut_in_tables_and_huge_snapshots_still_arrive() -> anyhow::Res
     assert_eq!(json["cards"].as_array().map(Vec::len), Some(5001));
     Ok(())
 }
+
+#[test]
+fn summary_streams_the_log_instead_of_holding_it() -> anyhow::Result<()> {
+    use std::io::Write as _;
+    // 64 MiB of log through standard input; before, the whole input (and more) was held.
+    let mut child = std::process::Command::new(nodectl_e2e::harness::binary("nodectl")?)
+        .args(["events", "--file", "-", "--summary", "-o", "json"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::inherit())
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let chunk: String = (0..8192)
+        .map(|i| {
+            if i % 64 == 0 {
+                "[ 1.0] amdgpu 0000:c1:00.0: amdgpu: MES ring buffer is full.\n".to_owned()
+            } else {
+                format!("[ 1.0] usb 1-1: line {i} of something that is not a GPU message\n")
+            }
+        })
+        .collect();
+    let mut written = 0usize;
+    while written < 64 << 20 {
+        stdin.write_all(chunk.as_bytes())?;
+        written += chunk.len();
+    }
+    stdin.flush()?;
+    // Still running (stdin open): its peak so far covers reading all of it.
+    std::thread::sleep(Duration::from_millis(500));
+    let status = std::fs::read_to_string(format!("/proc/{}/status", child.id()))?;
+    let peak_kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .context("VmHWM")?;
+    drop(stdin);
+    let out = child.wait_with_output()?;
+    assert!(out.status.success());
+    assert!(
+        peak_kib < 48 * 1024,
+        "nodectl peaked at {peak_kib} KiB for 64 MiB of log"
+    );
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
+    assert_eq!(
+        json["counts"]["firmware/mes_ring_full"],
+        (written / chunk.len() * 128) as u64
+    );
+    Ok(())
+}

@@ -192,6 +192,17 @@ pub fn analyze_text(
     text: &str,
     classifier: Arc<Classifier>,
     year: i16,
+    keep: impl FnMut(&KernelEvent) -> bool,
+) -> LogSummary {
+    analyze_lines(text.lines(), classifier, year, keep)
+}
+
+/// [`analyze_text`] over lines as they come (a file read line by line): memory stays with what
+/// `keep` keeps and the incidents, not with the size of the log.
+pub fn analyze_lines<L: AsRef<str>>(
+    lines: impl Iterator<Item = L>,
+    classifier: Arc<Classifier>,
+    year: i16,
     mut keep: impl FnMut(&KernelEvent) -> bool,
 ) -> LogSummary {
     use super::offline::{LineFormat, dictionary_entry, parse_line};
@@ -224,7 +235,8 @@ pub fn analyze_text(
             }
         }
     };
-    for (index, line) in text.lines().enumerate() {
+    for (index, line) in lines.enumerate() {
+        let line = line.as_ref();
         let number = u64::try_from(index).unwrap_or(u64::MAX).saturating_add(1);
         if let Some(entry) = pending.as_mut()
             && let Some((key, value)) = dictionary_entry(line)

@@ -1,7 +1,6 @@
 //! `nodectl events`: classified amdgpu/KFD kernel events and incidents, from an agent, the agent in this process, or a saved log.
 
 use std::collections::BTreeMap;
-use std::io::Read as _;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
@@ -93,7 +92,6 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     }
     let mut printer = Printer::new(ctx.format, args.follow, args.summary)?;
     if let Some(file) = &args.file {
-        let text = read_input(file)?;
         let year = args
             .year
             .unwrap_or_else(|| jiff::ZonedDateTime::now().year());
@@ -101,8 +99,22 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             None => args.include_unclassified,
             Some(c) => classes.is_empty() || classes.contains(&c),
         };
+        // `--summary` counts as the log streams by and keeps no event.
+        let mut counts = BTreeMap::new();
+        let summary_only = args.summary;
+        let keep = |e: &KernelEvent| {
+            if !keeps(e.class) {
+                return false;
+            }
+            if summary_only {
+                *counts.entry(summary_key(e)).or_insert(0) += 1;
+                return false;
+            }
+            true
+        };
         let summary =
-            embedded::analyze_saved_log(&text, args.rules.as_deref(), year, |e| keeps(e.class))?;
+            embedded::analyze_saved_log(open_input(file)?, args.rules.as_deref(), year, keep)?;
+        printer.report.counts = counts;
         for event in summary.events {
             printer.event(event)?;
         }
@@ -140,16 +152,22 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     printer.finish()
 }
 
-fn read_input(file: &str) -> anyhow::Result<String> {
-    let mut bytes = Vec::new();
+/// The saved log to read, buffered: a file, or standard input for `-`.
+fn open_input(file: &str) -> anyhow::Result<Box<dyn std::io::BufRead>> {
     if file == "-" {
-        std::io::stdin()
-            .read_to_end(&mut bytes)
-            .context("reading standard input")?;
-    } else {
-        bytes = std::fs::read(file).with_context(|| format!("--file {file}"))?;
+        return Ok(Box::new(std::io::stdin().lock()));
     }
-    Ok(String::from_utf8_lossy(&bytes).into_owned())
+    let opened = std::fs::File::open(file).with_context(|| format!("--file {file}"))?;
+    Ok(Box::new(std::io::BufReader::new(opened)))
+}
+
+/// `class/id` of an event, the key of `--summary`.
+fn summary_key(event: &KernelEvent) -> String {
+    format!(
+        "{}/{}",
+        event.class.map_or("unclassified", Class::as_str),
+        event.id.as_deref().unwrap_or("-")
+    )
 }
 
 /// Prints as things come (follow) or collects them for one report.
@@ -185,12 +203,7 @@ impl Printer {
 
     fn event(&mut self, event: KernelEvent) -> anyhow::Result<()> {
         if self.summary {
-            let key = format!(
-                "{}/{}",
-                event.class.map_or("unclassified", Class::as_str),
-                event.id.as_deref().unwrap_or("-")
-            );
-            *self.report.counts.entry(key).or_insert(0) += 1;
+            *self.report.counts.entry(summary_key(&event)).or_insert(0) += 1;
             return Ok(());
         }
         if self.follow {
