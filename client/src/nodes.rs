@@ -38,6 +38,9 @@ pub enum Target {
 
 impl Nodes {
     pub fn new(endpoints: &[String], host_root: Option<PathBuf>) -> anyhow::Result<Self> {
+        for endpoint in endpoints {
+            check_endpoint(endpoint)?;
+        }
         match (endpoints.is_empty(), host_root) {
             (true, root) => Ok(Nodes::Embedded(root.unwrap_or_else(|| PathBuf::from("/")))),
             (false, None) => Ok(Nodes::Agents(endpoints.to_vec())),
@@ -99,6 +102,55 @@ impl Target {
     }
 }
 
+/// An endpoint of the form nodectl can dial, or an input error (exit 2) saying what is expected.
+fn check_endpoint(endpoint: &str) -> anyhow::Result<()> {
+    const EXPECTED: &str = "expected http://HOST:PORT or unix:/path/to.sock";
+    if let Some(path) = endpoint.strip_prefix("unix:") {
+        if path.is_empty() {
+            anyhow::bail!("--endpoint {endpoint}: no socket path; {EXPECTED}");
+        }
+        return Ok(());
+    }
+    let Some((scheme, rest)) = endpoint.split_once("://") else {
+        anyhow::bail!(
+            "--endpoint {endpoint}: no scheme; {EXPECTED}{}",
+            if endpoint.contains(':') {
+                " (add http://)"
+            } else {
+                ""
+            }
+        );
+    };
+    if scheme != "http" {
+        anyhow::bail!(
+            "--endpoint {endpoint}: scheme {scheme} is not served by the agent; {EXPECTED}"
+        );
+    }
+    let authority = rest.split('/').next().unwrap_or_default();
+    let port_ok = authority
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if !port_ok {
+        anyhow::bail!("--endpoint {endpoint}: no HOST:PORT; {EXPECTED}");
+    }
+    Ok(())
+}
+
+/// An error with its causes, `outer: inner: innermost` (tonic's own text is "transport error").
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// Opens a gRPC channel to an agent; a failure is `Unreachable` (exit 3).
 async fn connect_channel(endpoint: &str) -> anyhow::Result<Channel> {
     let channel = if let Some(path) = endpoint.strip_prefix("unix:") {
@@ -121,8 +173,13 @@ async fn connect_channel(endpoint: &str) -> anyhow::Result<Channel> {
             .connect()
             .await
     };
-    channel
-        .map_err(|e| Unreachable(format!("agent at {endpoint} could not be reached: {e}")).into())
+    channel.map_err(|e| {
+        Unreachable(format!(
+            "agent at {endpoint} could not be reached: {}",
+            with_causes(&e)
+        ))
+        .into()
+    })
 }
 
 /// What `StreamKernelEvents` is asked for.
@@ -233,4 +290,34 @@ pub async fn snapshots(
         });
     }
     Ok(out)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn malformed_endpoints_are_input_errors_that_say_the_form() {
+        for ok in [
+            "http://127.0.0.1:50151",
+            "http://node1:50151/",
+            "unix:/run/a.sock",
+        ] {
+            assert!(check_endpoint(ok).is_ok(), "{ok}");
+        }
+        for (bad, says) in [
+            ("notaurl", "no scheme"),
+            ("127.0.0.1:50151", "add http://"),
+            ("ftp://x", "scheme ftp"),
+            ("http://node1", "no HOST:PORT"),
+            ("unix:", "no socket path"),
+        ] {
+            let e = check_endpoint(bad).unwrap_err().to_string();
+            assert!(
+                e.contains(says) && e.contains("http://HOST:PORT"),
+                "{bad}: {e}"
+            );
+        }
+    }
 }

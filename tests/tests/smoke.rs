@@ -23,3 +23,22 @@ fn unreachable_agent_exits_3() -> anyhow::Result<()> {
     assert_eq!(run.code, 3, "stderr: {}", run.stderr);
     Ok(())
 }
+
+#[test]
+fn a_malformed_endpoint_is_an_input_error_and_an_unreachable_one_names_the_cause()
+-> anyhow::Result<()> {
+    for endpoint in ["notaurl", "127.0.0.1:50151", "ftp://x"] {
+        let run = nodectl(&["--endpoint", endpoint, "node", "show"])?;
+        assert_eq!(run.code, 2, "{endpoint}: {}", run.stderr);
+        assert!(
+            run.stderr
+                .contains("expected http://HOST:PORT or unix:/path/to.sock"),
+            "{endpoint}: {}",
+            run.stderr
+        );
+    }
+    let run = nodectl(&["--endpoint", "http://127.0.0.1:1", "node", "show"])?;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("refused"), "{}", run.stderr);
+    Ok(())
+}
