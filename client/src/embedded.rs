@@ -11,7 +11,7 @@ use anyhow::Context as _;
 use nodectl_agent::kmsg::analyze::{LogSummary, analyze_lines};
 use nodectl_agent::kmsg::metrics::KmsgMetrics;
 use nodectl_agent::kmsg::pipeline::{KernelLog, KernelLogConfig};
-use nodectl_agent::kmsg::{Classifier, KernelEvent};
+use nodectl_agent::kmsg::{Class, Classifier, KernelEvent};
 use nodectl_agent::snapshot::Snapshotter;
 use nodectl_agent::{HostRoot, limits, server};
 use tokio::io::DuplexStream;
@@ -117,11 +117,14 @@ impl Drop for Embedded {
 
 /// Analyses a saved log of any supported format, read line by line (memory stays with what
 /// `keep` keeps and the incidents, not with the size of the log), with the agent's classifier
-/// (`rules`, or the embedded ones). `year` dates journalctl lines, which print none.
+/// (`rules`, or the embedded ones). `year` dates journalctl lines, which print none. Only the
+/// incidents with an event of one of `classes` are kept (all when it is empty), as an agent
+/// streams them.
 pub fn analyze_saved_log(
     input: impl std::io::BufRead,
     rules: Option<&Path>,
     year: i16,
+    classes: &[Class],
     keep: impl FnMut(&KernelEvent) -> bool,
 ) -> anyhow::Result<LogSummary> {
     let classifier = Arc::new(Classifier::load(rules)?);
@@ -136,7 +139,10 @@ pub fn analyze_saved_log(
             None
         }
     });
-    let summary = analyze_lines(lines, classifier, year, keep);
+    let mut summary = analyze_lines(lines, Arc::clone(&classifier), year, keep);
+    summary
+        .incidents
+        .retain(|incident| classifier.incident_has_class(incident, classes));
     match failed {
         Some(e) => Err(anyhow::Error::new(e).context("reading the log")),
         None => Ok(summary),

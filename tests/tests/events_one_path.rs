@@ -152,3 +152,27 @@ fn in_follow_mode_a_quiet_incident_closes_without_a_later_record() -> anyhow::Re
     assert!(agent.terminate()?);
     Ok(())
 }
+
+#[test]
+fn the_class_filter_applies_to_incidents_too() -> anyhow::Result<()> {
+    // `--class hang,reset` listed a page_fault_storm, whose events are all faults.
+    let saved = fixture("kmsg/scenario.dmesg.log");
+    let path = saved.to_str().context("path")?;
+    let from_file = events_json(
+        &[],
+        &["--file", path, "--year", "2025", "--class", "hang,reset"],
+    )?;
+    let tree = replay_tree()?;
+    let root = path_arg(tree.path())?;
+    let from_tree = events_json(&["--host-root", root], &["--class", "hang,reset"])?;
+    for json in [&from_file, &from_tree] {
+        let kinds = harness::incident_kinds(json);
+        assert!(kinds.contains(&"mes_hang_reset"), "{kinds:?}");
+        assert!(!kinds.contains(&"page_fault_storm"), "{kinds:?}");
+    }
+    assert_eq!(
+        harness::incident_kinds(&from_file),
+        harness::incident_kinds(&from_tree)
+    );
+    Ok(())
+}

@@ -266,6 +266,25 @@ impl Classifier {
         self.rules.get(index)
     }
 
+    /// The class of the rule with this id.
+    pub fn class_of(&self, id: &str) -> Option<Class> {
+        self.rules.iter().find(|r| &*r.id == id).map(|r| r.class)
+    }
+
+    /// Whether an incident (by its events' ids) holds an event of one of `classes`; every
+    /// incident does when `classes` is empty.
+    pub fn incident_has_class(
+        &self,
+        incident: &nodectl_model::Incident,
+        classes: &[Class],
+    ) -> bool {
+        classes.is_empty()
+            || incident
+                .event_counts
+                .keys()
+                .any(|id| self.class_of(id).is_some_and(|c| classes.contains(&c)))
+    }
+
     pub fn kinds(&self) -> &[IncidentKind] {
         &self.kinds
     }

@@ -55,6 +55,8 @@ pub struct Item {
     pub class: Option<Class>,
     /// An event that no rule classified (or that user space wrote).
     pub unclassified: bool,
+    /// An incident update: the classes of its events.
+    pub incident_classes: Vec<Class>,
     pub message: pb::KernelStreamMessage,
 }
 
@@ -63,8 +65,10 @@ impl Item {
         if self.unclassified {
             return filter.include_unclassified;
         }
+        let wanted = |class: &Class| filter.classes.is_empty() || filter.classes.contains(class);
         match self.class {
-            Some(class) => filter.classes.is_empty() || filter.classes.contains(&class),
+            Some(class) => wanted(&class),
+            None if !self.incident_classes.is_empty() => self.incident_classes.iter().any(wanted),
             None => true,
         }
     }
@@ -322,6 +326,7 @@ impl KernelLog {
 /// Turns the analyzer's outputs into items and publishes them to the feed.
 fn flush(
     shared: &Shared,
+    classifier: &Classifier,
     outputs: &mut Vec<Output>,
     tally: &mut Tally,
     last_read_seq: Option<u64>,
@@ -329,6 +334,7 @@ fn flush(
     let mut items = Vec::new();
     let lost = to_items(
         outputs,
+        classifier,
         &shared.metrics,
         tally,
         last_read_seq.unwrap_or(0),
@@ -417,6 +423,7 @@ impl Tally {
 /// since_seq misses no incident update.
 fn to_items(
     outputs: &mut Vec<Output>,
+    classifier: &Classifier,
     metrics: &KmsgMetrics,
     tally: &mut Tally,
     last_read_seq: u64,
@@ -425,6 +432,7 @@ fn to_items(
     let mut lost_now: u64 = 0;
     let mut current_seq = last_read_seq;
     for output in outputs.drain(..) {
+        let mut incident_classes = Vec::new();
         let (seq, class, unclassified, message) = match output {
             Output::Event(event) => {
                 current_seq = event.seq.unwrap_or(current_seq);
@@ -440,6 +448,13 @@ fn to_items(
                 )
             }
             Output::Incident(incident) => {
+                for id in incident.event_counts.keys() {
+                    if let Some(class) = classifier.class_of(id)
+                        && !incident_classes.contains(&class)
+                    {
+                        incident_classes.push(class);
+                    }
+                }
                 if incident.closed {
                     let kind = incident.kind.clone();
                     tally.add(metrics, incident.last_seq, Count::Incident { kind });
@@ -471,6 +486,7 @@ fn to_items(
             seq,
             class,
             unclassified,
+            incident_classes,
             message: message.into(),
         });
     }
@@ -547,7 +563,13 @@ fn read_loop<S: RecordSource>(
                 if let Some(now) = reader.source_mut().now_usec() {
                     analyzer.tick(now, &mut outputs);
                 }
-                flush(shared, &mut outputs, &mut tally, reader.last_seq());
+                flush(
+                    shared,
+                    &config.classifier,
+                    &mut outputs,
+                    &mut tally,
+                    reader.last_seq(),
+                );
                 tally.settle(&shared.metrics, reader.last_seq());
                 shared.caught_up.send_replace(true);
                 if dirty && last_save.is_none_or(|t| t.elapsed() >= SAVE_INTERVAL) {
@@ -566,7 +588,13 @@ fn read_loop<S: RecordSource>(
             }
         }
         // Publish as soon as a record is read: a subscriber sees it without waiting for a drain.
-        flush(shared, &mut outputs, &mut tally, reader.last_seq());
+        flush(
+            shared,
+            &config.classifier,
+            &mut outputs,
+            &mut tally,
+            reader.last_seq(),
+        );
     }
     save_position(state_file.as_ref(), shared, reader.last_seq());
 }

@@ -25,7 +25,8 @@ pub struct EventsArgs {
     /// Start after this kernel sequence number (resume where an earlier run stopped).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub since_seq: u64,
-    /// Only these classes: hang, reset, fault, oom, firmware, info (comma-separated).
+    /// Only events of these classes, and incidents with such an event: hang, reset, fault,
+    /// oom, firmware, info (comma-separated).
     #[arg(long, value_name = "CLASS,...", value_delimiter = ',')]
     pub class: Vec<String>,
     /// Also print records no rule classified, and records user space wrote.
@@ -112,8 +113,13 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             }
             true
         };
-        let summary =
-            embedded::analyze_saved_log(open_input(file)?, args.rules.as_deref(), year, keep)?;
+        let summary = embedded::analyze_saved_log(
+            open_input(file)?,
+            args.rules.as_deref(),
+            year,
+            &classes,
+            keep,
+        )?;
         printer.report.counts = counts;
         for event in summary.events {
             printer.event(event)?;
