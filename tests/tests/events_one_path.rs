@@ -176,3 +176,36 @@ fn the_class_filter_applies_to_incidents_too() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn since_seq_applies_to_saved_kmsg_streams_and_is_refused_without_seqs() -> anyhow::Result<()> {
+    let kmsg = fixture("kmsg/scenario.kmsg.log");
+    let kmsg = kmsg.to_str().context("path")?;
+    let json = events_json(&[], &["--file", kmsg, "--since-seq", "30"])?;
+    let seqs: Vec<u64> = json["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .collect();
+    assert!(!seqs.is_empty() && seqs.iter().all(|s| *s > 30), "{seqs:?}");
+    assert!(
+        json["incidents"]
+            .as_array()
+            .context("incidents")?
+            .iter()
+            .all(|i| i["last_seq"].as_u64().is_some_and(|s| s > 30)),
+        "{json}"
+    );
+    // A dmesg text has no sequence numbers: the flag used to be ignored without a word.
+    let dmesg = fixture("kmsg/scenario.dmesg.log");
+    let dmesg = dmesg.to_str().context("path")?;
+    let run = nodectl(&["events", "--file", dmesg, "--since-seq", "5"])?;
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no kernel sequence numbers"),
+        "{}",
+        run.stderr
+    );
+    Ok(())
+}

@@ -103,8 +103,11 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         // `--summary` counts as the log streams by and keeps no event.
         let mut counts = BTreeMap::new();
         let summary_only = args.summary;
+        let since = args.since_seq;
+        let mut saw_seq = false;
         let keep = |e: &KernelEvent| {
-            if !keeps(e.class) {
+            saw_seq |= e.seq.is_some();
+            if e.seq.is_some_and(|seq| seq <= since) || !keeps(e.class) {
                 return false;
             }
             if summary_only {
@@ -120,6 +123,15 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             &classes,
             keep,
         )?;
+        if since > 0 && !saw_seq {
+            anyhow::bail!(
+                "--since-seq {since}: {file} has no kernel sequence numbers (only kmsg records carry them)"
+            );
+        }
+        let mut summary = summary;
+        summary
+            .incidents
+            .retain(|i| i.last_seq.is_none_or(|last| last > since));
         printer.report.counts = counts;
         for event in summary.events {
             printer.event(event)?;
