@@ -34,3 +34,18 @@ pub fn exit_code_for(error: &anyhow::Error) -> ExitCode {
         ExitCode::from(2)
     }
 }
+
+/// The error and its sources on one line (tonic's transport errors hide the useful part inside).
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

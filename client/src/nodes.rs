@@ -55,14 +55,6 @@ impl Nodes {
             Nodes::Agents(endpoints) => endpoints.iter().cloned().map(Target::Agent).collect(),
         }
     }
-
-    /// The agents' endpoints (none in embedded mode).
-    pub fn endpoints(&self) -> &[String] {
-        match self {
-            Nodes::Embedded(_) => &[],
-            Nodes::Agents(endpoints) => endpoints,
-        }
-    }
 }
 
 impl Target {
@@ -136,21 +128,6 @@ fn check_endpoint(endpoint: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// An error with its causes, `outer: inner: innermost` (tonic's own text is "transport error").
-fn with_causes(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
-}
-
 /// Opens a gRPC channel to an agent; a failure is `Unreachable` (exit 3).
 async fn connect_channel(endpoint: &str) -> anyhow::Result<Channel> {
     let channel = if let Some(path) = endpoint.strip_prefix("unix:") {
@@ -176,7 +153,7 @@ async fn connect_channel(endpoint: &str) -> anyhow::Result<Channel> {
     channel.map_err(|e| {
         Unreachable(format!(
             "agent at {endpoint} could not be reached: {}",
-            with_causes(&e)
+            crate::exit::error_chain(&e)
         ))
         .into()
     })

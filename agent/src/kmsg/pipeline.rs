@@ -285,14 +285,6 @@ impl KernelLog {
         }
     }
 
-    pub fn boot_id(&self) -> &str {
-        &self.shared.boot_id
-    }
-
-    pub fn metrics(&self) -> &KmsgMetrics {
-        &self.shared.metrics
-    }
-
     pub fn cancel_token(&self) -> &CancellationToken {
         &self.shared.cancel
     }

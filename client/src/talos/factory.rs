@@ -123,7 +123,7 @@ impl Factory {
         Unreachable(format!(
             "Image Factory at {} unreachable: {}; check --factory",
             self.base_url,
-            super::tls::error_chain(error)
+            crate::exit::error_chain(error)
         ))
         .into()
     }

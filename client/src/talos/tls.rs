@@ -99,7 +99,7 @@ pub async fn connect(
             }
         }))
         .await
-        .map_err(|e| ConnectError::Unreachable(error_chain(&e)))?;
+        .map_err(|e| ConnectError::Unreachable(crate::exit::error_chain(&e)))?;
     Ok(channel)
 }
 
@@ -117,21 +117,6 @@ pub fn endpoint_host(endpoint: &str) -> &str {
         return rest.split(']').next().unwrap_or(rest);
     }
     endpoint.rsplit_once(':').map_or(endpoint, |(h, _)| h)
-}
-
-/// The error and its sources on one line (tonic's transport errors hide the useful part inside).
-pub fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.contains(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }
 
 #[cfg(test)]
