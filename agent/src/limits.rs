@@ -10,6 +10,11 @@ use std::time::Duration;
 /// more than any trend check needs, and each reading reads a few files per card.
 pub const MAX_SAMPLE_COUNT: u32 = 600;
 
+/// Snapshots with several readings running at once. Each holds a thread for its window, sleeping
+/// between readings; single-reading snapshots asked for at the same time share one reading and
+/// need no bound of their own.
+pub const MAX_SAMPLING_SNAPSHOTS: usize = 8;
+
 /// Longest sampling window a request may ask for; a client cannot pin an agent thread longer.
 pub const MAX_SAMPLE_WINDOW: Duration = Duration::from_secs(60);
 
@@ -18,6 +23,16 @@ pub const MAX_SAMPLE_WINDOW: Duration = Duration::from_secs(60);
 /// under 16 KiB; a file longer than this is not one of them (a link to `/dev/zero`, a huge file
 /// in a tree) and becomes a problem entry instead of memory.
 pub const MAX_HOST_FILE_BYTES: usize = 64 * 1024;
+
+/// How long a collector waits for one host file read. A sysfs attribute answers in
+/// microseconds, an SMU-backed one in a few milliseconds; one that takes seconds is blocked in the
+/// kernel on a hung SMU, and is left to finish on its own while the snapshot goes on without it.
+pub const HOST_READ_DEADLINE: Duration = Duration::from_secs(2);
+
+/// Threads that run host file reads. A read blocked on a hung SMU holds its thread until the
+/// firmware answers, so this also bounds the threads a hung GPU can take; a snapshot reads its
+/// files one after another, so a few threads serve many concurrent snapshots.
+pub const MAX_HOST_READ_THREADS: usize = 8;
 
 /// Bytes read of the small files the kernel log pipeline reads beside the log (`boot_id`,
 /// `/proc/stat` for the boot time: a few KiB per CPU).
@@ -72,6 +87,12 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// How long a new connection may stay silent before it is closed: a client sends its HTTP/2
 /// preface or HTTP request at once.
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a metrics client may take to send a request's headers, from the connection's start
+/// or the end of its previous request: a scraper sends them at once, while a peer trickling a
+/// header byte by byte would otherwise hold its connection (and its place under the cap) forever.
+/// Also closes keep-alive connections idle that long; scrapers reconnect.
+pub const METRICS_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The pause after a failed accept (out of file descriptors), so the loop never spins.
 pub const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);

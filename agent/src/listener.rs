@@ -99,19 +99,6 @@ impl GuardedListener {
     }
 }
 
-impl axum::serve::Listener for GuardedListener {
-    type Io = GuardedStream;
-    type Addr = SocketAddr;
-
-    async fn accept(&mut self) -> (Self::Io, Self::Addr) {
-        GuardedListener::accept(self).await
-    }
-
-    fn local_addr(&self) -> io::Result<Self::Addr> {
-        self.listener.local_addr()
-    }
-}
-
 /// An accepted connection: holds its place under the cap, and is closed when the peer sends
 /// nothing within [`FIRST_BYTE_TIMEOUT`] of the accept.
 #[derive(Debug)]

@@ -18,7 +18,7 @@ use crate::limits::{
     HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT, MAX_KERNEL_STREAMS, MAX_REPLY_BYTES,
     MAX_SAMPLE_COUNT, MAX_SAMPLE_WINDOW, MAX_STREAMS_PER_CONNECTION,
 };
-use crate::snapshot::{SampleOptions, Snapshotter};
+use crate::snapshot::{SampleOptions, SnapshotError, Snapshotter};
 
 /// Where the agent listens.
 #[derive(Debug, Clone, Default)]
@@ -108,11 +108,17 @@ impl NodeDiagnostics for DiagnosticsService {
         let stop = self.shutdown.child_token();
         let _cancel_on_drop = stop.clone().drop_guard();
         let options = sample_options(request.get_ref(), stop)?;
-        let snapshotter = Arc::clone(&self.snapshotter);
-        let snapshot = tokio::task::spawn_blocking(move || snapshotter.take(&options))
+        let snapshot = self
+            .snapshotter
+            .snapshot(options)
             .await
-            .map_err(|e| Status::internal(format!("snapshot task failed: {e}")))?;
-        Ok(Response::new(pb::Snapshot::from(snapshot)))
+            .map_err(|e| match e {
+                SnapshotError::Busy => Status::resource_exhausted(e.to_string()),
+                SnapshotError::Task(_) => Status::internal(e.to_string()),
+            })?;
+        Ok(Response::new(pb::Snapshot::from(
+            Arc::unwrap_or_clone(snapshot),
+        )))
     }
 
     type StreamKernelEventsStream = KernelStream;
@@ -140,14 +146,16 @@ impl NodeDiagnostics for DiagnosticsService {
     }
 }
 
-/// The router of everything the agent serves: NodeDiagnostics, grpc.health.v1 (SERVING) and
-/// reflection of the nodectl.v1 API. Binds nothing.
-pub fn router(
+/// The router of everything the agent serves: NodeDiagnostics, grpc.health.v1 and reflection
+/// of the nodectl.v1 API. Binds nothing; health is set before it returns and kept by a task.
+pub async fn router(
     service: DiagnosticsService,
 ) -> Result<tonic::transport::server::Router, tonic_reflection::server::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    // The reporter only records a status; setting it cannot fail in a way we can act on.
-    drop(health_reporter.set_serving::<NodeDiagnosticsServer<DiagnosticsService>>());
+    let stuck = crate::collect::read_pool::shared().stuck_reads();
+    let stuck_now = *stuck.borrow();
+    report_host_read_health(&health_reporter, stuck_now).await;
+    tokio::spawn(keep_host_read_health(health_reporter, stuck));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(nodectl_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -160,6 +168,32 @@ pub fn router(
         .add_service(
             NodeDiagnosticsServer::new(service).max_encoding_message_size(MAX_REPLY_BYTES),
         ))
+}
+
+/// Health of `nodectl.v1.NodeDiagnostics`: NOT_SERVING while a host read is stuck (the SMU may
+/// be hung: snapshots lack what those files hold), SERVING otherwise. The overall service (`""`)
+/// stays SERVING: the agent answers, and restarting it cannot end a read blocked in the kernel,
+/// so a liveness probe asks `""` and a readiness probe the service.
+async fn report_host_read_health(reporter: &tonic_health::server::HealthReporter, stuck: usize) {
+    if stuck == 0 {
+        reporter
+            .set_serving::<NodeDiagnosticsServer<DiagnosticsService>>()
+            .await;
+    } else {
+        reporter
+            .set_not_serving::<NodeDiagnosticsServer<DiagnosticsService>>()
+            .await;
+    }
+}
+
+async fn keep_host_read_health(
+    reporter: tonic_health::server::HealthReporter,
+    mut stuck: tokio::sync::watch::Receiver<usize>,
+) {
+    while stuck.changed().await.is_ok() {
+        let now = *stuck.borrow_and_update();
+        report_host_read_health(&reporter, now).await;
+    }
 }
 
 /// Hands the heap freed after start-up back to the operating system.
@@ -199,7 +233,7 @@ pub async fn serve(
             .with_context(|| format!("binding --listen {addr}"))?;
         let local = listener.local_addr()?;
         println!("listening grpc={local}");
-        let router = router(service.clone())?;
+        let router = router(service.clone()).await?;
         let token = shutdown.clone();
         tasks.spawn(async move {
             router
@@ -216,7 +250,7 @@ pub async fn serve(
         let listener = bind_unix(&path)?;
         bound_socket = Some(SocketFile::of(&path)?);
         println!("listening grpc=unix:{}", path.display());
-        let router = router(service.clone())?;
+        let router = router(service.clone()).await?;
         let token = shutdown.clone();
         tasks.spawn(async move {
             router

@@ -11,6 +11,7 @@ use crate::collect::{self, Reader, cards, clocks, firmware, gpu_metrics, hwmon, 
 use nodectl_model::snapshot as model;
 
 use crate::{HostRoot, checks};
+use crate::limits::MAX_SAMPLING_SNAPSHOTS;
 
 /// How many clock/busy readings to take per card, how far apart, and what ends them early.
 #[derive(Debug, Clone)]
@@ -57,6 +58,22 @@ impl SampleOptions {
     }
 }
 
+/// Clears the snapshotter's in-flight snapshot when dropped.
+struct EndsInFlight(Arc<Snapshotter>);
+
+impl Drop for EndsInFlight {
+    fn drop(&mut self) {
+        *lock_in_flight(&self.0.in_flight) = None;
+    }
+}
+
+fn lock_in_flight(in_flight: &Mutex<Option<InFlight>>) -> std::sync::MutexGuard<'_, Option<InFlight>> {
+    // It holds only a receiver; a panic elsewhere leaves it usable.
+    in_flight
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 /// One snapshot of a root with a fresh snapshotter (tests).
 #[cfg(test)]
 fn take(root: &HostRoot, options: &SampleOptions) -> model::Snapshot {
@@ -77,7 +94,25 @@ fn take(root: &HostRoot, options: &SampleOptions) -> model::Snapshot {
 pub struct Snapshotter {
     root: HostRoot,
     boot: Mutex<Option<Arc<BootFacts>>>,
-    held: HeldFiles,
+    held: Arc<HeldFiles>,
+    /// The single-reading snapshot being taken now, which concurrent requests for one join.
+    in_flight: Mutex<Option<InFlight>>,
+    /// Sampling snapshots (several readings apart) running now.
+    sampling: Arc<tokio::sync::Semaphore>,
+}
+
+/// Resolves to the snapshot once it is taken; `None` until then.
+type InFlight = tokio::sync::watch::Receiver<Option<Arc<model::Snapshot>>>;
+
+/// Why a snapshot was not taken.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error(
+        "{MAX_SAMPLING_SNAPSHOTS} sampling snapshots are running already; ask again when one ends, or ask for a single reading"
+    )]
+    Busy,
+    #[error("the snapshot task ended without a result: {0}")]
+    Task(String),
 }
 
 /// What identifies one boot with one set of GPUs and one load of amdgpu.
@@ -155,8 +190,56 @@ impl Snapshotter {
         Self {
             root,
             boot: Mutex::new(None),
-            held: HeldFiles::default(),
+            held: Arc::default(),
+            in_flight: Mutex::new(None),
+            sampling: Arc::new(tokio::sync::Semaphore::new(MAX_SAMPLING_SNAPSHOTS)),
         }
+    }
+
+    /// A snapshot for `options`, taken on a blocking thread. A single reading is shared: a
+    /// request that arrives while one is being taken gets that one, so a burst of requests (or
+    /// of scrapes) reads the host once and waits without holding a thread. Sampling snapshots run
+    /// on their own, at most [`MAX_SAMPLING_SNAPSHOTS`] at once.
+    pub async fn snapshot(
+        self: &Arc<Self>,
+        options: SampleOptions,
+    ) -> Result<Arc<model::Snapshot>, SnapshotError> {
+        if options.count > 1 {
+            let _permit = Arc::clone(&self.sampling)
+                .try_acquire_owned()
+                .map_err(|_| SnapshotError::Busy)?;
+            let snapshotter = Arc::clone(self);
+            return tokio::task::spawn_blocking(move || Arc::new(snapshotter.take(&options)))
+                .await
+                .map_err(|e| SnapshotError::Task(e.to_string()));
+        }
+        let mut taken = {
+            let mut in_flight = lock_in_flight(&self.in_flight);
+            match in_flight.as_ref() {
+                Some(taken) => taken.clone(),
+                None => {
+                    let (done, taken) = tokio::sync::watch::channel(None);
+                    *in_flight = Some(taken.clone());
+                    let snapshotter = Arc::clone(self);
+                    // Runs to its end even when the asking client leaves: others may be waiting,
+                    // and every read in it is bounded by its deadline.
+                    tokio::task::spawn_blocking(move || {
+                        // Cleared even when taking panics, so the next request starts afresh.
+                        let finished = EndsInFlight(snapshotter);
+                        let snapshot = Arc::new(finished.0.take(&SampleOptions::default()));
+                        done.send_replace(Some(snapshot));
+                    });
+                    taken
+                }
+            }
+        };
+        let snapshot = taken
+            .wait_for(Option::is_some)
+            .await
+            .map_err(|_| SnapshotError::Task("the snapshot thread stopped".to_owned()))?;
+        snapshot
+            .clone()
+            .ok_or_else(|| SnapshotError::Task("no snapshot".to_owned()))
     }
 
     /// The boot facts for `key`: the cached ones when the key matches, else read anew. Without a
@@ -298,6 +381,69 @@ mod tests {
         let path = root.join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(path, content).unwrap();
+    }
+
+    fn card_tree() -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let d = "sys/class/drm/card1/device";
+        write(dir.path(), &format!("{d}/uevent"), b"DRIVER=amdgpu\n");
+        write(dir.path(), &format!("{d}/pp_dpm_sclk"), b"0: 600Mhz *\n");
+        dir
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_single_reading_asked_for_while_one_is_taken_joins_it() {
+        let dir = card_tree();
+        let snapshotter = Arc::new(Snapshotter::new(HostRoot::new(dir.path())));
+        // One being taken now (this test plays the thread taking it).
+        let (done, taken) = tokio::sync::watch::channel(None);
+        *lock_in_flight(&snapshotter.in_flight) = Some(taken);
+        let joined = tokio::spawn({
+            let snapshotter = Arc::clone(&snapshotter);
+            async move { snapshotter.snapshot(SampleOptions::default()).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!joined.is_finished(), "it took its own reading");
+        let shared = Arc::new(snapshotter.take(&SampleOptions::default()));
+        *lock_in_flight(&snapshotter.in_flight) = None;
+        done.send_replace(Some(Arc::clone(&shared)));
+        assert!(Arc::ptr_eq(&joined.await.unwrap().unwrap(), &shared));
+
+        // With none in flight, a request takes its own, and leaves none in flight.
+        let own = snapshotter.snapshot(SampleOptions::default()).await.unwrap();
+        assert!(!Arc::ptr_eq(&own, &shared));
+        assert!(lock_in_flight(&snapshotter.in_flight).is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn sampling_snapshots_past_the_bound_are_refused() {
+        let dir = card_tree();
+        let snapshotter = Arc::new(Snapshotter::new(HostRoot::new(dir.path())));
+        let stop = CancellationToken::new();
+        let long = SampleOptions {
+            count: 100,
+            interval: Duration::from_secs(1),
+            stop: Some(stop.clone()),
+        };
+        let mut running = tokio::task::JoinSet::new();
+        for _ in 0..MAX_SAMPLING_SNAPSHOTS {
+            let snapshotter = Arc::clone(&snapshotter);
+            let long = long.clone();
+            running.spawn(async move { snapshotter.snapshot(long).await });
+        }
+        // Until all of them hold their permit.
+        while snapshotter.sampling.available_permits() > 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let refused = snapshotter.snapshot(long.clone()).await.unwrap_err();
+        assert!(matches!(refused, SnapshotError::Busy), "{refused}");
+        // A single reading is not held up by them.
+        let single = snapshotter.snapshot(SampleOptions::default()).await.unwrap();
+        assert_eq!(single.cards.len(), 1);
+        stop.cancel();
+        while let Some(done) = running.join_next().await {
+            assert_eq!(done.unwrap().unwrap().cards.len(), 1);
+        }
     }
 
     #[test]

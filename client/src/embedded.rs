@@ -65,7 +65,9 @@ impl Embedded {
             .with_kernel_log(kernel_log.clone())
             .with_full_kernel_log(true)
             .with_shutdown(cancel.clone());
-        let router = server::router(service).context("building the in-process agent")?;
+        let router = server::router(service)
+            .await
+            .context("building the in-process agent")?;
 
         let (connections, incoming) = mpsc::channel::<std::io::Result<DuplexStream>>(1);
         let stop = cancel.clone();

@@ -194,6 +194,19 @@ pub fn promtool_check(body: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Whether the main thread of process `pid` has returned: the process is gone or a zombie
+/// (whose other threads may still be inside the kernel).
+pub fn main_thread_ended(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // The state follows the command name, which is in parentheses and may hold any byte.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+        Err(_) => true,
+    }
+}
+
 /// A running `nodectl-agent`; stopped with SIGTERM (then killed) when dropped.
 pub struct Agent {
     child: Child,
@@ -290,15 +303,48 @@ impl Agent {
         }
     }
 
+    /// Sends SIGTERM and waits at most `limit` for the agent's main thread to end: whether it
+    /// did. A thread blocked in the kernel (a read of a hung device) keeps the process from being
+    /// reaped until that read returns, which nothing the agent does can change; the agent has
+    /// stopped once its main thread has returned.
+    pub fn terminate_main_within(&mut self, limit: Duration) -> anyhow::Result<bool> {
+        self.signal_term()?;
+        let deadline = std::time::Instant::now() + limit;
+        loop {
+            if self.child.try_wait()?.is_some() || main_thread_ended(self.child.id()) {
+                return Ok(true);
+            }
+            if std::time::Instant::now() >= deadline {
+                return Ok(false);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the exit; whether it exited with status 0.
+    pub fn wait_exit(&mut self) -> anyhow::Result<bool> {
+        Ok(self.child.wait()?.success())
+    }
+
     /// Resident memory of the agent now (`VmRSS`), in bytes.
     pub fn rss_bytes(&self) -> anyhow::Result<u64> {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
-        let kib: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .context("no VmRSS line")?;
+        let kib = self.status_field("VmRSS")?;
         Ok(kib * 1024)
+    }
+
+    /// Threads of the agent now.
+    pub fn threads(&self) -> anyhow::Result<u64> {
+        self.status_field("Threads")
+    }
+
+    /// A number of `/proc/PID/status` (its unit dropped).
+    fn status_field(&self, name: &str) -> anyhow::Result<u64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("no {name} line"))
     }
 
     /// Sends SIGTERM and waits for the exit; returns whether it exited with status 0.

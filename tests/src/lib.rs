@@ -2,3 +2,4 @@
 
 pub mod fake_talos;
 pub mod harness;
+pub mod stalled_file;

@@ -565,6 +565,21 @@ fn closed_within(stream: &std::net::TcpStream, wait: Duration) -> bool {
     }
 }
 
+/// Sends a request's first line and then one header byte every 500 ms: whether the server
+/// closed the connection within `wait`.
+fn trickled_request_closed_within(addr: &str, wait: Duration) -> anyhow::Result<bool> {
+    use std::io::Write as _;
+    let mut stream = std::net::TcpStream::connect(addr)?;
+    stream.write_all(b"GET /metrics HTTP/1.1\r\nX-Slow: ")?;
+    let deadline = std::time::Instant::now() + wait;
+    while std::time::Instant::now() < deadline {
+        if stream.write_all(b"a").is_err() || closed_within(&stream, Duration::from_millis(500)) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 #[test]
 fn idle_connections_are_capped_and_closed_and_the_agent_never_spins() -> anyhow::Result<()> {
     let agent = Agent::start(
@@ -602,6 +617,12 @@ fn idle_connections_are_capped_and_closed_and_the_agent_never_spins() -> anyhow:
         .count();
     assert_eq!(still_open, 0, "idle connections left open");
     drop(idle);
+    // A request whose headers trickle in a byte at a time, on the metrics port, is closed after
+    // the header-read deadline (10 s) instead of holding its connection forever.
+    assert!(
+        trickled_request_closed_within(&metrics, Duration::from_secs(30))?,
+        "a trickled request kept its connection"
+    );
     let run = nodectl(&["--endpoint", &agent.endpoint, "node", "show", "-o", "json"])?;
     assert_eq!(run.code, 0, "{}", run.stderr);
     Ok(())
@@ -698,5 +719,160 @@ fn summary_streams_the_log_instead_of_holding_it() -> anyhow::Result<()> {
         json["counts"]["firmware/mes_ring_full"],
         (written / chunk.len() * 128) as u64
     );
+    Ok(())
+}
+
+/// The health the agent reports for `service` (`""` for the agent as a whole).
+async fn health(endpoint: &str, service: &str) -> anyhow::Result<i32> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
+        .connect()
+        .await?;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let reply = client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await?;
+    Ok(reply.into_inner().status)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_that_never_returns_costs_one_deadline_and_health_says_so() -> anyhow::Result<()> {
+    use nodectl_e2e::stalled_file::StalledFile;
+    use tonic_health::ServingStatus;
+    const SERVICE: &str = "nodectl.v1.NodeDiagnostics";
+    let tree = fixture_copy("strix-halo-healthy")?;
+    let root = tree.path().join("root");
+    let device = root.join("sys/devices/pci0000:00/0000:00:08.1/0000:c1:00.0");
+    let mut agent = Agent::start(&root, &["--metrics-listen", "127.0.0.1:0"])?;
+    let metrics_addr = agent.listener("metrics").context("metrics")?.to_owned();
+    let stuck_gauge = |n: u32| format!("\nnodectl_host_reads_stuck {n}\n");
+    assert_eq!(
+        health(&agent.endpoint, SERVICE).await?,
+        ServingStatus::Serving as i32
+    );
+    // The clock file's reads never return, as while the SMU hangs. Mounted after the agent
+    // started (and so released before the agent is dropped).
+    let stalled = StalledFile::mount_over(&device.join("pp_dpm_sclk"))?;
+    let mut client = NodeDiagnosticsClient::connect(agent.endpoint.clone()).await?;
+    let snapshot = client
+        .get_snapshot(pb::GetSnapshotRequest::default())
+        .await?
+        .into_inner();
+    let sclk_problem = |snapshot: &pb::Snapshot| {
+        snapshot
+            .problems
+            .iter()
+            .find(|p| p.path.ends_with("/pp_dpm_sclk"))
+            .map(|p| p.reason.clone())
+    };
+    let reason = sclk_problem(&snapshot)
+        .with_context(|| format!("no problem for the stalled file in {:?}", snapshot.problems))?;
+    assert!(
+        reason.contains("did not return within 2 s: the SMU may be hung"),
+        "{reason}"
+    );
+    // The rest of the card was read.
+    assert_eq!(snapshot.cards.len(), 1);
+    assert!(!snapshot.cards[0].firmware.is_empty());
+    // Health says the agent is degraded, and it answers.
+    assert_eq!(
+        health(&agent.endpoint, SERVICE).await?,
+        ServingStatus::NotServing as i32
+    );
+    assert_eq!(
+        health(&agent.endpoint, "").await?,
+        ServingStatus::Serving as i32
+    );
+    let metrics = nodectl_e2e::harness::http_get(&metrics_addr, "/metrics")?;
+    assert!(metrics.contains(&stuck_gauge(1)), "{metrics}");
+
+    // 600 snapshots later (600 used to leave 513 threads behind), the stalled file was read
+    // once, and the threads stay few.
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..600 {
+        let mut client = client.clone();
+        requests.spawn(async move {
+            let sampled = i % 50 == 0;
+            client
+                .get_snapshot(pb::GetSnapshotRequest {
+                    sample_count: if sampled { 3 } else { 1 },
+                    sample_interval_ms: 10,
+                })
+                .await
+                .map(|reply| sclk_problem(&reply.into_inner()))
+        });
+    }
+    while let Some(done) = requests.join_next().await {
+        match done? {
+            Ok(problem) => assert!(
+                problem.is_some_and(|p| p.contains("an earlier read has not returned")),
+                "a later snapshot lacks the stuck read"
+            ),
+            // Sampling snapshots past their bound are refused, never queued.
+            Err(status) => assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}"),
+        }
+    }
+    assert_eq!(stalled.reads_started(), 1, "the stalled file was read again");
+    let threads = agent.threads()?;
+    assert!(threads < 64, "{threads} threads after 600 snapshots");
+    assert!(agent.rss_bytes()? < RSS_BOUND_BYTES);
+
+    // The SMU answers again: the read returns, health and the file come back.
+    stalled.release();
+    let recovered = tokio::time::timeout(Duration::from_secs(30), async {
+        while health(&agent.endpoint, SERVICE).await? != ServingStatus::Serving as i32 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::Ok(())
+    })
+    .await;
+    anyhow::ensure!(matches!(recovered, Ok(Ok(()))), "health stayed NOT_SERVING");
+    let snapshot = client
+        .get_snapshot(pb::GetSnapshotRequest::default())
+        .await?
+        .into_inner();
+    assert_eq!(sclk_problem(&snapshot), None);
+    assert!(snapshot.cards[0].dpm_clocks.iter().any(|c| c.domain == "sclk"));
+    let metrics = nodectl_e2e::harness::http_get(&metrics_addr, "/metrics")?;
+    assert!(metrics.contains(&stuck_gauge(0)), "{metrics}");
+
+    // Stuck again, on another file: the in-process agent of `nodectl --host-root` answers with
+    // the same problem and its main thread returns, and the agent stops on SIGTERM, although a
+    // thread of each stays in the read (as one blocked in amdgpu would) until it returns.
+    let stalled = StalledFile::mount_over(&device.join("gpu_busy_percent"))?;
+    let output = tree.path().join("show.json");
+    let mut show = std::process::Command::new(nodectl_e2e::harness::binary("nodectl")?)
+        .args(["--host-root", root.to_str().context("path")?])
+        .args(["node", "show", "-o", "json"])
+        .stdout(std::fs::File::create(&output)?)
+        .spawn()?;
+    let show_pid = show.id();
+    let ended = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !nodectl_e2e::harness::main_thread_ended(show_pid) {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    })
+    .await?;
+    let shown = std::fs::read_to_string(&output)?;
+    let stopped =
+        tokio::task::spawn_blocking(move || -> anyhow::Result<(bool, Agent)> {
+            let stopped = agent.terminate_main_within(Duration::from_secs(20))?;
+            Ok((stopped, agent))
+        })
+        .await??;
+    // Released before asserting, so that a failure leaves no process behind.
+    drop(stalled);
+    assert!(ended, "the in-process node show did not end");
+    assert!(shown.contains("the SMU may be hung"), "{shown}");
+    assert!(show.wait()?.success());
+    let (stopped, mut agent) = stopped;
+    assert!(stopped, "the agent did not stop on SIGTERM");
+    assert!(agent.wait_exit()?, "the agent exited with an error");
     Ok(())
 }

@@ -1,7 +1,8 @@
 //! Collectors: one module per family of host files, each a pure parser plus a thin reader.
 //!
 //! Every read goes through [`Reader`], which turns a missing file into `None` ("not supported
-//! here") and any other failure into a `problems` entry, so one bad file never loses the rest.
+//! here") and any other failure into a `problems` entry, so one bad file never loses the rest;
+//! its reads run on the [`read_pool`], so one that blocks (a hung SMU) costs a deadline, once.
 
 pub(crate) mod cards;
 pub(crate) mod clocks;
@@ -13,10 +14,12 @@ pub(crate) mod hwmon;
 pub(crate) mod kfd;
 pub(crate) mod memory;
 pub(crate) mod params;
+pub(crate) mod read_pool;
 pub(crate) mod redact;
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::HostRoot;
 use nodectl_model::snapshot::Problem;
@@ -26,7 +29,7 @@ use nodectl_model::snapshot::Problem;
 pub struct Reader<'a> {
     pub root: &'a HostRoot,
     pub problems: Vec<Problem>,
-    held: Option<&'a held::HeldFiles>,
+    held: Option<&'a Arc<held::HeldFiles>>,
 }
 
 impl<'a> Reader<'a> {
@@ -39,7 +42,7 @@ impl<'a> Reader<'a> {
     }
 
     /// A reader that keeps the files it reads open in `held` (for files read again and again).
-    pub fn holding(root: &'a HostRoot, held: &'a held::HeldFiles) -> Self {
+    pub fn holding(root: &'a HostRoot, held: &'a Arc<held::HeldFiles>) -> Self {
         Self {
             held: Some(held),
             ..Self::new(root)
@@ -60,13 +63,23 @@ impl<'a> Reader<'a> {
 
     /// The bytes of a file; `None` when it does not exist (or an error was recorded).
     pub fn bytes(&mut self, path: &Path) -> Option<Vec<u8>> {
+        let owned = path.to_owned();
         let read = match self.held {
-            Some(held) => held.read(path),
-            None => held::open_host_file(path).and_then(|f| held::read_whole(&f)),
+            Some(held) => {
+                let held = Arc::clone(held);
+                read_pool::shared().read(path, move || held.read(&owned))
+            }
+            None => read_pool::shared().read(path, move || {
+                held::open_host_file(&owned).and_then(|f| held::read_whole(&f))
+            }),
         };
         match read {
             Ok(bytes) => Some(bytes),
             Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) if e.kind() == ErrorKind::TimedOut => {
+                self.problem(path, e.to_string());
+                None
+            }
             Err(e) => {
                 self.problem(path, format!("cannot read: {e}"));
                 None

@@ -345,6 +345,18 @@ mod tests {
     }
 
     #[test]
+    fn user_written_lines_of_dmesg_x_are_never_gpu_events() {
+        let log = "\
+kern  :err   : [    1.000000] amdgpu 0000:c1:00.0: amdgpu: GPU reset begin!
+user  :err   : [    2.000000] amdgpu 0000:c1:00.0: amdgpu: GPU reset begin!
+";
+        let s = analyze_text(log, classifier(), 2025, |_| true);
+        assert_eq!(s.events.len(), 2);
+        assert!(s.events[0].id.is_some() && !s.events[0].user_written);
+        assert!(s.events[1].id.is_none() && s.events[1].user_written);
+    }
+
+    #[test]
     fn events_far_apart_are_separate_incidents() {
         let log = "\
 [ 10.0] amdgpu 0000:c1:00.0: amdgpu: [gfxhub] page fault (src_id:0 ring:24 vmid:8 pasid:32769)

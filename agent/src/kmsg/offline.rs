@@ -12,6 +12,9 @@ pub enum LineFormat {
     Dmesg,
     /// `dmesg -T`: `[Tue Aug  5 09:03:24 2025] message` (local time, read as UTC).
     DmesgTime,
+    /// `dmesg -x` (with or without `-T`): `kern  :err   : [  950.818166] message`; the facility
+    /// tells kernel messages from user-space writes to `/dev/kmsg`.
+    DmesgDecoded,
     /// journalctl short / short-precise: `Aug 05 09:03:24.804673 host kernel: message`.
     Journal,
     /// `talosctl dmesg`: `node: kern: err: [RFC3339Nano]: message`.
@@ -85,7 +88,7 @@ pub fn parse_line(line: &str, year: i16) -> LogLine {
         }
         _ => {}
     }
-    if let Some(parsed) = parse_talos(line) {
+    if let Some(parsed) = parse_talos(line).or_else(|| parse_dmesg_decoded(line)) {
         return parsed;
     }
     LogLine::plain(LineFormat::Plain, line)
@@ -246,6 +249,21 @@ fn parse_talos(line: &str) -> Option<LogLine> {
     Some(out)
 }
 
+fn parse_dmesg_decoded(line: &str) -> Option<LogLine> {
+    // `user  :notice: [ 1.0] message`: facility and level padded to six columns.
+    let (facility_name, rest) = line.split_once(':')?;
+    let (level_name, rest) = rest.split_once(':')?;
+    let facility = FACILITIES
+        .iter()
+        .position(|f| *f == facility_name.trim_end())?;
+    let level = LEVELS.iter().position(|l| *l == level_name.trim_end())?;
+    let mut out = parse_dmesg(rest.trim_start())?;
+    out.format = LineFormat::DmesgDecoded;
+    out.level = u8::try_from(level).ok();
+    out.facility = u32::try_from(facility).ok()?;
+    Some(out)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -303,6 +321,27 @@ mod tests {
         );
         let talos_user = parse_line("user: warning: [2026-01-06T19:44:34Z]: hi", 2025);
         assert!(talos_user.user_written());
+
+        let x = parse_line(&format!("kern  :err   : [  950.818166] {MSG}"), 2025);
+        assert_eq!(
+            (x.format, x.monotonic_usec, x.level),
+            (LineFormat::DmesgDecoded, Some(950_818_166), Some(3))
+        );
+        assert_eq!(x.message, MSG);
+        assert!(!x.user_written());
+        let xt = parse_line(&format!("kern  :warn  : [Tue Aug  5 09:03:24 2025] {MSG}"), 2025);
+        assert_eq!(xt.format, LineFormat::Plain, "`warn` is not a level name");
+        let xt = parse_line(
+            &format!("kern  :warning: [Tue Aug  5 09:03:24 2025] {MSG}"),
+            2025,
+        );
+        assert_eq!(xt.wall.unwrap().to_string(), "2025-08-05T09:03:24Z");
+        // A user-space write to /dev/kmsg posing as the driver.
+        let xu = parse_line(
+            "user  :notice: [ 1.000000] amdgpu 0000:c1:00.0: amdgpu: GPU reset begin!",
+            2025,
+        );
+        assert!(xu.user_written());
 
         let p = parse_line("just text", 2025);
         assert_eq!(

@@ -189,10 +189,22 @@ fn register_snapshot(registry: &mut Registry, s: &model::Snapshot) {
     }
 }
 
-/// Renders the Prometheus text format (0.0.4) of the counters and of a snapshot's gauges.
-pub fn render(metrics: &KmsgMetrics, snapshot: Option<&model::Snapshot>) -> String {
+/// Renders the Prometheus text format (0.0.4) of the counters, the number of host reads stuck
+/// now, and a snapshot's gauges.
+pub fn render(
+    metrics: &KmsgMetrics,
+    stuck_reads: usize,
+    snapshot: Option<&model::Snapshot>,
+) -> String {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
+    let stuck = Gauge::<i64>::default();
+    stuck.set(i64::try_from(stuck_reads).unwrap_or(i64::MAX));
+    registry.register(
+        "nodectl_host_reads_stuck",
+        "Host file reads that did not return within their deadline and have not returned since (a hung SMU)",
+        stuck,
+    );
     if let Some(snapshot) = snapshot {
         register_snapshot(&mut registry, snapshot);
     }
@@ -240,27 +252,51 @@ pub async fn serve(
         let snapshotter = std::sync::Arc::clone(&snapshotter);
         let metrics = metrics.clone();
         async move {
-            let snapshot = tokio::task::spawn_blocking(move || {
-                snapshotter.take(&crate::snapshot::SampleOptions::default())
-            })
-            .await
-            .ok();
+            let snapshot = snapshotter
+                .snapshot(crate::snapshot::SampleOptions::default())
+                .await
+                .ok();
             (
                 [(
                     CONTENT_TYPE,
                     prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
                 )],
-                render(&metrics, snapshot.as_ref()),
+                render(
+                    &metrics,
+                    *crate::collect::read_pool::shared().stuck_reads().borrow(),
+                    snapshot.as_deref(),
+                ),
             )
         }
     };
     let app = axum::Router::new().route("/metrics", axum::routing::get(handler));
-    axum::serve(
-        crate::listener::GuardedListener::new(listener, "metrics"),
-        app,
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
+    // hyper's own connection loop rather than `axum::serve`, for its header-read timeout.
+    let mut listener = crate::listener::GuardedListener::new(listener, "metrics");
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = shutdown.cancelled() => return Ok(()),
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let connection = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(crate::limits::METRICS_HEADER_READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            tokio::pin!(connection);
+            let served = tokio::select! {
+                served = connection.as_mut() => served,
+                () = stop.cancelled() => {
+                    connection.as_mut().graceful_shutdown();
+                    connection.await
+                }
+            };
+            if let Err(e) = served {
+                tracing::debug!("metrics connection from {peer}: {e}");
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -294,7 +330,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let text = render(&m, Some(&snapshot));
+        let text = render(&m, 0, Some(&snapshot));
         assert!(
             text.contains(r#"nodectl_kernel_events_total{class="firmware",id="mes_timeout"} 1"#),
             "{text}"
