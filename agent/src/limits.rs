@@ -38,6 +38,11 @@ pub const MAX_HOST_READ_THREADS: usize = 8;
 /// `/proc/stat` for the boot time: a few KiB per CPU).
 pub const MAX_SMALL_FILE_BYTES: u64 = 256 * 1024;
 
+/// Bytes kept of one line of a saved log (`nodectl events --file`): a kernel record is at most
+/// 1 KiB of text (a few KiB with its dictionary), a journal line of a program rarely more than a
+/// few KiB; a longer "line" is a binary or a log without newlines, and is cut with a marker.
+pub const MAX_SAVED_LINE_BYTES: usize = 64 * 1024;
+
 /// How long start-up (and the in-process agent) waits for the kernel log's first pass before
 /// serving: the ring holds at most a few MiB, read in well under a second.
 pub const KERNEL_LOG_FIRST_PASS: Duration = Duration::from_secs(10);

@@ -116,9 +116,9 @@ impl NodeDiagnostics for DiagnosticsService {
                 SnapshotError::Busy => Status::resource_exhausted(e.to_string()),
                 SnapshotError::Task(_) => Status::internal(e.to_string()),
             })?;
-        Ok(Response::new(pb::Snapshot::from(
-            Arc::unwrap_or_clone(snapshot),
-        )))
+        Ok(Response::new(pb::Snapshot::from(Arc::unwrap_or_clone(
+            snapshot,
+        ))))
     }
 
     type StreamKernelEventsStream = KernelStream;

@@ -10,8 +10,8 @@ use crate::collect::held::HeldFiles;
 use crate::collect::{self, Reader, cards, clocks, firmware, gpu_metrics, hwmon, kfd, memory};
 use nodectl_model::snapshot as model;
 
-use crate::{HostRoot, checks};
 use crate::limits::MAX_SAMPLING_SNAPSHOTS;
+use crate::{HostRoot, checks};
 
 /// How many clock/busy readings to take per card, how far apart, and what ends them early.
 #[derive(Debug, Clone)]
@@ -67,7 +67,9 @@ impl Drop for EndsInFlight {
     }
 }
 
-fn lock_in_flight(in_flight: &Mutex<Option<InFlight>>) -> std::sync::MutexGuard<'_, Option<InFlight>> {
+fn lock_in_flight(
+    in_flight: &Mutex<Option<InFlight>>,
+) -> std::sync::MutexGuard<'_, Option<InFlight>> {
     // It holds only a receiver; a panic elsewhere leaves it usable.
     in_flight
         .lock()
@@ -410,7 +412,10 @@ mod tests {
         assert!(Arc::ptr_eq(&joined.await.unwrap().unwrap(), &shared));
 
         // With none in flight, a request takes its own, and leaves none in flight.
-        let own = snapshotter.snapshot(SampleOptions::default()).await.unwrap();
+        let own = snapshotter
+            .snapshot(SampleOptions::default())
+            .await
+            .unwrap();
         assert!(!Arc::ptr_eq(&own, &shared));
         assert!(lock_in_flight(&snapshotter.in_flight).is_none());
     }
@@ -438,7 +443,10 @@ mod tests {
         let refused = snapshotter.snapshot(long.clone()).await.unwrap_err();
         assert!(matches!(refused, SnapshotError::Busy), "{refused}");
         // A single reading is not held up by them.
-        let single = snapshotter.snapshot(SampleOptions::default()).await.unwrap();
+        let single = snapshotter
+            .snapshot(SampleOptions::default())
+            .await
+            .unwrap();
         assert_eq!(single.cards.len(), 1);
         stop.cancel();
         while let Some(done) = running.join_next().await {

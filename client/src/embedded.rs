@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+use nodectl_agent::kmsg::SavedLines;
 use nodectl_agent::kmsg::analyze::{LogSummary, analyze_lines};
 use nodectl_agent::kmsg::metrics::KmsgMetrics;
 use nodectl_agent::kmsg::pipeline::{KernelLog, KernelLogConfig};
@@ -130,22 +131,13 @@ pub fn analyze_saved_log(
     keep: impl FnMut(&KernelEvent) -> bool,
 ) -> anyhow::Result<LogSummary> {
     let classifier = Arc::new(Classifier::load(rules)?);
-    let mut failed = None;
-    let lines = input.split(b'\n').map_while(|line| match line {
-        Ok(bytes) => {
-            let text = String::from_utf8_lossy(&bytes);
-            Some(text.trim_end_matches('\r').to_owned())
-        }
-        Err(e) => {
-            failed = Some(e);
-            None
-        }
-    });
-    let mut summary = analyze_lines(lines, Arc::clone(&classifier), year, keep);
+    let mut lines = SavedLines::new(input);
+    let mut summary = analyze_lines(&mut lines, Arc::clone(&classifier), year, keep);
     summary
         .incidents
         .retain(|incident| classifier.incident_has_class(incident, classes));
-    match failed {
+    summary.lines_cut = lines.lines_cut();
+    match lines.take_error() {
         Some(e) => Err(anyhow::Error::new(e).context("reading the log")),
         None => Ok(summary),
     }

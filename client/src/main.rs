@@ -28,7 +28,10 @@ fn main() -> ExitCode {
     match runtime.block_on(cli.run()) {
         Ok(outcome) => outcome.exit_code(),
         Err(error) => {
-            eprintln!("nodectl: {error:#}");
+            eprintln!(
+                "nodectl: {}",
+                nodectl::render::escape_controls(&format!("{error:#}"))
+            );
             exit::exit_code_for(&error)
         }
     }

@@ -36,16 +36,48 @@ pub fn print_structured<T: Serialize>(value: &T, format: Format) -> anyhow::Resu
     }
 }
 
-/// A table in nodectl's one style: condensed UTF-8 borders, columns fitted to the terminal.
+/// Width of a table when standard output is not a terminal (a pipe, a file): `COLUMNS` when
+/// set, else this; a table laid out for no width at all grew as wide as its longest message.
+const PIPED_TABLE_WIDTH: u16 = 160;
+
+/// A table in nodectl's one style: condensed UTF-8 borders, columns fitted to the terminal (or
+/// to `COLUMNS`, or 160 columns when piped).
 pub fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
     t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED)
         .set_content_arrangement(ContentArrangement::Dynamic);
+    if !t.is_tty() {
+        let width = std::env::var("COLUMNS")
+            .ok()
+            .and_then(|c| c.trim().parse().ok())
+            .unwrap_or(PIPED_TABLE_WIDTH);
+        t.set_width(width);
+    }
     if !header.is_empty() {
         t.set_header(header.iter().copied());
     }
     t
 }
+
+/// [`table`] whose columns keep the width of their content (ids, times, devices must not break
+/// across lines), but for those in `wrapping`, which take the rest and wrap.
+pub fn table_wrapping(header: &[&str], wrapping: &[usize]) -> Table {
+    use comfy_table::{ColumnConstraint, Width};
+    let mut t = table(header);
+    for index in 0..header.len() {
+        if let Some(column) = t.column_mut(index) {
+            column.set_constraint(if wrapping.contains(&index) {
+                ColumnConstraint::LowerBoundary(Width::Fixed(MIN_WRAPPING_WIDTH))
+            } else {
+                ColumnConstraint::ContentWidth
+            });
+        }
+    }
+    t
+}
+
+/// The narrowest a wrapping column gets: narrower, a message is a column of syllables.
+const MIN_WRAPPING_WIDTH: u16 = 20;
 
 /// A unified diff of two texts (`---`/`+++` headers, 3 lines of context); empty when equal.
 pub fn unified_diff(old: &str, new: &str, old_name: &str, new_name: &str) -> String {
@@ -65,9 +97,11 @@ pub const MAX_CELL_CHARS: usize = 400;
 
 /// `text` cut to [`MAX_CELL_CHARS`] characters, with a marker saying how much was left out
 /// (`-o json` keeps the whole text).
+/// Control characters are escaped first, so the layout counts what is shown.
 pub fn cell(text: &str) -> String {
+    let text = escape_controls(text);
     match text.char_indices().nth(MAX_CELL_CHARS) {
-        None => text.to_owned(),
+        None => text.into_owned(),
         Some((at, _)) => format!("{}… (+{} bytes)", &text[..at], text.len() - at),
     }
 }
@@ -83,11 +117,30 @@ pub fn indented(text: &str, spaces: usize) -> String {
 #[error("standard output closed")]
 pub struct OutputClosed;
 
-/// Writes to standard output and flushes; a closed pipe is [`OutputClosed`], not a panic.
+/// `text` with every control character but the newline escaped (`\u{1b}`, `\t`, `\r`): text
+/// from a node or a saved log must never move the cursor, clear the screen or retitle the
+/// terminal, nor break a table's layout. JSON and YAML escape such characters themselves.
+pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\n') {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if c.is_control() && c != '\n' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
+}
+
+/// Writes to standard output (control characters escaped) and flushes; a closed pipe is
+/// [`OutputClosed`], not a panic.
 pub fn emit(text: &str) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
     match stdout
-        .write_all(text.as_bytes())
+        .write_all(escape_controls(text).as_bytes())
         .and_then(|()| stdout.flush())
     {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(OutputClosed.into()),
@@ -112,6 +165,20 @@ mod tests {
         let cut = cell(&long);
         assert!(cut.ends_with("… (+20 bytes)"), "{cut}");
         assert_eq!(cut.chars().filter(|c| *c == 'é').count(), MAX_CELL_CHARS);
+    }
+
+    #[test]
+    fn control_characters_are_shown_escaped() {
+        assert_eq!(escape_controls("plain\ntext"), "plain\ntext");
+        assert_eq!(
+            escape_controls("a\u{1b}]0;title\u{7}b\u{1b}[2J\tc\r"),
+            "a\\u{1b}]0;title\\u{7}b\\u{1b}[2J\\tc\\r"
+        );
+        assert_eq!(
+            escape_controls("\u{9b}31m"),
+            "\\u{9b}31m",
+            "C1 controls too"
+        );
     }
 
     #[test]

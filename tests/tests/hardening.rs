@@ -813,7 +813,11 @@ async fn a_read_that_never_returns_costs_one_deadline_and_health_says_so() -> an
             Err(status) => assert_eq!(status.code(), tonic::Code::ResourceExhausted, "{status}"),
         }
     }
-    assert_eq!(stalled.reads_started(), 1, "the stalled file was read again");
+    assert_eq!(
+        stalled.reads_started(),
+        1,
+        "the stalled file was read again"
+    );
     let threads = agent.threads()?;
     assert!(threads < 64, "{threads} threads after 600 snapshots");
     assert!(agent.rss_bytes()? < RSS_BOUND_BYTES);
@@ -833,7 +837,12 @@ async fn a_read_that_never_returns_costs_one_deadline_and_health_says_so() -> an
         .await?
         .into_inner();
     assert_eq!(sclk_problem(&snapshot), None);
-    assert!(snapshot.cards[0].dpm_clocks.iter().any(|c| c.domain == "sclk"));
+    assert!(
+        snapshot.cards[0]
+            .dpm_clocks
+            .iter()
+            .any(|c| c.domain == "sclk")
+    );
     let metrics = nodectl_e2e::harness::http_get(&metrics_addr, "/metrics")?;
     assert!(metrics.contains(&stuck_gauge(0)), "{metrics}");
 
@@ -860,12 +869,11 @@ async fn a_read_that_never_returns_costs_one_deadline_and_health_says_so() -> an
     })
     .await?;
     let shown = std::fs::read_to_string(&output)?;
-    let stopped =
-        tokio::task::spawn_blocking(move || -> anyhow::Result<(bool, Agent)> {
-            let stopped = agent.terminate_main_within(Duration::from_secs(20))?;
-            Ok((stopped, agent))
-        })
-        .await??;
+    let stopped = tokio::task::spawn_blocking(move || -> anyhow::Result<(bool, Agent)> {
+        let stopped = agent.terminate_main_within(Duration::from_secs(20))?;
+        Ok((stopped, agent))
+    })
+    .await??;
     // Released before asserting, so that a failure leaves no process behind.
     drop(stalled);
     assert!(ended, "the in-process node show did not end");

@@ -268,7 +268,10 @@ mod tests {
 
     /// A read that blocks until its sender is dropped or sends, as an SMU-backed attribute does
     /// until the firmware answers.
-    fn blocked_read() -> (mpsc::Sender<()>, impl FnOnce() -> io::Result<Vec<u8>> + Send) {
+    fn blocked_read() -> (
+        mpsc::Sender<()>,
+        impl FnOnce() -> io::Result<Vec<u8>> + Send,
+    ) {
         let (release, released) = mpsc::channel::<()>();
         (release, move || {
             let _ = released.recv();

@@ -184,6 +184,13 @@ pub struct LogSummary {
     pub records_lost: u64,
     /// Times the sequence numbers started over (see [`ReadOutcome::Restarted`](super::reader::ReadOutcome)).
     pub seq_restarts: u64,
+    /// Lines read (a kmsg record's dictionary lines included).
+    pub lines_read: u64,
+    /// Lines in a kernel log format (kmsg, dmesg, journal, `talosctl dmesg`), or plain lines
+    /// that a rule classified: what makes the input a kernel log at all.
+    pub lines_recognised: u64,
+    /// Lines longer than the bound of a saved line, cut (set by the reader of the lines).
+    pub lines_cut: u64,
 }
 
 /// Analyses a saved log (any mix of the supported formats). `keep` decides which events to
@@ -211,10 +218,16 @@ pub fn analyze_lines<L: AsRef<str>>(
     let mut out = Vec::new();
     let mut pending: Option<Entry> = None;
     let mut last_seq: Option<u64> = None;
-    let mut sink = |out: &mut Vec<Output>, summary: &mut LogSummary| {
+    // The number of the plain line pushed last: recognised if a rule classifies it.
+    let mut plain_line: Option<u64> = None;
+    let mut sink = |out: &mut Vec<Output>, summary: &mut LogSummary, plain: &mut Option<u64>| {
         for o in out.drain(..) {
             match o {
                 Output::Event(e) => {
+                    if e.id.is_some() && e.line.is_some() && *plain == e.line {
+                        summary.lines_recognised += 1;
+                        *plain = None;
+                    }
                     if keep(&e) {
                         summary.events.push(e);
                     }
@@ -238,9 +251,11 @@ pub fn analyze_lines<L: AsRef<str>>(
     for (index, line) in lines.enumerate() {
         let line = line.as_ref();
         let number = u64::try_from(index).unwrap_or(u64::MAX).saturating_add(1);
+        summary.lines_read = number;
         if let Some(entry) = pending.as_mut()
             && let Some((key, value)) = dictionary_entry(line)
         {
+            summary.lines_recognised += 1;
             match key {
                 "DEVICE" => entry.device = Some(value.to_owned()),
                 "SUBSYSTEM" => entry.subsystem = Some(value.to_owned()),
@@ -250,13 +265,18 @@ pub fn analyze_lines<L: AsRef<str>>(
         }
         if let Some(entry) = pending.take() {
             analyzer.push(entry, &mut out);
-            sink(&mut out, &mut summary);
+            sink(&mut out, &mut summary, &mut plain_line);
         }
         if line.is_empty() {
             continue;
         }
         let parsed = parse_line(line, year);
         let is_kmsg = parsed.format == LineFormat::Kmsg;
+        if parsed.format == LineFormat::Plain {
+            plain_line = Some(number);
+        } else {
+            summary.lines_recognised += 1;
+        }
         if let Some(seq) = parsed.seq {
             match last_seq {
                 Some(last) if !follows_plausibly(last, seq) => summary.seq_restarts += 1,
@@ -273,14 +293,14 @@ pub fn analyze_lines<L: AsRef<str>>(
             pending = Some(entry);
         } else {
             analyzer.push(entry, &mut out);
-            sink(&mut out, &mut summary);
+            sink(&mut out, &mut summary, &mut plain_line);
         }
     }
     if let Some(entry) = pending.take() {
         analyzer.push(entry, &mut out);
     }
     analyzer.finish(&mut out);
-    sink(&mut out, &mut summary);
+    sink(&mut out, &mut summary, &mut plain_line);
     summary
         .incidents
         .sort_by_key(|i| (i.first_line, i.first_seq, i.incident_id));

@@ -1,6 +1,7 @@
 //! Detects, per line, the format of a saved kernel log (kmsg records, `dmesg`, `dmesg -T`, journalctl, `talosctl dmesg`) and parses it.
 
 use super::record::parse_record;
+use crate::limits::MAX_SAVED_LINE_BYTES;
 
 /// The format a line was recognised as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
@@ -64,6 +65,87 @@ pub fn dictionary_entry(line: &str) -> Option<(&str, &str)> {
     let (key, value) = entry.split_once('=')?;
     (!key.is_empty() && key.bytes().all(|b| b.is_ascii_uppercase() || b == b'_'))
         .then_some((key, value))
+}
+
+/// The lines of a saved log, each cut at [`MAX_SAVED_LINE_BYTES`]: a file of one endless
+/// line (a binary, a log without newlines) costs that much memory, not its size. Invalid UTF-8
+/// becomes U+FFFD; a trailing `\r` is dropped. A read error ends the lines and is kept.
+#[derive(Debug)]
+pub struct SavedLines<R> {
+    input: R,
+    line: Vec<u8>,
+    lines_cut: u64,
+    failed: Option<std::io::Error>,
+}
+
+impl<R: std::io::BufRead> SavedLines<R> {
+    pub fn new(input: R) -> Self {
+        Self {
+            input,
+            line: Vec::new(),
+            lines_cut: 0,
+            failed: None,
+        }
+    }
+
+    /// Lines longer than the bound so far.
+    pub fn lines_cut(&self) -> u64 {
+        self.lines_cut
+    }
+
+    /// The read error that ended the lines, if one did.
+    pub fn take_error(&mut self) -> Option<std::io::Error> {
+        self.failed.take()
+    }
+}
+
+impl<R: std::io::BufRead> Iterator for SavedLines<R> {
+    type Item = String;
+
+    fn next(&mut self) -> Option<String> {
+        self.line.clear();
+        let mut read_any = false;
+        let mut cut = false;
+        loop {
+            let available = match self.input.fill_buf() {
+                Ok(bytes) => bytes,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    self.failed = Some(e);
+                    return None;
+                }
+            };
+            if available.is_empty() {
+                if !read_any {
+                    return None;
+                }
+                break;
+            }
+            read_any = true;
+            let (content, used) = match available.iter().position(|&b| b == b'\n') {
+                Some(at) => (&available[..at], at + 1),
+                None => (available, available.len()),
+            };
+            let room = MAX_SAVED_LINE_BYTES.saturating_sub(self.line.len());
+            cut |= content.len() > room;
+            self.line
+                .extend_from_slice(&content[..content.len().min(room)]);
+            let ended = used > content.len();
+            self.input.consume(used);
+            if ended {
+                break;
+            }
+        }
+        if self.line.last() == Some(&b'\r') {
+            self.line.pop();
+        }
+        let mut text = String::from_utf8_lossy(&self.line).into_owned();
+        if cut {
+            self.lines_cut += 1;
+            text.push_str(" …(line cut)");
+        }
+        Some(text)
+    }
 }
 
 /// Parses one line. `year` dates journalctl lines, which print none. Total: never panics.
@@ -270,6 +352,24 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    #[test]
+    fn saved_lines_are_cut_at_the_bound_and_keep_the_rest() {
+        let long = "x".repeat(MAX_SAVED_LINE_BYTES * 3);
+        let input = format!("first\r\n{long}\nlast");
+        // A small buffer, so the long line spans many fills.
+        let mut lines = SavedLines::new(std::io::BufReader::with_capacity(100, input.as_bytes()));
+        assert_eq!(lines.next().as_deref(), Some("first"));
+        let cut = lines.next().unwrap();
+        assert!(cut.len() < MAX_SAVED_LINE_BYTES + 20 && cut.ends_with("(line cut)"));
+        assert_eq!(lines.next().as_deref(), Some("last"));
+        assert_eq!(lines.next(), None);
+        assert_eq!(lines.lines_cut(), 1);
+        let mut empty = SavedLines::new(&b""[..]);
+        assert_eq!(empty.next(), None);
+        let mut binary = SavedLines::new(&[0xff, 0xfe, b'\n'][..]);
+        assert_eq!(binary.next().as_deref(), Some("\u{fffd}\u{fffd}"));
+    }
+
     const MSG: &str = "amdgpu 0000:c1:00.0: amdgpu: MES failed to respond to msg=REMOVE_QUEUE";
 
     #[test]
@@ -329,7 +429,10 @@ mod tests {
         );
         assert_eq!(x.message, MSG);
         assert!(!x.user_written());
-        let xt = parse_line(&format!("kern  :warn  : [Tue Aug  5 09:03:24 2025] {MSG}"), 2025);
+        let xt = parse_line(
+            &format!("kern  :warn  : [Tue Aug  5 09:03:24 2025] {MSG}"),
+            2025,
+        );
         assert_eq!(xt.format, LineFormat::Plain, "`warn` is not a level name");
         let xt = parse_line(
             &format!("kern  :warning: [Tue Aug  5 09:03:24 2025] {MSG}"),

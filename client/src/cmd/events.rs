@@ -67,6 +67,28 @@ pub struct EventsReport {
     /// `--summary`: events per `class/id`.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub counts: BTreeMap<String, u64>,
+    /// `--file`: what was read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub input: Option<InputCounts>,
+}
+
+/// How much of a saved log was read, and how much of it was a kernel log.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct InputCounts {
+    pub lines_read: u64,
+    /// Lines in a kernel log format, or holding a known GPU message.
+    pub lines_recognised: u64,
+    /// Lines longer than 64 KiB, cut.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub lines_cut: u64,
+}
+
+impl EventsReport {
+    /// Events shown, or counted with `--summary`.
+    fn event_count(&self) -> u64 {
+        let shown = u64::try_from(self.events.len()).unwrap_or(u64::MAX);
+        shown.saturating_add(self.counts.values().sum::<u64>())
+    }
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -123,6 +145,21 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             &classes,
             keep,
         )?;
+        let name = if file == "-" {
+            "standard input".to_owned()
+        } else {
+            file.clone()
+        };
+        if summary.lines_read == 0 {
+            anyhow::bail!("{name} is empty: there is no kernel log to read");
+        }
+        if summary.lines_recognised == 0 {
+            anyhow::bail!(
+                "{name}: none of the {} line{} read is a kernel log line (a /dev/kmsg record, dmesg [-T|-x], journalctl or syslog, talosctl dmesg) or a known GPU message; is it the right input?",
+                summary.lines_read,
+                if summary.lines_read == 1 { "" } else { "s" }
+            );
+        }
         if since > 0 && !saw_seq {
             anyhow::bail!(
                 "--since-seq {since}: {file} has no kernel sequence numbers (only kmsg records carry them)"
@@ -139,6 +176,11 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         printer.incidents = summary.incidents;
         printer.report.records_lost = summary.records_lost;
         printer.report.seq_restarts = summary.seq_restarts;
+        printer.report.input = Some(InputCounts {
+            lines_read: summary.lines_read,
+            lines_recognised: summary.lines_recognised,
+            lines_cut: summary.lines_cut,
+        });
         return printer.finish();
     }
     let nodes = ctx.nodes()?;
@@ -342,6 +384,190 @@ fn incident_line(i: &Incident) -> String {
     )
 }
 
+/// The events as a table: SEQ (or LINE), TIME, ID, DEVICE and MESSAGE; the device column only
+/// when the events name more than one, else it is said once above the table; the message
+/// without the `amdgpu <device>: amdgpu: ` prefix the device column already says.
+fn events_table(events: &[KernelEvent]) -> String {
+    let (one_device, first_device) = single_device(events.iter().map(|e| e.device.as_deref()));
+    let by_line = events.iter().all(|e| e.seq.is_none());
+    let mut header = vec![if by_line { "LINE" } else { "SEQ" }, "TIME", "ID"];
+    if !one_device {
+        header.push("DEVICE");
+    }
+    header.push("MESSAGE");
+    let mut t = render::table_wrapping(&header, &[header.len() - 1]);
+    for e in events {
+        let mut row = vec![
+            e.seq.or(e.line).map(|n| n.to_string()).unwrap_or_default(),
+            e.time
+                .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
+                .or_else(|| {
+                    e.monotonic_usec
+                        .map(|u| format!("{}.{:06}", u / 1_000_000, u % 1_000_000))
+                })
+                .unwrap_or_default(),
+            match (&e.id, e.user_written) {
+                (Some(id), _) => id.to_string(),
+                (None, true) => "(user-written)".to_owned(),
+                (None, false) => "-".to_owned(),
+            },
+        ];
+        if !one_device {
+            row.push(e.device.clone().unwrap_or_default());
+        }
+        row.push(render::cell(message_after_device(
+            &e.message,
+            e.device.as_deref(),
+        )));
+        t.add_row(row);
+    }
+    let mut out = String::new();
+    if let (true, Some(device)) = (one_device, first_device) {
+        out.push_str(&format!("Events of device {device} (or of none):\n"));
+    }
+    out.push_str(&format!("{t}\n"));
+    out
+}
+
+/// The incidents as a table; DEVICE and PROCESS only when some incident has one (and, for the
+/// device, when they differ: one device is said above the table), EVENTS last, wrapping.
+fn incidents_table(incidents: &[Incident]) -> String {
+    let (one_device, first_device) = single_device(incidents.iter().map(|i| i.device.as_deref()));
+    // All on one day (UTC): the day is said once, above the table.
+    let first_day = incidents
+        .first()
+        .and_then(|i| i.first_time)
+        .map(|t| t.strftime("%Y-%m-%d").to_string());
+    let one_day = first_day.filter(|day| {
+        incidents.iter().all(|i| {
+            i.first_time
+                .is_some_and(|t| t.strftime("%Y-%m-%d").to_string() == *day)
+        })
+    });
+    let mut header = vec!["INCIDENT", "KIND", "WHEN", "FOR", "RECOVERED"];
+    if !one_device {
+        header.push("DEVICE");
+    }
+    header.push("EVENTS");
+    let mut t = render::table_wrapping(&header, &[header.len() - 1]);
+    for i in incidents {
+        // The process (when the kernel named one) under the kind: no column of its own.
+        let process = match (&i.process, i.pid) {
+            (Some(p), Some(pid)) => Some(format!("{p} ({pid})")),
+            (Some(p), None) => Some(p.clone()),
+            (None, Some(pid)) => Some(format!("pid {pid}")),
+            (None, None) => None,
+        };
+        let mut row = vec![
+            i.incident_id.to_string(),
+            match process {
+                Some(process) => format!("{}\n{}", i.kind, render::cell(&process)),
+                None => i.kind.to_string(),
+            },
+            incident_start(i, one_day.is_some()),
+            incident_span(i),
+            match i.recovered {
+                Some(true) => "yes".into(),
+                Some(false) => "NO".into(),
+                None => "unknown".into(),
+            },
+        ];
+        if !one_device {
+            row.push(i.device.clone().unwrap_or_default());
+        }
+        let counts: Vec<String> = i
+            .event_counts
+            .iter()
+            .map(|(k, v)| format!("{k}×{v}"))
+            .collect();
+        row.push(render::cell(&counts.join("\n")));
+        t.add_row(row);
+    }
+    let mut out = String::new();
+    let mut about = Vec::new();
+    if let (true, Some(device)) = (one_device, first_device) {
+        about.push(format!("of device {device} (or of none)"));
+    }
+    if let Some(day) = one_day {
+        about.push(format!("on {day} (UTC)"));
+    }
+    if !about.is_empty() {
+        out.push_str(&format!("Incidents {}:\n", about.join(", ")));
+    }
+    out.push_str(&format!("{t}\n"));
+    out
+}
+
+/// When an incident began: its wall time, else its first sequence number or line.
+fn incident_start(i: &Incident, time_only: bool) -> String {
+    let format = if time_only {
+        "%H:%M:%S"
+    } else {
+        "%Y-%m-%d %H:%M:%S"
+    };
+    i.first_time
+        .map(|t| t.strftime(format).to_string())
+        .or_else(|| i.first_seq.map(|s| format!("seq {s}")))
+        .or_else(|| i.first_line.map(|l| format!("line {l}")))
+        .unwrap_or_default()
+}
+
+/// How long an incident lasted, on the kernel's clock (or the wall clock); else the records or
+/// lines it spans.
+fn incident_span(i: &Incident) -> String {
+    let usec = match (i.first_monotonic_usec, i.last_monotonic_usec) {
+        (Some(first), Some(last)) => Some(last.saturating_sub(first)),
+        _ => match (i.first_time, i.last_time) {
+            (Some(first), Some(last)) => {
+                u64::try_from(last.as_microsecond() - first.as_microsecond()).ok()
+            }
+            _ => None,
+        },
+    };
+    if let Some(usec) = usec {
+        #[allow(clippy::cast_precision_loss)]
+        let seconds = usec as f64 / 1e6;
+        return if seconds < 10.0 {
+            format!("{seconds:.1} s")
+        } else {
+            format!("{seconds:.0} s")
+        };
+    }
+    match (i.first_seq, i.last_seq, i.first_line, i.last_line) {
+        (Some(a), Some(b), _, _) => format!("seq {a}–{b}"),
+        (_, _, Some(a), Some(b)) => format!("lines {a}–{b}"),
+        _ => String::new(),
+    }
+}
+
+/// Whether at most one device is named (`None`s aside), and which.
+fn single_device<'d>(devices: impl Iterator<Item = Option<&'d str>>) -> (bool, Option<&'d str>) {
+    let mut named = None;
+    for device in devices.flatten() {
+        match named {
+            None => named = Some(device),
+            Some(seen) if seen != device => return (false, None),
+            Some(_) => {}
+        }
+    }
+    (true, named)
+}
+
+/// `message` without a leading `amdgpu <device>: ` (and a following `amdgpu: `).
+fn message_after_device<'m>(message: &'m str, device: Option<&str>) -> &'m str {
+    let Some(device) = device else {
+        return message;
+    };
+    let Some(rest) = message
+        .strip_prefix("amdgpu ")
+        .and_then(|m| m.strip_prefix(device))
+        .and_then(|m| m.strip_prefix(": "))
+    else {
+        return message;
+    };
+    rest.strip_prefix("amdgpu: ").unwrap_or(rest)
+}
+
 fn render_table(report: &EventsReport) -> String {
     let mut out = String::new();
     if !report.counts.is_empty() {
@@ -352,85 +578,28 @@ fn render_table(report: &EventsReport) -> String {
         out.push_str(&format!("{t}\n"));
     }
     if !report.events.is_empty() {
-        let mut t = table(&["SEQ", "TIME", "CLASS", "ID", "DEVICE", "FIELDS", "MESSAGE"]);
-        for e in &report.events {
-            let fields: Vec<String> = e
-                .fields
-                .iter()
-                .filter(|(k, _)| k.as_str() != "pci")
-                .map(|(k, v)| format!("{k}={v}"))
-                .collect();
-            t.add_row([
-                e.seq
-                    .map(|s| s.to_string())
-                    .or_else(|| e.line.map(|l| format!("line {l}")))
-                    .unwrap_or_default(),
-                e.time
-                    .map(|t| t.to_string())
-                    .or_else(|| {
-                        e.monotonic_usec
-                            .map(|u| format!("{}.{:06}", u / 1_000_000, u % 1_000_000))
-                    })
-                    .unwrap_or_default(),
-                match e.class {
-                    Some(c) => c.as_str().to_owned(),
-                    None if e.user_written => "user".to_owned(),
-                    None => "-".to_owned(),
-                },
-                e.id.as_deref().unwrap_or("-").to_owned(),
-                e.device.clone().unwrap_or_default(),
-                render::cell(&fields.join(" ")),
-                render::cell(&e.message),
-            ]);
-        }
-        out.push_str(&format!("{t}\n"));
+        out.push_str(&events_table(&report.events));
     }
+    let events = report.event_count();
+    out.push_str(&format!(
+        "{events} event{}",
+        if events == 1 { "" } else { "s" }
+    ));
+    if let Some(input) = &report.input {
+        out.push_str(&format!(
+            " in {} lines read ({} recognised as kernel log lines",
+            input.lines_read, input.lines_recognised
+        ));
+        if input.lines_cut > 0 {
+            out.push_str(&format!(", {} cut at 64 KiB", input.lines_cut));
+        }
+        out.push(')');
+    }
+    out.push_str(".\n");
     if report.incidents.is_empty() {
         out.push_str("No incidents.\n");
     } else {
-        let mut t = table(&[
-            "INCIDENT",
-            "KIND",
-            "DEVICE",
-            "FIRST",
-            "LAST",
-            "EVENTS",
-            "PROCESS",
-            "RECOVERED",
-        ]);
-        for i in &report.incidents {
-            let where_ = |seq: Option<u64>, line: Option<u64>, time: Option<jiff::Timestamp>| {
-                time.map(|t| t.to_string())
-                    .or_else(|| seq.map(|s| format!("seq {s}")))
-                    .or_else(|| line.map(|l| format!("line {l}")))
-                    .unwrap_or_default()
-            };
-            let counts: Vec<String> = i
-                .event_counts
-                .iter()
-                .map(|(k, v)| format!("{k}×{v}"))
-                .collect();
-            t.add_row([
-                i.incident_id.to_string(),
-                i.kind.to_string(),
-                i.device.clone().unwrap_or_default(),
-                where_(i.first_seq, i.first_line, i.first_time),
-                where_(i.last_seq, i.last_line, i.last_time),
-                counts.join(" "),
-                match (&i.process, i.pid) {
-                    (Some(p), Some(pid)) => format!("{p} ({pid})"),
-                    (Some(p), None) => p.clone(),
-                    (None, Some(pid)) => pid.to_string(),
-                    (None, None) => String::new(),
-                },
-                match i.recovered {
-                    Some(true) => "yes".into(),
-                    Some(false) => "NO".into(),
-                    None => "unknown".into(),
-                },
-            ]);
-        }
-        out.push_str(&format!("{t}\n"));
+        out.push_str(&incidents_table(&report.incidents));
     }
     if report.records_lost > 0 {
         out.push_str(&format!(

@@ -1,0 +1,193 @@
+//! nodectl never says "all clear" by mistake, ends quietly on a closed pipe, and never lets node or log text drive the terminal: one regression test per case that once went wrong.
+
+#![allow(clippy::expect_used)]
+
+use std::io::Read as _;
+use std::process::{Command, Stdio};
+
+use anyhow::Context as _;
+use nodectl_e2e::harness::{binary, fixture, node_fixture, nodectl, nodectl_with};
+
+#[test]
+fn empty_binary_or_foreign_input_to_events_is_an_input_error_not_a_clean_node() -> anyhow::Result<()>
+{
+    let dir = tempfile::tempdir()?;
+    let empty = dir.path().join("empty.log");
+    std::fs::write(&empty, "")?;
+    let run = nodectl(&["events", "--file", empty.to_str().context("path")?])?;
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.stderr.contains("is empty"), "{}", run.stderr);
+    assert!(!run.stdout.contains("No incidents"), "{}", run.stdout);
+
+    // `talosctl dmesg | nodectl events --file -` with a talosctl that printed nothing.
+    let run = nodectl_with(&["events", "--file", "-"], &[], Some(""))?;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("standard input is empty"),
+        "{}",
+        run.stderr
+    );
+
+    let binary_file = dir.path().join("core");
+    let bytes: Vec<u8> = (0..20_000u32).map(|i| (i * 7919 % 251) as u8).collect();
+    std::fs::write(&binary_file, bytes)?;
+    let run = nodectl(&["events", "--file", binary_file.to_str().context("path")?])?;
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(
+        run.stderr.contains("is a kernel log line"),
+        "{}",
+        run.stderr
+    );
+
+    let prose = "Dear diary,\ntoday the GPU was fine.\n";
+    let run = nodectl_with(&["events", "--file", "-", "-o", "json"], &[], Some(prose))?;
+    assert_eq!(run.code, 2, "{}", run.stdout);
+    assert!(run.stderr.contains("none of the 2 lines"), "{}", run.stderr);
+
+    // A real log says how much it read and recognised, and how many events it found.
+    let run = nodectl(&[
+        "events",
+        "--file",
+        fixture("kmsg/scenario.dmesg.log")
+            .to_str()
+            .context("path")?,
+    ])?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let counted = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("lines read"))
+        .context("no count line")?;
+    assert!(
+        counted.ends_with("recognised as kernel log lines)."),
+        "{counted}"
+    );
+    assert!(
+        counted
+            .split(' ')
+            .next()
+            .is_some_and(|n| n.parse::<u32>().is_ok()),
+        "{counted}"
+    );
+    let run = nodectl(&[
+        "events",
+        "--file",
+        fixture("kmsg/scenario.dmesg.log")
+            .to_str()
+            .context("path")?,
+        "-o",
+        "json",
+    ])?;
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    assert!(json["input"]["lines_read"].as_u64() > Some(0));
+    assert!(json["input"]["lines_recognised"].as_u64() > Some(0));
+    Ok(())
+}
+
+#[test]
+fn every_command_ends_quietly_when_its_output_closes() -> anyhow::Result<()> {
+    let root = node_fixture("strix-halo-healthy");
+    let root = root.to_str().context("path")?;
+    let log = fixture("kmsg/scenario.kmsg.log");
+    let log = log.to_str().context("path")?;
+    for args in [
+        vec!["--host-root", root, "node", "show"],
+        vec!["--host-root", root, "node", "show", "-o", "json"],
+        vec!["--host-root", root, "node", "check"],
+        vec!["events", "--file", log],
+    ] {
+        // `| head -1`: the reader takes one line and goes away before the rest is written.
+        let mut child = Command::new(binary("nodectl")?)
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().context("stdout")?;
+        drop(stdout);
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .context("stderr")?
+            .read_to_string(&mut stderr)?;
+        let status = child.wait()?;
+        assert!(
+            !stderr.contains("panicked") && !stderr.contains("Broken pipe"),
+            "{args:?}: {stderr}"
+        );
+        assert_ne!(status.code(), Some(101), "{args:?} panicked");
+        assert!(status.code().is_some(), "{args:?} died of a signal");
+    }
+    Ok(())
+}
+
+#[test]
+fn control_characters_from_a_log_are_shown_escaped() -> anyhow::Result<()> {
+    let log = "[  1.000000] amdgpu 0000:c1:00.0: amdgpu: MES failed to respond to msg=REMOVE_QUEUE \u{1b}]0;owned\u{7}\u{1b}[2J\n";
+    let run = nodectl_with(&["events", "--file", "-"], &[], Some(log))?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stdout.contains('\u{1b}'), "raw ESC in {}", run.stdout);
+    assert!(!run.stdout.contains('\u{7}'), "raw BEL in {}", run.stdout);
+    assert!(
+        run.stdout.contains(r"\u{1b}]0;owned\u{7}\u{1b}[2J"),
+        "{}",
+        run.stdout
+    );
+    // JSON keeps the text, escaped as JSON does.
+    let run = nodectl_with(&["events", "--file", "-", "-o", "json"], &[], Some(log))?;
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    assert!(
+        json["events"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.ends_with("\u{1b}[2J"))
+    );
+    Ok(())
+}
+
+#[test]
+fn the_events_table_keeps_ids_and_times_whole_at_80_columns_and_when_piped() -> anyhow::Result<()> {
+    let log = fixture("kmsg/scenario.talos.log");
+    let log = log.to_str().context("path")?;
+    let json = nodectl(&["events", "--file", log, "-o", "json"])?;
+    let json: serde_json::Value = serde_json::from_str(&json.stdout)?;
+    let events = json["events"].as_array().context("events")?;
+    for columns in [Some("80"), None] {
+        let env: Vec<(&str, &str)> = columns.iter().map(|c| ("COLUMNS", *c)).collect();
+        let run = nodectl_with(&["events", "--file", log], &env, None)?;
+        assert_eq!(run.code, 0, "{}", run.stderr);
+        let width = columns.map_or(160, |c| c.parse().unwrap_or(80));
+        let table: Vec<&str> = run
+            .stdout
+            .lines()
+            .take_while(|l| !l.contains("lines read"))
+            .collect();
+        for line in &table {
+            assert!(
+                line.chars().count() <= width,
+                "{} columns wide at {width}: {line}",
+                line.chars().count()
+            );
+        }
+        let table = table.join("\n");
+        for event in events {
+            let id = event["id"].as_str().context("id")?;
+            assert!(table.contains(&format!(" {id} ")), "{id} split in\n{table}");
+            let time = event["time"].as_str().context("time")?;
+            let shown = time.get(..19).context("time")?.replace('T', " ");
+            assert!(table.contains(&shown), "{shown} split in\n{table}");
+        }
+    }
+    // Cut with a marker rather than laid out whole: a 2000-character message.
+    let long = format!(
+        "[  1.000000] amdgpu 0000:c1:00.0: amdgpu: GPU reset begin! {}\n",
+        "x".repeat(2000)
+    );
+    let run = nodectl_with(
+        &["events", "--file", "-"],
+        &[("COLUMNS", "80")],
+        Some(&long),
+    )?;
+    assert!(run.stdout.contains("… (+"), "{}", run.stdout);
+    assert!(run.stdout.lines().all(|l| l.chars().count() <= 80));
+    Ok(())
+}
