@@ -14,9 +14,46 @@ impl Default for HostRoot {
     }
 }
 
+/// Why a directory given as a host's root cannot be one (the caller names the path).
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum HostRootError {
+    #[error("no such directory")]
+    Missing,
+    #[error("not a directory")]
+    NotADirectory,
+    #[error("cannot be read: {0}")]
+    Unreadable(String),
+    #[error(
+        "has none of proc/, sys/ and dev/, so it is not a host's root (give `/`, the directory the host's `/` is mounted at, or a tree with at least one of them)"
+    )]
+    NotAHost,
+}
+
 impl HostRoot {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         Self { root: root.into() }
+    }
+
+    /// A root that exists, is a directory and holds `proc/`, `sys/` or `dev/`: a tree with only
+    /// part of a host (a fixture, an unpacked bundle, a saved `dev/kmsg`) passes, an empty
+    /// directory or a typo does not (it would read as a host without any GPU).
+    pub fn checked(root: impl Into<PathBuf>) -> Result<Self, HostRootError> {
+        let root = Self::new(root);
+        match std::fs::metadata(&root.root) {
+            Ok(meta) if meta.is_dir() => {}
+            Ok(_) => return Err(HostRootError::NotADirectory),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return Err(HostRootError::Missing);
+            }
+            Err(e) => return Err(HostRootError::Unreadable(e.to_string())),
+        }
+        if !["proc", "sys", "dev"]
+            .iter()
+            .any(|top| root.path(top).is_dir())
+        {
+            return Err(HostRootError::NotAHost);
+        }
+        Ok(root)
     }
 
     /// The directory that stands for the host's `/`.
@@ -70,6 +107,7 @@ impl HostRoot {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -82,6 +120,24 @@ mod tests {
             PathBuf::from("/host/proc/cmdline")
         );
         assert_eq!(root.dev_kmsg(), PathBuf::from("/host/dev/kmsg"));
+    }
+
+    #[test]
+    fn a_root_must_be_a_directory_with_proc_or_sys() {
+        let dir = tempfile::tempdir().unwrap();
+        let missing = dir.path().join("nope");
+        assert_eq!(HostRoot::checked(&missing), Err(HostRootError::Missing));
+        let file = dir.path().join("file");
+        std::fs::write(&file, "").unwrap();
+        assert_eq!(HostRoot::checked(&file), Err(HostRootError::NotADirectory));
+        let e = HostRoot::checked(dir.path()).unwrap_err();
+        assert!(
+            e.to_string().contains("none of proc/, sys/ and dev/"),
+            "{e}"
+        );
+        std::fs::create_dir(dir.path().join("sys")).unwrap();
+        assert!(HostRoot::checked(dir.path()).is_ok());
+        assert!(HostRoot::checked("/").is_ok());
     }
 
     #[test]

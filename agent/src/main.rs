@@ -44,8 +44,19 @@ struct Args {
 // One runtime thread: an agent answers a handful of clients, and everything that can block (file
 // reads, which stall while a GPU's SMU hangs; the kernel log) already runs on threads of its own.
 // A worker per core would add stacks and malloc arenas and nothing else.
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
     let args = Args::parse();
+    match run_to_end(args) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            // Once, in words: the flag or path and what is wrong with it, then its causes.
+            eprintln!("nodectl-agent: {error:#}");
+            std::process::ExitCode::from(2)
+        }
+    }
+}
+
+fn run_to_end(args: Args) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -64,10 +75,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let token = CancellationToken::new();
     shutdown::cancel_on_signal(token.clone()).context("installing signal handlers")?;
-    let root = HostRoot::new(args.host_root);
+    let root = HostRoot::checked(&args.host_root)
+        .with_context(|| format!("--host-root {}", args.host_root.display()))?;
     let classifier = kmsg::Classifier::load(args.rules.as_deref())?;
     if let Some(dir) = &args.state_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("--state-dir {}", dir.display()))?;
+        if dir.exists() && !dir.is_dir() {
+            anyhow::bail!(
+                "--state-dir {}: not a directory (it names a file; give a directory the agent may create or write)",
+                dir.display()
+            );
+        }
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--state-dir {}: cannot create it", dir.display()))?;
     }
     let mut kmsg_config = kmsg::pipeline::KernelLogConfig::new(std::sync::Arc::new(classifier));
     kmsg_config.state_dir = args.state_dir.clone();

@@ -13,7 +13,12 @@ use crate::render::Format;
 ///
 /// With no --endpoint, the agent runs in this process on this host (or on --host-root DIR).
 #[derive(Debug, Parser)]
-#[command(name = "nodectl", version, propagate_version = true)]
+#[command(
+    name = "nodectl",
+    version,
+    propagate_version = true,
+    after_help = crate::exit::EXIT_CODES
+)]
 pub struct Cli {
     /// Flags every subcommand takes.
     #[command(flatten)]

@@ -44,7 +44,8 @@ pub struct Embedded {
 impl Embedded {
     /// Starts the agent's service on `root` and connects to it.
     pub async fn start(root: &Path, options: &EmbeddedOptions) -> anyhow::Result<Embedded> {
-        let host_root = HostRoot::new(root);
+        let host_root =
+            HostRoot::checked(root).with_context(|| format!("--host-root {}", root.display()))?;
         let cancel = CancellationToken::new();
         let kernel_log = if options.kernel_log {
             let classifier = Arc::new(Classifier::load(options.rules.as_deref())?);

@@ -1,6 +1,9 @@
-//! Exit codes and the error kinds that choose them: 0 ok, 1 critical finding, 2 usage/input, 3 unreachable.
+//! Exit codes and the error kinds that choose them: 0 ok, 1 critical finding, 2 usage/input, 3 unreachable, 4 a critical check could not run.
 
 use std::process::ExitCode;
+
+/// The exit codes, as `--help` lists them (the README says the same).
+pub const EXIT_CODES: &str = "Exit codes: 0 ok; 1 a check, diagnosis or verification found a critical problem; 2 usage or input error; 3 a node, agent or service could not be reached; 4 (node check) no critical finding, but a critical check could not run.";
 
 /// What a command found, when it ran to the end.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -9,6 +12,9 @@ pub enum Outcome {
     Ok,
     /// A check, diagnosis or verification found a critical problem (exit 1).
     Critical,
+    /// No critical finding, but a critical check could not run: its inputs were unreadable
+    /// (exit 4). Not "all clear".
+    CriticalUnknown,
 }
 
 impl Outcome {
@@ -16,6 +22,7 @@ impl Outcome {
         match self {
             Outcome::Ok => ExitCode::SUCCESS,
             Outcome::Critical => ExitCode::from(1),
+            Outcome::CriticalUnknown => ExitCode::from(4),
         }
     }
 }

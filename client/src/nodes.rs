@@ -67,6 +67,15 @@ impl Target {
         }
     }
 
+    /// The command-line flags that select this node, each with a leading space.
+    pub fn selection(&self) -> String {
+        match self {
+            Target::Agent(endpoint) => format!(" --endpoint {endpoint}"),
+            Target::Embedded(root) if root == std::path::Path::new("/") => String::new(),
+            Target::Embedded(root) => format!(" --host-root {}", root.display()),
+        }
+    }
+
     /// Connects to the node's agent (starting it in this process for an embedded target).
     pub async fn connect(&self, options: &EmbeddedOptions) -> anyhow::Result<NodeClient> {
         match self {
@@ -78,9 +87,6 @@ impl Target {
                 _embedded: None,
             }),
             Target::Embedded(root) => {
-                if !root.is_dir() {
-                    anyhow::bail!("--host-root {}: not a directory", self.label());
-                }
                 let embedded = Embedded::start(root, options).await?;
                 Ok(NodeClient {
                     label: self.label(),
@@ -187,6 +193,8 @@ pub struct NodeClient {
 #[derive(Debug, Clone)]
 pub struct NodeSnapshot {
     pub source: String,
+    /// The flags that select this node again (` --endpoint URL`, ` --host-root DIR`, or none).
+    pub selection: String,
     pub snapshot: Snapshot,
 }
 
@@ -263,6 +271,7 @@ pub async fn snapshots(
         let snapshot = client.snapshot(count, interval).await?;
         out.push(NodeSnapshot {
             source: client.label.clone(),
+            selection: target.selection(),
             snapshot,
         });
     }

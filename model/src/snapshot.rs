@@ -398,6 +398,9 @@ pub struct Finding {
     /// The card it concerns, when it concerns one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub card: Option<String>,
+    /// For a check that could not run (`severity: unknown`): its severity when it fires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub severity_if_found: Option<Severity>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -191,3 +191,149 @@ fn the_events_table_keeps_ids_and_times_whole_at_80_columns_and_when_piped() -> 
     assert!(run.stdout.lines().all(|l| l.chars().count() <= 80));
     Ok(())
 }
+
+#[test]
+fn a_host_root_that_is_no_host_is_an_input_error_naming_it() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("file");
+    std::fs::write(&file, "")?;
+    let missing = dir.path().join("missing");
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty)?;
+    for (root, says) in [
+        (&missing, "no such directory"),
+        (&file, "not a directory"),
+        (&empty, "has none of proc/, sys/ and dev/"),
+    ] {
+        let root = root.to_str().context("path")?;
+        for command in [&["node", "show"][..], &["node", "check"], &["events"]] {
+            let mut args = vec!["--host-root", root];
+            args.extend_from_slice(command);
+            let run = nodectl(&args)?;
+            assert_eq!(run.code, 2, "{args:?}: {}", run.stdout);
+            assert!(
+                run.stderr
+                    .starts_with(&format!("nodectl: --host-root {root}: {says}")),
+                "{args:?}: {}",
+                run.stderr
+            );
+            assert_eq!(run.stderr.lines().count(), 1, "{}", run.stderr);
+            assert!(!run.stderr.contains("/dev/kmsg"), "{}", run.stderr);
+        }
+        let agent = Command::new(binary("nodectl-agent")?)
+            .args(["--host-root", root, "--listen", "127.0.0.1:0"])
+            .env("RUST_BACKTRACE", "1")
+            .output()?;
+        let stderr = String::from_utf8_lossy(&agent.stderr);
+        assert_eq!(agent.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.starts_with(&format!("nodectl-agent: --host-root {root}: {says}")),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("backtrace"), "{stderr}");
+    }
+    // A tree with only part of a host still works.
+    std::fs::create_dir(empty.join("sys"))?;
+    let run = nodectl(&[
+        "--host-root",
+        empty.to_str().context("path")?,
+        "node",
+        "show",
+    ])?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+
+    // --state-dir naming a file: said once, in words.
+    let agent = Command::new(binary("nodectl-agent")?)
+        .args(["--host-root", empty.to_str().context("path")?])
+        .args(["--state-dir", file.to_str().context("path")?])
+        .env("RUST_BACKTRACE", "1")
+        .output()?;
+    let stderr = String::from_utf8_lossy(&agent.stderr);
+    assert_eq!(agent.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("not a directory"), "{stderr}");
+    assert!(!stderr.contains("os error 17"), "{stderr}");
+    Ok(())
+}
+
+#[test]
+fn a_critical_check_that_could_not_run_is_unknown_with_its_own_exit_code() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(node_fixture("strix-halo-mes83"))
+        .arg(dir.path().join("root"))
+        .status()?;
+    anyhow::ensure!(status.success(), "cp -a");
+    let root = dir.path().join("root");
+    std::fs::write(
+        root.join("sys/class/drm/card1/device/fw_version/mes_fw_version"),
+        "0xZZ\n",
+    )?;
+    std::fs::remove_dir_all(root.join("sys/kernel/debug"))?;
+    let root = root.to_str().context("path")?;
+    let run = nodectl(&["--host-root", root, "node", "check"])?;
+    assert_eq!(run.code, 4, "{}{}", run.stdout, run.stderr);
+    assert!(!run.stdout.contains("no findings"), "{}", run.stdout);
+    assert!(run.stdout.contains("unknown"), "{}", run.stdout);
+    assert!(run.stdout.contains("mes_fw_version"), "{}", run.stdout);
+    let run = nodectl(&["--host-root", root, "node", "check", "-o", "json"])?;
+    assert_eq!(run.code, 4);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    let mes = json["findings"]
+        .as_array()
+        .context("findings")?
+        .iter()
+        .find(|f| f["id"] == "mes_firmware_known_bad")
+        .context("no mes finding")?;
+    assert_eq!(mes["severity"], "unknown");
+    assert_eq!(mes["severity_if_found"], "critical");
+
+    // `node show` ends with the findings by severity and the command that lists them.
+    let run = nodectl(&["--host-root", root, "node", "show"])?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let last = run.stdout.lines().last().context("no output")?;
+    assert!(last.contains("1 unknown"), "{last}");
+    assert!(
+        last.contains(&format!("`nodectl --host-root {root} node check`")),
+        "{last}"
+    );
+    Ok(())
+}
+
+#[test]
+fn uptime_reads_in_human_units_and_init_arguments_are_not_kernel_arguments() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(node_fixture("strix-halo-healthy"))
+        .arg(dir.path().join("root"))
+        .status()?;
+    anyhow::ensure!(status.success(), "cp -a");
+    let root = dir.path().join("root");
+    std::fs::write(root.join("proc/uptime"), "93784.21 180000.00\n")?;
+    std::fs::write(
+        root.join("proc/cmdline"),
+        "BOOT_IMAGE=/vmlinuz amdgpu.cwsr_enable=0 -- single amdgpu.fake=1\n",
+    )?;
+    let root = root.to_str().context("path")?;
+    let run = nodectl(&["--host-root", root, "node", "show"])?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(
+        run.stdout
+            .lines()
+            .any(|l| l.contains("uptime") && l.contains("1 d 2 h")),
+        "{}",
+        run.stdout
+    );
+    let run = nodectl(&["--host-root", root, "node", "show", "-o", "json"])?;
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    let keys: Vec<&str> = json["host"]["kernel_arguments"]
+        .as_array()
+        .context("kernel_arguments")?
+        .iter()
+        .filter_map(|a| a["key"].as_str())
+        .collect();
+    assert_eq!(keys, ["BOOT_IMAGE", "amdgpu.cwsr_enable"]);
+    Ok(())
+}

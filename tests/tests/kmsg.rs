@@ -373,7 +373,9 @@ fn metrics_of_a_running_agent_pass_promtool() -> anyhow::Result<()> {
 
 #[test]
 fn without_dev_kmsg_the_agent_serves_snapshots_and_says_why_events_fail() -> anyhow::Result<()> {
+    // Part of a host: its sys/ without a dev/kmsg.
     let root = tempfile::tempdir()?;
+    std::fs::create_dir(root.path().join("sys"))?;
     let agent = Agent::start(root.path(), &[])?;
     let run = nodectl(&["--endpoint", &agent.endpoint, "events"])?;
     assert_eq!(run.code, 2, "{}", run.stderr);

@@ -128,6 +128,7 @@ pub fn evaluate(snapshot: &Snapshot) -> (Vec<Finding>, Vec<Problem>) {
                         issue.remedy
                     ),
                     card: hit.card,
+                    severity_if_found: Some(issue.severity),
                 }
             } else {
                 Finding {
@@ -138,6 +139,7 @@ pub fn evaluate(snapshot: &Snapshot) -> (Vec<Finding>, Vec<Problem>) {
                     references: issue.references.clone(),
                     remedy: issue.remedy.clone(),
                     card: hit.card,
+                    severity_if_found: None,
                 }
             };
             findings.push(finding);

@@ -109,6 +109,13 @@ pub fn collect_boot(reader: &mut Reader<'_>) -> BootHost {
         .text(&root.path("/proc/cmdline"))
         .map(|s| s.trim_end_matches(['\n', '\0']).to_owned());
     let mut kernel_arguments = cmdline.as_deref().map(split_cmdline).unwrap_or_default();
+    // The kernel hands everything after a bare `--` to init: those are not kernel arguments.
+    if let Some(end) = kernel_arguments
+        .iter()
+        .position(|a| a.key == "--" && a.value.is_none())
+    {
+        kernel_arguments.truncate(end);
+    }
     if super::redact::redact_arguments(&mut kernel_arguments) {
         // The command line as written would carry the credentials: it is written anew.
         cmdline = Some(render_cmdline(&kernel_arguments).unwrap_or_else(|| {

@@ -14,7 +14,8 @@ use crate::render::{self, Format, table};
 pub enum NodeCommand {
     /// Print everything the agent reads: host, cards, parameters, firmware, clocks, memory, KFD.
     Show,
-    /// Run the checks and list the findings; exit 1 when one is critical.
+    /// Run the checks and list the findings; exit 1 when one is critical, 4 when none is but a
+    /// critical check could not run (its inputs were unreadable).
     Check(CheckArgs),
 }
 
@@ -80,11 +81,12 @@ pub async fn run(command: NodeCommand, ctx: &Context) -> anyhow::Result<Outcome>
         NodeCommand::Check(args) => sample_options(args.sample),
     };
     let nodes = nodes::snapshots(&ctx.nodes()?, count, interval).await?;
-    let critical = nodes.iter().any(|n| {
-        n.snapshot
-            .findings
-            .iter()
-            .any(|f| f.severity == Severity::Critical)
+    let any_finding = |wanted: &dyn Fn(&model::Finding) -> bool| {
+        nodes.iter().any(|n| n.snapshot.findings.iter().any(wanted))
+    };
+    let critical = any_finding(&|f| f.severity == Severity::Critical);
+    let critical_unknown = any_finding(&|f| {
+        f.severity == Severity::Unknown && f.severity_if_found == Some(Severity::Critical)
     });
     if !print_structured(&nodes, ctx.format)? {
         for node in &nodes {
@@ -96,8 +98,27 @@ pub async fn run(command: NodeCommand, ctx: &Context) -> anyhow::Result<Outcome>
     }
     Ok(match command {
         NodeCommand::Check(_) if critical => Outcome::Critical,
+        NodeCommand::Check(_) if critical_unknown => Outcome::CriticalUnknown,
         _ => Outcome::Ok,
     })
+}
+
+/// `93784` → `1 d 2 h`: at most the two largest units that are not zero (seconds below a minute).
+fn human_duration(seconds: u64) -> String {
+    let units = [(86_400, "d"), (3_600, "h"), (60, "min"), (1, "s")];
+    let mut parts = Vec::new();
+    let mut left = seconds;
+    for (size, name) in units {
+        let n = left / size;
+        left %= size;
+        if n > 0 || (parts.is_empty() && size == 1) {
+            parts.push(format!("{n} {name}"));
+        }
+        if parts.len() == 2 || (!parts.is_empty() && n == 0) {
+            break;
+        }
+    }
+    parts.join(" ")
 }
 
 /// Kernel arguments worth showing next to the cards: amdgpu/ttm knobs and IOMMU mode.
@@ -205,7 +226,7 @@ fn render_show(node: &NodeSnapshot) -> String {
     t.add_row(vec![
         "uptime".to_owned(),
         h.uptime_usec
-            .map_or_else(|| NONE.to_owned(), |u| format!("{} s", u / 1_000_000)),
+            .map_or_else(|| NONE.to_owned(), |u| human_duration(u / 1_000_000)),
     ]);
     let interesting: Vec<String> = h
         .kernel_arguments
@@ -259,13 +280,34 @@ fn render_show(node: &NodeSnapshot) -> String {
         }
         out.push_str(&format!("{t}\n"));
     }
-    if !s.findings.is_empty() {
-        out.push_str(&format!(
-            "{} finding(s): run `nodectl node check` for details\n",
-            s.findings.len()
-        ));
-    }
+    out.push_str(&findings_line(node));
     out
+}
+
+/// The last line of `node show`: the findings by severity, and the command that shows them for
+/// the same node.
+fn findings_line(node: &NodeSnapshot) -> String {
+    let node_flags = &node.selection;
+    let findings = &node.snapshot.findings;
+    if findings.is_empty() {
+        return "No findings.\n".to_owned();
+    }
+    let mut by_severity = std::collections::BTreeMap::new();
+    for f in findings {
+        *by_severity
+            .entry(std::cmp::Reverse(f.severity))
+            .or_insert(0u32) += 1;
+    }
+    let counts: Vec<String> = by_severity
+        .iter()
+        .map(|(severity, n)| format!("{n} {}", severity.0.as_str()))
+        .collect();
+    format!(
+        "{} finding{} ({}): run `nodectl{node_flags} node check` to see them.\n",
+        findings.len(),
+        if findings.len() == 1 { "" } else { "s" },
+        counts.join(", ")
+    )
 }
 
 fn render_card(card: &model::Card) -> String {
@@ -395,4 +437,19 @@ fn render_check(node: &NodeSnapshot) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_in_the_two_largest_units() {
+        assert_eq!(human_duration(0), "0 s");
+        assert_eq!(human_duration(59), "59 s");
+        assert_eq!(human_duration(3_600), "1 h");
+        assert_eq!(human_duration(3_725), "1 h 2 min");
+        assert_eq!(human_duration(93_784), "1 d 2 h");
+        assert_eq!(human_duration(86_401), "1 d");
+    }
 }

@@ -49,6 +49,7 @@ impl From<model::Snapshot> for pb::Snapshot {
                     references: f.references,
                     remedy: f.remedy,
                     card: f.card,
+                    severity_if_found: f.severity_if_found.map(|s| severity_to_pb(s) as i32),
                 })
                 .collect(),
             problems: s
@@ -69,6 +70,19 @@ fn severity_to_pb(severity: model::Severity) -> pb::Severity {
         model::Severity::Warning => pb::Severity::Warning,
         model::Severity::Unknown => pb::Severity::Unknown,
         model::Severity::Critical => pb::Severity::Critical,
+    }
+}
+
+fn severity_from_pb(value: i32, field: &'static str) -> Result<model::Severity, WireError> {
+    match pb::Severity::try_from(value) {
+        Ok(pb::Severity::Info) => Ok(model::Severity::Info),
+        Ok(pb::Severity::Warning) => Ok(model::Severity::Warning),
+        Ok(pb::Severity::Unknown) => Ok(model::Severity::Unknown),
+        Ok(pb::Severity::Critical) => Ok(model::Severity::Critical),
+        _ => Err(invalid(
+            field,
+            format!("{value} is not info, warning, unknown or critical"),
+        )),
     }
 }
 
@@ -255,18 +269,11 @@ impl TryFrom<pb::Snapshot> for model::Snapshot {
                 .findings
                 .into_iter()
                 .map(|f| {
-                    let severity = match pb::Severity::try_from(f.severity) {
-                        Ok(pb::Severity::Info) => model::Severity::Info,
-                        Ok(pb::Severity::Warning) => model::Severity::Warning,
-                        Ok(pb::Severity::Unknown) => model::Severity::Unknown,
-                        Ok(pb::Severity::Critical) => model::Severity::Critical,
-                        _ => {
-                            return Err(invalid(
-                                "findings.severity",
-                                format!("{} is not info, warning, unknown or critical", f.severity),
-                            ));
-                        }
-                    };
+                    let severity = severity_from_pb(f.severity, "findings.severity")?;
+                    let severity_if_found = f
+                        .severity_if_found
+                        .map(|s| severity_from_pb(s, "findings.severity_if_found"))
+                        .transpose()?;
                     Ok(model::Finding {
                         id: f.id,
                         severity,
@@ -275,6 +282,7 @@ impl TryFrom<pb::Snapshot> for model::Snapshot {
                         references: f.references,
                         remedy: f.remedy,
                         card: f.card,
+                        severity_if_found,
                     })
                 })
                 .collect::<Result<_, _>>()?,
@@ -608,6 +616,7 @@ mod tests {
                 references: vec!["https://github.com/ROCm/ROCm/issues/5590".into()],
                 remedy: "r".into(),
                 card: Some("card1".into()),
+                severity_if_found: None,
             }],
             problems: vec![Problem {
                 path: "/sys/x".into(),
