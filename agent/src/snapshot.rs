@@ -229,6 +229,9 @@ impl Snapshotter {
                         // Cleared even when taking panics, so the next request starts afresh.
                         let finished = EndsInFlight(snapshotter);
                         let snapshot = Arc::new(finished.0.take(&SampleOptions::default()));
+                        // Cleared before the waiters wake: a request they make next takes a
+                        // fresh reading.
+                        drop(finished);
                         done.send_replace(Some(snapshot));
                     });
                     taken
@@ -503,11 +506,23 @@ mod tests {
             paths,
             [
                 "/proc/meminfo",
+                "/proc/meminfo",
                 "/sys/class/drm/card2/device/fw_version/mes_fw_version",
                 "/sys/class/drm/card2/device/gpu_busy_percent",
             ]
         );
-        assert!(snapshot.problems[2].reason.contains("lots"));
+        // Each meminfo field on its own: the malformed one, and the one not there.
+        let meminfo: Vec<&str> = snapshot.problems[..2]
+            .iter()
+            .map(|p| p.reason.as_str())
+            .collect();
+        assert!(
+            meminfo
+                .iter()
+                .any(|r| r.contains("MemTotal") && r.contains("malformed"))
+        );
+        assert!(meminfo.contains(&"no MemAvailable line"));
+        assert!(snapshot.problems[3].reason.contains("lots"));
         // Missing files are absent, not problems.
         assert_eq!(snapshot.host.kernel_release, None);
         assert!(snapshot.module_parameters.amdgpu.is_empty());

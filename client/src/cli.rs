@@ -12,6 +12,8 @@ use crate::render::Format;
 /// Node diagnostics and Talos configuration for AMD Strix Halo (gfx1151) nodes that serve LLMs.
 ///
 /// With no --endpoint, the agent runs in this process on this host (or on --host-root DIR).
+/// Each command lists the flags it takes; they may come before its name too, and a flag it does
+/// not use is refused.
 #[derive(Debug, Parser)]
 #[command(
     name = "nodectl",
@@ -28,43 +30,113 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// Flags every subcommand takes.
+/// Flags given before the command (`nodectl --host-root DIR node show`). Each command also takes
+/// the ones it uses after its name, and refuses those it does not use.
 #[derive(Debug, Args)]
 #[deny(missing_docs)]
 pub struct GlobalArgs {
-    /// Agent to ask, `http://HOST:PORT` or `unix:/path/to.sock`; repeat for several nodes
-    /// (`cwsr status` reads the effective value from the first one).
-    #[arg(long, global = true, value_name = "URL")]
-    pub endpoint: Vec<String>,
-    /// Run the agent in-process on this tree instead of `/` (a fixture or an unpacked bundle).
-    #[arg(long, global = true, value_name = "DIR")]
-    pub host_root: Option<PathBuf>,
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
+    /// Node-source flags given before the command.
+    #[command(flatten)]
+    pub source: NodeSource,
+    /// Talos flags given before the command.
+    #[command(flatten)]
+    pub talos: TalosTarget,
+}
+
+/// Where node state comes from: `node show|check`, `events`.
+#[derive(Debug, Args, Default, Clone)]
+#[deny(missing_docs)]
+pub struct NodeSource {
+    /// nodectl agent to ask (a nodectl-agent, not Talos apid), `http://HOST:PORT` or
+    /// `unix:/path/to.sock`; repeat for several nodes.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Vec<String>,
+    /// Run the agent in-process on this tree instead of `/` (a fixture or an unpacked bundle).
+    #[arg(long, value_name = "DIR")]
+    pub host_root: Option<PathBuf>,
+}
+
+/// The Talos node to act on: `cwsr`, `talos`.
+#[derive(Debug, Args, Default, Clone)]
+#[deny(missing_docs)]
+pub struct TalosTarget {
     /// Talos client configuration (default: $TALOSCONFIG, then $TALOS_HOME/config or
     /// ~/.talos/config, then /var/run/secrets/talos.dev/config).
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, value_name = "PATH")]
     pub talosconfig: Option<PathBuf>,
     /// Context of the talosconfig to use (default: its `context`).
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, value_name = "NAME")]
     pub context: Option<String>,
-    /// Talos node to act on (default: the context's first node).
-    #[arg(long, global = true, value_name = "IP")]
+    /// Talos node to act on, as talosctl's `-n` (default: the context's first node).
+    #[arg(short = 'n', long = "nodes", visible_alias = "node", value_name = "IP")]
     pub node: Option<String>,
 }
 
+/// The flags a command takes after its name, and which kinds it uses.
+#[derive(Debug, Default)]
+pub struct CommandFlags<'a> {
+    /// `nodectl node show`: for messages.
+    pub name: &'static str,
+    pub source: Option<&'a NodeSource>,
+    /// Only `--endpoint` of the node-source flags (`cwsr status`).
+    pub endpoint: Option<&'a Option<String>>,
+    pub talos: Option<&'a TalosTarget>,
+}
+
 impl GlobalArgs {
-    /// The context every command takes.
-    pub fn context(self) -> Context {
-        Context::new(
-            self.endpoint,
-            self.host_root,
+    /// The context of a command: its own flags, else those given before it; a flag given before
+    /// a command that does not use it is a usage error naming both.
+    pub fn context(self, flags: &CommandFlags<'_>) -> anyhow::Result<Context> {
+        let name = flags.name;
+        let refuse = |flag: &str| anyhow::anyhow!("{flag} does not apply to `{name}`");
+        let mut source = flags.source.cloned().unwrap_or_default();
+        if flags.source.is_some() || flags.endpoint.is_some() {
+            if source.endpoint.is_empty() {
+                source.endpoint = self.source.endpoint;
+            }
+            if let Some(Some(endpoint)) = flags.endpoint {
+                source.endpoint = vec![endpoint.clone()];
+            }
+            if flags.source.is_some() {
+                source.host_root = source.host_root.or(self.source.host_root);
+            } else if self.source.host_root.is_some() {
+                return Err(refuse("--host-root"));
+            }
+        } else if !self.source.endpoint.is_empty() {
+            return Err(refuse("--endpoint (a nodectl agent)"));
+        } else if self.source.host_root.is_some() {
+            return Err(refuse("--host-root"));
+        }
+        let talos = match flags.talos {
+            Some(own) => TalosTarget {
+                talosconfig: own.talosconfig.clone().or(self.talos.talosconfig),
+                context: own.context.clone().or(self.talos.context),
+                node: own.node.clone().or(self.talos.node),
+            },
+            None => {
+                if self.talos.talosconfig.is_some() {
+                    return Err(refuse("--talosconfig"));
+                }
+                if self.talos.context.is_some() {
+                    return Err(refuse("--context"));
+                }
+                if self.talos.node.is_some() {
+                    return Err(refuse("-n/--nodes"));
+                }
+                TalosTarget::default()
+            }
+        };
+        Ok(Context::new(
+            source.endpoint,
+            source.host_root,
             self.output,
-            self.talosconfig,
-            self.context,
-            self.node,
-        )
+            talos.talosconfig,
+            talos.context,
+            talos.node,
+        ))
     }
 }
 
@@ -86,7 +158,7 @@ pub enum Command {
 impl Cli {
     /// Runs the chosen command. Standard output closing early (`| head`) ends it quietly.
     pub async fn run(self) -> anyhow::Result<Outcome> {
-        let ctx = self.global.context();
+        let ctx = self.global.context(&self.command.flags())?;
         let outcome = match self.command {
             Command::Node(command) => cmd::node::run(command, &ctx).await,
             Command::Cwsr(command) => cmd::cwsr::run(command, &ctx).await,
@@ -96,6 +168,65 @@ impl Cli {
         match outcome {
             Err(e) if e.chain().any(|c| c.is::<crate::render::OutputClosed>()) => Ok(Outcome::Ok),
             other => other,
+        }
+    }
+}
+
+impl Command {
+    /// The flags this command took after its name, and which kinds it uses.
+    fn flags(&self) -> CommandFlags<'_> {
+        use cmd::cwsr::CwsrCommand;
+        use cmd::node::NodeCommand;
+        use cmd::talos::{KernelArgCommand, TalosCommand};
+        match self {
+            Command::Node(NodeCommand::Show(args)) => CommandFlags {
+                name: "node show",
+                source: Some(&args.source),
+                ..CommandFlags::default()
+            },
+            Command::Node(NodeCommand::Check(args)) => CommandFlags {
+                name: "node check",
+                source: Some(&args.source),
+                ..CommandFlags::default()
+            },
+            Command::Events(args) => CommandFlags {
+                name: "events",
+                source: Some(&args.source),
+                ..CommandFlags::default()
+            },
+            Command::Cwsr(CwsrCommand::Status(args)) => CommandFlags {
+                name: "cwsr status",
+                endpoint: Some(&args.endpoint),
+                talos: Some(&args.talos),
+                ..CommandFlags::default()
+            },
+            Command::Cwsr(CwsrCommand::Disable(args)) => CommandFlags {
+                name: "cwsr disable",
+                talos: Some(&args.talos),
+                ..CommandFlags::default()
+            },
+            Command::Cwsr(CwsrCommand::Enable(args)) => CommandFlags {
+                name: "cwsr enable",
+                talos: Some(&args.talos),
+                ..CommandFlags::default()
+            },
+            Command::Talos(TalosCommand::ApplyPatch(args)) => CommandFlags {
+                name: "talos apply-patch",
+                talos: Some(&args.talos),
+                ..CommandFlags::default()
+            },
+            Command::Talos(TalosCommand::KernelArg(KernelArgCommand::Set(args))) => CommandFlags {
+                name: "talos kernel-arg set",
+                talos: Some(&args.change.talos),
+                ..CommandFlags::default()
+            },
+            Command::Talos(TalosCommand::KernelArg(KernelArgCommand::Remove(args))) => {
+                CommandFlags {
+                    name: "talos kernel-arg remove",
+                    talos: Some(&args.change.talos),
+                    ..CommandFlags::default()
+                }
+            }
         }
     }
 }

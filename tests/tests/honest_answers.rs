@@ -337,3 +337,131 @@ fn uptime_reads_in_human_units_and_init_arguments_are_not_kernel_arguments() -> 
     assert_eq!(keys, ["BOOT_IMAGE", "amdgpu.cwsr_enable"]);
     Ok(())
 }
+
+#[test]
+fn each_command_shows_and_takes_only_the_flags_it_uses() -> anyhow::Result<()> {
+    let root = node_fixture("strix-halo-healthy");
+    let root = root.to_str().context("path")?;
+    // Accepted and ignored before: refused now, naming the flag and the command.
+    let run = nodectl(&["--host-root", root, "cwsr", "status"])?;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("--host-root does not apply to `cwsr status`"),
+        "{}",
+        run.stderr
+    );
+    let run = nodectl(&["--talosconfig", "/nowhere", "node", "show"])?;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr
+            .contains("--talosconfig does not apply to `node show`"),
+        "{}",
+        run.stderr
+    );
+    let run = nodectl(&[
+        "--endpoint",
+        "http://127.0.0.1:1",
+        "talos",
+        "apply-patch",
+        "x.yaml",
+    ])?;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("does not apply to `talos apply-patch`"),
+        "{}",
+        run.stderr
+    );
+    // After the command's name as before it.
+    let run = nodectl(&["node", "show", "--host-root", root])?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    // Each help lists what its command uses.
+    let help = |args: &[&str]| -> anyhow::Result<String> {
+        let mut all = args.to_vec();
+        all.push("--help");
+        Ok(nodectl(&all)?.stdout)
+    };
+    let show = help(&["node", "show"])?;
+    assert!(
+        show.contains("--host-root") && !show.contains("--talosconfig"),
+        "{show}"
+    );
+    assert!(show.contains("not Talos apid"), "{show}");
+    let patch = help(&["talos", "apply-patch"])?;
+    assert!(
+        patch.contains("-n, --nodes") && !patch.contains("--endpoint"),
+        "{patch}"
+    );
+    let status = help(&["cwsr", "status"])?;
+    assert!(
+        status.contains("--endpoint") && !status.contains("--host-root"),
+        "{status}"
+    );
+    assert!(help(&[])?.contains("Exit codes: 0 ok"));
+    Ok(())
+}
+
+#[test]
+fn follow_with_summary_prints_the_counts_on_ctrl_c() -> anyhow::Result<()> {
+    let tree = tempfile::tempdir()?;
+    std::fs::create_dir_all(tree.path().join("dev"))?;
+    std::fs::copy(
+        fixture("kmsg/scenario.kmsg.log"),
+        tree.path().join("dev/kmsg"),
+    )?;
+    let agent = nodectl_e2e::harness::Agent::start(tree.path(), &[])?;
+    let output = tree.path().join("summary.txt");
+    let mut child = Command::new(binary("nodectl")?)
+        .args([
+            "events",
+            "--endpoint",
+            &agent.endpoint,
+            "--follow",
+            "--summary",
+        ])
+        .stdout(std::fs::File::create(&output)?)
+        .stderr(Stdio::piped())
+        .spawn()?;
+    // The history arrives at once; then Ctrl-C.
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let pid = nix::unistd::Pid::from_raw(i32::try_from(child.id())?);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT)?;
+    let status = child.wait()?;
+    let printed = std::fs::read_to_string(&output)?;
+    assert_eq!(status.code(), Some(0), "{printed}");
+    assert!(printed.contains("CLASS/ID"), "{printed}");
+    assert!(printed.contains("firmware/mes_timeout"), "{printed}");
+    Ok(())
+}
+
+#[test]
+fn a_meminfo_without_a_field_loses_only_that_field_and_says_which() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(node_fixture("strix-halo-healthy"))
+        .arg(dir.path().join("root"))
+        .status()?;
+    anyhow::ensure!(status.success(), "cp -a");
+    let root = dir.path().join("root");
+    std::fs::write(
+        root.join("proc/meminfo"),
+        "MemTotal:       131072000 kB\nMemFree:         1000000 kB\n",
+    )?;
+    let run = nodectl(&[
+        "--host-root",
+        root.to_str().context("path")?,
+        "node",
+        "show",
+        "-o",
+        "json",
+    ])?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    assert_eq!(json["host"]["mem_total_bytes"], 131_072_000u64 * 1024);
+    assert!(json["host"]["mem_available_bytes"].is_null());
+    let problems = json["problems"].to_string();
+    assert!(problems.contains("no MemAvailable line"), "{problems}");
+    assert!(!problems.contains("Internal error"), "{problems}");
+    Ok(())
+}

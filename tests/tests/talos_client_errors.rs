@@ -125,3 +125,48 @@ async fn a_factory_that_does_not_know_the_schematic_is_reported_with_its_body() 
     assert!(run.stderr.contains("--factory"), "{}", run.stderr);
     assert!(fake.writes().is_empty(), "{:?}", fake.writes());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apid_certificate_from_another_ca_is_said_in_words_once() {
+    let fake = FakeTalos::start(Scenario::legacy_grub()).await.unwrap();
+    let talosconfig = fake.talosconfig(Role::Admin).unwrap();
+    let dir = talosconfig.parent().unwrap().to_path_buf();
+    // The same client, trusting another cluster's CA.
+    let other = nodectl_e2e::fake_talos::pki::Pki::generate().unwrap();
+    use base64::Engine as _;
+    let b64 = |text: &str| base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+    let text = std::fs::read_to_string(&talosconfig).unwrap();
+    let ca_line = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("ca: "))
+        .unwrap()
+        .to_owned();
+    let indent = &ca_line[..ca_line.len() - ca_line.trim_start().len()];
+    let wrong = dir.join("wrong-ca.yaml");
+    std::fs::write(
+        &wrong,
+        text.replace(&ca_line, &format!("{indent}ca: {}", b64(&other.ca_pem))),
+    )
+    .unwrap();
+    let args = vec![
+        "--talosconfig".to_owned(),
+        wrong.to_string_lossy().into_owned(),
+        "cwsr".to_owned(),
+        "status".to_owned(),
+    ];
+    let run = run(args, &dir).await;
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("its certificate is not signed by the talosconfig context's `ca`"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains("UnknownIssuer"), "{}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("TLS handshake").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+}

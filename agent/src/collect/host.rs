@@ -54,33 +54,40 @@ fn unquote(value: &str) -> String {
     out
 }
 
-/// `MemTotal` and `MemAvailable` in bytes, parsed by the procfs crate from the root's file.
-pub fn parse_meminfo(text: &str) -> Result<(u64, Option<u64>), String> {
-    // procfs assumes well-formed input (it slices the field name and multiplies units
-    // unchecked); refuse anything that could trip it before handing the text over.
-    for (number, line) in text.lines().enumerate() {
-        let mut words = line.split_whitespace();
-        let (Some(field), Some(value)) = (words.next(), words.next()) else {
-            if line.trim().is_empty() {
-                continue;
-            }
-            return Err(format!("line {}: no value: {:?}", number + 1, clip(line)));
-        };
-        let scale: u64 = match words.next() {
-            None | Some("B") => 1,
-            Some(u) if u.starts_with(['k', 'K']) => 1 << 10,
-            Some(u) if u.starts_with(['m', 'M']) => 1 << 20,
-            _ => 1 << 30,
-        };
-        let value_ok = value
-            .parse::<u64>()
-            .is_ok_and(|v| v.checked_mul(scale).is_some());
-        if !field.is_ascii() || !field.ends_with(':') || !value_ok {
-            return Err(format!("line {}: malformed: {:?}", number + 1, clip(line)));
-        }
-    }
-    let meminfo = procfs::Meminfo::from_read(text.as_bytes()).map_err(|e| e.to_string())?;
-    Ok((meminfo.mem_total, meminfo.mem_available))
+/// `MemTotal` and `MemAvailable` of `/proc/meminfo`, in bytes, each on its own: a missing or
+/// malformed line loses only its field, and says why. (The procfs crate's `Meminfo` needs every
+/// field of a current kernel and fails as a whole, with an internal-error text, without one.)
+pub fn parse_meminfo(text: &str) -> [Result<u64, String>; 2] {
+    MEMINFO_FIELDS.map(|name| meminfo_field(text, name))
+}
+
+/// The fields of `/proc/meminfo` a snapshot keeps, in the order of [`parse_meminfo`].
+const MEMINFO_FIELDS: [&str; 2] = ["MemTotal", "MemAvailable"];
+
+fn meminfo_field(text: &str, name: &str) -> Result<u64, String> {
+    let Some((number, line)) = text.lines().enumerate().find(|(_, line)| {
+        line.split_once(':')
+            .is_some_and(|(field, _)| field.trim() == name)
+    }) else {
+        return Err(format!("no {name} line"));
+    };
+    let malformed = || format!("line {} ({name}): malformed: {:?}", number + 1, clip(line));
+    let mut words = line
+        .split_once(':')
+        .map_or("", |(_, v)| v)
+        .split_whitespace();
+    let value: u64 = words
+        .next()
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(malformed)?;
+    let scale: u64 = match words.next() {
+        None | Some("B") => 1,
+        Some("kB" | "KB" | "KiB") => 1 << 10,
+        Some("mB" | "MB" | "MiB") => 1 << 20,
+        Some("GB" | "GiB") => 1 << 30,
+        Some(_) => return Err(malformed()),
+    };
+    value.checked_mul(scale).ok_or_else(malformed)
 }
 
 /// `/proc/uptime` → microseconds since boot.
@@ -144,9 +151,16 @@ pub fn boot_id(reader: &mut Reader<'_>) -> Option<String> {
 /// The host: `boot` and `boot_id` as read before, hostname, memory and uptime read now.
 pub fn collect(reader: &mut Reader<'_>, boot_id: Option<String>, boot: &BootHost) -> Host {
     let root = reader.root;
-    let memory = reader.parsed(&root.path("/proc/meminfo"), parse_meminfo);
-    let (mem_total_bytes, mem_available_bytes) = match memory {
-        Some((total, available)) => (Some(total), available),
+    let meminfo_path = root.path("/proc/meminfo");
+    let (mem_total_bytes, mem_available_bytes) = match reader.text(&meminfo_path) {
+        Some(text) => {
+            let [total, available] = parse_meminfo(&text).map(|field| {
+                field
+                    .map_err(|reason| reader.problem(&meminfo_path, reason))
+                    .ok()
+            });
+            (total, available)
+        }
         None if root.is_live_host() => live_memory(),
         None => (None, None),
     };
@@ -198,10 +212,16 @@ mod tests {
         let text = "MemTotal:       131072000 kB\nMemFree:        1000 kB\nMemAvailable:   120000000 kB\nBuffers: 0 kB\nCached: 0 kB\nSwapCached: 0 kB\nActive: 0 kB\nInactive: 0 kB\nSwapTotal: 0 kB\nSwapFree: 0 kB\nDirty: 0 kB\nWriteback: 0 kB\nMapped: 0 kB\nShmem: 0 kB\nSlab: 0 kB\nSReclaimable: 0 kB\nSUnreclaim: 0 kB\nKernelStack: 0 kB\nPageTables: 0 kB\nNFS_Unstable: 0 kB\nBounce: 0 kB\nWritebackTmp: 0 kB\nCommitLimit: 0 kB\nCommitted_AS: 0 kB\nVmallocTotal: 0 kB\nVmallocUsed: 0 kB\nVmallocChunk: 0 kB\n";
         assert_eq!(
             parse_meminfo(text),
-            Ok((131_072_000 * 1024, Some(120_000_000 * 1024)))
+            [Ok(131_072_000 * 1024), Ok(120_000_000 * 1024)]
         );
-        assert!(parse_meminfo("é 5\n").is_err());
-        assert!(parse_meminfo("MemTotal: 18446744073709551615 kB\n").is_err());
+        // A field missing loses that field only, and says which.
+        assert_eq!(
+            parse_meminfo("MemTotal: 4 kB\n"),
+            [Ok(4096), Err("no MemAvailable line".to_owned())]
+        );
+        assert!(parse_meminfo("é 5\n")[0].is_err());
+        let [overflow, _] = parse_meminfo("MemTotal: 18446744073709551615 kB\n");
+        assert!(overflow.unwrap_err().contains("malformed"));
         assert_eq!(parse_uptime("12.50 40.00\n"), Ok(12_500_000));
         assert!(parse_uptime("soon\n").is_err());
     }

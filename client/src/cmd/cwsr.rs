@@ -31,6 +31,13 @@ pub enum CwsrCommand {
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
+    /// A nodectl agent on the node (`http://HOST:PORT`, not Talos apid) to read the effective
+    /// value from; without it the value is read through Talos.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// The Talos node.
+    #[command(flatten)]
+    pub talos: crate::cli::TalosTarget,
     /// Image Factory that holds the node's schematic (to read the configured value on UKI paths).
     #[arg(long, value_name = "URL", default_value = DEFAULT_FACTORY_URL)]
     pub factory: String,

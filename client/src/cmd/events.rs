@@ -19,6 +19,9 @@ use crate::render::{self, Format, table};
 #[derive(Debug, Args)]
 #[deny(missing_docs)]
 pub struct EventsArgs {
+    /// Where node state comes from.
+    #[command(flatten)]
+    pub source: crate::cli::NodeSource,
     /// Keep the stream open and print new records as they come (one JSON object per line with -o json).
     #[arg(long)]
     pub follow: bool,
@@ -205,8 +208,19 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             include_unclassified: args.include_unclassified,
         };
         let mut stream = client.kernel_events(request).await?;
-        while let Some(message) = stream.next().await {
-            printer.message(message?)?;
+        // `--follow --summary` counts until Ctrl-C, then prints what it counted.
+        let count_until_interrupted = args.follow && args.summary;
+        loop {
+            tokio::select! {
+                message = stream.next() => match message {
+                    Some(message) => printer.message(message?)?,
+                    None => break,
+                },
+                interrupted = tokio::signal::ctrl_c(), if count_until_interrupted => {
+                    interrupted.context("waiting for Ctrl-C")?;
+                    return printer.finish();
+                }
+            }
         }
     }
     printer.finish()
@@ -334,7 +348,7 @@ impl Printer {
     }
 
     fn finish(mut self) -> anyhow::Result<Outcome> {
-        if self.follow {
+        if self.follow && !self.summary {
             return Ok(Outcome::Ok);
         }
         self.report.incidents = std::mem::take(&mut self.incidents);

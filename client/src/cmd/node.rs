@@ -13,16 +13,27 @@ use crate::render::{self, Format, table};
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
     /// Print everything the agent reads: host, cards, parameters, firmware, clocks, memory, KFD.
-    Show,
+    Show(ShowArgs),
     /// Run the checks and list the findings; exit 1 when one is critical, 4 when none is but a
     /// critical check could not run (its inputs were unreadable).
     Check(CheckArgs),
+}
+
+/// Flags of `node show`.
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Where node state comes from.
+    #[command(flatten)]
+    pub source: crate::cli::NodeSource,
 }
 
 /// Flags of `node check`.
 #[derive(Debug, Args)]
 #[deny(missing_docs)]
 pub struct CheckArgs {
+    /// Where node state comes from.
+    #[command(flatten)]
+    pub source: crate::cli::NodeSource,
     /// Watch clocks and busy % over this long (e.g. `3s`) for the trend checks (gpu_clock_stuck_low).
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub sample: Option<Duration>,
@@ -77,7 +88,7 @@ fn print_structured(nodes: &[NodeSnapshot], format: Format) -> anyhow::Result<bo
 
 pub async fn run(command: NodeCommand, ctx: &Context) -> anyhow::Result<Outcome> {
     let (count, interval) = match &command {
-        NodeCommand::Show => sample_options(None),
+        NodeCommand::Show(_) => sample_options(None),
         NodeCommand::Check(args) => sample_options(args.sample),
     };
     let nodes = nodes::snapshots(&ctx.nodes()?, count, interval).await?;
@@ -91,7 +102,7 @@ pub async fn run(command: NodeCommand, ctx: &Context) -> anyhow::Result<Outcome>
     if !print_structured(&nodes, ctx.format)? {
         for node in &nodes {
             match command {
-                NodeCommand::Show => render::emit(&render_show(node))?,
+                NodeCommand::Show(_) => render::emit(&render_show(node))?,
                 NodeCommand::Check(_) => render::emit(&render_check(node))?,
             }
         }

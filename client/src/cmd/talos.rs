@@ -56,6 +56,9 @@ pub struct KernelArgArgs {
 /// How a boot-path change is carried out (`cwsr disable|enable`, `talos kernel-arg`).
 #[derive(Debug, Args)]
 pub struct ChangeArgs {
+    /// The Talos node.
+    #[command(flatten)]
+    pub talos: crate::cli::TalosTarget,
     /// Print the plan (and apid's dry-run answer where there is one) and change nothing;
     /// with `-o json` the plan is printed as JSON.
     #[arg(long)]
@@ -153,6 +156,9 @@ impl PatchMode {
 
 #[derive(Debug, Args)]
 pub struct ApplyPatchArgs {
+    /// The Talos node.
+    #[command(flatten)]
+    pub talos: crate::cli::TalosTarget,
     /// Patch files, applied in order (strategic merge YAML or JSON6902 JSON/YAML).
     #[arg(required = true, value_name = "FILE")]
     pub files: Vec<PathBuf>,

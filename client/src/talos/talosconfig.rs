@@ -167,15 +167,32 @@ pub fn parse(
         }
         Ok(bytes)
     };
+    let ca_pem = pem("ca", &ctx.ca)?;
+    let crt_pem = pem("crt", &ctx.crt)?;
+    if let Some(version) = certificate_version(&crt_pem)
+        && version != 3
+    {
+        return Err(invalid(format!(
+            "client certificate in context `{name}` is X.509 v{version}; Talos and rustls need v3 (issue a new one, e.g. with `talosctl config new`)"
+        )));
+    }
     Ok(Context {
         source: source.to_path_buf(),
         name: name.clone(),
         endpoints,
         nodes: ctx.nodes.clone(),
-        ca_pem: pem("ca", &ctx.ca)?,
-        crt_pem: pem("crt", &ctx.crt)?,
+        ca_pem,
+        crt_pem,
         key_pem: relabel_ed25519_key(&pem("key", &ctx.key)?),
     })
+}
+
+/// The X.509 version (1, 2 or 3) of the first certificate of a PEM text; `None` when it does not
+/// parse (the TLS set-up then says what is wrong with it).
+fn certificate_version(pem: &[u8]) -> Option<u32> {
+    let (_, block) = x509_parser::pem::parse_x509_pem(pem).ok()?;
+    let certificate = block.parse_x509().ok()?;
+    Some(certificate.version().0 + 1)
 }
 
 /// `host`, `host:port`, `[v6]`, `[v6]:port`, a bare IPv6 address, or any of them after
@@ -286,6 +303,34 @@ mod tests {
         let err = parse(&config("[a]"), Path::new("/x/tc"), Some("nope")).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("/x/tc") && text.contains("nope") && text.contains("lab, other"));
+    }
+
+    /// An Ed25519 certificate made by `openssl x509 -req` without extensions: X.509 v1.
+    const V1_CERTIFICATE: &str = "-----BEGIN CERTIFICATE-----
+MIHSMIGFAhQk9n4D9FWwnQ8Vk7UbAdK5V9MJRzAFBgMrZXAwDDEKMAgGA1UEAwwB
+eDAeFw0yNjEyMDExMzAzMTRaFw0yNjEyMzExMzAzMTRaMAwxCjAIBgNVBAMMAXgw
+KjAFBgMrZXADIQCZIsrHysg+W/Y1ffyXP+D6S+wru8H0ZqO+yiUmbB+nazAFBgMr
+ZXADQQAWKChYsdyBP1xc1Q+3SppDtVuytXh7Ae8cLp/GvBuuvUBtde2f3rHP0WXG
+sCK9aSDPbZGqgiule2nEjFUTMZsK
+-----END CERTIFICATE-----
+";
+
+    #[test]
+    fn an_x509_v1_client_certificate_is_refused_in_words() {
+        let text = format!(
+            "context: bar\ncontexts:\n  bar:\n    endpoints: [h]\n    ca: {}\n    crt: {}\n    key: {}\n",
+            b64(V1_CERTIFICATE),
+            b64(V1_CERTIFICATE),
+            b64("-----BEGIN PRIVATE KEY-----\nC\n-----END PRIVATE KEY-----\n"),
+        );
+        let err = parse(&text, Path::new("tc"), None).unwrap_err().to_string();
+        assert!(
+            err.contains(
+                "client certificate in context `bar` is X.509 v1; Talos and rustls need v3"
+            ),
+            "{err}"
+        );
+        assert_eq!(err.matches("X.509").count(), 1, "{err}");
     }
 
     #[test]

@@ -94,13 +94,57 @@ pub async fn connect(
                 .map_err(|_| {
                     std::io::Error::new(std::io::ErrorKind::TimedOut, "connect timed out")
                 })??;
-                let tls = connector.connect(server_name, tcp).await?;
+                let tls = connector
+                    .connect(server_name, tcp)
+                    .await
+                    .map_err(|e| std::io::Error::other(handshake_failure(&address, &e)))?;
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
             }
         }))
         .await
         .map_err(|e| ConnectError::Unreachable(crate::exit::error_chain(&e)))?;
     Ok(channel)
+}
+
+/// A failed TLS handshake with apid, in words: rustls's own texts (`invalid peer certificate:
+/// Other(OtherError(UnsupportedCertVersion))`) name types, not what to fix.
+fn handshake_failure(address: &str, error: &std::io::Error) -> String {
+    use rustls::{AlertDescription, CertificateError, Error};
+    let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {
+        return format!("TLS handshake with {address}: {error}");
+    };
+    let what = match tls {
+        // Another CA of the same name (another cluster's) fails on the signature.
+        Error::InvalidCertificate(
+            CertificateError::UnknownIssuer | CertificateError::BadSignature,
+        ) => "its certificate is not signed by the talosconfig context's `ca`".to_owned(),
+        Error::InvalidCertificate(CertificateError::NotValidForName)
+        | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
+            "its certificate does not name this endpoint".to_owned()
+        }
+        Error::InvalidCertificate(CertificateError::Expired)
+        | Error::InvalidCertificate(CertificateError::ExpiredContext { .. }) => {
+            "its certificate has expired".to_owned()
+        }
+        Error::InvalidCertificate(other)
+            if format!("{other:?}").contains("UnsupportedCertVersion") =>
+        {
+            "its certificate is not X.509 v3, which Talos issues and rustls needs".to_owned()
+        }
+        Error::InvalidCertificate(other) => format!("its certificate is not accepted ({other:?})"),
+        Error::AlertReceived(
+            AlertDescription::BadCertificate
+            | AlertDescription::UnsupportedCertificate
+            | AlertDescription::CertificateUnknown
+            | AlertDescription::UnknownCA
+            | AlertDescription::CertificateRequired,
+        ) => "it refused the talosconfig context's client certificate (`crt`)".to_owned(),
+        Error::AlertReceived(AlertDescription::CertificateExpired) => {
+            "it says the talosconfig's client certificate has expired".to_owned()
+        }
+        other => other.to_string(),
+    };
+    format!("TLS handshake with apid at {address} failed: {what}")
 }
 
 #[derive(Debug, thiserror::Error)]
