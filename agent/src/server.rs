@@ -132,17 +132,13 @@ impl NodeDiagnostics for DiagnosticsService {
                 "kernel log unavailable: this agent does not read it",
             ));
         };
-        if request.get_ref().include_unclassified && !self.full_kernel_log {
-            return Err(Status::permission_denied(
-                "this agent serves classified amdgpu/KFD events only; start it with --full-kernel-log to serve every kernel log record",
-            ));
-        }
         let permit = Arc::clone(&self.streams).try_acquire_owned().map_err(|_| {
             Status::resource_exhausted(format!(
                 "{MAX_KERNEL_STREAMS} kernel event streams are open already; close one first"
             ))
         })?;
-        crate::kmsg::stream::open(kernel_log, request.get_ref(), permit).map(Response::new)
+        crate::kmsg::stream::open(kernel_log, request.get_ref(), self.full_kernel_log, permit)
+            .map(Response::new)
     }
 }
 

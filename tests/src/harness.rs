@@ -194,6 +194,18 @@ pub fn promtool_check(body: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A copy of a node fixture tree (symlinks kept) at `root/` of a new temporary directory, to damage.
+pub fn node_fixture_copy(name: &str) -> anyhow::Result<tempfile::TempDir> {
+    let dir = tempfile::tempdir()?;
+    let status = Command::new("cp")
+        .arg("-a")
+        .arg(node_fixture(name))
+        .arg(dir.path().join("root"))
+        .status()?;
+    anyhow::ensure!(status.success(), "cp -a {name}");
+    Ok(dir)
+}
+
 /// Whether the main thread of process `pid` has returned: the process is gone or a zombie
 /// (whose other threads may still be inside the kernel).
 pub fn main_thread_ended(pid: u32) -> bool {

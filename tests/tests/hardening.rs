@@ -418,18 +418,6 @@ async fn kernel_event_streams_are_bounded_in_number_and_released_when_clients_le
     Ok(())
 }
 
-/// A copy of a fixture tree (symlinks kept) to damage.
-fn fixture_copy(name: &str) -> anyhow::Result<tempfile::TempDir> {
-    let dir = tempfile::tempdir()?;
-    let status = std::process::Command::new("cp")
-        .arg("-a")
-        .arg(nodectl_e2e::harness::node_fixture(name))
-        .arg(dir.path().join("root"))
-        .status()?;
-    anyhow::ensure!(status.success(), "cp -a {name}");
-    Ok(dir)
-}
-
 /// Replaces a file of the tree with a directory: unreadable as a file even for root.
 fn make_unreadable(root: &Path, relative: &str) -> anyhow::Result<()> {
     let path = root.join(relative);
@@ -462,7 +450,7 @@ fn findings(json: &serde_json::Value) -> Vec<(String, String)> {
 fn unreadable_inputs_make_checks_unknown_never_dangerous_advice() -> anyhow::Result<()> {
     // cwsr_enable unreadable on a node booted with amdgpu.cwsr_enable=0: the unknown-parameter
     // check advised removing the correct argument.
-    let tree = fixture_copy("strix-halo-healthy")?;
+    let tree = nodectl_e2e::harness::node_fixture_copy("strix-halo-healthy")?;
     let root = tree.path().join("root");
     make_unreadable(&root, "sys/module/amdgpu/parameters/cwsr_enable")?;
     let (_, json) = check_json(&root)?;
@@ -477,7 +465,7 @@ fn unreadable_inputs_make_checks_unknown_never_dangerous_advice() -> anyhow::Res
     );
 
     // The MES firmware unreadable on a 0x83 node: "no findings" hid the one critical check.
-    let tree = fixture_copy("strix-halo-mes83")?;
+    let tree = nodectl_e2e::harness::node_fixture_copy("strix-halo-mes83")?;
     let root = tree.path().join("root");
     make_unreadable(
         &root,
@@ -507,7 +495,15 @@ fn credentials_on_the_command_line_and_the_full_kernel_log_stay_on_the_node() ->
             "talos.platform=metal siderolink.api=https://omni.example:8090/?jointoken={token} talos.config=https://cfg.example/m?uuid=1&token={token} amdgpu.cwsr_enable=0\n"
         ),
     )?;
-    write(tree.path(), "dev/kmsg", GPU_RECORDS)?;
+    // The classified ones, a context line of the driver, another subsystem's record, and a
+    // user-space write in the driver's words (facility 1).
+    write(
+        tree.path(),
+        "dev/kmsg",
+        &format!(
+            "{GPU_RECORDS}6,10,950818400,-;amdgpu 0000:c1:00.0: amdgpu: Fetched VBIOS from VFCT\n14,11,950818500,-;amdgpu 0000:c1:00.0: amdgpu: posing as the driver\n"
+        ),
+    )?;
     let agent = Agent::start(tree.path(), &[])?;
     let run = nodectl(&["--endpoint", &agent.endpoint, "node", "show", "-o", "json"])?;
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -529,14 +525,37 @@ fn credentials_on_the_command_line_and_the_full_kernel_log_stay_on_the_node() ->
         Some(2),
         "{events}"
     );
+    // Unclassified records: the GPU driver's own lines as context, not the rest of the log,
+    // nor what user space wrote in the driver's words.
     let run = nodectl(&[
         "--endpoint",
         &agent.endpoint,
         "events",
         "--include-unclassified",
+        "-o",
+        "json",
     ])?;
-    assert_eq!(run.code, 2, "{}", run.stderr);
-    assert!(run.stderr.contains("--full-kernel-log"), "{}", run.stderr);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let events: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    let messages: Vec<&str> = events["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .filter_map(|e| e["message"].as_str())
+        .collect();
+    assert!(
+        messages.contains(&"amdgpu 0000:c1:00.0: amdgpu: Fetched VBIOS from VFCT"),
+        "{messages:?}"
+    );
+    assert!(
+        !messages.iter().any(|m| m.starts_with("usb")),
+        "{messages:?}"
+    );
+    assert!(
+        !messages.iter().any(|m| m.contains("posing")),
+        "{messages:?}"
+    );
+    assert_eq!(messages.len(), 3, "{messages:?}");
     Ok(())
 }
 
@@ -741,7 +760,7 @@ async fn a_read_that_never_returns_costs_one_deadline_and_health_says_so() -> an
     use nodectl_e2e::stalled_file::StalledFile;
     use tonic_health::ServingStatus;
     const SERVICE: &str = "nodectl.v1.NodeDiagnostics";
-    let tree = fixture_copy("strix-halo-healthy")?;
+    let tree = nodectl_e2e::harness::node_fixture_copy("strix-halo-healthy")?;
     let root = tree.path().join("root");
     let device = root.join("sys/devices/pci0000:00/0000:00:08.1/0000:c1:00.0");
     let mut agent = Agent::start(&root, &["--metrics-listen", "127.0.0.1:0"])?;

@@ -258,13 +258,7 @@ fn a_host_root_that_is_no_host_is_an_input_error_naming_it() -> anyhow::Result<(
 
 #[test]
 fn a_critical_check_that_could_not_run_is_unknown_with_its_own_exit_code() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(node_fixture("strix-halo-mes83"))
-        .arg(dir.path().join("root"))
-        .status()?;
-    anyhow::ensure!(status.success(), "cp -a");
+    let dir = nodectl_e2e::harness::node_fixture_copy("strix-halo-mes83")?;
     let root = dir.path().join("root");
     std::fs::write(
         root.join("sys/class/drm/card1/device/fw_version/mes_fw_version"),
@@ -303,13 +297,7 @@ fn a_critical_check_that_could_not_run_is_unknown_with_its_own_exit_code() -> an
 
 #[test]
 fn uptime_reads_in_human_units_and_init_arguments_are_not_kernel_arguments() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(node_fixture("strix-halo-healthy"))
-        .arg(dir.path().join("root"))
-        .status()?;
-    anyhow::ensure!(status.success(), "cp -a");
+    let dir = nodectl_e2e::harness::node_fixture_copy("strix-halo-healthy")?;
     let root = dir.path().join("root");
     std::fs::write(root.join("proc/uptime"), "93784.21 180000.00\n")?;
     std::fs::write(
@@ -436,13 +424,7 @@ fn follow_with_summary_prints_the_counts_on_ctrl_c() -> anyhow::Result<()> {
 
 #[test]
 fn a_meminfo_without_a_field_loses_only_that_field_and_says_which() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let status = Command::new("cp")
-        .arg("-a")
-        .arg(node_fixture("strix-halo-healthy"))
-        .arg(dir.path().join("root"))
-        .status()?;
-    anyhow::ensure!(status.success(), "cp -a");
+    let dir = nodectl_e2e::harness::node_fixture_copy("strix-halo-healthy")?;
     let root = dir.path().join("root");
     std::fs::write(
         root.join("proc/meminfo"),

@@ -149,6 +149,19 @@ const DFA_CACHE_BYTES: usize = 32 << 20;
 /// Default gap between two events of one incident when the rules file names none.
 const DEFAULT_INCIDENT_GAP_SECONDS: u64 = 10;
 
+/// How the GPU stack's own kernel messages begin: amdgpu, DRM, KFD, TTM. An unclassified record
+/// that begins so is context of the classified events around it (a driver's own words, nothing
+/// of another subsystem or of user space), served to any client that asks for unclassified
+/// records; the rest of the log only by an agent started with `--full-kernel-log`.
+const GPU_STACK_PREFIXES: [&str; 7] = ["amdgpu", "[drm", "drm:", "kfd", "amdkfd", "[TTM]", "ttm:"];
+
+/// Whether a kernel message is the GPU stack's own (see [`GPU_STACK_PREFIXES`]).
+pub fn is_gpu_stack_message(message: &str) -> bool {
+    GPU_STACK_PREFIXES
+        .iter()
+        .any(|prefix| message.starts_with(prefix))
+}
+
 impl Classifier {
     /// The embedded rules.
     pub fn embedded() -> Result<Self, RulesError> {

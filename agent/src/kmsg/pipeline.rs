@@ -55,6 +55,9 @@ pub struct Item {
     pub class: Option<Class>,
     /// An event that no rule classified (or that user space wrote).
     pub unclassified: bool,
+    /// An unclassified record the GPU stack's driver wrote: context of the classified events,
+    /// served without `--full-kernel-log`.
+    pub context: bool,
     /// An incident update: the classes of its events.
     pub incident_classes: Vec<Class>,
     pub message: pb::KernelStreamMessage,
@@ -63,7 +66,7 @@ pub struct Item {
 impl Item {
     pub fn wanted(&self, filter: &StreamFilter) -> bool {
         if self.unclassified {
-            return filter.include_unclassified;
+            return filter.include_unclassified && (filter.full_log || self.context);
         }
         let wanted = |class: &Class| filter.classes.is_empty() || filter.classes.contains(class);
         match self.class {
@@ -92,6 +95,9 @@ pub struct StreamFilter {
     pub follow: bool,
     pub classes: Vec<Class>,
     pub include_unclassified: bool,
+    /// The agent serves the whole log (`--full-kernel-log`); else unclassified records only
+    /// when they are GPU-stack context.
+    pub full_log: bool,
 }
 
 /// The kernel log cannot be read here (no /dev/kmsg in a fixture tree, no permission).
@@ -425,6 +431,7 @@ fn to_items(
     let mut current_seq = last_read_seq;
     for output in outputs.drain(..) {
         let mut incident_classes = Vec::new();
+        let mut context = false;
         let (seq, class, unclassified, message) = match output {
             Output::Event(event) => {
                 current_seq = event.seq.unwrap_or(current_seq);
@@ -432,6 +439,9 @@ fn to_items(
                     tally.add(metrics, event.seq, Count::Event { class, id });
                 }
                 let (class, unclassified) = (event.class, event.id.is_none());
+                context = unclassified
+                    && !event.user_written
+                    && super::classify::is_gpu_stack_message(&event.message);
                 (
                     current_seq,
                     class,
@@ -478,6 +488,7 @@ fn to_items(
             seq,
             class,
             unclassified,
+            context,
             incident_classes,
             message: message.into(),
         });
@@ -667,6 +678,7 @@ mod tests {
         );
         let all = StreamFilter {
             include_unclassified: true,
+            full_log: true,
             ..Default::default()
         };
         let items = wait_for(&log, &all, 6);

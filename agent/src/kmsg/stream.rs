@@ -19,6 +19,7 @@ pub type KernelStream = Pin<Box<dyn Stream<Item = Result<pb::KernelStreamMessage
 pub fn open(
     log: &KernelLog,
     request: &pb::StreamKernelEventsRequest,
+    full_log: bool,
     permit: tokio::sync::OwnedSemaphorePermit,
 ) -> Result<KernelStream, Status> {
     let mut classes = Vec::with_capacity(request.classes.len());
@@ -36,6 +37,7 @@ pub fn open(
         follow: request.follow,
         classes,
         include_unclassified: request.include_unclassified,
+        full_log,
     };
     let subscription = log
         .subscribe(&filter)
@@ -140,10 +142,20 @@ mod tests {
             include_unclassified: true,
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(2));
-        let mut active =
-            open(&log, &request, permits.clone().try_acquire_owned().unwrap()).unwrap();
-        let mut stalled =
-            open(&log, &request, permits.clone().try_acquire_owned().unwrap()).unwrap();
+        let mut active = open(
+            &log,
+            &request,
+            true,
+            permits.clone().try_acquire_owned().unwrap(),
+        )
+        .unwrap();
+        let mut stalled = open(
+            &log,
+            &request,
+            true,
+            permits.clone().try_acquire_owned().unwrap(),
+        )
+        .unwrap();
         assert!(matches!(
             next(&mut active, Duration::from_secs(10)).await,
             Some(Message::Header(_))

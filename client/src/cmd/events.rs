@@ -32,7 +32,8 @@ pub struct EventsArgs {
     /// oom, firmware, info (comma-separated).
     #[arg(long, value_name = "CLASS,...", value_delimiter = ',')]
     pub class: Vec<String>,
-    /// Also print records no rule classified, and records user space wrote.
+    /// Also print records no rule classified, and records user space wrote (an agent without
+    /// --full-kernel-log sends only the GPU driver's own lines).
     #[arg(long)]
     pub include_unclassified: bool,
     /// Kernel message rules (TOML, same format as the embedded ones) for in-process and offline use.
