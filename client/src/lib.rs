@@ -5,6 +5,7 @@ pub mod cmd;
 pub mod context;
 pub mod embedded;
 pub mod exit;
+pub mod llama_log;
 pub mod nodes;
 pub mod render;
 pub mod talos;
