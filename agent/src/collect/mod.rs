@@ -14,6 +14,7 @@ pub(crate) mod hwmon;
 pub(crate) mod kfd;
 pub(crate) mod memory;
 pub(crate) mod params;
+pub mod processes;
 pub(crate) mod read_pool;
 pub(crate) mod redact;
 
