@@ -760,6 +760,10 @@ async fn a_read_that_never_returns_costs_one_deadline_and_health_says_so() -> an
     use nodectl_e2e::stalled_file::StalledFile;
     use tonic_health::ServingStatus;
     const SERVICE: &str = "nodectl.v1.NodeDiagnostics";
+    if !Path::new("/dev/fuse").exists() {
+        nodectl_e2e::harness::outside_program_missing("FUSE (/dev/fuse)");
+        return Ok(());
+    }
     let tree = nodectl_e2e::harness::node_fixture_copy("strix-halo-healthy")?;
     let root = tree.path().join("root");
     let device = root.join("sys/devices/pci0000:00/0000:00:08.1/0000:c1:00.0");
