@@ -8,6 +8,20 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+/// Bounds on what one log can make the parser keep: a log is outside data, and a serving
+/// run of weeks, a crash loop or a hostile file must not grow memory with its length.
+/// Phase marks kept: every loading phase (a dozen), and the latest serving ones (each request
+/// passes through three).
+const MAX_TIMELINE_MARKS: usize = 256;
+/// Errors kept with their text (the first ones: a crash's cause comes before its echoes);
+/// `errors_total` counts them all.
+const MAX_ERRORS_KEPT: usize = 64;
+/// Devices kept (a node has a handful).
+const MAX_DEVICES: usize = 64;
+/// Bytes of a CRI line joined from its `P` parts: the kubelet splits at 16 KiB, and a
+/// llama.cpp line is far shorter; the rest of a longer one is dropped.
+const MAX_JOINED_LINE_BYTES: usize = 64 * 1024;
+
 /// Where a run got to, in order of progress. The serving phases come after `Ready` and repeat.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -149,6 +163,8 @@ pub struct LlamaLog {
     pub verbosity: Option<u8>,
     pub timeline: Vec<PhaseMark>,
     pub errors: Vec<LogError>,
+    /// Errors seen, kept or not.
+    pub errors_total: u64,
     /// The last line with text, and its number and time.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub last_line: Option<(u64, String)>,
@@ -196,7 +212,7 @@ impl LlamaLog {
 
     /// The outcome, given how long the log has been quiet (`None`: unknown).
     pub fn outcome(&self, quiet_for: Option<Duration>, stall_after: Duration) -> Outcome {
-        if !self.errors.is_empty() {
+        if self.errors_total > 0 {
             return Outcome::Crashed;
         }
         match self.furthest_phase() {
@@ -251,7 +267,12 @@ impl Parser {
         // CRI pod-log lines: `TIME STREAM P|F text`; `P` parts are joined up to the `F`.
         let (cri_wall, raw) = match cri_line(raw) {
             Some((wall, true, text)) => {
-                self.partial.push_str(text);
+                let room = MAX_JOINED_LINE_BYTES.saturating_sub(self.partial.len());
+                let mut cut = text.len().min(room);
+                while !text.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                self.partial.push_str(&text[..cut]);
                 self.pending_wall = self.pending_wall.or(Some(wall));
                 return;
             }
@@ -301,6 +322,10 @@ impl Parser {
     fn classify(&mut self, number: u64, body: &str, stripped: &Stripped<'_>) -> bool {
         let facts = self.facts(number, body);
         let phase = self.phase_of(body, stripped.dots);
+        // Progress dots glued in front of a line are the upload that went before it.
+        if stripped.dots && !self.in_fit && phase.is_some_and(|p| p > Phase::Upload) {
+            self.enter(Phase::Upload, number, stripped.time);
+        }
         if let Some(phase) = phase {
             self.enter(phase, number, stripped.time);
         }
@@ -317,9 +342,20 @@ impl Parser {
             Some(now) if now.is_up() => phase.is_up(),
             Some(now) => phase > now,
         };
-        if moves {
-            self.log.timeline.push(PhaseMark { phase, line, time });
+        if !moves {
+            return;
         }
+        let timeline = &mut self.log.timeline;
+        if timeline.len() >= MAX_TIMELINE_MARKS {
+            // The oldest serving mark goes; the loading phases before ready all stay.
+            match timeline.iter().position(|m| m.phase > Phase::Ready) {
+                Some(oldest) => {
+                    timeline.remove(oldest);
+                }
+                None => return,
+            }
+        }
+        timeline.push(PhaseMark { phase, line, time });
     }
 
     fn phase_of(&mut self, body: &str, dots: bool) -> Option<Phase> {
@@ -430,7 +466,6 @@ impl Parser {
         } else {
             return None;
         };
-        // Dots glued in front of a line belong to the upload before it.
         Some(phase)
     }
 
@@ -439,11 +474,14 @@ impl Parser {
         let log = &mut self.log;
         let mut found = false;
         if let Some(kind) = error_kind(body) {
-            log.errors.push(LogError {
-                kind,
-                line: number,
-                text: body.chars().take(400).collect(),
-            });
+            log.errors_total += 1;
+            if log.errors.len() < MAX_ERRORS_KEPT {
+                log.errors.push(LogError {
+                    kind,
+                    line: number,
+                    text: body.chars().take(400).collect(),
+                });
+            }
             found = true;
         }
         if body.contains("ROCm devices")
@@ -468,6 +506,7 @@ impl Parser {
             log.backend.get_or_insert(Backend::Cpu);
         }
         if let Some(device) = device_line(body)
+            && log.devices.len() < MAX_DEVICES
             && !log.devices.contains(&device)
         {
             log.devices.push(device);
@@ -1040,6 +1079,48 @@ Apr 27 09:37:02  lemond[19598]: 2026-04-27 09:37:02.919 [Info] (Process) sched_r
             log.timeline[0].time.wall.map(|t| t.to_string()).as_deref(),
             Some("2026-01-21T16:56:58Z")
         );
+    }
+
+    #[test]
+    fn glued_dots_are_the_upload_and_long_logs_stay_bounded() {
+        let log = parse(
+            "load_tensors: loading model tensors, this can take a while... (load_mode = mmap)\n\
+             ..........llama_context: constructing llama_context\n"
+                .lines(),
+        );
+        assert_eq!(
+            phases(&log),
+            [Phase::TensorLoad, Phase::Upload, Phase::Context]
+        );
+
+        // Weeks of serving and a crash loop keep a bounded record, the loading phases whole.
+        let mut lines = vec![
+            "load_tensors: loading model tensors, this can take a while... (mmap = true)"
+                .to_owned(),
+            "srv  llama_server: model loaded".to_owned(),
+        ];
+        for _ in 0..10_000 {
+            lines.push("slot launch_slot_: id  0 | task 1 | processing task".to_owned());
+            lines.push(
+                "slot print_timing: id  0 | task 1 | n_decoded =    100, tg =  35.41 t/s"
+                    .to_owned(),
+            );
+            lines.push("srv  update_slots: all slots are idle".to_owned());
+            lines.push("ROCm error: unspecified launch failure".to_owned());
+        }
+        let big = "x".repeat(100_000);
+        lines.push(format!("2026-01-02T03:04:05Z stderr P {big}"));
+        lines.push(format!("2026-01-02T03:04:05Z stderr P {big}"));
+        lines.push("2026-01-02T03:04:05Z stderr F end".to_owned());
+        let log = parse(lines.iter().map(String::as_str));
+        assert_eq!(log.timeline.len(), MAX_TIMELINE_MARKS);
+        assert_eq!(log.timeline[0].phase, Phase::TensorLoad);
+        assert_eq!(log.timeline[1].phase, Phase::Ready);
+        assert_eq!(log.last_phase(), Some(Phase::Idle));
+        assert_eq!(log.errors.len(), MAX_ERRORS_KEPT);
+        assert_eq!(log.errors_total, 10_000);
+        let (_, last) = log.last_line.unwrap();
+        assert!(last.len() <= MAX_JOINED_LINE_BYTES + 3, "{}", last.len());
     }
 
     proptest::proptest! {
