@@ -12,6 +12,7 @@ pub mod kmsg;
 pub mod limits;
 pub(crate) mod listener;
 pub mod metrics;
+pub mod pod_log;
 pub mod server;
 pub mod shutdown;
 pub mod snapshot;

@@ -108,3 +108,30 @@ pub const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(10);
 /// Largest reply the agent encodes: a snapshot of a host with 5001 cards is 8.9 MB; a reply
 /// past this fails with RESOURCE_EXHAUSTED instead of growing the agent.
 pub const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
+
+/// Inference processes listed per answer: a node runs a handful of llama.cpp servers; a host
+/// with more (a fork bomb of `llama-cli`) gets the first ones and a count of the rest.
+pub const MAX_INFERENCE_PROCESSES: usize = 64;
+
+/// Threads listed per inference process: llama-server runs one per core plus its HTTP threads
+/// (about 40 on a 16-core Strix Halo); more is a runaway, counted but not listed.
+pub const MAX_THREADS_LISTED: usize = 256;
+
+/// Open files of one process looked at for `/dev/kfd` and `/dev/dri` handles: a server holds a
+/// few dozen; the GPU handles are opened early, so they are among the first.
+pub const MAX_FDS_SCANNED: usize = 4096;
+
+/// `/proc` entries looked at for inference processes: a node has a few thousand processes.
+pub const MAX_PROCESSES_SCANNED: usize = 65_536;
+
+/// Longest window GetInferenceProcesses watches CPU time and GPU memory over: a second tells a
+/// spinning thread from a sleeping one and a load from a stall; a client cannot pin a thread longer.
+pub const MAX_PROCESS_SAMPLE: Duration = Duration::from_secs(5);
+
+/// Bytes of a pod log TailPodLog sends: a llama.cpp start at `-lv 4` is a few hundred lines
+/// (under 100 KiB) and a stall is at the end; 4 MiB is hours of request lines, and fits a reply.
+pub const MAX_POD_LOG_TAIL_BYTES: u64 = 4 * 1024 * 1024;
+
+/// How long reading a pod log may take: a few MiB from local disk is milliseconds; a stuck
+/// filesystem must not hold the request.
+pub const POD_LOG_DEADLINE: Duration = Duration::from_secs(5);

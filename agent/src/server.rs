@@ -15,9 +15,11 @@ use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
 use crate::limits::{
-    HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT, MAX_KERNEL_STREAMS, MAX_REPLY_BYTES,
-    MAX_SAMPLE_COUNT, MAX_SAMPLE_WINDOW, MAX_STREAMS_PER_CONNECTION,
+    HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT, MAX_KERNEL_STREAMS, MAX_PROCESS_SAMPLE,
+    MAX_REPLY_BYTES, MAX_SAMPLE_COUNT, MAX_SAMPLE_WINDOW, MAX_STREAMS_PER_CONNECTION,
+    POD_LOG_DEADLINE,
 };
+use crate::pod_log::{PodLogError, PodLogQuery};
 use crate::snapshot::{SampleOptions, SnapshotError, Snapshotter};
 
 /// Where the agent listens.
@@ -139,6 +141,67 @@ impl NodeDiagnostics for DiagnosticsService {
         })?;
         crate::kmsg::stream::open(kernel_log, request.get_ref(), self.full_kernel_log, permit)
             .map(Response::new)
+    }
+
+    async fn get_inference_processes(
+        &self,
+        request: Request<pb::GetInferenceProcessesRequest>,
+    ) -> Result<Response<pb::InferenceProcesses>, Status> {
+        let window = std::time::Duration::from_millis(u64::from(request.get_ref().sample_ms));
+        if window > MAX_PROCESS_SAMPLE {
+            return Err(Status::invalid_argument(format!(
+                "sample_ms is {}; at most {}",
+                window.as_millis(),
+                MAX_PROCESS_SAMPLE.as_millis()
+            )));
+        }
+        let processes =
+            self.snapshotter
+                .inference_processes(window)
+                .await
+                .map_err(|e| match e {
+                    SnapshotError::Busy => Status::resource_exhausted(e.to_string()),
+                    SnapshotError::Task(_) => Status::internal(e.to_string()),
+                })?;
+        Ok(Response::new(processes.into()))
+    }
+
+    async fn tail_pod_log(
+        &self,
+        request: Request<pb::TailPodLogRequest>,
+    ) -> Result<Response<pb::PodLog>, Status> {
+        let r = request.into_inner();
+        let query = PodLogQuery {
+            namespace: r.namespace,
+            pod: r.pod,
+            pod_uid: r.pod_uid,
+            container: r.container,
+        };
+        let root = self.snapshotter.root().clone();
+        let read = tokio::task::spawn_blocking(move || crate::pod_log::tail(&root, &query));
+        let log = match tokio::time::timeout(POD_LOG_DEADLINE, read).await {
+            Err(_) => {
+                return Err(Status::deadline_exceeded(format!(
+                    "reading the pod log took over {} s",
+                    POD_LOG_DEADLINE.as_secs()
+                )));
+            }
+            Ok(Err(e)) => return Err(Status::internal(format!("pod log task: {e}"))),
+            Ok(Ok(log)) => log.map_err(|e| {
+                let text = e.to_string();
+                match e {
+                    PodLogError::BadName { .. } | PodLogError::BadUid(_) | PodLogError::NoPod => {
+                        Status::invalid_argument(text)
+                    }
+                    PodLogError::NoPodLogs(_)
+                    | PodLogError::NoContainer { .. }
+                    | PodLogError::NoLogFile(_) => Status::not_found(text),
+                    PodLogError::WhichContainer { .. } => Status::failed_precondition(text),
+                    PodLogError::Read { .. } => Status::internal(text),
+                }
+            })?,
+        };
+        Ok(Response::new(log.into()))
     }
 }
 

@@ -8,6 +8,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::collect::held::HeldFiles;
 use crate::collect::{self, Reader, cards, clocks, firmware, gpu_metrics, hwmon, kfd, memory};
+use nodectl_model::inference::InferenceProcesses;
 use nodectl_model::snapshot as model;
 
 use crate::limits::MAX_SAMPLING_SNAPSHOTS;
@@ -247,6 +248,36 @@ impl Snapshotter {
             .ok_or_else(|| SnapshotError::Task("no snapshot".to_owned()))
     }
 
+    /// The host root it reads.
+    pub fn root(&self) -> &HostRoot {
+        &self.root
+    }
+
+    /// The inference processes, with CPU time and GPU memory watched over `window` (zero: one
+    /// reading). A window holds a thread, so these share the bound of sampling snapshots.
+    pub async fn inference_processes(
+        self: &Arc<Self>,
+        window: std::time::Duration,
+    ) -> Result<InferenceProcesses, SnapshotError> {
+        let _permit = if window.is_zero() {
+            None
+        } else {
+            Some(
+                Arc::clone(&self.sampling)
+                    .try_acquire_owned()
+                    .map_err(|_| SnapshotError::Busy)?,
+            )
+        };
+        let snapshotter = Arc::clone(self);
+        tokio::task::spawn_blocking(move || {
+            let mut reader = Reader::new(&snapshotter.root);
+            let dirs = cards::find_amdgpu(&mut reader);
+            collect::processes::collect(&mut reader, &dirs, window)
+        })
+        .await
+        .map_err(|e| SnapshotError::Task(e.to_string()))
+    }
+
     /// The boot facts for `key`: the cached ones when the key matches, else read anew. Without a
     /// boot id nothing is cached: a boot could not be told from the next.
     fn boot_facts(&self, key: Option<BootKey>) -> Arc<BootFacts> {
@@ -325,6 +356,8 @@ impl Snapshotter {
         let card_dirs: Vec<&cards::CardDir> = facts.cards.iter().map(|c| &c.dir).collect();
         sample(&mut reader, &card_dirs, &mut cards, options);
 
+        let inference = collect::processes::collect(&mut reader, &[], std::time::Duration::ZERO);
+        reader.problems.extend(inference.problems);
         let mut snapshot = model::Snapshot {
             agent_version: crate::AGENT_VERSION.to_owned(),
             taken_at: jiff::Timestamp::now().to_string(),
@@ -334,6 +367,7 @@ impl Snapshotter {
             kfd_nodes: facts.kfd_nodes.clone(),
             findings: Vec::new(),
             problems: Vec::new(),
+            inference_processes: inference.processes,
         };
         // The checks see what could not be read: an unreadable input is unknown, not absent.
         snapshot.problems = reader.problems;

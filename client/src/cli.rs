@@ -153,6 +153,12 @@ pub enum Command {
     Talos(cmd::talos::TalosCommand),
     /// Classified amdgpu/KFD kernel events and incidents (agent, this host, or a saved log).
     Events(cmd::events::EventsArgs),
+    /// Where a llama.cpp run stopped, what the node did then, the known issue, what to try next.
+    ///
+    /// With --log, --pod or --url: that run (JSON: one diagnosis). With none of them: every
+    /// llama.cpp/ollama process on the node, each with its pod's log (JSON: `diagnoses`).
+    /// Exit 1 when a run stalled or crashed.
+    Diagnose(cmd::diagnose::DiagnoseArgs),
 }
 
 impl Cli {
@@ -164,6 +170,7 @@ impl Cli {
             Command::Cwsr(command) => cmd::cwsr::run(command, &ctx).await,
             Command::Talos(command) => cmd::talos::run(command, &ctx).await,
             Command::Events(args) => cmd::events::run(args, &ctx).await,
+            Command::Diagnose(args) => cmd::diagnose::run(args, &ctx).await,
         };
         match outcome {
             Err(e) if e.chain().any(|c| c.is::<crate::render::OutputClosed>()) => Ok(Outcome::Ok),
@@ -191,6 +198,11 @@ impl Command {
             },
             Command::Events(args) => CommandFlags {
                 name: "events",
+                source: Some(&args.source),
+                ..CommandFlags::default()
+            },
+            Command::Diagnose(args) => CommandFlags {
+                name: "diagnose",
                 source: Some(&args.source),
                 ..CommandFlags::default()
             },

@@ -1,11 +1,13 @@
 //! nodectl: the client library behind the `nodectl` binary (CLI, node access, rendering, Talos plans).
 
+pub mod catalog;
 pub mod cli;
 pub mod cmd;
 pub mod context;
 pub mod embedded;
 pub mod exit;
 pub mod llama_log;
+pub mod llama_probe;
 pub mod nodes;
 pub mod render;
 pub mod talos;

@@ -6,7 +6,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Bounds on what one log can make the parser keep: a log is outside data, and a serving
 /// run of weeks, a crash loop or a hostile file must not grow memory with its length.
@@ -23,7 +23,7 @@ const MAX_DEVICES: usize = 64;
 const MAX_JOINED_LINE_BYTES: usize = 64 * 1024;
 
 /// Where a run got to, in order of progress. The serving phases come after `Ready` and repeat.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
     Startup,
@@ -70,7 +70,7 @@ impl Phase {
 }
 
 /// The compute backend the run used, from its device and buffer lines.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Backend {
     Rocm,
@@ -79,8 +79,19 @@ pub enum Backend {
     Cpu,
 }
 
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Rocm => "rocm",
+            Backend::Vulkan => "vulkan",
+            Backend::Cuda => "cuda",
+            Backend::Cpu => "cpu",
+        }
+    }
+}
+
 /// What went wrong, by the words the runtime used.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     /// `ROCm error: …`, `ggml_cuda_compute_forward: … failed`.
@@ -95,6 +106,19 @@ pub enum ErrorKind {
     GgmlAbort,
     /// The model did not load (the reason is usually the line before).
     LoadFailed,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::RocmError => "rocm_error",
+            ErrorKind::InvalidDeviceFunction => "invalid_device_function",
+            ErrorKind::AllocationFailure => "allocation_failure",
+            ErrorKind::HsaFault => "hsa_fault",
+            ErrorKind::GgmlAbort => "ggml_abort",
+            ErrorKind::LoadFailed => "load_failed",
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -175,7 +199,7 @@ pub struct LlamaLog {
 }
 
 /// How a run ended, or where it is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Ready,
@@ -184,6 +208,18 @@ pub enum Outcome {
     Stalled,
     /// Before ready, and not (yet) quiet long enough to call it stalled, or its age is unknown.
     Incomplete,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Ready => "ready",
+            Outcome::Serving => "serving",
+            Outcome::Crashed => "crashed",
+            Outcome::Stalled => "stalled",
+            Outcome::Incomplete => "incomplete",
+        }
+    }
 }
 
 impl LlamaLog {
@@ -250,8 +286,10 @@ struct Stripped<'a> {
 
 /// The line-by-line state: the fit pre-pass, a CRI partial line waiting for its end, LM
 /// Studio's timestamp line waiting for its message.
+/// Reads a log a line at a time (for logs too large to hold): [`parse`] is `push` for every
+/// line, then `finish`.
 #[derive(Debug, Default)]
-struct Parser {
+pub struct Parser {
     log: LlamaLog,
     in_fit: bool,
     partial: String,
@@ -260,7 +298,7 @@ struct Parser {
 }
 
 impl Parser {
-    fn push(&mut self, raw: &str) {
+    pub fn push(&mut self, raw: &str) {
         self.log.lines_read += 1;
         let number = self.log.lines_read;
         let raw = raw.strip_suffix('\r').unwrap_or(raw);
@@ -567,7 +605,7 @@ impl Parser {
         found
     }
 
-    fn finish(mut self) -> LlamaLog {
+    pub fn finish(mut self) -> LlamaLog {
         if !self.partial.is_empty() {
             let joined = std::mem::take(&mut self.partial);
             let wall = self.pending_wall.take();

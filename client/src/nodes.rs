@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use nodectl_model::inference::{InferenceProcesses, PodLog};
 use nodectl_model::{Class, Snapshot, StreamMessage};
 use nodectl_proto::nodectl::v1 as pb;
 use pb::node_diagnostics_client::NodeDiagnosticsClient;
@@ -178,6 +179,16 @@ pub struct KernelEventsRequest {
     pub include_unclassified: bool,
 }
 
+/// Which pod log to read: by namespace and name, or by UID; the container may be left empty
+/// when the pod has one.
+#[derive(Debug, Clone, Default)]
+pub struct PodLogRequest {
+    pub namespace: String,
+    pub pod: String,
+    pub pod_uid: String,
+    pub container: String,
+}
+
 /// A connection to one node's agent, remote or in this process.
 #[derive(Debug)]
 pub struct NodeClient {
@@ -226,6 +237,40 @@ impl NodeClient {
             .map_err(|status| status_error(&self.label, self.remote, &status))?;
         Snapshot::try_from(reply.into_inner())
             .with_context(|| format!("agent at {} sent a malformed snapshot", self.label))
+    }
+
+    /// The inference processes, watched over `window` (zero: one reading).
+    pub async fn inference_processes(
+        &mut self,
+        window: Duration,
+    ) -> anyhow::Result<InferenceProcesses> {
+        let request = pb::GetInferenceProcessesRequest {
+            sample_ms: u32::try_from(window.as_millis()).unwrap_or(u32::MAX),
+        };
+        let reply = self
+            .client
+            .get_inference_processes(request)
+            .await
+            .map_err(|status| status_error(&self.label, self.remote, &status))?;
+        InferenceProcesses::try_from(reply.into_inner())
+            .with_context(|| format!("agent at {} sent malformed inference processes", self.label))
+    }
+
+    /// The end of a pod container's log, which the agent finds under `/var/log/pods`.
+    pub async fn pod_log(&mut self, request: PodLogRequest) -> anyhow::Result<PodLog> {
+        let request = pb::TailPodLogRequest {
+            namespace: request.namespace,
+            pod: request.pod,
+            pod_uid: request.pod_uid,
+            container: request.container,
+        };
+        let reply = self
+            .client
+            .tail_pod_log(request)
+            .await
+            .map_err(|status| status_error(&self.label, self.remote, &status))?;
+        PodLog::try_from(reply.into_inner())
+            .with_context(|| format!("agent at {} sent a malformed pod log", self.label))
     }
 
     /// The agent's kernel event stream for `request`, as model messages.

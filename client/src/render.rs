@@ -153,6 +153,36 @@ pub fn line(text: impl AsRef<str>) -> anyhow::Result<()> {
     emit(&format!("{}\n", text.as_ref()))
 }
 
+/// `93784` → `1 d 2 h`: at most the two largest units that are not zero (seconds below a minute).
+pub fn human_duration(seconds: u64) -> String {
+    let units = [(86_400, "d"), (3_600, "h"), (60, "min"), (1, "s")];
+    let mut parts = Vec::new();
+    let mut left = seconds;
+    for (size, name) in units {
+        let n = left / size;
+        left %= size;
+        if n > 0 || (parts.is_empty() && size == 1) {
+            parts.push(format!("{n} {name}"));
+        }
+        if parts.len() == 2 || (!parts.is_empty() && n == 0) {
+            break;
+        }
+    }
+    parts.join(" ")
+}
+
+/// `103079215104` → `96.0 GiB`.
+pub fn human_bytes(bytes: u64) -> String {
+    const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
+    const MIB: f64 = 1024.0 * 1024.0;
+    let b = bytes as f64;
+    if b >= GIB {
+        format!("{:.1} GiB", b / GIB)
+    } else {
+        format!("{:.1} MiB", b / MIB)
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {

@@ -1,9 +1,10 @@
-//! nodectl-model: the data agent and client both speak (node snapshot, kernel events and incidents, kernel arguments, clocks) and its nodectl.v1 wire form.
+//! nodectl-model: the data agent and client both speak (node snapshot, inference processes, kernel events and incidents, kernel arguments, clocks) and its nodectl.v1 wire form.
 //!
 //! Everyone reads these types; the generated prost types of `nodectl-proto` appear only at the
 //! gRPC edge, through the conversions in [`wire`].
 
 pub mod clock;
+pub mod inference;
 pub mod kernel_args;
 pub mod kernel_log;
 pub mod snapshot;

@@ -22,6 +22,9 @@ pub struct Snapshot {
     pub kfd_nodes: Vec<KfdNode>,
     pub findings: Vec<Finding>,
     pub problems: Vec<Problem>,
+    /// The LLM inference processes, read once (no CPU or memory trend).
+    #[serde(default)]
+    pub inference_processes: Vec<crate::inference::InferenceProcess>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

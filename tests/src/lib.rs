@@ -2,4 +2,5 @@
 
 pub mod fake_talos;
 pub mod harness;
+pub mod hung_node;
 pub mod stalled_file;

@@ -1,4 +1,4 @@
-//! A file whose reads never return, mounted with FUSE over a file of a tree: what an SMU-backed sysfs attribute does while the SMU hangs.
+//! A file whose reads never return, mounted with FUSE over a file of a tree: what an SMU-backed sysfs attribute does while the SMU hangs (or a model file whose data stops coming).
 //!
 //! The file opens and stats like a kernel attribute (a regular file, mode 0444, 4096 bytes), and
 //! every read of it waits until the mount goes away, as a read blocked in amdgpu waits for the
@@ -35,11 +35,29 @@ impl StalledFile {
     /// Mounts a stalled file over the existing file at `path`; its content is what the file
     /// answers once released.
     pub fn mount_over(path: &Path) -> io::Result<StalledFile> {
+        Self::mount(path, 0, false)
+    }
+
+    /// Mounts a copy of the file at `path` (its real size) that answers reads below
+    /// `hold_from` and holds the rest: a model file whose metadata loads and whose tensor data
+    /// never arrives, as from a disk or network file system that stopped answering.
+    pub fn mount_holding_from(path: &Path, hold_from: u64) -> io::Result<StalledFile> {
+        Self::mount(path, hold_from, true)
+    }
+
+    fn mount(path: &Path, hold_from: u64, real_size: bool) -> io::Result<StalledFile> {
         let content = std::fs::read(path)?;
         let state = Arc::new(Mutex::new(State::default()));
+        let mut attr = ATTR;
+        if real_size {
+            attr.size = content.len() as u64;
+            attr.blocks = attr.size.div_ceil(512);
+        }
         let filesystem = Stalling {
             state: Arc::clone(&state),
             content,
+            hold_from,
+            attr,
         };
         let mut config = fuser::Config::default();
         config.mount_options = vec![
@@ -52,6 +70,11 @@ impl StalledFile {
             state,
             session: Some(session),
         })
+    }
+
+    /// Reads waiting for an answer now.
+    pub fn reads_held(&self) -> usize {
+        lock(&self.state).held.len()
     }
 
     /// Reads that reached the file so far.
@@ -97,6 +120,9 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 struct Stalling {
     state: Arc<Mutex<State>>,
     content: Vec<u8>,
+    /// Reads starting at or past this offset are held.
+    hold_from: u64,
+    attr: FileAttr,
 }
 
 const ATTR: FileAttr = FileAttr {
@@ -119,7 +145,7 @@ const ATTR: FileAttr = FileAttr {
 
 impl Filesystem for Stalling {
     fn getattr(&self, _req: &Request, _ino: INodeNo, _fh: Option<FileHandle>, reply: ReplyAttr) {
-        reply.attr(&Duration::from_secs(3600), &ATTR);
+        reply.attr(&Duration::from_secs(3600), &self.attr);
     }
 
     fn open(&self, _req: &Request, _ino: INodeNo, _flags: OpenFlags, reply: ReplyOpen) {
@@ -140,7 +166,7 @@ impl Filesystem for Stalling {
     ) {
         let mut state = lock(&self.state);
         state.reads += 1;
-        if !state.released {
+        if !state.released && offset >= self.hold_from {
             state.held.push(reply);
             return;
         }

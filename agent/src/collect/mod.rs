@@ -123,6 +123,23 @@ impl<'a> Reader<'a> {
         }
     }
 
+    /// Where a symbolic link points (a `/proc/PID/fd/N` handle); `None` when it does not exist.
+    pub fn link(&mut self, path: &Path) -> Option<String> {
+        let owned = path.to_owned();
+        let read = read_pool::shared().read(path, move || {
+            std::fs::read_link(&owned)
+                .map(|target| std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec())
+        });
+        match read {
+            Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) => {
+                self.problem(path, format!("cannot read the link: {e}"));
+                None
+            }
+        }
+    }
+
     /// Entries of a directory, sorted by name; `None` when it does not exist.
     pub fn dir(&mut self, path: &Path) -> Option<Vec<(String, PathBuf)>> {
         let entries = match std::fs::read_dir(path) {

@@ -1,9 +1,22 @@
 //! Which host processes are LLM inference servers (llama.cpp, ollama runners), which container and pod they run in, and the part of their environment that may leave the node.
 //!
-//! Pure functions over the bytes of `/proc/PID/{comm,cmdline,environ,cgroup}`; the collector
-//! that reads them (through the bounded, deadline-guarded reader) builds on these.
+//! Pure functions over the bytes of `/proc/PID/{comm,cmdline,environ,cgroup,…}`, and the
+//! collector that reads them through the bounded, deadline-guarded [`Reader`]: reading
+//! `cmdline` or `environ` of a process whose memory lock a stuck GPU operation holds blocks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use nodectl_model::inference::{
+    CardMemoryTrend, InferenceProcess, InferenceProcesses, KfdProcess, ProcessThread,
+};
+use procfs::FromRead as _;
+
+use super::{Reader, cards::CardDir, memory, parse_number};
+use crate::limits::{
+    MAX_FDS_SCANNED, MAX_INFERENCE_PROCESSES, MAX_PROCESSES_SCANNED, MAX_THREADS_LISTED,
+};
 
 /// The inference programs looked for, by the name of their executable.
 const PROGRAMS: [&str; 5] = [
@@ -112,6 +125,304 @@ pub fn placement(cgroup: &str) -> Placement {
         }
     }
     out
+}
+
+/// Every inference process of the root, with CPU time, KFD evictions and the cards' GPU memory
+/// watched over `window` (zero: one reading). Blocking: it sleeps for the window.
+pub fn collect(reader: &mut Reader<'_>, cards: &[CardDir], window: Duration) -> InferenceProcesses {
+    let proc_dir = reader.root.proc();
+    let pods = pod_names(reader);
+    let boot_time = reader
+        .text(&proc_dir.join("stat"))
+        .and_then(|stat| crate::kmsg::pipeline::parse_btime(&stat));
+    let mut out = InferenceProcesses::default();
+    let entries = reader.dir(&proc_dir).unwrap_or_default();
+    let mut found = Vec::new();
+    for (name, dir) in entries.iter().take(MAX_PROCESSES_SCANNED) {
+        let Ok(pid) = name.parse::<u32>() else {
+            continue;
+        };
+        let Some(comm) = reader.line(&dir.join("comm")) else {
+            continue;
+        };
+        let cmdline = split_cmdline(&reader.bytes(&dir.join("cmdline")).unwrap_or_default());
+        let Some(program) = inference_program(&comm, &cmdline) else {
+            continue;
+        };
+        if found.len() == MAX_INFERENCE_PROCESSES {
+            out.processes_not_listed += 1;
+            continue;
+        }
+        found.push(read_process(
+            reader, dir, pid, program, comm, cmdline, &pods, boot_time,
+        ));
+    }
+
+    let mut memory_start: Vec<_> = cards
+        .iter()
+        .map(|c| memory::collect(reader, &c.device))
+        .collect();
+    if !window.is_zero() {
+        let before: Vec<Ticks> = found.iter().map(|(_, t)| t.clone()).collect();
+        let first_reading_done = Instant::now();
+        std::thread::sleep(window);
+        // The window the CPU times cover: the pause, plus reading the files in between.
+        out.sample_ms = u32::try_from(first_reading_done.elapsed().as_millis()).unwrap_or(u32::MAX);
+        let ticks_per_ms = procfs::ticks_per_second() as f64 / 1000.0;
+        let to_ms = |ticks: u64| (ticks as f64 / ticks_per_ms).round() as u64;
+        for ((process, _), before) in found.iter_mut().zip(before) {
+            let dir = proc_dir.join(process.pid.to_string());
+            let after = read_ticks(reader, &dir, &process.threads);
+            if let (Some(a), Some(b)) = (after.process, before.process) {
+                process.cpu_ms_in_sample = Some(to_ms(a.saturating_sub(b)));
+            }
+            for thread in &mut process.threads {
+                if let (Some(a), Some(b)) = (
+                    after.threads.get(&thread.tid),
+                    before.threads.get(&thread.tid),
+                ) {
+                    thread.cpu_ms_in_sample = Some(to_ms(a.saturating_sub(*b)));
+                }
+            }
+            if let Some(kfd) = &mut process.kfd {
+                let (_, evicted_after) = kfd_sums(reader, process.pid);
+                if let (Some(a), Some(b)) = (evicted_after, kfd.evicted_ms) {
+                    kfd.evicted_ms_in_sample = Some(a.saturating_sub(b));
+                    kfd.evicted_ms = Some(a);
+                }
+            }
+        }
+    }
+    for (card, start) in cards.iter().zip(memory_start.iter_mut()) {
+        let end = (!window.is_zero()).then(|| memory::collect(reader, &card.device));
+        let end = end.as_ref().unwrap_or(start);
+        out.cards.push(CardMemoryTrend {
+            card: card.name.clone(),
+            vram_used_bytes_start: start.vram_used_bytes,
+            vram_used_bytes_end: end.vram_used_bytes,
+            gtt_used_bytes_start: start.gtt_used_bytes,
+            gtt_used_bytes_end: end.gtt_used_bytes,
+        });
+    }
+    out.processes = found.into_iter().map(|(p, _)| p).collect();
+    out.taken_at = jiff::Timestamp::now().to_string();
+    out.problems = std::mem::take(&mut reader.problems);
+    out
+}
+
+/// CPU time in clock ticks, of the process and of each listed thread, at one moment.
+#[derive(Debug, Clone, Default)]
+struct Ticks {
+    process: Option<u64>,
+    threads: HashMap<u32, u64>,
+}
+
+fn stat_of(reader: &mut Reader<'_>, path: &Path) -> Option<procfs::process::Stat> {
+    let bytes = reader.bytes(path)?;
+    match procfs::process::Stat::from_read(bytes.as_slice()) {
+        Ok(stat) => Some(stat),
+        Err(e) => {
+            reader.problem(path, format!("not a stat line: {e}"));
+            None
+        }
+    }
+}
+
+fn read_ticks(reader: &mut Reader<'_>, dir: &Path, threads: &[ProcessThread]) -> Ticks {
+    let process = stat_of(reader, &dir.join("stat")).map(|s| s.utime + s.stime);
+    let threads = threads
+        .iter()
+        .filter_map(|t| {
+            let stat = stat_of(
+                reader,
+                &dir.join("task").join(t.tid.to_string()).join("stat"),
+            )?;
+            Some((t.tid, stat.utime + stat.stime))
+        })
+        .collect();
+    Ticks { process, threads }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn read_process(
+    reader: &mut Reader<'_>,
+    dir: &Path,
+    pid: u32,
+    program: &str,
+    comm: String,
+    args: Vec<String>,
+    pods: &HashMap<String, String>,
+    boot_time: Option<jiff::Timestamp>,
+) -> (InferenceProcess, Ticks) {
+    let env = allowed_env(&reader.bytes(&dir.join("environ")).unwrap_or_default());
+    let placement = reader
+        .text(&dir.join("cgroup"))
+        .map(|c| placement(&c))
+        .unwrap_or_default();
+    let stat = stat_of(reader, &dir.join("stat"));
+    let started_at = stat.as_ref().zip(boot_time).and_then(|(stat, boot)| {
+        let ticks = procfs::ticks_per_second().max(1);
+        let since_boot = jiff::SignedDuration::from_millis(
+            i64::try_from(stat.starttime.saturating_mul(1000) / ticks).ok()?,
+        );
+        boot.checked_add(since_boot).ok().map(|t| t.to_string())
+    });
+
+    let (kfd_fds, dri_handles) = gpu_handles(reader, dir);
+    let mut threads = Vec::new();
+    let mut threads_total = 0u32;
+    for (name, task) in reader.dir(&dir.join("task")).unwrap_or_default() {
+        let Ok(tid) = name.parse::<u32>() else {
+            continue;
+        };
+        threads_total += 1;
+        if threads.len() == MAX_THREADS_LISTED {
+            continue;
+        }
+        let Some(stat) = stat_of(reader, &task.join("stat")) else {
+            continue;
+        };
+        let wchan = reader
+            .line(&task.join("wchan"))
+            .filter(|w| w != "0" && !w.is_empty());
+        let in_kfd_ioctl = reader
+            .line(&task.join("syscall"))
+            .is_some_and(|line| in_ioctl_on(&line, &kfd_fds));
+        threads.push(ProcessThread {
+            tid,
+            name: stat.comm.clone(),
+            state: stat.state.to_string(),
+            wchan,
+            in_kfd_ioctl,
+            cpu_ms_in_sample: None,
+        });
+    }
+    let kfd = {
+        let (pasid, evicted_ms) = kfd_sums(reader, pid);
+        let vram_bytes = kfd_vram(reader, pid);
+        (pasid.is_some() || vram_bytes.is_some() || evicted_ms.is_some()).then_some(KfdProcess {
+            pasid,
+            vram_bytes,
+            evicted_ms,
+            evicted_ms_in_sample: None,
+        })
+    };
+    let process = InferenceProcess {
+        pid,
+        program: program.to_owned(),
+        comm,
+        args,
+        env,
+        pod: placement
+            .pod_uid
+            .as_ref()
+            .and_then(|uid| pods.get(uid).cloned()),
+        container_id: placement.container_id,
+        pod_uid: placement.pod_uid,
+        state: stat
+            .as_ref()
+            .map(|s| s.state.to_string())
+            .unwrap_or_default(),
+        threads_total,
+        cpu_ms_in_sample: None,
+        kfd_handles: u32::try_from(kfd_fds.len()).unwrap_or(u32::MAX),
+        dri_handles,
+        kfd,
+        started_at,
+        threads,
+    };
+    let ticks = Ticks {
+        process: stat.map(|s| s.utime + s.stime),
+        threads: HashMap::new(),
+    };
+    let ticks = Ticks {
+        threads: read_ticks(reader, dir, &process.threads).threads,
+        ..ticks
+    };
+    (process, ticks)
+}
+
+/// The descriptors open on `/dev/kfd`, and the `/dev/dri` nodes open (deduplicated).
+fn gpu_handles(reader: &mut Reader<'_>, dir: &Path) -> (Vec<u64>, Vec<String>) {
+    let mut kfd = Vec::new();
+    let mut dri = Vec::new();
+    for (name, fd) in reader
+        .dir(&dir.join("fd"))
+        .unwrap_or_default()
+        .into_iter()
+        .take(MAX_FDS_SCANNED)
+    {
+        let Some(target) = reader.link(&fd) else {
+            continue;
+        };
+        if target == "/dev/kfd" {
+            if let Ok(n) = name.parse() {
+                kfd.push(n);
+            }
+        } else if let Some(node) = target.strip_prefix("/dev/dri/")
+            && !dri.iter().any(|d| d == node)
+        {
+            dri.push(node.to_owned());
+        }
+    }
+    (kfd, dri)
+}
+
+/// `/proc/PID/task/TID/syscall`: `NR ARG1 …` while in a system call (`running` or `-1 …`
+/// otherwise); an ioctl whose first argument is one of `kfd_fds` waits on the KFD driver.
+fn in_ioctl_on(line: &str, kfd_fds: &[u64]) -> bool {
+    let mut fields = line.split_whitespace();
+    let Some(Ok(nr)) = fields.next().map(str::parse::<i64>) else {
+        return false;
+    };
+    let fd = fields
+        .next()
+        .and_then(|a| u64::from_str_radix(a.trim_start_matches("0x"), 16).ok());
+    nr == nix::libc::SYS_ioctl && fd.is_some_and(|fd| kfd_fds.contains(&fd))
+}
+
+/// The PASID and the summed `stats_*/evicted_ms` of a process under `/sys/class/kfd/kfd/proc`.
+fn kfd_sums(reader: &mut Reader<'_>, pid: u32) -> (Option<u32>, Option<u64>) {
+    let dir = reader.root.path(format!("/sys/class/kfd/kfd/proc/{pid}"));
+    let pasid = reader.parsed(&dir.join("pasid"), parse_number::<u32>);
+    let mut evicted = None::<u64>;
+    for (name, path) in reader.dir(&dir).unwrap_or_default() {
+        if name.starts_with("stats_")
+            && let Some(ms) = reader.parsed(&path.join("evicted_ms"), parse_number::<u64>)
+        {
+            evicted = Some(evicted.unwrap_or(0).saturating_add(ms));
+        }
+    }
+    (pasid, evicted)
+}
+
+/// The summed `vram_<gpuid>` of a process under `/sys/class/kfd/kfd/proc`.
+fn kfd_vram(reader: &mut Reader<'_>, pid: u32) -> Option<u64> {
+    let dir = reader.root.path(format!("/sys/class/kfd/kfd/proc/{pid}"));
+    let mut vram = None::<u64>;
+    for (name, path) in reader.dir(&dir).unwrap_or_default() {
+        if name.starts_with("vram_")
+            && let Some(bytes) = reader.parsed(&path, parse_number::<u64>)
+        {
+            vram = Some(vram.unwrap_or(0).saturating_add(bytes));
+        }
+    }
+    vram
+}
+
+/// Pod UID → `namespace/name`, from the kubelet's log directories (`<ns>_<name>_<uid>`).
+fn pod_names(reader: &mut Reader<'_>) -> HashMap<String, String> {
+    let dir = reader.root.var_log_pods();
+    reader
+        .dir(&dir)
+        .unwrap_or_default()
+        .into_iter()
+        .filter_map(|(name, _)| {
+            let (rest, uid) = name.rsplit_once('_')?;
+            let (namespace, pod) = rest.split_once('_')?;
+            Some((uid.to_owned(), format!("{namespace}/{pod}")))
+        })
+        .collect()
 }
 
 /// A pod UID: 36 characters of hex digits and dashes (underscores under systemd).

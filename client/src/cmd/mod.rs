@@ -1,6 +1,7 @@
 //! One module per subcommand; each takes the [`crate::context::Context`] and returns an outcome.
 
 pub mod cwsr;
+pub mod diagnose;
 pub mod events;
 pub mod node;
 pub mod talos;

@@ -114,24 +114,6 @@ pub async fn run(command: NodeCommand, ctx: &Context) -> anyhow::Result<Outcome>
     })
 }
 
-/// `93784` → `1 d 2 h`: at most the two largest units that are not zero (seconds below a minute).
-fn human_duration(seconds: u64) -> String {
-    let units = [(86_400, "d"), (3_600, "h"), (60, "min"), (1, "s")];
-    let mut parts = Vec::new();
-    let mut left = seconds;
-    for (size, name) in units {
-        let n = left / size;
-        left %= size;
-        if n > 0 || (parts.is_empty() && size == 1) {
-            parts.push(format!("{n} {name}"));
-        }
-        if parts.len() == 2 || (!parts.is_empty() && n == 0) {
-            break;
-        }
-    }
-    parts.join(" ")
-}
-
 /// Kernel arguments worth showing next to the cards: amdgpu/ttm knobs and IOMMU mode.
 fn is_argument_of_interest(key: &str) -> bool {
     key.starts_with("amdgpu.")
@@ -147,21 +129,9 @@ fn or_none<T: std::fmt::Display>(value: Option<T>) -> String {
     value.map_or_else(|| NONE.to_owned(), |v| v.to_string())
 }
 
-/// `103079215104` → `96.0 GiB`.
+/// `103079215104` → `96.0 GiB`; `-` when unknown.
 fn bytes(value: Option<u64>) -> String {
-    match value {
-        None => NONE.to_owned(),
-        Some(b) => {
-            const GIB: f64 = 1024.0 * 1024.0 * 1024.0;
-            const MIB: f64 = 1024.0 * 1024.0;
-            let b_f = b as f64;
-            if b_f >= GIB {
-                format!("{:.1} GiB", b_f / GIB)
-            } else {
-                format!("{:.1} MiB", b_f / MIB)
-            }
-        }
-    }
+    value.map_or_else(|| NONE.to_owned(), render::human_bytes)
 }
 
 fn sclk_now_min_max(card: &model::Card) -> String {
@@ -236,8 +206,10 @@ fn render_show(node: &NodeSnapshot) -> String {
     ]);
     t.add_row(vec![
         "uptime".to_owned(),
-        h.uptime_usec
-            .map_or_else(|| NONE.to_owned(), |u| human_duration(u / 1_000_000)),
+        h.uptime_usec.map_or_else(
+            || NONE.to_owned(),
+            |u| render::human_duration(u / 1_000_000),
+        ),
     ]);
     let interesting: Vec<String> = h
         .kernel_arguments
@@ -456,11 +428,11 @@ mod tests {
 
     #[test]
     fn durations_read_in_the_two_largest_units() {
-        assert_eq!(human_duration(0), "0 s");
-        assert_eq!(human_duration(59), "59 s");
-        assert_eq!(human_duration(3_600), "1 h");
-        assert_eq!(human_duration(3_725), "1 h 2 min");
-        assert_eq!(human_duration(93_784), "1 d 2 h");
-        assert_eq!(human_duration(86_401), "1 d");
+        assert_eq!(render::human_duration(0), "0 s");
+        assert_eq!(render::human_duration(59), "59 s");
+        assert_eq!(render::human_duration(3_600), "1 h");
+        assert_eq!(render::human_duration(3_725), "1 h 2 min");
+        assert_eq!(render::human_duration(93_784), "1 d 2 h");
+        assert_eq!(render::human_duration(86_401), "1 d");
     }
 }

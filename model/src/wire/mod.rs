@@ -1,5 +1,6 @@
 //! Conversions between the model and the nodectl.v1 wire types: by value towards the wire, checked (`TryFrom`) back.
 
+mod inference;
 mod kernel_log;
 mod snapshot;
 

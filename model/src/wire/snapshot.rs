@@ -55,11 +55,9 @@ impl From<model::Snapshot> for pb::Snapshot {
             problems: s
                 .problems
                 .into_iter()
-                .map(|p| pb::Problem {
-                    path: p.path,
-                    reason: p.reason,
-                })
+                .map(super::inference::problem_to_pb)
                 .collect(),
+            inference_processes: s.inference_processes.into_iter().map(Into::into).collect(),
         }
     }
 }
@@ -289,11 +287,13 @@ impl TryFrom<pb::Snapshot> for model::Snapshot {
             problems: s
                 .problems
                 .into_iter()
-                .map(|p| model::Problem {
-                    path: p.path,
-                    reason: p.reason,
-                })
+                .map(super::inference::problem_from_pb)
                 .collect(),
+            inference_processes: s
+                .inference_processes
+                .into_iter()
+                .map(TryInto::try_into)
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -621,6 +621,12 @@ mod tests {
             problems: vec![Problem {
                 path: "/sys/x".into(),
                 reason: "y".into(),
+            }],
+            inference_processes: vec![crate::inference::InferenceProcess {
+                pid: 7,
+                program: "llama-server".into(),
+                state: "S".into(),
+                ..Default::default()
             }],
         }
     }
