@@ -282,16 +282,20 @@ struct Stripped<'a> {
     dots: bool,
     /// ollama's `msg="…"`, unescaped.
     owned: Option<String>,
+    /// Forwarded by a router from its child (`[PORT] `).
+    child: bool,
 }
 
-/// The line-by-line state: the fit pre-pass, a CRI partial line waiting for its end, LM
-/// Studio's timestamp line waiting for its message.
 /// Reads a log a line at a time (for logs too large to hold): [`parse`] is `push` for every
-/// line, then `finish`.
+/// line, then `finish`. Its state: the fit pre-pass, a CRI partial line waiting for its end, LM
+/// Studio's timestamp line waiting for its message, router mode.
 #[derive(Debug, Default)]
 pub struct Parser {
     log: LlamaLog,
     in_fit: bool,
+    /// A router (`llama-server` without `-m`): the run is its child's, whose lines come back
+    /// prefixed `[PORT] `; the router's own lines (its `listening on`) are not the model's.
+    router: bool,
     partial: String,
     pending_wall: Option<jiff::Timestamp>,
     gpu_seen: bool,
@@ -358,10 +362,22 @@ impl Parser {
 
     /// Places one body in its phase and takes its facts; whether it was llama.cpp's.
     fn classify(&mut self, number: u64, body: &str, stripped: &Stripped<'_>) -> bool {
+        if body.contains("starting server in router mode") {
+            self.router = true;
+        }
+        if self.router && !stripped.child {
+            // The router's own line: its start, never the model's phases.
+            return true;
+        }
         let facts = self.facts(number, body);
         let phase = self.phase_of(body, stripped.dots);
-        // Progress dots glued in front of a line are the upload that went before it.
-        if stripped.dots && !self.in_fit && phase.is_some_and(|p| p > Phase::Upload) {
+        // Progress dots glued in front of a line are the upload that went before it, whatever
+        // the line is (a request log line can land in the middle of an upload).
+        if stripped.dots
+            && !self.in_fit
+            && phase.is_none_or(|p| p > Phase::Upload)
+            && self.log.furthest_phase() >= Some(Phase::ModelMetadata)
+        {
             self.enter(Phase::Upload, number, stripped.time);
         }
         if let Some(phase) = phase {
@@ -417,10 +433,15 @@ impl Parser {
             && (starts("llama_model_loader:")
                 || starts("print_info:")
                 || starts("load_tensors:")
+                || starts("create_tensor:")
                 || starts("llama_context:")
                 || starts("llama_kv_cache")
                 || starts("sched_reserve:")
                 || starts("graph_reserve:")
+                || starts("resolve_fused_ops:")
+                || starts("llama_prepare_model_devices:")
+                || starts("llama_model_load_from_file_impl:")
+                || starts("llama_load_model_from_file:")
                 || starts("load:"))
         {
             return Some(Phase::MemoryFit);
@@ -439,7 +460,7 @@ impl Parser {
             || starts("resolve_fused_ops:")
             || starts("llama_context: reserving")
             || starts("llama_context: worst-case")
-            || (starts("llama_context:")
+            || ((starts("llama_context:") || starts("llama_new_context_with_model:"))
                 && (has("compute buffer size") || has("graph nodes") || has("graph splits")))
             || has("msg=\"compute graph\"")
         {
@@ -467,6 +488,7 @@ impl Parser {
             || starts("llm_load_print_meta:")
             || starts("load:")
             || starts("llama_model_load_from_file_impl:")
+            || starts("llama_load_model_from_file:")
             || starts("llama_prepare_model_devices:")
             || starts("llm_load_vocab:")
         {
@@ -478,14 +500,18 @@ impl Parser {
         {
             Phase::Ready
         } else if has("all slots are idle") || has("stop processing") {
-            if self.log.furthest_phase().is_some_and(Phase::is_up) {
+            // Idle after a request; the first "all slots are idle" of a fresh server is ready.
+            if self.log.furthest_phase().is_some_and(|p| p > Phase::Ready) {
                 Phase::Idle
             } else {
                 Phase::Ready
             }
-        } else if has("n_decoded =") || has("prompt done") {
+        } else if has("n_decoded =") || has("n_gen =") || has("prompt done") {
             Phase::Generation
-        } else if has("processing task") || has("new prompt") || has("prompt processing") {
+        } else if (has("processing task") && !starts("start_loop:"))
+            || has("new prompt")
+            || has("prompt processing")
+        {
             Phase::PromptProcessing
         } else if starts("build:")
             || starts("build_info:")
@@ -818,6 +844,7 @@ fn strip(line: &str) -> Stripped<'_> {
         && pid.bytes().all(|b| b.is_ascii_digit())
     {
         rest = after;
+        out.child = true;
     }
     // `0.00.153.386 I `
     if let Some((stamp, after)) = rest.split_once(' ')
@@ -831,10 +858,26 @@ fn strip(line: &str) -> Stripped<'_> {
             rest = &rest[2..];
         }
     }
-    // `srv  `, `cmn  `, `slot `, `spec `, `que  ` and the right-aligned function name.
-    for tag in ["srv  ", "cmn  ", "slot ", "spec ", "que  "] {
+    const TAGS: [&str; 6] = ["srv  ", "cmn  ", "slot ", "spec ", "que  ", "res  "];
+    // `--no-log-timestamps` keeps the level letter: `I srv  …`.
+    if out.level.is_none() {
+        let mut chars = rest.chars();
+        if let (Some(level @ ('I' | 'W' | 'E' | 'D')), Some(' ')) = (chars.next(), chars.next())
+            && TAGS.iter().any(|tag| rest[2..].starts_with(tag))
+        {
+            out.level = Some(level);
+            rest = &rest[2..];
+        }
+    }
+    // `srv  `, `cmn  `, `slot `, `spec `, `que  `, `res  ` and the right-aligned function name.
+    for tag in TAGS {
         if let Some(after) = rest.strip_prefix(tag) {
             rest = after.trim_start();
+            // common's own lines print `common_param:` (a function name cut to 12) before
+            // the library's function.
+            if let Some(after) = rest.strip_prefix("common_param: ") {
+                rest = after;
+            }
             break;
         }
     }

@@ -77,6 +77,45 @@ pub struct ProcessThread {
     pub cpu_ms_in_sample: Option<u64>,
 }
 
+/// Kernel functions a thread sleeps in while it waits for work: locks and condition variables,
+/// polling, sockets, pipes, timers. A main thread asleep anywhere else is held by the kernel.
+const WAITS_FOR_WORK: [&str; 18] = [
+    "futex",
+    "do_epoll_wait",
+    "ep_poll",
+    "do_sys_poll",
+    "poll_schedule_timeout",
+    "do_select",
+    "core_sys_select",
+    "hrtimer_nanosleep",
+    "do_nanosleep",
+    "schedule_hrtimeout",
+    "pipe_read",
+    "pipe_wait",
+    "unix_stream",
+    "inet_csk_accept",
+    "sk_wait_data",
+    "wait_woken",
+    "do_sigtimedwait",
+    "do_wait",
+];
+
+impl ProcessThread {
+    /// In uninterruptible sleep, or (the main thread, `tid == pid`) asleep in the kernel on
+    /// something other than waiting for work.
+    pub fn is_blocked(&self, pid: u32) -> bool {
+        if self.state == "D" {
+            return true;
+        }
+        self.tid == pid
+            && self.state == "S"
+            && self
+                .wchan
+                .as_deref()
+                .is_some_and(|w| !WAITS_FOR_WORK.iter().any(|idle| w.starts_with(idle)))
+    }
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KfdProcess {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -142,7 +181,8 @@ pub enum Activity {
     Stopped,
     /// A thread waits in an ioctl on /dev/kfd: a GPU operation the driver has not finished.
     BlockedInKfd,
-    /// A thread in uninterruptible sleep (`D`) elsewhere.
+    /// A thread in uninterruptible sleep (`D`) elsewhere, or the main thread asleep in the
+    /// kernel on something that is not waiting for work (a file read, a fence).
     BlockedInKernel,
     /// Most of a core busy: a busy-wait (ROCr's `hsa_signal_wait`) or real work.
     Spinning,
@@ -177,7 +217,7 @@ impl InferenceProcess {
         if self.threads.iter().any(|t| t.in_kfd_ioctl) {
             return Activity::BlockedInKfd;
         }
-        if self.threads.iter().any(|t| t.state == "D") {
+        if self.threads.iter().any(|t| t.is_blocked(self.pid)) {
             return Activity::BlockedInKernel;
         }
         match self.cpu_ms_in_sample {

@@ -35,17 +35,17 @@ impl StalledFile {
     /// Mounts a stalled file over the existing file at `path`; its content is what the file
     /// answers once released.
     pub fn mount_over(path: &Path) -> io::Result<StalledFile> {
-        Self::mount(path, 0, false)
+        Self::mount(path, 0..u64::MAX, false)
     }
 
-    /// Mounts a copy of the file at `path` (its real size) that answers reads below
-    /// `hold_from` and holds the rest: a model file whose metadata loads and whose tensor data
-    /// never arrives, as from a disk or network file system that stopped answering.
-    pub fn mount_holding_from(path: &Path, hold_from: u64) -> io::Result<StalledFile> {
-        Self::mount(path, hold_from, true)
+    /// Mounts a copy of the file at `path` (its real size) that answers reads outside `held`
+    /// and holds those starting inside it: a model file whose metadata loads and whose tensor
+    /// data never arrives, as from a disk or network file system that stopped answering.
+    pub fn mount_holding(path: &Path, held: std::ops::Range<u64>) -> io::Result<StalledFile> {
+        Self::mount(path, held, true)
     }
 
-    fn mount(path: &Path, hold_from: u64, real_size: bool) -> io::Result<StalledFile> {
+    fn mount(path: &Path, held: std::ops::Range<u64>, real_size: bool) -> io::Result<StalledFile> {
         let content = std::fs::read(path)?;
         let state = Arc::new(Mutex::new(State::default()));
         let mut attr = ATTR;
@@ -56,7 +56,7 @@ impl StalledFile {
         let filesystem = Stalling {
             state: Arc::clone(&state),
             content,
-            hold_from,
+            held,
             attr,
         };
         let mut config = fuser::Config::default();
@@ -120,8 +120,8 @@ fn lock(state: &Mutex<State>) -> std::sync::MutexGuard<'_, State> {
 struct Stalling {
     state: Arc<Mutex<State>>,
     content: Vec<u8>,
-    /// Reads starting at or past this offset are held.
-    hold_from: u64,
+    /// Reads starting in this range are held.
+    held: std::ops::Range<u64>,
     attr: FileAttr,
 }
 
@@ -166,7 +166,7 @@ impl Filesystem for Stalling {
     ) {
         let mut state = lock(&self.state);
         state.reads += 1;
-        if !state.released && offset >= self.hold_from {
+        if !state.released && self.held.contains(&offset) {
             state.held.push(reply);
             return;
         }

@@ -269,11 +269,21 @@ pub async fn run(args: DiagnoseArgs, ctx: &Context) -> anyhow::Result<ExitOutcom
         if run.process.is_none()
             && let Some(processes) = &node.processes
         {
-            match processes.processes.as_slice() {
-                [only] => run.process = Some(only.clone()),
-                [] => {}
-                many => run.unknowns.push(format!(
-                    "{} inference processes run on the node; none is tied to this log (name its pod with --pod)",
+            let model = run
+                .log
+                .as_ref()
+                .and_then(|(log, _, _)| log.model.as_deref());
+            let serving_model: Vec<&InferenceProcess> = processes
+                .processes
+                .iter()
+                .filter(|p| model.is_some() && p.arg_value(&["-m", "--model"]) == model)
+                .collect();
+            match (processes.processes.as_slice(), serving_model.as_slice()) {
+                ([only], _) => run.process = Some(only.clone()),
+                (_, [only]) => run.process = Some((*only).clone()),
+                ([], _) => {}
+                (many, _) => run.unknowns.push(format!(
+                    "{} inference processes run on the node and none alone loads this log's model; name its pod with --pod",
                     many.len()
                 )),
             }
@@ -848,13 +858,17 @@ fn node_state_words(
                 let waiting: Vec<String> = p
                     .threads
                     .iter()
-                    .filter(|t| t.state == "D")
-                    .map(|t| format!("{} {}", t.tid, t.wchan.as_deref().unwrap_or("?")))
+                    .filter(|t| t.is_blocked(p.pid))
+                    .map(|t| {
+                        format!(
+                            "{} {} in {}",
+                            t.tid,
+                            t.state,
+                            t.wchan.as_deref().unwrap_or("?")
+                        )
+                    })
                     .collect();
-                format!(
-                    "has threads in uninterruptible sleep (D: {})",
-                    waiting.join(", ")
-                )
+                format!("is held in the kernel (threads {})", waiting.join(", "))
             }
             Activity::Spinning => format!(
                 "is busy: {} ms of CPU in {sample_ms} ms (a busy-wait such as hsa_signal_wait, or work)",
