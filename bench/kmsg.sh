@@ -29,19 +29,7 @@ trap cleanup EXIT
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r)"
 
-now() { date +%s.%N; }
-best_of() { # best wall seconds of RUNS runs of "$@"
-  # Output goes to a file, not /dev/null: GNU grep stops at the first match when it sees
-  # /dev/null, which would time nothing.
-  local best=""
-  for _ in $(seq "$RUNS"); do
-    local s e t
-    s=$(now); "$@" > "$work/out"; e=$(now)
-    t=$(echo "$e - $s" | bc -l)
-    if [ -z "$best" ] || [ "$(echo "$t < $best" | bc -l)" = 1 ]; then best=$t; fi
-  done
-  echo "$best"
-}
+. bench/timing.sh
 
 # ---- (a) classification vs grep ----
 python3 bench/gen-kmsg-log.py "$LINES" "$work/mixed.log"

@@ -356,7 +356,9 @@ impl Snapshotter {
         let card_dirs: Vec<&cards::CardDir> = facts.cards.iter().map(|c| &c.dir).collect();
         sample(&mut reader, &card_dirs, &mut cards, options);
 
-        let inference = collect::processes::collect(&mut reader, &[], std::time::Duration::ZERO);
+        // A reader of its own: the held one would keep every process's files open.
+        let inference =
+            collect::processes::collect(&mut Reader::new(root), &[], std::time::Duration::ZERO);
         reader.problems.extend(inference.problems);
         let mut snapshot = model::Snapshot {
             agent_version: crate::AGENT_VERSION.to_owned(),

@@ -14,6 +14,8 @@ pub enum StopsIn {
     Upload,
     /// In `graph_reserve: reserving a graph`.
     GraphReserve,
+    /// Somewhere after `loading model`, at the default verbosity: the log cannot tell where.
+    Terse,
 }
 
 /// What the hung process runs with.
@@ -32,6 +34,14 @@ pub const CONTAINER_ID: &str = "5f4dcc3b5aa765d61d8327deb882cf995f4dcc3b5aa765d6
 
 /// The lines of a ROCm llama-server start at `-lv 4`/`-lv 5` up to the stall (message part).
 fn run_lines(stops_in: StopsIn) -> Vec<&'static str> {
+    if stops_in == StopsIn::Terse {
+        return vec![
+            "0.00.001.139 I srv  llama_server: initializing ...",
+            "0.00.003.170 I cmn  common_param: common_params_print_info: verbosity = 3 (adjust with the `-lv N` CLI arg)",
+            "0.00.004.832 I srv    load_model: loading model '/models/Qwen3-30B-A3B-Q4_K_M.gguf'",
+            "0.00.135.968 I cmn          init: llama threadpool init, n_threads = 16",
+        ];
+    }
     let mut lines = vec![
         "ggml_cuda_init: found 1 ROCm devices:",
         "  Device 0: AMD Radeon Graphics, gfx1151 (0x1151), VMM: no, Wave Size: 32",
@@ -174,17 +184,19 @@ impl HungNode {
         // The process: llama-server in the pod's container, one thread spinning.
         let proc_dir = root.join(format!("proc/{PID}"));
         write(&proc_dir.join("comm"), "llama-server\n")?;
-        let args = [
+        let mut args = vec![
             "/app/llama-server",
             "-m",
             "/models/Qwen3-30B-A3B-Q4_K_M.gguf",
             "-ngl",
             "999",
-            "-lv",
-            "5",
             "--host",
             "0.0.0.0",
         ];
+        // The verbose logs come from a server started at -lv 5; the terse one at the default.
+        if self.stops_in != StopsIn::Terse {
+            args.extend(["-lv", "5"]);
+        }
         write(&proc_dir.join("cmdline"), format!("{}\0", args.join("\0")))?;
         write(
             &proc_dir.join("environ"),

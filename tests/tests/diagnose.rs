@@ -161,6 +161,39 @@ fn in_process_every_inference_process_is_diagnosed_with_its_pod_log() -> anyhow:
 }
 
 #[test]
+fn a_terse_log_takes_its_phase_evidence_from_the_node_and_asks_for_lv4() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let root = HungNode {
+        stops_in: StopsIn::Terse,
+        environ: vec!["HSA_ENABLE_SDMA=0".into()],
+        stalled_for: Duration::from_secs(300),
+    }
+    .build(dir.path())?;
+    let root = root.to_string_lossy().into_owned();
+    let (code, json) = diagnose_json(&[
+        "diagnose",
+        "--host-root",
+        &root,
+        "--pod",
+        "llm/llama-0",
+        "-o",
+        "json",
+    ])?;
+    assert_eq!(code, 1, "{json:#}");
+    assert_eq!(json["outcome"], "stalled");
+    assert_eq!(json["phase_confidence"], "medium", "{json:#}");
+    let evidence = json["phase_evidence"].to_string();
+    assert!(
+        evidence.contains("default verbosity") && evidence.contains("/dev/kfd"),
+        "{evidence}"
+    );
+    let strategies = ids(&json, "strategies");
+    assert!(strategies.contains(&"log_verbosity_4"), "{strategies:?}");
+    assert!(strategies.contains(&"cwsr_disable"), "{strategies:?}");
+    Ok(())
+}
+
+#[test]
 fn bad_inputs_are_exit_2_naming_them() -> anyhow::Result<()> {
     let dir = tempfile::tempdir()?;
     let empty = dir.path().join("empty.log");

@@ -64,6 +64,14 @@ pub fn inference_program(comm: &str, cmdline: &[String]) -> Option<&'static str>
     Some(by_name)
 }
 
+/// Whether a process named `comm`, running the executable at `exe`, may be an inference
+/// program: the cheap test before its arguments are read.
+fn may_be_inference_program(comm: &str, exe: &str) -> bool {
+    let exe = exe.trim_end_matches(" (deleted)");
+    let exe = exe.rsplit('/').next().unwrap_or("");
+    inference_program(comm, &[exe.to_owned(), "runner".to_owned()]).is_some()
+}
+
 /// `/proc/PID/cmdline`: NUL-separated arguments (a trailing NUL ends the last).
 pub fn split_cmdline(bytes: &[u8]) -> Vec<String> {
     bytes
@@ -145,6 +153,13 @@ pub fn collect(reader: &mut Reader<'_>, cards: &[CardDir], window: Duration) -> 
         let Some(comm) = reader.line(&dir.join("comm")) else {
             continue;
         };
+        // `cmdline` waits on the process's memory lock, which a process stuck in the kernel
+        // (rocm-smi in D state) may hold: it is read only for a name that may be one of ours.
+        // The executable's link needs no such lock.
+        let exe = reader.link(&dir.join("exe")).unwrap_or_default();
+        if !may_be_inference_program(&comm, &exe) {
+            continue;
+        }
         let cmdline = split_cmdline(&reader.bytes(&dir.join("cmdline")).unwrap_or_default());
         let Some(program) = inference_program(&comm, &cmdline) else {
             continue;
@@ -462,6 +477,21 @@ mod tests {
             inference_program("bash", &args("bash -c llama-server")),
             None
         );
+    }
+
+    #[test]
+    fn only_names_that_may_be_ours_get_their_arguments_read() {
+        assert!(may_be_inference_program("llama-server", ""));
+        assert!(may_be_inference_program(
+            "python3",
+            "/app/llama-server (deleted)"
+        ));
+        assert!(may_be_inference_program("ollama", "/usr/bin/ollama"));
+        assert!(!may_be_inference_program(
+            "rocm-smi",
+            "/opt/rocm/bin/rocm-smi"
+        ));
+        assert!(!may_be_inference_program("kworker/0:1", ""));
     }
 
     #[test]

@@ -37,7 +37,7 @@ const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 const WINDOW_LEAD: Duration = Duration::from_secs(60);
 /// How long waiting for the agent's kernel event history may take.
 const KERNEL_EVENTS_TIMEOUT: Duration = Duration::from_secs(20);
-/// Line shown per kept phase in the table output, at most.
+/// Evidence and error lines the table output shows, at most (JSON has them all).
 const MAX_EVIDENCE: usize = 16;
 
 /// Flags of `nodectl diagnose`.
@@ -554,10 +554,6 @@ async fn kernel_incidents(client: &mut NodeClient) -> anyhow::Result<Vec<Inciden
     Ok(incidents.into_values().collect())
 }
 
-fn seconds(d: Duration) -> u64 {
-    d.as_secs()
-}
-
 fn diagnose(
     run: Run,
     node: &NodeState,
@@ -774,7 +770,7 @@ fn diagnose(
     }
 
     let stalled_for_s = (outcome == Some(Outcome::Stalled))
-        .then_some(quiet_for.map(seconds))
+        .then_some(quiet_for.as_ref().map(Duration::as_secs))
         .flatten();
     let node_state = node_state_words(process.as_ref(), activity, sample_ms, &trends);
     let timeline = joined_timeline(log.as_ref(), &incidents, last_line_at);
@@ -796,7 +792,7 @@ fn diagnose(
         phase_evidence,
         outcome,
         stalled_for_s,
-        quiet_for_s: quiet_for.map(seconds),
+        quiet_for_s: quiet_for.as_ref().map(Duration::as_secs),
         verdict,
         node_state,
         log_source,
