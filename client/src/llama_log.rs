@@ -262,6 +262,140 @@ impl LlamaLog {
     }
 }
 
+/// Every literal the line rules look for anywhere in a line. One Aho-Corasick pass per line
+/// finds which occur, so each rule is a lookup among the few found instead of a search of the
+/// line (the searches were most of the time spent on a serving log).
+const NEEDLES: &[&str] = &[
+    "fitting params to device memory",
+    "successfully fit params",
+    "took",
+    "failed",
+    "successfully fit",
+    "failed to fit",
+    ": ",
+    "warming up the model",
+    "compute buffer size",
+    "graph nodes",
+    "graph splits",
+    "msg=\"compute graph\"",
+    "KV self size",
+    "model load progress",
+    "layers to GPU",
+    "msg=\"model weights\"",
+    "model loaded",
+    "server is listening on",
+    "llama runner started",
+    "all slots are idle",
+    "stop processing",
+    "n_decoded =",
+    "n_gen =",
+    "prompt done",
+    "processing task",
+    "new prompt",
+    "prompt processing",
+    "waiting for llama-server",
+    "invalid device function",
+    "No compatible code objects found",
+    "ROCm error",
+    "compute_forward:",
+    "failed to allocate",
+    "unable to allocate",
+    "ErrorOutOfDeviceMemory",
+    "Device memory allocation of size",
+    "HSA_STATUS_ERROR",
+    "Memory access fault by GPU",
+    "HW Exception by GPU",
+    "Memory critical error",
+    "GGML_ABORT",
+    "GGML_ASSERT",
+    "Aborted (core dumped)",
+    "failed to load model",
+    "error loading model",
+    "starting server in router mode",
+    "ROCm devices",
+    "ROCm0",
+    "libggml-hip",
+    "Vulkan0",
+    "CUDA devices",
+    "CUDA0",
+    "CPU_Mapped model buffer size",
+    "file size   = ",
+    "(load_mode = ",
+    "(mmap = ",
+    "direct_io = ",
+    "Flash Attention was ",
+    "offloaded ",
+    "verbosity = ",
+    "build: ",
+    "build_info: ",
+    "print_info: build ",
+    "common_params_print_info: build ",
+    "loading model '",
+    "flash_attn",
+    "n_ctx",
+    "n_ctx_slot",
+];
+
+static FINDER: std::sync::LazyLock<Option<aho_corasick::AhoCorasick>> =
+    std::sync::LazyLock::new(|| aho_corasick::AhoCorasick::new(NEEDLES).ok());
+
+/// The needles one line holds.
+#[derive(Debug, Default)]
+struct Hits {
+    found: Vec<usize>,
+    /// The automaton could not be built (never, for these literals): search each needle.
+    line: Option<String>,
+}
+
+impl Hits {
+    fn scan(&mut self, body: &str) {
+        self.found.clear();
+        self.line = None;
+        match FINDER.as_ref() {
+            Some(finder) => {
+                for m in finder.find_overlapping_iter(body) {
+                    let index = m.pattern().as_usize();
+                    if !self.found.contains(&index) {
+                        self.found.push(index);
+                    }
+                }
+            }
+            None => self.line = Some(body.to_owned()),
+        }
+    }
+
+    /// [`value_after`], searched only when the key is in the line.
+    fn value_after<'a>(&self, body: &'a str, key: &str) -> Option<&'a str> {
+        self.has(key).then(|| value_after(body, key)).flatten()
+    }
+
+    fn quoted_after<'a>(&self, body: &'a str, key: &str) -> Option<&'a str> {
+        self.has(key).then(|| quoted_after(body, key)).flatten()
+    }
+
+    fn assigned<'a>(&self, body: &'a str, key: &str) -> Option<&'a str> {
+        self.has(key).then(|| assigned(body, key)).flatten()
+    }
+
+    fn has(&self, needle: &str) -> bool {
+        debug_assert!(
+            NEEDLES.contains(&needle),
+            "{needle:?} is missing from NEEDLES"
+        );
+        match &self.line {
+            Some(line) => line.contains(needle),
+            // Most lines hold no needle at all, or one or two.
+            None => {
+                !self.found.is_empty()
+                    && self
+                        .found
+                        .iter()
+                        .any(|&i| NEEDLES[i].len() == needle.len() && NEEDLES[i] == needle)
+            }
+        }
+    }
+}
+
 /// Reads a whole log, line by line.
 pub fn parse<'a>(lines: impl IntoIterator<Item = &'a str>) -> LlamaLog {
     let mut parser = Parser::default();
@@ -293,6 +427,8 @@ struct Stripped<'a> {
 pub struct Parser {
     log: LlamaLog,
     in_fit: bool,
+    /// The needles of the line being read (kept to reuse its buffer).
+    hits: Hits,
     /// A router (`llama-server` without `-m`): the run is its child's, whose lines come back
     /// prefixed `[PORT] `; the router's own lines (its `listening on`) are not the model's.
     router: bool,
@@ -353,7 +489,15 @@ impl Parser {
             self.log.lines_recognised += 1;
         }
         if !trimmed.is_empty() {
-            self.log.last_line = Some((number, trimmed.to_owned()));
+            // The buffer is reused: one allocation per log, not per line.
+            match &mut self.log.last_line {
+                Some((last, text)) => {
+                    *last = number;
+                    text.clear();
+                    text.push_str(trimmed);
+                }
+                None => self.log.last_line = Some((number, trimmed.to_owned())),
+            }
         }
         if stripped.time.since_start_s.is_some() || stripped.time.wall.is_some() {
             self.log.last_time = stripped.time;
@@ -362,15 +506,29 @@ impl Parser {
 
     /// Places one body in its phase and takes its facts; whether it was llama.cpp's.
     fn classify(&mut self, number: u64, body: &str, stripped: &Stripped<'_>) -> bool {
-        if body.contains("starting server in router mode") {
+        let mut hits = std::mem::take(&mut self.hits);
+        hits.scan(body);
+        let recognised = self.classify_with(number, body, stripped, &hits);
+        self.hits = hits;
+        recognised
+    }
+
+    fn classify_with(
+        &mut self,
+        number: u64,
+        body: &str,
+        stripped: &Stripped<'_>,
+        hits: &Hits,
+    ) -> bool {
+        if hits.has("starting server in router mode") {
             self.router = true;
         }
         if self.router && !stripped.child {
             // The router's own line: its start, never the model's phases.
             return true;
         }
-        let facts = self.facts(number, body);
-        let phase = self.phase_of(body, stripped.dots);
+        let facts = self.facts(number, body, hits);
+        let phase = self.phase_of(body, stripped.dots, hits);
         // Progress dots glued in front of a line are the upload that went before it, whatever
         // the line is (a request log line can land in the middle of an upload).
         if stripped.dots
@@ -412,8 +570,8 @@ impl Parser {
         timeline.push(PhaseMark { phase, line, time });
     }
 
-    fn phase_of(&mut self, body: &str, dots: bool) -> Option<Phase> {
-        let has = |s: &str| body.contains(s);
+    fn phase_of(&mut self, body: &str, dots: bool, hits: &Hits) -> Option<Phase> {
+        let has = |s: &str| hits.has(s);
         let starts = |s: &str| body.starts_with(s);
         // The fit pre-pass runs a whole mock load: its lines are the pre-pass, not the load.
         if has("fitting params to device memory") || starts("llama_params_fit") {
@@ -534,10 +692,10 @@ impl Parser {
     }
 
     /// Takes the facts a line states; whether it stated one.
-    fn facts(&mut self, number: u64, body: &str) -> bool {
+    fn facts(&mut self, number: u64, body: &str, hits: &Hits) -> bool {
         let log = &mut self.log;
         let mut found = false;
-        if let Some(kind) = error_kind(body) {
+        if let Some(kind) = error_kind(hits) {
             log.errors_total += 1;
             if log.errors.len() < MAX_ERRORS_KEPT {
                 log.errors.push(LogError {
@@ -548,25 +706,25 @@ impl Parser {
             }
             found = true;
         }
-        if body.contains("ROCm devices")
-            || body.contains("ROCm0")
-            || body.contains("ROCm error")
-            || body.contains("libggml-hip")
+        if hits.has("ROCm devices")
+            || hits.has("ROCm0")
+            || hits.has("ROCm error")
+            || hits.has("libggml-hip")
         {
             log.backend = Some(Backend::Rocm);
             self.gpu_seen = true;
             found = true;
-        } else if body.starts_with("ggml_vulkan:") || body.contains("Vulkan0") {
+        } else if body.starts_with("ggml_vulkan:") || hits.has("Vulkan0") {
             if log.backend != Some(Backend::Rocm) {
                 log.backend = Some(Backend::Vulkan);
             }
             self.gpu_seen = true;
             found = true;
-        } else if body.contains("CUDA devices") || body.contains("CUDA0") {
+        } else if hits.has("CUDA devices") || hits.has("CUDA0") {
             log.backend.get_or_insert(Backend::Cuda);
             self.gpu_seen = true;
             found = true;
-        } else if !self.gpu_seen && body.contains("CPU_Mapped model buffer size") {
+        } else if !self.gpu_seen && hits.has("CPU_Mapped model buffer size") {
             log.backend.get_or_insert(Backend::Cpu);
         }
         if let Some(device) = device_line(body)
@@ -576,18 +734,19 @@ impl Parser {
             log.devices.push(device);
             found = true;
         }
-        if let Some(path) = quoted_after(body, "loading model '") {
+        if let Some(path) = hits.quoted_after(body, "loading model '") {
             log.model = Some(path.to_owned());
             found = true;
         }
-        if let Some(size) = value_after(body, "file size   = ") {
+        if let Some(size) = hits.value_after(body, "file size   = ") {
             log.model_size = Some(size.trim().to_owned());
         }
-        if let Some(mode) = value_after(body, "(load_mode = ") {
+        if let Some(mode) = hits.value_after(body, "(load_mode = ") {
             log.load_mode = Some(mode.trim_end_matches(')').trim().to_owned());
-        } else if let Some(mmap) = value_after(body, "(mmap = ") {
+        } else if let Some(mmap) = hits.value_after(body, "(mmap = ") {
             let mmap = mmap.split([',', ')']).next().unwrap_or("").trim();
-            let direct_io = value_after(body, "direct_io = ")
+            let direct_io = hits
+                .value_after(body, "direct_io = ")
                 .map(|d| d.trim_end_matches(')').trim())
                 .is_some_and(|d| d == "true");
             log.load_mode = Some(match (mmap, direct_io) {
@@ -596,35 +755,38 @@ impl Parser {
                 _ => "none".to_owned(),
             });
         }
-        if let Some(flash) = assigned(body, "flash_attn") {
+        if let Some(flash) = hits.assigned(body, "flash_attn") {
             log.flash_attention = flash.split_whitespace().next().map(str::to_owned);
-        } else if let Some(flash) = value_after(body, "Flash Attention was ") {
+        } else if let Some(flash) = hits.value_after(body, "Flash Attention was ") {
             log.flash_attention = flash.rsplit(' ').next().map(str::to_owned);
         }
-        if let Some(n_ctx) = assigned(body, "n_ctx")
-            .or_else(|| assigned(body, "n_ctx_slot"))
+        if let Some(n_ctx) = hits
+            .assigned(body, "n_ctx")
+            .or_else(|| hits.assigned(body, "n_ctx_slot"))
             .and_then(leading_number)
         {
             log.n_ctx = Some(n_ctx);
         }
-        if let Some(layers) = value_after(body, "offloaded ").and_then(|v| {
+        if let Some(layers) = hits.value_after(body, "offloaded ").and_then(|v| {
             let (done, rest) = v.split_once('/')?;
             let total = rest.split_whitespace().next()?;
             Some((done.trim().parse().ok()?, total.parse().ok()?))
         }) {
             log.layers_offloaded = Some(layers);
         }
-        if let Some(verbosity) = value_after(body, "verbosity = ")
+        if let Some(verbosity) = hits
+            .value_after(body, "verbosity = ")
             .and_then(leading_number)
             .and_then(|v| u8::try_from(v).ok())
         {
             log.verbosity = Some(verbosity);
         }
         if log.build.is_none()
-            && let Some(build) = value_after(body, "build: ")
-                .or_else(|| value_after(body, "build_info: "))
-                .or_else(|| value_after(body, "print_info: build "))
-                .or_else(|| value_after(body, "common_params_print_info: build "))
+            && let Some(build) = hits
+                .value_after(body, "build: ")
+                .or_else(|| hits.value_after(body, "build_info: "))
+                .or_else(|| hits.value_after(body, "print_info: build "))
+                .or_else(|| hits.value_after(body, "common_params_print_info: build "))
         {
             log.build = Some(build.trim().chars().take(80).collect());
         }
@@ -643,8 +805,8 @@ impl Parser {
 }
 
 /// The error a line reports, if it reports one.
-fn error_kind(body: &str) -> Option<ErrorKind> {
-    let has = |s: &str| body.contains(s);
+fn error_kind(hits: &Hits) -> Option<ErrorKind> {
+    let has = |s: &str| hits.has(s);
     Some(
         if has("invalid device function") || has("No compatible code objects found") {
             ErrorKind::InvalidDeviceFunction
@@ -769,7 +931,12 @@ fn cri_line(line: &str) -> Option<(jiff::Timestamp, bool, &str)> {
 
 /// LM Studio's `2026-01-21 16:56:58 [DEBUG]` line, alone.
 fn lm_studio_stamp(line: &str) -> Option<jiff::Timestamp> {
-    let (stamp, level) = line.trim_end().rsplit_once(" [")?;
+    let line = line.trim_end();
+    // Cheap tests first: this runs on every line.
+    if !line.ends_with(']') || !line.as_bytes().first().is_some_and(u8::is_ascii_digit) {
+        return None;
+    }
+    let (stamp, level) = line.rsplit_once(" [")?;
     if !level.ends_with(']')
         || !level[..level.len() - 1]
             .chars()
@@ -963,6 +1130,39 @@ fn ollama_msg(line: &str) -> Option<String> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    /// Every literal a rule looks up is in NEEDLES (a missing one would never be found).
+    #[test]
+    fn every_looked_up_literal_is_a_needle() {
+        let source = include_str!("llama_log.rs");
+        let mut checked = 0;
+        for call in [
+            "has(\"",
+            "value_after(body, \"",
+            "quoted_after(body, \"",
+            "assigned(body, \"",
+        ] {
+            for (at, _) in source.match_indices(call) {
+                let rest = &source[at + call.len()..];
+                // Up to the first quote that is not escaped; `\"` stands for `"`.
+                let bytes = rest.as_bytes();
+                let Some(end) = (0..bytes.len())
+                    .find(|&k| bytes[k] == b'"' && (k == 0 || bytes[k - 1] != b'\\'))
+                else {
+                    continue;
+                };
+                let literal = rest[..end].replace("\\\"", "\"");
+                if source[..at].ends_with("hits.") || call == "has(\"" {
+                    assert!(
+                        NEEDLES.contains(&literal.as_str()),
+                        "{literal:?} is not in NEEDLES"
+                    );
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 60, "{checked}");
+    }
+
     use super::*;
 
     fn phases(log: &LlamaLog) -> Vec<Phase> {
