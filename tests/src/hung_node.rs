@@ -86,16 +86,12 @@ fn rfc3339_nanos(t: SystemTime) -> anyhow::Result<String> {
 }
 
 impl HungNode {
-    /// Builds the tree under `dir/root` from the `strix-halo-risky` fixture (`cwsr_enable=1`
+    /// Builds the tree from a copy of the `strix-halo-risky` fixture (`cwsr_enable=1`
     /// on a kernel without the CWSR fix, MES 0x83).
-    pub fn build(&self, dir: &Path) -> anyhow::Result<PathBuf> {
-        let status = std::process::Command::new("cp")
-            .arg("-a")
-            .arg(crate::harness::node_fixture("strix-halo-risky"))
-            .arg(dir.join("root"))
-            .status()?;
-        anyhow::ensure!(status.success(), "cp -a strix-halo-risky");
-        let root = dir.join("root");
+    /// The tree is `root/` of the returned directory.
+    pub fn build(&self) -> anyhow::Result<(tempfile::TempDir, PathBuf)> {
+        let dir = crate::harness::node_fixture_copy("strix-halo-risky")?;
+        let root = dir.path().join("root");
         let now = SystemTime::now();
         let last_line_at = now - self.stalled_for;
         let lines = run_lines(self.stops_in);
@@ -252,6 +248,6 @@ impl HungNode {
         write(&kfd.join("pasid"), "32770\n")?;
         write(&kfd.join("vram_53241"), "18198265856\n")?;
         write(&kfd.join("stats_53241/evicted_ms"), "0\n")?;
-        Ok(root)
+        Ok((dir, root))
     }
 }

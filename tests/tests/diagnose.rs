@@ -26,10 +26,27 @@ fn diagnose_json(args: &[&str]) -> anyhow::Result<(i32, Value)> {
     Ok((run.code, json))
 }
 
+/// `diagnose --pod POD -o json` through an agent over the hung node's tree.
+fn through_an_agent(node: &HungNode, pod: &str) -> anyhow::Result<(i32, Value)> {
+    let (_dir, root) = node.build()?;
+    let agent = Agent::start(&root, &[])?;
+    let endpoint = format!("http://{}", agent.listener("grpc").unwrap_or_default());
+    let answer = diagnose_json(&[
+        "diagnose",
+        "--endpoint",
+        &endpoint,
+        "--pod",
+        pod,
+        "-o",
+        "json",
+    ]);
+    agent.terminate()?;
+    answer
+}
+
 #[test]
 fn an_upload_stall_with_a_mes_hang_puts_hsa_enable_sdma_first() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let root = HungNode {
+    let node = HungNode {
         stops_in: StopsIn::Upload,
         environ: vec![
             "PATH=/usr/bin".into(),
@@ -37,19 +54,8 @@ fn an_upload_stall_with_a_mes_hang_puts_hsa_enable_sdma_first() -> anyhow::Resul
             "API_TOKEN=secret".into(),
         ],
         stalled_for: Duration::from_secs(300),
-    }
-    .build(dir.path())?;
-    let agent = Agent::start(&root, &[])?;
-    let endpoint = format!("http://{}", agent.listener("grpc").unwrap_or_default());
-    let (code, json) = diagnose_json(&[
-        "diagnose",
-        "--endpoint",
-        &endpoint,
-        "--pod",
-        "llm/llama-0",
-        "-o",
-        "json",
-    ])?;
+    };
+    let (code, json) = through_an_agent(&node, "llm/llama-0")?;
     assert_eq!(code, 1, "stalled is exit 1: {json:#}");
     assert_eq!(json["phase"], "upload", "{json:#}");
     assert_eq!(json["phase_confidence"], "high");
@@ -82,30 +88,17 @@ fn an_upload_stall_with_a_mes_hang_puts_hsa_enable_sdma_first() -> anyhow::Resul
         !text.contains("secret") && !text.contains("API_TOKEN"),
         "{text}"
     );
-    agent.terminate()?;
     Ok(())
 }
 
 #[test]
 fn with_sdma_off_and_a_graph_reserve_stall_cwsr_is_proposed_not_sdma() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let root = HungNode {
+    let node = HungNode {
         stops_in: StopsIn::GraphReserve,
         environ: vec!["HSA_ENABLE_SDMA=0".into()],
         stalled_for: Duration::from_secs(600),
-    }
-    .build(dir.path())?;
-    let agent = Agent::start(&root, &[])?;
-    let endpoint = format!("http://{}", agent.listener("grpc").unwrap_or_default());
-    let (code, json) = diagnose_json(&[
-        "diagnose",
-        "--endpoint",
-        &endpoint,
-        "--pod",
-        "llm/llama-0/server",
-        "-o",
-        "json",
-    ])?;
+    };
+    let (code, json) = through_an_agent(&node, "llm/llama-0/server")?;
     assert_eq!(code, 1);
     assert_eq!(json["phase"], "graph_reserve", "{json:#}");
     assert_eq!(json["outcome"], "stalled");
@@ -117,19 +110,17 @@ fn with_sdma_off_and_a_graph_reserve_stall_cwsr_is_proposed_not_sdma() -> anyhow
         left_out.contains("HSA_ENABLE_SDMA=0")
             || !ids(&json, "known_issues").contains(&"sdma_upload_stall")
     );
-    agent.terminate()?;
     Ok(())
 }
 
 #[test]
 fn in_process_every_inference_process_is_diagnosed_with_its_pod_log() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let root = HungNode {
+    let (_dir, root) = HungNode {
         stops_in: StopsIn::Upload,
         environ: vec!["HSA_ENABLE_SDMA=1".into()],
         stalled_for: Duration::from_secs(200),
     }
-    .build(dir.path())?;
+    .build()?;
     let root = root.to_string_lossy().into_owned();
     let (code, json) = diagnose_json(&["diagnose", "--host-root", &root, "-o", "json"])?;
     assert_eq!(code, 1, "{json:#}");
@@ -162,13 +153,12 @@ fn in_process_every_inference_process_is_diagnosed_with_its_pod_log() -> anyhow:
 
 #[test]
 fn a_terse_log_takes_its_phase_evidence_from_the_node_and_asks_for_lv4() -> anyhow::Result<()> {
-    let dir = tempfile::tempdir()?;
-    let root = HungNode {
+    let (_dir, root) = HungNode {
         stops_in: StopsIn::Terse,
         environ: vec!["HSA_ENABLE_SDMA=0".into()],
         stalled_for: Duration::from_secs(300),
     }
-    .build(dir.path())?;
+    .build()?;
     let root = root.to_string_lossy().into_owned();
     let (code, json) = diagnose_json(&[
         "diagnose",

@@ -173,7 +173,7 @@ pub fn collect(reader: &mut Reader<'_>, cards: &[CardDir], window: Duration) -> 
         ));
     }
 
-    let mut memory_start: Vec<_> = cards
+    let memory_start: Vec<_> = cards
         .iter()
         .map(|c| memory::collect(reader, &c.device))
         .collect();
@@ -200,7 +200,7 @@ pub fn collect(reader: &mut Reader<'_>, cards: &[CardDir], window: Duration) -> 
                 }
             }
             if let Some(kfd) = &mut process.kfd {
-                let (_, evicted_after) = kfd_sums(reader, process.pid);
+                let evicted_after = kfd_process(reader, process.pid).and_then(|k| k.evicted_ms);
                 if let (Some(a), Some(b)) = (evicted_after, kfd.evicted_ms) {
                     kfd.evicted_ms_in_sample = Some(a.saturating_sub(b));
                     kfd.evicted_ms = Some(a);
@@ -208,7 +208,7 @@ pub fn collect(reader: &mut Reader<'_>, cards: &[CardDir], window: Duration) -> 
             }
         }
     }
-    for (card, start) in cards.iter().zip(memory_start.iter_mut()) {
+    for (card, start) in cards.iter().zip(&memory_start) {
         let end = (!window.is_zero()).then(|| memory::collect(reader, &card.device));
         let end = end.as_ref().unwrap_or(start);
         out.cards.push(CardMemoryTrend {
@@ -285,6 +285,7 @@ fn read_process(
 
     let (kfd_fds, dri_handles) = gpu_handles(reader, dir);
     let mut threads = Vec::new();
+    let mut thread_ticks = HashMap::new();
     let mut threads_total = 0u32;
     for (name, task) in reader.dir(&dir.join("task")).unwrap_or_default() {
         let Ok(tid) = name.parse::<u32>() else {
@@ -303,6 +304,7 @@ fn read_process(
         let in_kfd_ioctl = reader
             .line(&task.join("syscall"))
             .is_some_and(|line| in_ioctl_on(&line, &kfd_fds));
+        thread_ticks.insert(tid, stat.utime + stat.stime);
         threads.push(ProcessThread {
             tid,
             name: stat.comm.clone(),
@@ -312,16 +314,7 @@ fn read_process(
             cpu_ms_in_sample: None,
         });
     }
-    let kfd = {
-        let (pasid, evicted_ms) = kfd_sums(reader, pid);
-        let vram_bytes = kfd_vram(reader, pid);
-        (pasid.is_some() || vram_bytes.is_some() || evicted_ms.is_some()).then_some(KfdProcess {
-            pasid,
-            vram_bytes,
-            evicted_ms,
-            evicted_ms_in_sample: None,
-        })
-    };
+    let kfd = kfd_process(reader, pid);
     let process = InferenceProcess {
         pid,
         program: program.to_owned(),
@@ -346,13 +339,10 @@ fn read_process(
         started_at,
         threads,
     };
+    // The window's first reading is the one just taken, not a second read of the same files.
     let ticks = Ticks {
         process: stat.map(|s| s.utime + s.stime),
-        threads: HashMap::new(),
-    };
-    let ticks = Ticks {
-        threads: read_ticks(reader, dir, &process.threads).threads,
-        ..ticks
+        threads: thread_ticks,
     };
     (process, ticks)
 }
@@ -396,33 +386,27 @@ fn in_ioctl_on(line: &str, kfd_fds: &[u64]) -> bool {
     nr == nix::libc::SYS_ioctl && fd.is_some_and(|fd| kfd_fds.contains(&fd))
 }
 
-/// The PASID and the summed `stats_*/evicted_ms` of a process under `/sys/class/kfd/kfd/proc`.
-fn kfd_sums(reader: &mut Reader<'_>, pid: u32) -> (Option<u32>, Option<u64>) {
+/// A process's `/sys/class/kfd/kfd/proc/<pid>`: its PASID, `vram_*` and `stats_*/evicted_ms`
+/// summed over the GPUs; `None` when the process does not hold `/dev/kfd`.
+fn kfd_process(reader: &mut Reader<'_>, pid: u32) -> Option<KfdProcess> {
     let dir = reader.root.path(format!("/sys/class/kfd/kfd/proc/{pid}"));
-    let pasid = reader.parsed(&dir.join("pasid"), parse_number::<u32>);
-    let mut evicted = None::<u64>;
-    for (name, path) in reader.dir(&dir).unwrap_or_default() {
-        if name.starts_with("stats_")
-            && let Some(ms) = reader.parsed(&path.join("evicted_ms"), parse_number::<u64>)
-        {
-            evicted = Some(evicted.unwrap_or(0).saturating_add(ms));
-        }
-    }
-    (pasid, evicted)
-}
-
-/// The summed `vram_<gpuid>` of a process under `/sys/class/kfd/kfd/proc`.
-fn kfd_vram(reader: &mut Reader<'_>, pid: u32) -> Option<u64> {
-    let dir = reader.root.path(format!("/sys/class/kfd/kfd/proc/{pid}"));
-    let mut vram = None::<u64>;
-    for (name, path) in reader.dir(&dir).unwrap_or_default() {
+    let entries = reader.dir(&dir)?;
+    let mut kfd = KfdProcess {
+        pasid: reader.parsed(&dir.join("pasid"), parse_number::<u32>),
+        ..KfdProcess::default()
+    };
+    for (name, path) in entries {
         if name.starts_with("vram_")
             && let Some(bytes) = reader.parsed(&path, parse_number::<u64>)
         {
-            vram = Some(vram.unwrap_or(0).saturating_add(bytes));
+            kfd.vram_bytes = Some(kfd.vram_bytes.unwrap_or(0).saturating_add(bytes));
+        } else if name.starts_with("stats_")
+            && let Some(ms) = reader.parsed(&path.join("evicted_ms"), parse_number::<u64>)
+        {
+            kfd.evicted_ms = Some(kfd.evicted_ms.unwrap_or(0).saturating_add(ms));
         }
     }
-    vram
+    Some(kfd)
 }
 
 /// Pod UID → `namespace/name`, from the kubelet's log directories (`<ns>_<name>_<uid>`).

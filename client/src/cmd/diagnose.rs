@@ -189,6 +189,8 @@ struct NodeState {
     label: String,
     snapshot: Option<Snapshot>,
     processes: Option<InferenceProcesses>,
+    /// Why the processes could not be listed: with nothing named to diagnose, that is the answer.
+    processes_error: Option<anyhow::Error>,
     /// The agent's incidents (latest update of each), and the event ids seen in each.
     incidents: Option<Vec<Incident>>,
     unknowns: Vec<String>,
@@ -225,10 +227,14 @@ pub async fn run(args: DiagnoseArgs, ctx: &Context) -> anyhow::Result<ExitOutcom
         rules: None,
     };
     let mut client = target.connect(&options).await?;
-    let node = read_node(&mut client, target).await;
+    let mut node = read_node(&mut client, target).await;
 
     let mut runs = Vec::new();
     let named = file_log.is_some() || pod.is_some() || url.is_some();
+    if !named && let Some(e) = node.processes_error.take() {
+        // Not "no process found": the node could not say.
+        return Err(e.context(format!("listing the inference processes of {}", node.label)));
+    }
     if named {
         let mut run = Run {
             subject: String::new(),
@@ -499,6 +505,7 @@ async fn read_node(client: &mut NodeClient, target: &Target) -> NodeState {
             None
         }
     };
+    let mut processes_error = None;
     let processes = match client.inference_processes(PROCESS_SAMPLE).await {
         Ok(p) => {
             for problem in &p.problems {
@@ -508,6 +515,7 @@ async fn read_node(client: &mut NodeClient, target: &Target) -> NodeState {
         }
         Err(e) => {
             unknowns.push(format!("inference processes: {e:#}"));
+            processes_error = Some(e);
             None
         }
     };
@@ -530,6 +538,7 @@ async fn read_node(client: &mut NodeClient, target: &Target) -> NodeState {
         label: target.label(),
         snapshot,
         processes,
+        processes_error,
         incidents,
         unknowns,
     }
@@ -1152,7 +1161,12 @@ fn diagnosis_text(d: &Diagnosis) -> String {
         );
     }
     if d.known_issues.is_empty() {
-        line(&mut out, "  known issues: none matches".to_owned());
+        let scope = if d.unknowns.is_empty() {
+            "none matches"
+        } else {
+            "none matches what could be read (below)"
+        };
+        line(&mut out, format!("  known issues: {scope}"));
     } else {
         line(&mut out, "  known issues:".to_owned());
         for m in &d.known_issues {
