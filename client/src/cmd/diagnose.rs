@@ -6,7 +6,6 @@
 //! how sure it is.
 
 use std::collections::BTreeMap;
-use std::io::BufRead as _;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -33,6 +32,9 @@ use crate::render;
 const PROCESS_SAMPLE: Duration = Duration::from_secs(1);
 /// Bytes of a log read from a file or standard input; a verbose run of days is far less.
 const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024 * 1024;
+/// A log's read size: lines are cut out of the buffer, and one that spans two reads is copied,
+/// so reads much longer than a line.
+const LOG_READ_BUFFER_BYTES: usize = 256 * 1024;
 /// How long before a run's first line a kernel incident still belongs to its window.
 const WINDOW_LEAD: Duration = Duration::from_secs(60);
 /// How long waiting for the agent's kernel event history may take.
@@ -419,7 +421,10 @@ fn read_log_file(path: &str) -> anyhow::Result<(LlamaLog, LogSource, Option<jiff
     let (reader, name, mtime): (Box<dyn std::io::BufRead>, String, Option<jiff::Timestamp>) =
         if path == "-" {
             (
-                Box::new(std::io::BufReader::new(std::io::stdin())),
+                Box::new(std::io::BufReader::with_capacity(
+                    LOG_READ_BUFFER_BYTES,
+                    std::io::stdin(),
+                )),
                 "standard input".to_owned(),
                 None,
             )
@@ -431,7 +436,10 @@ fn read_log_file(path: &str) -> anyhow::Result<(LlamaLog, LogSource, Option<jiff
                 .ok()
                 .and_then(|t| jiff::Timestamp::try_from(t).ok());
             (
-                Box::new(std::io::BufReader::new(file)),
+                Box::new(std::io::BufReader::with_capacity(
+                    LOG_READ_BUFFER_BYTES,
+                    file,
+                )),
                 path.to_owned(),
                 mtime,
             )
@@ -448,21 +456,9 @@ fn read_log_file(path: &str) -> anyhow::Result<(LlamaLog, LogSource, Option<jiff
     ))
 }
 
-/// Parses a stream line by line: invalid UTF-8 is replaced, not refused (logs carry binary
-/// noise), and nothing past [`MAX_LOG_BYTES`] is read.
+/// Parses a stream as [`llama_log::parse_reader`] does, up to [`MAX_LOG_BYTES`].
 pub fn parse_reader(reader: impl std::io::BufRead) -> std::io::Result<LlamaLog> {
-    let mut reader = std::io::Read::take(reader, MAX_LOG_BYTES);
-    let mut parser = llama_log::Parser::default();
-    let mut line = Vec::new();
-    loop {
-        line.clear();
-        if reader.read_until(b'\n', &mut line)? == 0 {
-            break;
-        }
-        let text = String::from_utf8_lossy(&line);
-        parser.push(text.trim_end_matches(['\n', '\r']));
-    }
-    Ok(parser.finish())
+    llama_log::parse_reader(reader, MAX_LOG_BYTES)
 }
 
 /// An empty log, or one with nothing of llama.cpp's in it, is an input error.
