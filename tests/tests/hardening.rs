@@ -283,7 +283,7 @@ fn a_corrupt_saved_position_is_reported_and_replaced_and_counting_goes_on() -> a
         "/metrics",
     )?;
     assert!(
-        metrics.contains(r#"nodectl_kernel_events_total{class="firmware",id="mes_timeout"} 1"#),
+        metrics.contains(r#"nodectl_kernel_events_total{class="hang",id="mes_timeout"} 1"#),
         "{metrics}"
     );
     assert!(agent.terminate()?);
@@ -735,7 +735,7 @@ fn summary_streams_the_log_instead_of_holding_it() -> anyhow::Result<()> {
     );
     let json: serde_json::Value = serde_json::from_slice(&out.stdout)?;
     assert_eq!(
-        json["counts"]["firmware/mes_ring_full"],
+        json["counts"]["hang/mes_ring_full"],
         (written / chunk.len() * 128) as u64
     );
     Ok(())

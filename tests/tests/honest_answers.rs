@@ -59,7 +59,7 @@ fn empty_binary_or_foreign_input_to_events_is_an_input_error_not_a_clean_node() 
         .find(|l| l.contains("lines read"))
         .context("no count line")?;
     assert!(
-        counted.ends_with("recognised as kernel log lines)."),
+        counted.ends_with("recognised as kernel log lines, format dmesg)."),
         "{counted}"
     );
     assert!(
@@ -418,7 +418,7 @@ fn follow_with_summary_prints_the_counts_on_ctrl_c() -> anyhow::Result<()> {
     let printed = std::fs::read_to_string(&output)?;
     assert_eq!(status.code(), Some(0), "{printed}");
     assert!(printed.contains("CLASS/ID"), "{printed}");
-    assert!(printed.contains("firmware/mes_timeout"), "{printed}");
+    assert!(printed.contains("hang/mes_timeout"), "{printed}");
     Ok(())
 }
 

@@ -8,14 +8,35 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use nodectl_e2e::harness::{self, Agent, fixture, nodectl, nodectl_with};
 
-const STYLES: [&str; 6] = [
+const STYLES: [&str; 12] = [
     "kmsg",
     "dmesg",
     "dmesg-T",
+    "dmesg-x",
     "journal-short",
     "journal-short-precise",
+    "journal-short-iso",
+    "journal-short-monotonic",
+    "journal-pl",
+    "syslog",
     "talos",
+    "kubectl",
 ];
+
+/// The format `events --file` says each style is.
+fn format_of(style: &str) -> &'static str {
+    match style {
+        "kmsg" => "kmsg",
+        "dmesg" => "dmesg",
+        "dmesg-T" => "dmesg_time",
+        "dmesg-x" => "dmesg_decoded",
+        "journal-short-iso" => "journal_iso",
+        "journal-short-monotonic" => "journal_monotonic",
+        "talos" => "talos",
+        "kubectl" => "kubectl",
+        _ => "journal",
+    }
+}
 
 fn events_json(file: &Path, extra: &[&str]) -> anyhow::Result<serde_json::Value> {
     let path = file.to_str().context("path")?;
@@ -61,6 +82,11 @@ fn the_scenario_classifies_the_same_in_every_timestamp_style() -> anyhow::Result
         let path = fixture(&format!("kmsg/scenario.{style}.log"));
         let json = events_json(&path, &[])?;
         assert_golden(&path, &json)?;
+        assert_eq!(json["input"]["format"], format_of(style), "{style}");
+        assert_eq!(
+            json["input"]["lines_recognised"], json["input"]["lines_read"],
+            "{style}"
+        );
         let kinds = harness::incident_kinds(&json);
         assert_eq!(
             kinds,
@@ -96,6 +122,67 @@ fn the_scenario_classifies_the_same_in_every_timestamp_style() -> anyhow::Result
             Some(r) => assert_eq!(&summary, r, "{style} differs from kmsg"),
         }
     }
+    Ok(())
+}
+
+/// Text pasted out of a report, with a prefix of no known format: the same events, found at
+/// their GPU marker; a FreeBSD drm-kmod excerpt with its own prefixes and an older MES wording.
+#[test]
+fn pasted_and_freebsd_logs_give_their_events() -> anyhow::Result<()> {
+    let reference = ids(&events_json(&fixture("kmsg/scenario.kmsg.log"), &[])?);
+    let path = fixture("kmsg/scenario.pasted.log");
+    let json = events_json(&path, &[])?;
+    assert_golden(&path, &json)?;
+    assert_eq!(ids(&json), reference);
+    assert_eq!(json["input"]["format"], "none");
+    assert!(json["input"]["lines_by_format"]["located"].as_u64() > Some(30));
+
+    let path = fixture("kmsg/freebsd.syslog.log");
+    let json = events_json(&path, &[])?;
+    assert_golden(&path, &json)?;
+    assert_eq!(
+        ids(&json),
+        [
+            "ring_timeout",
+            "process_info",
+            "gpu_reset_begin",
+            "mes_timeout",
+            "gpu_reset_mode",
+            "gpu_reset_resume",
+            "vram_lost",
+            "gpu_reset_succeeded"
+        ]
+    );
+    assert_eq!(json["input"]["format"], "journal");
+    assert_eq!(harness::incident_kinds(&json).len(), 1);
+    Ok(())
+}
+
+/// Operators read a MES timeout, a ring timeout and a queue preemption time out as a hang.
+#[test]
+fn class_hang_lists_the_mes_ring_and_preemption_timeouts() -> anyhow::Result<()> {
+    let json = events_json(&fixture("kmsg/catalogue.dmesg.log"), &["--class", "hang"])?;
+    let seen: BTreeSet<String> = ids(&json).into_iter().collect();
+    for id in ["mes_timeout", "ring_timeout", "queue_preemption_timeout"] {
+        assert!(
+            seen.contains(id),
+            "{id} missing from --class hang: {seen:?}"
+        );
+    }
+    assert!(
+        json["events"]
+            .as_array()
+            .context("events")?
+            .iter()
+            .all(|e| e["class"] == "hang")
+    );
+    let mes = json["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .filter(|e| e["id"] == "mes_timeout")
+        .count();
+    assert_eq!(mes, 5, "every MES wording of the catalogue");
     Ok(())
 }
 

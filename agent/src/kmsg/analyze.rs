@@ -7,7 +7,7 @@ use super::classify::Classifier;
 pub use nodectl_model::KernelEvent;
 
 use super::incident::{EventPlace, Incident, IncidentTracker};
-use super::offline::LogLine;
+use super::offline::{LineFormat, LogLine};
 use super::reader::follows_plausibly;
 use super::record::{Record, pci_of_device};
 
@@ -191,6 +191,20 @@ pub struct LogSummary {
     pub lines_recognised: u64,
     /// Lines longer than the bound of a saved line, cut (set by the reader of the lines).
     pub lines_cut: u64,
+    /// Lines of each kernel log format, and lines in which a GPU message was found (`located`).
+    pub formats: BTreeMap<LineFormat, u64>,
+}
+
+impl LogSummary {
+    /// The file's format: the one format its lines have, `mixed`, or `none`.
+    pub fn format(&self) -> String {
+        let mut formats = self.formats.keys().filter(|f| f.is_kernel_log());
+        match (formats.next(), formats.next()) {
+            (None, _) => "none".to_owned(),
+            (Some(only), None) => only.as_str().to_owned(),
+            (Some(_), Some(_)) => "mixed".to_owned(),
+        }
+    }
 }
 
 /// Analyses a saved log (any mix of the supported formats). `keep` decides which events to
@@ -212,7 +226,7 @@ pub fn analyze_lines<L: AsRef<str>>(
     year: i16,
     mut keep: impl FnMut(&KernelEvent) -> bool,
 ) -> LogSummary {
-    use super::offline::{LineFormat, dictionary_entry, parse_line};
+    use super::offline::{dictionary_entry, parse_line};
     let mut analyzer = Analyzer::new(classifier);
     let mut summary = LogSummary::default();
     let mut out = Vec::new();
@@ -272,10 +286,13 @@ pub fn analyze_lines<L: AsRef<str>>(
         }
         let parsed = parse_line(line, year);
         let is_kmsg = parsed.format == LineFormat::Kmsg;
-        if parsed.format == LineFormat::Plain {
-            plain_line = Some(number);
-        } else {
+        if parsed.format.is_kernel_log() {
             summary.lines_recognised += 1;
+        } else {
+            plain_line = Some(number);
+        }
+        if parsed.format != LineFormat::Plain {
+            *summary.formats.entry(parsed.format).or_insert(0) += 1;
         }
         if let Some(seq) = parsed.seq {
             match last_seq {
@@ -401,7 +418,62 @@ user  :err   : [    2.000000] amdgpu 0000:c1:00.0: amdgpu: GPU reset begin!
         assert_eq!(s.events.len(), 4);
     }
 
+    /// The catalogue fixture: every message form of the rules once, in dmesg style.
+    const CATALOGUE: &str = include_str!("../../../tests/fixtures/kmsg/catalogue.dmesg.log");
+
+    /// Every prefix a saved line can carry before its message.
+    fn prefixed(style: usize, message: &str) -> String {
+        match style {
+            0 => format!("3,17,950818166,-;{message}"),
+            1 => format!("[  950.818166] {message}"),
+            2 => format!("[Tue Aug  5 09:03:24 2025] {message}"),
+            3 => format!("kern  :err   : [  950.818166] {message}"),
+            4 => format!("<3>[  950.818166] {message}"),
+            5 => format!("Aug 05 09:03:24 node1 kernel: {message}"),
+            6 => format!("Aug  5 09:03:24.804673 node1 kernel: [  950.818166] {message}"),
+            7 => format!("sie 05 09:03:24 węzeł kernel: {message}"),
+            8 => format!("2025-08-05T09:03:24+0200 node1 kernel: {message}"),
+            9 => format!("[  950.818166] node1 kernel: {message}"),
+            10 => format!("172.20.0.5: kern:     err: [2025-08-05T09:03:24.804673000Z]: {message}"),
+            11 => format!("2025-08-05T09:03:24.804673000Z [  950.818166] {message}"),
+            _ => format!("  gpu1 | kernel | {message}"),
+        }
+    }
+
+    fn catalogue_messages() -> Vec<String> {
+        CATALOGUE
+            .lines()
+            .map(|line| super::super::offline::parse_line(line, 2025).message)
+            .collect()
+    }
+
+    #[test]
+    fn the_catalogue_classifies_under_every_prefix() {
+        let c = classifier();
+        for message in catalogue_messages() {
+            let bare = c.classify(&message).map(|x| x.rule);
+            assert!(bare.is_some(), "{message}");
+            for style in 0..13 {
+                let line = prefixed(style, &message);
+                let parsed = super::super::offline::parse_line(&line, 2025);
+                assert_eq!(c.classify(&parsed.message).map(|x| x.rule), bare, "{line}");
+            }
+        }
+    }
+
     proptest::proptest! {
+        /// Any catalogue line under any recognised prefix is the same event.
+        #[test]
+        fn any_catalogue_line_under_any_prefix_is_the_same_event(pick in 0usize..1000, style in 0usize..13) {
+            static C: std::sync::LazyLock<Arc<Classifier>> = std::sync::LazyLock::new(classifier);
+            static MESSAGES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(catalogue_messages);
+            let message = &MESSAGES[pick % MESSAGES.len()];
+            let parsed = super::super::offline::parse_line(&prefixed(style, message), 2025);
+            let id = |m: &str| C.classify(m).and_then(|x| C.rule(x.rule)).map(|r| r.id.clone());
+            proptest::prop_assert_eq!(id(&parsed.message), id(message));
+            proptest::prop_assert!(id(message).is_some());
+        }
+
         /// Overflow checks are on in the test profile: kmsg lines with any seq and stamp, u64
         /// extremes included, analyse without a panic.
         #[test]

@@ -153,7 +153,9 @@ const DEFAULT_INCIDENT_GAP_SECONDS: u64 = 10;
 /// that begins so is context of the classified events around it (a driver's own words, nothing
 /// of another subsystem or of user space), served to any client that asks for unclassified
 /// records; the rest of the log only by an agent started with `--full-kernel-log`.
-const GPU_STACK_PREFIXES: [&str; 7] = ["amdgpu", "[drm", "drm:", "kfd", "amdkfd", "[TTM]", "ttm:"];
+const GPU_STACK_PREFIXES: [&str; 8] = [
+    "amdgpu", "[drm", "drm:", "drmn", "kfd", "amdkfd", "[TTM]", "ttm:",
+];
 
 /// Whether a kernel message is the GPU stack's own (see [`GPU_STACK_PREFIXES`]).
 pub fn is_gpu_stack_message(message: &str) -> bool {
@@ -373,6 +375,21 @@ pub fn split_prefix(message: &str) -> Option<(Option<&str>, &str)> {
             let end = rest.find("] ")?;
             let after = rest.get(end + 2..)?;
             text = after.strip_prefix("] ").unwrap_or(after);
+        } else if let Some(rest) = text
+            .strip_prefix("[drm ERROR :")
+            .or_else(|| text.strip_prefix("[drm WARN :"))
+            .or_else(|| text.strip_prefix("[drm INFO :"))
+        {
+            // FreeBSD drm-kmod's DRM_ERROR: `[drm ERROR :amdgpu_job_timedout] text`
+            let (_function, after) = rest.split_once("] ")?;
+            text = after;
+        } else if let Some(rest) = text.strip_prefix("drmn")
+            && let Some((unit, after)) = rest.split_once(": ")
+            && !unit.is_empty()
+            && unit.bytes().all(|b| b.is_ascii_digit())
+        {
+            // FreeBSD drm-kmod's dev_* lines: `drmn0: text` (the device unit, no PCI address).
+            text = after;
         } else if matched {
             if let Some(rest) = text.strip_prefix("*ERROR* ") {
                 text = rest;

@@ -90,9 +90,9 @@ mod tests {
     fn clones_share_their_counts() {
         let m = KmsgMetrics::default();
         let clone = m.clone();
-        clone.count_event(Class::Firmware, "mes_timeout");
+        clone.count_event(Class::Hang, "mes_timeout");
         clone.count_lost(3);
-        assert_eq!(m.events(Class::Firmware, "mes_timeout"), 1);
+        assert_eq!(m.events(Class::Hang, "mes_timeout"), 1);
         assert_eq!(m.records_lost(), 3);
     }
 }

@@ -1,28 +1,92 @@
-//! Detects, per line, the format of a saved kernel log (kmsg records, `dmesg`, `dmesg -T`, journalctl, `talosctl dmesg`) and parses it.
+//! Detects, per line, the format of a saved kernel log (kmsg records, `dmesg` in its forms, journalctl and syslog in any locale, `talosctl dmesg`, `kubectl logs`) and parses it, or finds the GPU message in a line of no known form.
 
 use super::record::parse_record;
 use crate::limits::MAX_SAVED_LINE_BYTES;
 
 /// The format a line was recognised as.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum LineFormat {
     /// `/dev/kmsg` record: `prio,seq,usec,flags;message`.
     Kmsg,
-    /// `dmesg`: `[  950.818166] message`.
+    /// `dmesg`: `[  950.818166] message`; `dmesg -r` puts the priority before it: `<3>[…] …`.
     Dmesg,
     /// `dmesg -T`: `[Tue Aug  5 09:03:24 2025] message` (local time, read as UTC).
     DmesgTime,
     /// `dmesg -x` (with or without `-T`): `kern  :err   : [  950.818166] message`; the facility
     /// tells kernel messages from user-space writes to `/dev/kmsg`.
     DmesgDecoded,
-    /// journalctl short / short-precise: `Aug 05 09:03:24.804673 host kernel: message`.
+    /// journalctl short / short-precise and syslog files: `Aug 05 09:03:24[.804673] host
+    /// kernel: message`, the month in any language of [`MONTHS`]; syslog's `[ 2237.944235] `
+    /// after `kernel: ` is the monotonic stamp.
     Journal,
+    /// journalctl short-iso (and RFC 3339 syslog): `2025-08-05T09:03:24+0200 host kernel: …`.
+    JournalIso,
+    /// journalctl short-monotonic: `[  950.818166] host kernel: message`.
+    JournalMonotonic,
     /// `talosctl dmesg`: `node: kern: err: [RFC3339Nano]: message`.
     Talos,
+    /// `kubectl logs --timestamps` of a pod that prints the kernel log: an RFC 3339 stamp, then
+    /// a line of another format (its own stamps kept) or a bare message.
+    Kubectl,
+    /// No known prefix, but an amdgpu/DRM/KFD marker: the message starts there (text copied out
+    /// of a report, a prefix of a tool not known here).
+    Located,
     /// Anything else: the whole line is the message.
     Plain,
 }
+
+impl LineFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LineFormat::Kmsg => "kmsg",
+            LineFormat::Dmesg => "dmesg",
+            LineFormat::DmesgTime => "dmesg_time",
+            LineFormat::DmesgDecoded => "dmesg_decoded",
+            LineFormat::Journal => "journal",
+            LineFormat::JournalIso => "journal_iso",
+            LineFormat::JournalMonotonic => "journal_monotonic",
+            LineFormat::Talos => "talos",
+            LineFormat::Kubectl => "kubectl",
+            LineFormat::Located => "located",
+            LineFormat::Plain => "plain",
+        }
+    }
+
+    /// A line of a kernel log format, not text in which a message was merely found.
+    pub fn is_kernel_log(self) -> bool {
+        !matches!(self, LineFormat::Located | LineFormat::Plain)
+    }
+}
+
+/// Month abbreviations as `journalctl` and syslog print them in the C locale and the common
+/// others (`LC_TIME`): lower case, without a trailing dot. Index + 1 is the month.
+const MONTHS: [&[&str]; 12] = [
+    &["jan", "janv", "ene", "gen", "sty", "led", "янв"],
+    &["feb", "févr", "fév", "fev", "lut", "úno", "фев"],
+    &["mar", "mär", "mrz", "mars", "mrt", "bře", "мар"],
+    &["apr", "avr", "abr", "kwi", "dub", "апр"],
+    &["may", "mai", "mag", "maj", "mei", "kvě", "май", "мая"],
+    &["jun", "juin", "giu", "cze", "čvn", "июн"],
+    &["jul", "juil", "lug", "lip", "čvc", "июл"],
+    &["aug", "août", "ago", "sie", "srp", "авг"],
+    &["sep", "sept", "set", "wrz", "zář", "сен"],
+    &["oct", "okt", "ott", "out", "paź", "říj", "окт"],
+    &["nov", "lis", "ноя"],
+    &["dec", "déc", "dic", "dez", "gru", "pro", "дек"],
+];
+
+/// The month a (possibly localised) abbreviation names.
+fn month_number(word: &str) -> Option<i8> {
+    let word = word.trim_end_matches('.').to_lowercase();
+    let index = MONTHS
+        .iter()
+        .position(|names| names.contains(&word.as_str()))?;
+    i8::try_from(index + 1).ok()
+}
+
+/// Where the amdgpu/DRM/KFD part of a line starts, for a line of no known format.
+const GPU_MARKERS: [&str; 7] = ["amdgpu", "[drm", "drm:", "drmn", "kfd", "[TTM]", "ttm:"];
 
 /// One line of a saved log, whatever its format.
 #[derive(Debug, Clone, PartialEq)]
@@ -151,29 +215,124 @@ impl<R: std::io::BufRead> Iterator for SavedLines<R> {
 /// Parses one line. `year` dates journalctl lines, which print none. Total: never panics.
 pub fn parse_line(line: &str, year: i16) -> LogLine {
     let line = line.strip_suffix('\r').unwrap_or(line);
-    let bytes = line.as_bytes();
-    match bytes.first() {
-        Some(b'0'..=b'9') => {
-            if let Some(parsed) = parse_kmsg(line) {
-                return parsed;
-            }
-        }
-        Some(b'[') => {
-            if let Some(parsed) = parse_dmesg(line) {
-                return parsed;
-            }
-        }
-        Some(b'A'..=b'Z') => {
-            if let Some(parsed) = parse_journal(line, year) {
-                return parsed;
-            }
-        }
-        _ => {}
-    }
-    if let Some(parsed) = parse_talos(line).or_else(|| parse_dmesg_decoded(line)) {
+    if let Some(parsed) = parse_known(line, year) {
         return parsed;
     }
-    LogLine::plain(LineFormat::Plain, line)
+    // `kubectl logs --timestamps`: the pod's line after the stamp.
+    if let Some((wall, rest)) = rfc3339_head(line) {
+        let mut inner = parse_known(rest, year).unwrap_or_else(|| located(rest));
+        inner.format = LineFormat::Kubectl;
+        inner.wall = inner.wall.or(Some(wall));
+        return inner;
+    }
+    located(line)
+}
+
+/// The line as one of the kernel log formats, if it is one.
+fn parse_known(line: &str, year: i16) -> Option<LogLine> {
+    let bytes = line.as_bytes();
+    let parsed = match bytes.first() {
+        Some(b'0'..=b'9') => parse_kmsg(line).or_else(|| parse_journal_iso(line)),
+        Some(b'[') => parse_dmesg(line).map(journal_monotonic),
+        Some(b'<') => parse_dmesg_raw(line),
+        Some(_) => parse_journal(line, year),
+        None => None,
+    };
+    parsed.or_else(|| parse_talos(line).or_else(|| parse_dmesg_decoded(line)))
+}
+
+/// A line of no known format: the message from its first GPU marker on, or the whole line.
+fn located(line: &str) -> LogLine {
+    let start = GPU_MARKERS
+        .iter()
+        .filter_map(|marker| line.find(marker))
+        .min();
+    match start {
+        Some(at) if at > 0 => LogLine::plain(LineFormat::Located, &line[at..]),
+        _ => LogLine::plain(LineFormat::Plain, line),
+    }
+}
+
+/// `2025-08-05T09:03:24.804673Z rest` → (time, rest).
+fn rfc3339_head(line: &str) -> Option<(jiff::Timestamp, &str)> {
+    let bytes = line.as_bytes();
+    if bytes.len() < 20 || !bytes[..4].iter().all(u8::is_ascii_digit) || bytes[4] != b'-' {
+        return None;
+    }
+    let (stamp, rest) = line.split_once(' ')?;
+    Some((stamp.parse().ok()?, rest))
+}
+
+/// `host ident[pid]: message` → (ident without pid, message), when it has that shape.
+fn host_ident_message(rest: &str) -> Option<(&str, &str)> {
+    let (_host, after) = rest.split_once(' ')?;
+    let (ident, message) = after.split_once(": ").or_else(|| {
+        // A kernel line with an empty message.
+        after.strip_suffix(':').map(|ident| (ident, ""))
+    })?;
+    if ident.is_empty() || ident.contains(' ') {
+        return None;
+    }
+    Some((ident, message))
+}
+
+/// What the journal says of who wrote a line: the kernel, or a program (`name[pid]`).
+fn journal_ident_facility(ident: &str) -> Option<u32> {
+    if ident == "kernel" {
+        return Some(0);
+    }
+    let (name, pid) = ident.strip_suffix(']')?.split_once('[')?;
+    (!name.is_empty() && !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit())).then_some(1)
+}
+
+/// A kernel line of syslog carries the monotonic stamp after `kernel: `.
+fn take_monotonic(out: &mut LogLine) {
+    if out.facility != 0 || !out.message.starts_with('[') {
+        return;
+    }
+    if let Some(inner) = parse_dmesg(&out.message)
+        && inner.format == LineFormat::Dmesg
+    {
+        out.monotonic_usec = inner.monotonic_usec;
+        out.message = inner.message;
+    }
+}
+
+/// `[  950.818166] host kernel: message` (journalctl short-monotonic) is not a dmesg line
+/// whose message begins `host kernel: `.
+fn journal_monotonic(mut line: LogLine) -> LogLine {
+    if line.format != LineFormat::Dmesg {
+        return line;
+    }
+    if let Some((ident, message)) = host_ident_message(&line.message)
+        && let Some(facility) = journal_ident_facility(ident)
+    {
+        line.format = LineFormat::JournalMonotonic;
+        line.facility = facility;
+        line.message = message.to_owned();
+    }
+    line
+}
+
+/// `dmesg -r`: `<3>[  950.818166] message` (priority = facility × 8 + level).
+fn parse_dmesg_raw(line: &str) -> Option<LogLine> {
+    let (priority, rest) = line.strip_prefix('<')?.split_once('>')?;
+    let priority: u32 = priority.parse().ok()?;
+    let mut out = parse_dmesg(rest)?;
+    out.level = u8::try_from(priority & 7).ok();
+    out.facility = priority >> 3;
+    Some(out)
+}
+
+fn parse_journal_iso(line: &str) -> Option<LogLine> {
+    let (wall, rest) = rfc3339_head(line)?;
+    let (ident, message) = host_ident_message(rest)?;
+    let facility = journal_ident_facility(ident)?;
+    let mut out = LogLine::plain(LineFormat::JournalIso, message);
+    out.wall = Some(wall);
+    out.facility = facility;
+    take_monotonic(&mut out);
+    Some(out)
 }
 
 fn parse_kmsg(line: &str) -> Option<LogLine> {
@@ -243,38 +402,46 @@ fn parse_dmesg(line: &str) -> Option<LogLine> {
 }
 
 fn parse_journal(line: &str, year: i16) -> Option<LogLine> {
-    // `Aug 05 09:03:24[.804673] host ident[pid]: message`
-    let mut fields = line.splitn(5, ' ');
-    let month = fields.next()?;
-    let day = fields.next()?;
-    let time = fields.next()?;
-    let _host = fields.next()?;
-    let rest = fields.next()?;
-    if month.len() != 3 || day.is_empty() || day.len() > 2 {
+    // `Aug 05 09:03:24[.804673] host ident[pid]: message`; the day may be space-padded
+    // (`Aug  5`), the month in another language (`maj`, `févr.`, `окт`).
+    let (month, rest) = line.split_once(' ')?;
+    if month.is_empty()
+        || month.chars().count() > 5
+        || !month.chars().all(|c| c.is_alphabetic() || c == '.')
+    {
         return None;
     }
-    let (ident, message) = rest.split_once(": ")?;
+    let (day, rest) = rest.trim_start_matches(' ').split_once(' ')?;
+    if day.is_empty() || day.len() > 2 || !day.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (time, rest) = rest.split_once(' ')?;
     let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
-    let text = format!("{year} {month} {day} {hms}");
-    let civil = jiff::civil::DateTime::strptime("%Y %b %d %H:%M:%S", &text).ok()?;
-    let mut wall = civil
-        .to_zoned_datetime(jiff::tz::TimeZone::UTC)
-        .ok()?
-        .timestamp();
-    if !frac.is_empty() {
-        let micros = seconds_to_usec(&format!("0.{frac}"))?;
-        wall = wall
-            .checked_add(jiff::SignedDuration::from_micros(
-                i64::try_from(micros).ok()?,
-            ))
-            .ok()?;
-    }
+    let clock = jiff::civil::Time::strptime("%H:%M:%S", hms).ok()?;
+    let (ident, message) = host_ident_message(rest)?;
     let mut out = LogLine::plain(LineFormat::Journal, message);
-    out.wall = Some(wall);
-    if ident != "kernel" {
-        // A user-space program's line: the same rule as a kmsg record of facility ≠ 0.
-        out.facility = 1;
+    // A user-space program's line: the same rule as a kmsg record of facility ≠ 0.
+    out.facility = u32::from(ident != "kernel");
+    // An unknown month name still leaves the line a journal line, only without its time.
+    if let Some(month) = month_number(month)
+        && let Ok(day) = day.parse::<i8>()
+        && let Ok(date) = jiff::civil::Date::new(year, month, day)
+        && let Ok(zoned) = date
+            .to_datetime(clock)
+            .to_zoned_datetime(jiff::tz::TimeZone::UTC)
+    {
+        let mut wall = zoned.timestamp();
+        if !frac.is_empty() {
+            let micros = seconds_to_usec(&format!("0.{frac}"))?;
+            wall = wall
+                .checked_add(jiff::SignedDuration::from_micros(
+                    i64::try_from(micros).ok()?,
+                ))
+                .ok()?;
+        }
+        out.wall = Some(wall);
     }
+    take_monotonic(&mut out);
     Some(out)
 }
 
@@ -338,7 +505,12 @@ fn parse_dmesg_decoded(line: &str) -> Option<LogLine> {
     let facility = FACILITIES
         .iter()
         .position(|f| *f == facility_name.trim_end())?;
-    let level = LEVELS.iter().position(|l| *l == level_name.trim_end())?;
+    // util-linux prints level 4 as `warn`.
+    let level_name = match level_name.trim_end() {
+        "warn" => "warning",
+        other => other,
+    };
+    let level = LEVELS.iter().position(|l| *l == level_name)?;
     let mut out = parse_dmesg(rest.trim_start())?;
     out.format = LineFormat::DmesgDecoded;
     out.level = u8::try_from(level).ok();
@@ -433,7 +605,13 @@ mod tests {
             &format!("kern  :warn  : [Tue Aug  5 09:03:24 2025] {MSG}"),
             2025,
         );
-        assert_eq!(xt.format, LineFormat::Plain, "`warn` is not a level name");
+        // util-linux's name of level 4.
+        assert_eq!((xt.format, xt.level), (LineFormat::DmesgDecoded, Some(4)));
+        let odd = parse_line(&format!("kern  :loud  : [  950.818166] {MSG}"), 2025);
+        assert_eq!(
+            (odd.format, odd.message.as_str()),
+            (LineFormat::Located, MSG)
+        );
         let xt = parse_line(
             &format!("kern  :warning: [Tue Aug  5 09:03:24 2025] {MSG}"),
             2025,
@@ -450,6 +628,89 @@ mod tests {
         assert_eq!(
             (p.format, p.message.as_str()),
             (LineFormat::Plain, "just text")
+        );
+    }
+
+    #[test]
+    fn detects_syslog_other_locales_iso_monotonic_raw_kubectl_and_unknown_prefixes() {
+        let syslog = parse_line(
+            &format!("Oct  7 12:58:23 gpu1 kernel: [ 2237.944235] {MSG}"),
+            2025,
+        );
+        assert_eq!(syslog.format, LineFormat::Journal);
+        assert_eq!(syslog.monotonic_usec, Some(2_237_944_235));
+        assert_eq!(syslog.wall.unwrap().to_string(), "2025-10-07T12:58:23Z");
+        assert_eq!(syslog.message, MSG);
+
+        for (line, month) in [
+            (format!("maj 08 19:27:35 host kernel: {MSG}"), "05"),
+            (format!("août 08 19:27:35 host kernel: {MSG}"), "08"),
+            (format!("févr. 08 19:27:35 host kernel: {MSG}"), "02"),
+            (format!("окт 08 19:27:35 host kernel: {MSG}"), "10"),
+            (format!("Dez 08 19:27:35 host kernel: {MSG}"), "12"),
+        ] {
+            let parsed = parse_line(&line, 2025);
+            assert_eq!(parsed.format, LineFormat::Journal, "{line}");
+            assert_eq!(parsed.message, MSG, "{line}");
+            let wall = parsed.wall.unwrap().to_string();
+            assert_eq!(&wall[5..7], month, "{line}");
+        }
+        // A month of a language not known here: still a journal line, without its time.
+        let unknown = parse_line(&format!("xyz 08 19:27:35 host kernel: {MSG}"), 2025);
+        assert_eq!((unknown.format, unknown.wall), (LineFormat::Journal, None));
+
+        let iso = parse_line(
+            &format!("2025-08-05T11:03:24+0200 node1 kernel: {MSG}"),
+            2025,
+        );
+        assert_eq!(iso.format, LineFormat::JournalIso);
+        assert_eq!(iso.wall.unwrap().to_string(), "2025-08-05T09:03:24Z");
+        assert_eq!(iso.message, MSG);
+
+        let mono = parse_line(&format!("[  950.818166] node1 kernel: {MSG}"), 2025);
+        assert_eq!(
+            (mono.format, mono.monotonic_usec, mono.message.as_str()),
+            (LineFormat::JournalMonotonic, Some(950_818_166), MSG)
+        );
+        // A dmesg line whose message has that shape is still dmesg.
+        let usb = parse_line("[    5.000000] usb 1-1: new high-speed USB device", 2025);
+        assert_eq!(usb.format, LineFormat::Dmesg);
+
+        let raw = parse_line(&format!("<3>[  950.818166] {MSG}"), 2025);
+        assert_eq!(
+            (raw.format, raw.level, raw.message.as_str()),
+            (LineFormat::Dmesg, Some(3), MSG)
+        );
+
+        let kubectl = parse_line(
+            &format!("2025-08-05T09:03:24.804673Z [  950.818166] {MSG}"),
+            2025,
+        );
+        assert_eq!(kubectl.format, LineFormat::Kubectl);
+        assert_eq!(kubectl.monotonic_usec, Some(950_818_166));
+        assert_eq!(
+            kubectl.wall.unwrap().to_string(),
+            "2025-08-05T09:03:24.804673Z"
+        );
+        assert_eq!(kubectl.message, MSG);
+        let bare = parse_line(&format!("2025-08-05T09:03:24Z {MSG}"), 2025);
+        assert_eq!(
+            (bare.format, bare.message.as_str()),
+            (LineFormat::Kubectl, MSG)
+        );
+
+        let pasted = parse_line(&format!("  kernel | 12:58:23.944 | {MSG}"), 2025);
+        assert_eq!(
+            (pasted.format, pasted.message.as_str()),
+            (LineFormat::Located, MSG)
+        );
+        let freebsd = parse_line(
+            "Oct  7 12:58:23 bsd kernel: drmn0: [drm] GPU reset begin!",
+            2025,
+        );
+        assert_eq!(
+            (freebsd.format, freebsd.message.as_str()),
+            (LineFormat::Journal, "drmn0: [drm] GPU reset begin!")
         );
     }
 

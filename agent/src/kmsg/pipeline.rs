@@ -742,10 +742,7 @@ mod tests {
         // The stream still holds every record; the counter only the new ones.
         let items = wait_for(&log, &StreamFilter::default(), 6);
         assert!(items.len() >= 6);
-        assert_eq!(
-            settle(|| metrics.events(Class::Firmware, "mes_timeout"), 3),
-            3
-        );
+        assert_eq!(settle(|| metrics.events(Class::Hang, "mes_timeout"), 3), 3);
         cancel.cancel();
         log.join();
         let saved = StateFile::in_dir(dir.path()).load().unwrap().unwrap();
@@ -765,10 +762,7 @@ mod tests {
         );
         wait_for(&log, &StreamFilter::default(), 2);
         assert_eq!(settle(|| metrics.records_lost(), 3), 3);
-        assert_eq!(
-            settle(|| metrics.events(Class::Firmware, "mes_timeout"), 1),
-            1
-        );
+        assert_eq!(settle(|| metrics.events(Class::Hang, "mes_timeout"), 1), 1);
         cancel.cancel();
         log.join();
     }

@@ -319,7 +319,7 @@ mod tests {
     #[test]
     fn renders_counters_and_present_gauges_only() {
         let m = KmsgMetrics::default();
-        m.count_event(Class::Firmware, "mes_timeout");
+        m.count_event(Class::Hang, "mes_timeout");
         m.count_lost(3);
         m.count_incident("mes_hang_reset");
         let snapshot = model::Snapshot {
@@ -334,7 +334,7 @@ mod tests {
         };
         let text = render(&m, 0, Some(&snapshot));
         assert!(
-            text.contains(r#"nodectl_kernel_events_total{class="firmware",id="mes_timeout"} 1"#),
+            text.contains(r#"nodectl_kernel_events_total{class="hang",id="mes_timeout"} 1"#),
             "{text}"
         );
         assert!(text.contains("nodectl_kmsg_records_lost_total 3"), "{text}");

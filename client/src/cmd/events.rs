@@ -85,6 +85,11 @@ pub struct InputCounts {
     /// Lines longer than 64 KiB, cut.
     #[serde(skip_serializing_if = "is_zero")]
     pub lines_cut: u64,
+    /// The kernel log format of the lines (`kmsg`, `dmesg`, `journal`, …), `mixed`, or `none`.
+    pub format: String,
+    /// Lines of each format; `located`: lines of no known format in which a GPU message was
+    /// found after some other prefix.
+    pub lines_by_format: BTreeMap<String, u64>,
 }
 
 impl EventsReport {
@@ -170,6 +175,7 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             );
         }
         let mut summary = summary;
+        let format = summary.format();
         summary
             .incidents
             .retain(|i| i.last_seq.is_none_or(|last| last > since));
@@ -184,6 +190,12 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             lines_read: summary.lines_read,
             lines_recognised: summary.lines_recognised,
             lines_cut: summary.lines_cut,
+            format,
+            lines_by_format: summary
+                .formats
+                .iter()
+                .map(|(f, n)| (f.as_str().to_owned(), *n))
+                .collect(),
         });
         return printer.finish();
     }
@@ -602,9 +614,14 @@ fn render_table(report: &EventsReport) -> String {
     ));
     if let Some(input) = &report.input {
         out.push_str(&format!(
-            " in {} lines read ({} recognised as kernel log lines",
-            input.lines_read, input.lines_recognised
+            " in {} lines read ({} recognised as kernel log lines, format {}",
+            input.lines_read, input.lines_recognised, input.format
         ));
+        if let Some(located) = input.lines_by_format.get("located") {
+            out.push_str(&format!(
+                ", {located} with a GPU message after an unknown prefix"
+            ));
+        }
         if input.lines_cut > 0 {
             out.push_str(&format!(", {} cut at 64 KiB", input.lines_cut));
         }
