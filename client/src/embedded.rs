@@ -8,8 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use nodectl_agent::kmsg::SavedLines;
-use nodectl_agent::kmsg::analyze::{LogSummary, analyze_lines};
+use nodectl_agent::kmsg::analyze::{LogSummary, analyze_reader};
 use nodectl_agent::kmsg::metrics::KmsgMetrics;
 use nodectl_agent::kmsg::pipeline::{KernelLog, KernelLogConfig};
 use nodectl_agent::kmsg::{Class, Classifier, KernelEvent};
@@ -119,27 +118,30 @@ impl Drop for Embedded {
     }
 }
 
-/// Analyses a saved log of any supported format, read line by line (memory stays with what
-/// `keep` keeps and the incidents, not with the size of the log), with the agent's classifier
+/// Analyses a saved log of any supported format as it is read (memory stays with what `keep`
+/// keeps and the incidents, not with the size of the log), with the agent's classifier
 /// (`rules`, or the embedded ones). `year` dates journalctl lines, which print none. Only the
-/// incidents with an event of one of `classes` are kept (all when it is empty), as an agent
-/// streams them.
+/// lines with a GPU marker are read whole unless `unclassified_wanted`. Only the incidents with
+/// an event of one of `classes` are kept (all when it is empty), as an agent streams them.
 pub fn analyze_saved_log(
     input: impl std::io::BufRead,
     rules: Option<&Path>,
     year: i16,
     classes: &[Class],
+    unclassified_wanted: bool,
     keep: impl FnMut(&KernelEvent) -> bool,
 ) -> anyhow::Result<LogSummary> {
     let classifier = Arc::new(Classifier::load(rules)?);
-    let mut lines = SavedLines::new(input);
-    let mut summary = analyze_lines(&mut lines, Arc::clone(&classifier), year, keep);
+    let mut summary = analyze_reader(
+        input,
+        Arc::clone(&classifier),
+        year,
+        unclassified_wanted,
+        keep,
+    )
+    .context("reading the log")?;
     summary
         .incidents
         .retain(|incident| classifier.incident_has_class(incident, classes));
-    summary.lines_cut = lines.lines_cut();
-    match lines.take_error() {
-        Some(e) => Err(anyhow::Error::new(e).context("reading the log")),
-        None => Ok(summary),
-    }
+    Ok(summary)
 }

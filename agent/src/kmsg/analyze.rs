@@ -10,6 +10,7 @@ use super::incident::{EventPlace, Incident, IncidentTracker};
 use super::offline::{LineFormat, LogLine};
 use super::reader::follows_plausibly;
 use super::record::{Record, pci_of_device};
+use crate::limits::MAX_SAVED_LINE_BYTES;
 
 /// One kernel log entry, before classification.
 #[derive(Debug, Clone, Default)]
@@ -152,6 +153,11 @@ impl Analyzer {
         out.extend(updates.into_iter().map(Output::Incident));
     }
 
+    /// The ids of the incidents open now.
+    pub fn open_incident_ids(&self) -> Vec<u64> {
+        self.incidents.open_ids()
+    }
+
     /// Records that were lost (ring overrun, or a gap across restarts).
     pub fn lost(&mut self, first_seq: u64, last_seq: u64, out: &mut Vec<Output>) {
         out.push(Output::Lost {
@@ -196,6 +202,11 @@ pub struct LogSummary {
 }
 
 impl LogSummary {
+    /// Whether the log's lines carry kernel sequence numbers (kmsg records do).
+    pub fn has_sequence_numbers(&self) -> bool {
+        self.formats.contains_key(&LineFormat::Kmsg)
+    }
+
     /// The file's format: the one format its lines have, `mixed`, or `none`.
     pub fn format(&self) -> String {
         let mut formats = self.formats.keys().filter(|f| f.is_kernel_log());
@@ -224,104 +235,282 @@ pub fn analyze_lines<L: AsRef<str>>(
     lines: impl Iterator<Item = L>,
     classifier: Arc<Classifier>,
     year: i16,
-    mut keep: impl FnMut(&KernelEvent) -> bool,
+    keep: impl FnMut(&KernelEvent) -> bool,
 ) -> LogSummary {
-    use super::offline::{dictionary_entry, parse_line};
-    let mut analyzer = Analyzer::new(classifier);
-    let mut summary = LogSummary::default();
-    let mut out = Vec::new();
-    let mut pending: Option<Entry> = None;
-    let mut last_seq: Option<u64> = None;
-    // The number of the plain line pushed last: recognised if a rule classifies it.
-    let mut plain_line: Option<u64> = None;
-    let mut sink = |out: &mut Vec<Output>, summary: &mut LogSummary, plain: &mut Option<u64>| {
-        for o in out.drain(..) {
+    let mut log = SavedLog::new(classifier, year, keep);
+    for line in lines {
+        log.push(line.as_ref());
+    }
+    log.finish()
+}
+
+/// Literals at least one of which every GPU marker holds (`amdgpu`; `drm` of `[drm`, `drm:`,
+/// `drmn`; `kfd`; `TTM]` of `[TTM]`; `ttm:`), so a line without any holds no GPU event: each
+/// is one SIMD search over a whole read, far faster than one automaton for all of them.
+const GPU_MARKER_LITERALS: [&str; 5] = ["amdgpu", "drm", "kfd", "TTM]", "ttm:"];
+
+static GPU_MARKER_FINDERS: std::sync::LazyLock<Vec<memchr::memmem::Finder<'static>>> =
+    std::sync::LazyLock::new(|| {
+        GPU_MARKER_LITERALS
+            .iter()
+            .map(|l| memchr::memmem::Finder::new(l.as_bytes()))
+            .collect()
+    });
+
+/// [`analyze_lines`] straight from a reader, for a log of any size: lines are cut out of the
+/// reader's buffer (no copy unless one spans two reads, each cut at [`MAX_SAVED_LINE_BYTES`]
+/// with a marker), invalid UTF-8 becomes U+FFFD, and when unclassified events are not wanted
+/// one search over each read finds the lines with a GPU marker, the only ones whose message is
+/// read; the rest are read only for their format and sequence number.
+pub fn analyze_reader(
+    mut reader: impl std::io::BufRead,
+    classifier: Arc<Classifier>,
+    year: i16,
+    unclassified_wanted: bool,
+    keep: impl FnMut(&KernelEvent) -> bool,
+) -> std::io::Result<LogSummary> {
+    let mut log = SavedLog::new(classifier, year, keep);
+    // The start of a line the last read ended inside, and whether it is already cut.
+    let mut carried: Vec<u8> = Vec::new();
+    let mut carried_cut = false;
+    let mut markers: Vec<usize> = Vec::new();
+    loop {
+        let buffer = match reader.fill_buf() {
+            Ok(buffer) => buffer,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if buffer.is_empty() {
+            break;
+        }
+        let read = buffer.len();
+        let mut start = 0;
+        if !carried.is_empty() {
+            let Some(end) = memchr::memchr(b'\n', buffer) else {
+                carry(&mut carried, &mut carried_cut, buffer);
+                reader.consume(read);
+                continue;
+            };
+            carry(&mut carried, &mut carried_cut, &buffer[..end]);
+            log.push_bytes(&carried, carried_cut);
+            carried.clear();
+            carried_cut = false;
+            start = end + 1;
+        }
+        let whole = memchr::memrchr(b'\n', &buffer[start..]).map_or(start, |n| start + n + 1);
+        let region = &buffer[start..whole];
+        match std::str::from_utf8(region) {
+            Ok(text) if !unclassified_wanted => {
+                markers.clear();
+                for finder in GPU_MARKER_FINDERS.iter() {
+                    markers.extend(finder.find_iter(text.as_bytes()));
+                }
+                markers.sort_unstable();
+                let mut next_marker = markers.iter().copied().peekable();
+                let mut from = 0;
+                for end in memchr::memchr_iter(b'\n', text.as_bytes()) {
+                    while next_marker.next_if(|&at| at < from).is_some() {}
+                    let marked = next_marker.peek().is_some_and(|&at| at < end);
+                    let line = text.get(from..end).unwrap_or_default();
+                    if line.len() > MAX_SAVED_LINE_BYTES {
+                        log.push_bytes(line.as_bytes(), false);
+                    } else if marked {
+                        log.push(line);
+                    } else {
+                        log.push_unmarked(line);
+                    }
+                    from = end + 1;
+                }
+            }
+            _ => {
+                let mut from = 0;
+                for end in memchr::memchr_iter(b'\n', region) {
+                    log.push_bytes(&region[from..end], false);
+                    from = end + 1;
+                }
+            }
+        }
+        carry(&mut carried, &mut carried_cut, &buffer[whole..]);
+        reader.consume(read);
+    }
+    if !carried.is_empty() {
+        log.push_bytes(&carried, carried_cut);
+    }
+    Ok(log.finish())
+}
+
+/// Adds a piece of a line to its start, up to [`MAX_SAVED_LINE_BYTES`].
+fn carry(carried: &mut Vec<u8>, cut: &mut bool, piece: &[u8]) {
+    let room = MAX_SAVED_LINE_BYTES.saturating_sub(carried.len());
+    *cut |= piece.len() > room;
+    carried.extend_from_slice(&piece[..piece.len().min(room)]);
+}
+
+/// The state of one saved log being analysed, a line at a time.
+struct SavedLog<K> {
+    analyzer: Analyzer,
+    summary: LogSummary,
+    out: Vec<Output>,
+    /// A kmsg record whose dictionary lines may follow.
+    pending: Option<Entry>,
+    /// The line before was a kmsg record read only for its format: its dictionary lines are
+    /// counted, not read.
+    after_unread_record: bool,
+    last_seq: Option<u64>,
+    /// The number of the plain line pushed last: recognised if a rule classifies it.
+    plain_line: Option<u64>,
+    year: i16,
+    keep: K,
+}
+
+impl<K: FnMut(&KernelEvent) -> bool> SavedLog<K> {
+    fn new(classifier: Arc<Classifier>, year: i16, keep: K) -> Self {
+        SavedLog {
+            analyzer: Analyzer::new(classifier),
+            summary: LogSummary::default(),
+            out: Vec::new(),
+            pending: None,
+            after_unread_record: false,
+            last_seq: None,
+            plain_line: None,
+            year,
+            keep,
+        }
+    }
+
+    /// A line as bytes: cut at [`MAX_SAVED_LINE_BYTES`] with a marker, invalid UTF-8 as U+FFFD,
+    /// a trailing `\r` dropped.
+    fn push_bytes(&mut self, bytes: &[u8], cut: bool) {
+        let cut = cut || bytes.len() > MAX_SAVED_LINE_BYTES;
+        let bytes = &bytes[..bytes.len().min(MAX_SAVED_LINE_BYTES)];
+        let bytes = bytes.strip_suffix(b"\r").unwrap_or(bytes);
+        let mut text = String::from_utf8_lossy(bytes);
+        if cut {
+            self.summary.lines_cut += 1;
+            text.to_mut().push_str(" …(line cut)");
+        }
+        self.push(&text);
+    }
+
+    /// Counts the line and reads a kmsg record's dictionary line; `true` when that was all.
+    fn begin(&mut self, line: &str) -> bool {
+        self.summary.lines_read += 1;
+        let is_dictionary = self.pending.is_some() || self.after_unread_record;
+        if is_dictionary && let Some((key, value)) = super::offline::dictionary_entry(line) {
+            self.summary.lines_recognised += 1;
+            if let Some(entry) = self.pending.as_mut() {
+                match key {
+                    "DEVICE" => entry.device = Some(value.to_owned()),
+                    "SUBSYSTEM" => entry.subsystem = Some(value.to_owned()),
+                    _ => {}
+                }
+            }
+            return true;
+        }
+        self.after_unread_record = false;
+        if let Some(entry) = self.pending.take() {
+            self.analyzer.push(entry, &mut self.out);
+            self.sink();
+        }
+        line.is_empty()
+    }
+
+    /// Counts a line's format, and a kmsg record's sequence number.
+    fn count(&mut self, format: LineFormat, seq: Option<u64>) {
+        let number = self.summary.lines_read;
+        if format.is_kernel_log() {
+            self.summary.lines_recognised += 1;
+        } else {
+            self.plain_line = Some(number);
+        }
+        if format != LineFormat::Plain {
+            *self.summary.formats.entry(format).or_insert(0) += 1;
+        }
+        if let Some(seq) = seq {
+            match self.last_seq {
+                Some(last) if !follows_plausibly(last, seq) => self.summary.seq_restarts += 1,
+                Some(last) if seq > last.saturating_add(1) => {
+                    self.analyzer.lost(last + 1, seq - 1, &mut self.out);
+                }
+                _ => {}
+            }
+            self.last_seq = Some(seq);
+        }
+    }
+
+    fn push(&mut self, line: &str) {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if self.begin(line) {
+            return;
+        }
+        let parsed = super::offline::parse_line(line, self.year);
+        self.count(parsed.format, parsed.seq);
+        let is_kmsg = parsed.format == LineFormat::Kmsg;
+        let entry = Entry::from_line(parsed, self.summary.lines_read);
+        if is_kmsg {
+            // Its dictionary lines may follow.
+            self.pending = Some(entry);
+        } else {
+            self.analyzer.push(entry, &mut self.out);
+        }
+        self.sink();
+    }
+
+    /// A line without a GPU marker, when unclassified events are not wanted: it can be no
+    /// event, so only its format and sequence number are read.
+    fn push_unmarked(&mut self, line: &str) {
+        let line = line.strip_suffix('\r').unwrap_or(line);
+        if self.begin(line) {
+            return;
+        }
+        let (format, seq) = super::offline::line_format(line, self.year);
+        self.count(format, seq);
+        self.after_unread_record = format == LineFormat::Kmsg;
+        self.sink();
+    }
+
+    fn sink(&mut self) {
+        for o in self.out.drain(..) {
             match o {
                 Output::Event(e) => {
-                    if e.id.is_some() && e.line.is_some() && *plain == e.line {
-                        summary.lines_recognised += 1;
-                        *plain = None;
+                    if e.id.is_some() && e.line.is_some() && self.plain_line == e.line {
+                        self.summary.lines_recognised += 1;
+                        self.plain_line = None;
                     }
-                    if keep(&e) {
-                        summary.events.push(e);
+                    if (self.keep)(&e) {
+                        self.summary.events.push(e);
                     }
                 }
                 Output::Incident(i) => {
                     if i.closed {
-                        summary.incidents.push(i);
+                        self.summary.incidents.push(i);
                     }
                 }
                 Output::Lost {
                     first_seq,
                     last_seq,
                 } => {
-                    summary.records_lost = summary
+                    self.summary.records_lost = self
+                        .summary
                         .records_lost
                         .saturating_add(last_seq.saturating_sub(first_seq).saturating_add(1));
                 }
             }
         }
-    };
-    for (index, line) in lines.enumerate() {
-        let line = line.as_ref();
-        let number = u64::try_from(index).unwrap_or(u64::MAX).saturating_add(1);
-        summary.lines_read = number;
-        if let Some(entry) = pending.as_mut()
-            && let Some((key, value)) = dictionary_entry(line)
-        {
-            summary.lines_recognised += 1;
-            match key {
-                "DEVICE" => entry.device = Some(value.to_owned()),
-                "SUBSYSTEM" => entry.subsystem = Some(value.to_owned()),
-                _ => {}
-            }
-            continue;
-        }
-        if let Some(entry) = pending.take() {
-            analyzer.push(entry, &mut out);
-            sink(&mut out, &mut summary, &mut plain_line);
-        }
-        if line.is_empty() {
-            continue;
-        }
-        let parsed = parse_line(line, year);
-        let is_kmsg = parsed.format == LineFormat::Kmsg;
-        if parsed.format.is_kernel_log() {
-            summary.lines_recognised += 1;
-        } else {
-            plain_line = Some(number);
-        }
-        if parsed.format != LineFormat::Plain {
-            *summary.formats.entry(parsed.format).or_insert(0) += 1;
-        }
-        if let Some(seq) = parsed.seq {
-            match last_seq {
-                Some(last) if !follows_plausibly(last, seq) => summary.seq_restarts += 1,
-                Some(last) if seq > last.saturating_add(1) => {
-                    analyzer.lost(last + 1, seq - 1, &mut out);
-                }
-                _ => {}
-            }
-            last_seq = Some(seq);
-        }
-        let entry = Entry::from_line(parsed, number);
-        if is_kmsg {
-            // Its dictionary lines may follow.
-            pending = Some(entry);
-        } else {
-            analyzer.push(entry, &mut out);
-            sink(&mut out, &mut summary, &mut plain_line);
-        }
     }
-    if let Some(entry) = pending.take() {
-        analyzer.push(entry, &mut out);
+
+    fn finish(mut self) -> LogSummary {
+        if let Some(entry) = self.pending.take() {
+            self.analyzer.push(entry, &mut self.out);
+        }
+        self.analyzer.finish(&mut self.out);
+        self.sink();
+        let mut summary = self.summary;
+        summary
+            .incidents
+            .sort_by_key(|i| (i.first_line, i.first_seq, i.incident_id));
+        summary
     }
-    analyzer.finish(&mut out);
-    sink(&mut out, &mut summary, &mut plain_line);
-    summary
-        .incidents
-        .sort_by_key(|i| (i.first_line, i.first_seq, i.incident_id));
-    summary
 }
 
 #[cfg(test)]
@@ -461,7 +650,95 @@ user  :err   : [    2.000000] amdgpu 0000:c1:00.0: amdgpu: GPU reset begin!
         }
     }
 
+    /// Every marker of a GPU message holds a literal the reader searches for.
+    #[test]
+    fn the_marker_literals_cover_every_marker() {
+        for marker in super::super::offline::GPU_MARKERS {
+            assert!(
+                GPU_MARKER_LITERALS.iter().any(|l| marker.contains(l)),
+                "{marker}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_reader_cuts_long_lines_and_replaces_invalid_bytes() {
+        let long = "x".repeat(MAX_SAVED_LINE_BYTES * 3);
+        let mut input = format!("first\r\n{long}\nlast").into_bytes();
+        input.extend_from_slice(b"\n\xff\xfe\n");
+        for capacity in [100, 1 << 20] {
+            let reader = std::io::BufReader::with_capacity(capacity, input.as_slice());
+            let s = analyze_reader(reader, classifier(), 2025, true, |_| true).unwrap();
+            let messages: Vec<&str> = s.events.iter().map(|e| e.message.as_str()).collect();
+            assert_eq!(messages.len(), 4, "{capacity}");
+            assert_eq!(messages[0], "first");
+            assert!(
+                messages[1].len() < MAX_SAVED_LINE_BYTES + 20
+                    && messages[1].ends_with("(line cut)")
+            );
+            assert_eq!(messages[2], "last");
+            assert_eq!(messages[3], "\u{fffd}\u{fffd}");
+            assert_eq!((s.lines_read, s.lines_cut), (4, 1));
+        }
+        let empty = analyze_reader(&b""[..], classifier(), 2025, false, |_| true).unwrap();
+        assert_eq!(empty.lines_read, 0);
+    }
+
+    /// What the reader's fast path must leave as it was: every classified event, incident and
+    /// count.
+    fn outcome(s: &LogSummary) -> String {
+        let events: Vec<_> = s
+            .events
+            .iter()
+            .filter(|e| e.id.is_some())
+            .map(|e| (e.line, format!("{:?} {:?} {:?}", e.id, e.device, e.fields)))
+            .collect();
+        let counts = [
+            s.lines_read,
+            s.lines_recognised,
+            s.lines_cut,
+            s.records_lost,
+            s.seq_restarts,
+        ];
+        format!("{events:?}\n{:?}\n{counts:?}\n{:?}", s.incidents, s.formats)
+    }
+
     proptest::proptest! {
+        /// Reading only the marked lines whole gives what reading every line does, whatever
+        /// the mix of formats and where the reads end.
+        #[test]
+        fn the_fast_reader_finds_what_reading_every_line_finds(
+            picks in proptest::collection::vec((0usize..1000, 0usize..13, 0usize..6), 0..60),
+            capacity in 1usize..400,
+        ) {
+            static C: std::sync::LazyLock<Arc<Classifier>> = std::sync::LazyLock::new(classifier);
+            static MESSAGES: std::sync::LazyLock<Vec<String>> = std::sync::LazyLock::new(catalogue_messages);
+            const OTHER: [&str; 4] = [
+                "usb 1-1: new high-speed USB device number 2 using xhci_hcd",
+                "EXT4-fs (nvme0n1p3): mounted filesystem",
+                " SUBSYSTEM=pci",
+                "",
+            ];
+            let mut text = String::new();
+            for (seq, (pick, style, kind)) in picks.iter().enumerate() {
+                let message = match kind {
+                    0..=2 => MESSAGES[pick % MESSAGES.len()].clone(),
+                    _ => OTHER[pick % OTHER.len()].to_owned(),
+                };
+                let line = match (kind, style) {
+                    (_, 0) => format!("3,{},{},-;{message}\n DEVICE=+pci:0000:c1:00.0", seq * 2, seq * 1000),
+                    (5, _) => message,
+                    _ => prefixed(*style, &message),
+                };
+                text.push_str(&line);
+                text.push('\n');
+            }
+            let every_line = analyze_lines(text.lines(), C.clone(), 2025, |e| e.id.is_some());
+            let reader = std::io::BufReader::with_capacity(capacity, text.as_bytes());
+            let fast = analyze_reader(reader, C.clone(), 2025, false, |e| e.id.is_some()).unwrap();
+            proptest::prop_assert_eq!(outcome(&fast), outcome(&every_line));
+        }
+
         /// Any catalogue line under any recognised prefix is the same event.
         #[test]
         fn any_catalogue_line_under_any_prefix_is_the_same_event(pick in 0usize..1000, style in 0usize..13) {

@@ -304,6 +304,12 @@ impl Classifier {
         &self.kinds
     }
 
+    /// Whether some incident kind asks for a count of this id (`min_counts`), so that another
+    /// of its events may change an incident's kind.
+    pub fn counted_in_kinds(&self, id: &str) -> bool {
+        self.kinds.iter().any(|k| k.min_counts.contains_key(id))
+    }
+
     /// Classifies a kernel message. Lines without an amdgpu/KFD/DRM/TTM prefix are not
     /// looked at further (the cheap prefilter); callers pass only kernel records (facility 0).
     pub fn classify(&self, message: &str) -> Option<Classification> {

@@ -15,6 +15,8 @@ struct OpenIncident {
     first_class: &'static str,
     /// Closeness key of its last event.
     last_key_usec: Option<u64>,
+    /// Its events, all ids together.
+    events_total: u32,
 }
 
 /// Where an event sits: what the tracker needs of it.
@@ -54,13 +56,26 @@ impl IncidentTracker {
         }
     }
 
-    fn kind_of(&self, counts: &BTreeMap<Arc<str>, u32>, first_class: &str) -> Arc<str> {
-        self.classifier
-            .kinds()
-            .iter()
-            .find(|k| k.matches(counts))
-            .map(|k| k.kind.clone())
-            .unwrap_or_else(|| Arc::from(format!("gpu_{first_class}")))
+    /// The kind an incident's counts name; `current` is kept when it is already the fallback
+    /// name (a long incident is looked at on every event, and the name need not be rebuilt).
+    fn kind_of(
+        &self,
+        counts: &BTreeMap<Arc<str>, u32>,
+        first_class: &str,
+        current: Option<&Arc<str>>,
+    ) -> Arc<str> {
+        if let Some(kind) = self.classifier.kinds().iter().find(|k| k.matches(counts)) {
+            return kind.kind.clone();
+        }
+        match current {
+            Some(kind) if kind.strip_prefix("gpu_") == Some(first_class) => kind.clone(),
+            _ => Arc::from(format!("gpu_{first_class}")),
+        }
+    }
+
+    /// The ids of the incidents open now (not yet closed, so not yet counted).
+    pub fn open_ids(&self) -> Vec<u64> {
+        self.open.iter().map(|o| o.incident.incident_id).collect()
     }
 
     /// Closes incidents whose last event is more than the gap before `now_key_usec`.
@@ -112,7 +127,7 @@ impl IncidentTracker {
             if rule.incident == IncidentRole::Open {
                 let mut counts = BTreeMap::new();
                 counts.insert(rule.id.clone(), 1);
-                let kind = self.kind_of(&counts, rule.class.as_str());
+                let kind = self.kind_of(&counts, rule.class.as_str(), None);
                 let incident = Incident {
                     incident_id: place.seq.or(place.line).unwrap_or(0),
                     kind,
@@ -136,11 +151,12 @@ impl IncidentTracker {
                     incident,
                     first_class: rule.class.as_str(),
                     last_key_usec: key,
+                    events_total: 1,
                 });
             }
             return;
         };
-        let kind_now = {
+        let kind_may_change = {
             let open = &mut self.open[index];
             open.last_key_usec = key.or(open.last_key_usec);
             let incident = &mut open.incident;
@@ -157,16 +173,29 @@ impl IncidentTracker {
             if incident.pid.is_none() {
                 incident.pid = place.pid;
             }
-            *incident.event_counts.entry(rule.id.clone()).or_insert(0) += 1;
-            incident.event_counts.clone()
+            let count = incident.event_counts.entry(rule.id.clone()).or_insert(0);
+            *count += 1;
+            open.events_total = open.events_total.saturating_add(1);
+            // The kind can change only when an id appears for the first time or reaches a
+            // count a kind asks for: a long incident is not looked at anew on every event.
+            *count == 1 || self.classifier.counted_in_kinds(&rule.id)
         };
-        let kind = self.kind_of(&kind_now, self.open[index].first_class);
+        let open = &self.open[index];
+        let kind = if kind_may_change {
+            self.kind_of(
+                &open.incident.event_counts,
+                open.first_class,
+                Some(&open.incident.kind),
+            )
+        } else {
+            open.incident.kind.clone()
+        };
+        let total = open.events_total;
         let incident = &mut self.open[index].incident;
         let recovered = rule
             .recovery
             .map(|r| r == Recovery::Succeeded)
             .or(incident.recovered);
-        let total: u32 = incident.event_counts.values().sum();
         let changed = kind != incident.kind || recovered != incident.recovered;
         incident.kind = kind;
         incident.recovered = recovered;

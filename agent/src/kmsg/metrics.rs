@@ -48,6 +48,14 @@ impl KmsgMetrics {
             .inc();
     }
 
+    pub fn incidents(&self, kind: &str) -> u64 {
+        self.incidents
+            .get_or_create(&KindLabels {
+                kind: kind.to_owned(),
+            })
+            .get()
+    }
+
     pub fn records_lost(&self) -> u64 {
         self.lost.get()
     }

@@ -19,4 +19,3 @@ pub(crate) mod stream;
 pub use analyze::{Analyzer, KernelEvent, Output};
 pub use classify::{Class, Classifier};
 pub use incident::Incident;
-pub use offline::SavedLines;

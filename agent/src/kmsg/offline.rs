@@ -1,7 +1,6 @@
 //! Detects, per line, the format of a saved kernel log (kmsg records, `dmesg` in its forms, journalctl and syslog in any locale, `talosctl dmesg`, `kubectl logs`) and parses it, or finds the GPU message in a line of no known form.
 
-use super::record::parse_record;
-use crate::limits::MAX_SAVED_LINE_BYTES;
+use super::record::{parse_header, parse_record};
 
 /// The format a line was recognised as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Serialize)]
@@ -86,7 +85,8 @@ fn month_number(word: &str) -> Option<i8> {
 }
 
 /// Where the amdgpu/DRM/KFD part of a line starts, for a line of no known format.
-const GPU_MARKERS: [&str; 7] = ["amdgpu", "[drm", "drm:", "drmn", "kfd", "[TTM]", "ttm:"];
+pub(crate) const GPU_MARKERS: [&str; 7] =
+    ["amdgpu", "[drm", "drm:", "drmn", "kfd", "[TTM]", "ttm:"];
 
 /// One line of a saved log, whatever its format.
 #[derive(Debug, Clone, PartialEq)]
@@ -104,22 +104,47 @@ pub struct LogLine {
 }
 
 impl LogLine {
-    fn plain(format: LineFormat, message: &str) -> Self {
-        LogLine {
+    pub fn user_written(&self) -> bool {
+        self.facility != 0
+    }
+}
+
+/// A line's prefix read, its message still in the line: what format detection costs without a
+/// copy (kmsg records, whose messages are unescaped, are read by [`parse_record`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Head<'a> {
+    format: LineFormat,
+    monotonic_usec: Option<u64>,
+    wall: Option<jiff::Timestamp>,
+    facility: u32,
+    level: Option<u8>,
+    message: &'a str,
+}
+
+impl<'a> Head<'a> {
+    fn new(format: LineFormat, message: &'a str) -> Self {
+        Head {
             format,
-            seq: None,
             monotonic_usec: None,
             wall: None,
             facility: 0,
             level: None,
-            message: message.to_owned(),
-            subsystem: None,
-            device: None,
+            message,
         }
     }
 
-    pub fn user_written(&self) -> bool {
-        self.facility != 0
+    fn into_line(self) -> LogLine {
+        LogLine {
+            format: self.format,
+            seq: None,
+            monotonic_usec: self.monotonic_usec,
+            wall: self.wall,
+            facility: self.facility,
+            level: self.level,
+            message: self.message.to_owned(),
+            subsystem: None,
+            device: None,
+        }
     }
 }
 
@@ -131,90 +156,30 @@ pub fn dictionary_entry(line: &str) -> Option<(&str, &str)> {
         .then_some((key, value))
 }
 
-/// The lines of a saved log, each cut at [`MAX_SAVED_LINE_BYTES`]: a file of one endless
-/// line (a binary, a log without newlines) costs that much memory, not its size. Invalid UTF-8
-/// becomes U+FFFD; a trailing `\r` is dropped. A read error ends the lines and is kept.
-#[derive(Debug)]
-pub struct SavedLines<R> {
-    input: R,
-    line: Vec<u8>,
-    lines_cut: u64,
-    failed: Option<std::io::Error>,
-}
-
-impl<R: std::io::BufRead> SavedLines<R> {
-    pub fn new(input: R) -> Self {
-        Self {
-            input,
-            line: Vec::new(),
-            lines_cut: 0,
-            failed: None,
-        }
-    }
-
-    /// Lines longer than the bound so far.
-    pub fn lines_cut(&self) -> u64 {
-        self.lines_cut
-    }
-
-    /// The read error that ended the lines, if one did.
-    pub fn take_error(&mut self) -> Option<std::io::Error> {
-        self.failed.take()
-    }
-}
-
-impl<R: std::io::BufRead> Iterator for SavedLines<R> {
-    type Item = String;
-
-    fn next(&mut self) -> Option<String> {
-        self.line.clear();
-        let mut read_any = false;
-        let mut cut = false;
-        loop {
-            let available = match self.input.fill_buf() {
-                Ok(bytes) => bytes,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    self.failed = Some(e);
-                    return None;
-                }
-            };
-            if available.is_empty() {
-                if !read_any {
-                    return None;
-                }
-                break;
-            }
-            read_any = true;
-            let (content, used) = match available.iter().position(|&b| b == b'\n') {
-                Some(at) => (&available[..at], at + 1),
-                None => (available, available.len()),
-            };
-            let room = MAX_SAVED_LINE_BYTES.saturating_sub(self.line.len());
-            cut |= content.len() > room;
-            self.line
-                .extend_from_slice(&content[..content.len().min(room)]);
-            let ended = used > content.len();
-            self.input.consume(used);
-            if ended {
-                break;
-            }
-        }
-        if self.line.last() == Some(&b'\r') {
-            self.line.pop();
-        }
-        let mut text = String::from_utf8_lossy(&self.line).into_owned();
-        if cut {
-            self.lines_cut += 1;
-            text.push_str(" …(line cut)");
-        }
-        Some(text)
-    }
-}
-
 /// Parses one line. `year` dates journalctl lines, which print none. Total: never panics.
 pub fn parse_line(line: &str, year: i16) -> LogLine {
     let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.as_bytes().first().is_some_and(u8::is_ascii_digit)
+        && let Some(record) = parse_kmsg(line)
+    {
+        return record;
+    }
+    head_of(line, year).into_line()
+}
+
+/// The format of a line and, for a kmsg record, its sequence number: what [`parse_line`]
+/// finds, without copying the message (for the lines of a log that hold no GPU message).
+pub fn line_format(line: &str, year: i16) -> (LineFormat, Option<u64>) {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    if line.as_bytes().first().is_some_and(u8::is_ascii_digit)
+        && let Ok(header) = parse_header(line.as_bytes())
+    {
+        return (LineFormat::Kmsg, Some(header.seq));
+    }
+    (head_of(line, year).format, None)
+}
+
+fn head_of(line: &str, year: i16) -> Head<'_> {
     if let Some(parsed) = parse_known(line, year) {
         return parsed;
     }
@@ -228,11 +193,11 @@ pub fn parse_line(line: &str, year: i16) -> LogLine {
     located(line)
 }
 
-/// The line as one of the kernel log formats, if it is one.
-fn parse_known(line: &str, year: i16) -> Option<LogLine> {
+/// The line as one of the kernel log formats other than kmsg, if it is one.
+fn parse_known(line: &str, year: i16) -> Option<Head<'_>> {
     let bytes = line.as_bytes();
     let parsed = match bytes.first() {
-        Some(b'0'..=b'9') => parse_kmsg(line).or_else(|| parse_journal_iso(line)),
+        Some(b'0'..=b'9') => parse_journal_iso(line),
         Some(b'[') => parse_dmesg(line).map(journal_monotonic),
         Some(b'<') => parse_dmesg_raw(line),
         Some(_) => parse_journal(line, year),
@@ -242,14 +207,14 @@ fn parse_known(line: &str, year: i16) -> Option<LogLine> {
 }
 
 /// A line of no known format: the message from its first GPU marker on, or the whole line.
-fn located(line: &str) -> LogLine {
+fn located(line: &str) -> Head<'_> {
     let start = GPU_MARKERS
         .iter()
         .filter_map(|marker| line.find(marker))
         .min();
     match start {
-        Some(at) if at > 0 => LogLine::plain(LineFormat::Located, &line[at..]),
-        _ => LogLine::plain(LineFormat::Plain, line),
+        Some(at) if at > 0 => Head::new(LineFormat::Located, &line[at..]),
+        _ => Head::new(LineFormat::Plain, line),
     }
 }
 
@@ -266,14 +231,15 @@ fn rfc3339_head(line: &str) -> Option<(jiff::Timestamp, &str)> {
 /// `host ident[pid]: message` → (ident without pid, message), when it has that shape.
 fn host_ident_message(rest: &str) -> Option<(&str, &str)> {
     let (_host, after) = rest.split_once(' ')?;
-    let (ident, message) = after.split_once(": ").or_else(|| {
+    // The ident runs to the first `:` and holds no space; most messages fail here at once.
+    let end = after.find([':', ' '])?;
+    let (ident, tail) = after.split_at(end);
+    let message = match tail.strip_prefix(':')? {
         // A kernel line with an empty message.
-        after.strip_suffix(':').map(|ident| (ident, ""))
-    })?;
-    if ident.is_empty() || ident.contains(' ') {
-        return None;
-    }
-    Some((ident, message))
+        "" => "",
+        tail => tail.strip_prefix(' ')?,
+    };
+    (!ident.is_empty()).then_some((ident, message))
 }
 
 /// What the journal says of who wrote a line: the kernel, or a program (`name[pid]`).
@@ -286,11 +252,11 @@ fn journal_ident_facility(ident: &str) -> Option<u32> {
 }
 
 /// A kernel line of syslog carries the monotonic stamp after `kernel: `.
-fn take_monotonic(out: &mut LogLine) {
+fn take_monotonic(out: &mut Head<'_>) {
     if out.facility != 0 || !out.message.starts_with('[') {
         return;
     }
-    if let Some(inner) = parse_dmesg(&out.message)
+    if let Some(inner) = parse_dmesg(out.message)
         && inner.format == LineFormat::Dmesg
     {
         out.monotonic_usec = inner.monotonic_usec;
@@ -300,22 +266,36 @@ fn take_monotonic(out: &mut LogLine) {
 
 /// `[  950.818166] host kernel: message` (journalctl short-monotonic) is not a dmesg line
 /// whose message begins `host kernel: `.
-fn journal_monotonic(mut line: LogLine) -> LogLine {
+fn journal_monotonic(mut line: Head<'_>) -> Head<'_> {
     if line.format != LineFormat::Dmesg {
         return line;
     }
-    if let Some((ident, message)) = host_ident_message(&line.message)
+    // Cheap test first (every dmesg line comes here): the ident is `kernel` or `name[pid]`,
+    // so `kernel:` or `]:` follows the host.
+    let Some((_host, after)) = line.message.split_once(' ') else {
+        return line;
+    };
+    if !after.starts_with("kernel:")
+        && memchr::memmem::find(
+            after.as_bytes().get(..64).unwrap_or(after.as_bytes()),
+            b"]:",
+        )
+        .is_none()
+    {
+        return line;
+    }
+    if let Some((ident, message)) = host_ident_message(line.message)
         && let Some(facility) = journal_ident_facility(ident)
     {
         line.format = LineFormat::JournalMonotonic;
         line.facility = facility;
-        line.message = message.to_owned();
+        line.message = message;
     }
     line
 }
 
 /// `dmesg -r`: `<3>[  950.818166] message` (priority = facility × 8 + level).
-fn parse_dmesg_raw(line: &str) -> Option<LogLine> {
+fn parse_dmesg_raw(line: &str) -> Option<Head<'_>> {
     let (priority, rest) = line.strip_prefix('<')?.split_once('>')?;
     let priority: u32 = priority.parse().ok()?;
     let mut out = parse_dmesg(rest)?;
@@ -324,11 +304,11 @@ fn parse_dmesg_raw(line: &str) -> Option<LogLine> {
     Some(out)
 }
 
-fn parse_journal_iso(line: &str) -> Option<LogLine> {
+fn parse_journal_iso(line: &str) -> Option<Head<'_>> {
     let (wall, rest) = rfc3339_head(line)?;
     let (ident, message) = host_ident_message(rest)?;
     let facility = journal_ident_facility(ident)?;
-    let mut out = LogLine::plain(LineFormat::JournalIso, message);
+    let mut out = Head::new(LineFormat::JournalIso, message);
     out.wall = Some(wall);
     out.facility = facility;
     take_monotonic(&mut out);
@@ -353,35 +333,37 @@ fn parse_kmsg(line: &str) -> Option<LogLine> {
 /// `12.345678` → µs.
 fn seconds_to_usec(text: &str) -> Option<u64> {
     let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
-    if secs.is_empty() || !secs.bytes().all(|b| b.is_ascii_digit()) {
+    // Read by hand: every dmesg line has one.
+    let digits = |part: &str| -> Option<u64> {
+        part.bytes().try_fold(0u64, |n, b| {
+            b.is_ascii_digit()
+                .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+                .flatten()
+        })
+    };
+    if secs.is_empty() || frac.len() > 9 {
         return None;
     }
-    if !frac.bytes().all(|b| b.is_ascii_digit()) || frac.len() > 9 {
-        return None;
-    }
-    let secs: u64 = secs.parse().ok()?;
-    let mut micros: u64 = 0;
-    for (i, digit) in frac
-        .bytes()
-        .chain(std::iter::repeat(b'0'))
-        .take(6)
-        .enumerate()
-    {
-        let _ = i;
-        micros = micros * 10 + u64::from(digit - b'0');
+    let secs = digits(secs)?;
+    // Microseconds: the first six digits of the fraction, padded with zeros.
+    let micros_digits = frac.get(..frac.len().min(6))?;
+    let mut micros = digits(micros_digits)?;
+    digits(frac)?;
+    for _ in micros_digits.len()..6 {
+        micros *= 10;
     }
     secs.checked_mul(1_000_000)?.checked_add(micros)
 }
 
-fn parse_dmesg(line: &str) -> Option<LogLine> {
-    let close = line.find(']')?;
+fn parse_dmesg(line: &str) -> Option<Head<'_>> {
+    let close = memchr::memchr(b']', line.as_bytes())?;
     let inside = line.get(1..close)?.trim();
     let message = line
         .get(close + 1..)?
         .strip_prefix(' ')
         .unwrap_or(line.get(close + 1..)?);
     if let Some(usec) = seconds_to_usec(inside) {
-        let mut out = LogLine::plain(LineFormat::Dmesg, message);
+        let mut out = Head::new(LineFormat::Dmesg, message);
         out.monotonic_usec = Some(usec);
         return Some(out);
     }
@@ -394,14 +376,14 @@ fn parse_dmesg(line: &str) -> Option<LogLine> {
             .to_zoned_datetime(jiff::tz::TimeZone::UTC)
             .ok()?
             .timestamp();
-        let mut out = LogLine::plain(LineFormat::DmesgTime, message);
+        let mut out = Head::new(LineFormat::DmesgTime, message);
         out.wall = Some(wall);
         return Some(out);
     }
     None
 }
 
-fn parse_journal(line: &str, year: i16) -> Option<LogLine> {
+fn parse_journal(line: &str, year: i16) -> Option<Head<'_>> {
     // `Aug 05 09:03:24[.804673] host ident[pid]: message`; the day may be space-padded
     // (`Aug  5`), the month in another language (`maj`, `févr.`, `окт`).
     let (month, rest) = line.split_once(' ')?;
@@ -419,7 +401,7 @@ fn parse_journal(line: &str, year: i16) -> Option<LogLine> {
     let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
     let clock = jiff::civil::Time::strptime("%H:%M:%S", hms).ok()?;
     let (ident, message) = host_ident_message(rest)?;
-    let mut out = LogLine::plain(LineFormat::Journal, message);
+    let mut out = Head::new(LineFormat::Journal, message);
     // A user-space program's line: the same rule as a kmsg record of facility ≠ 0.
     out.facility = u32::from(ident != "kernel");
     // An unknown month name still leaves the line a journal line, only without its time.
@@ -475,7 +457,7 @@ const LEVELS: [&str; 8] = [
     "emerg", "alert", "crit", "err", "warning", "notice", "info", "debug",
 ];
 
-fn parse_talos(line: &str) -> Option<LogLine> {
+fn parse_talos(line: &str) -> Option<Head<'_>> {
     // `[node: ]kern:    info: [2026-01-06T19:44:34.377086477Z]: message`
     let open = line.find(": [")?;
     let after = line.get(open + 3..)?;
@@ -491,14 +473,14 @@ fn parse_talos(line: &str) -> Option<LogLine> {
     let facility_name = head.next()?;
     let level = LEVELS.iter().position(|l| *l == level_name)?;
     let facility = FACILITIES.iter().position(|f| *f == facility_name)?;
-    let mut out = LogLine::plain(LineFormat::Talos, message);
+    let mut out = Head::new(LineFormat::Talos, message);
     out.wall = Some(wall);
     out.level = u8::try_from(level).ok();
     out.facility = u32::try_from(facility).ok()?;
     Some(out)
 }
 
-fn parse_dmesg_decoded(line: &str) -> Option<LogLine> {
+fn parse_dmesg_decoded(line: &str) -> Option<Head<'_>> {
     // `user  :notice: [ 1.0] message`: facility and level padded to six columns.
     let (facility_name, rest) = line.split_once(':')?;
     let (level_name, rest) = rest.split_once(':')?;
@@ -523,24 +505,6 @@ fn parse_dmesg_decoded(line: &str) -> Option<LogLine> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn saved_lines_are_cut_at_the_bound_and_keep_the_rest() {
-        let long = "x".repeat(MAX_SAVED_LINE_BYTES * 3);
-        let input = format!("first\r\n{long}\nlast");
-        // A small buffer, so the long line spans many fills.
-        let mut lines = SavedLines::new(std::io::BufReader::with_capacity(100, input.as_bytes()));
-        assert_eq!(lines.next().as_deref(), Some("first"));
-        let cut = lines.next().unwrap();
-        assert!(cut.len() < MAX_SAVED_LINE_BYTES + 20 && cut.ends_with("(line cut)"));
-        assert_eq!(lines.next().as_deref(), Some("last"));
-        assert_eq!(lines.next(), None);
-        assert_eq!(lines.lines_cut(), 1);
-        let mut empty = SavedLines::new(&b""[..]);
-        assert_eq!(empty.next(), None);
-        let mut binary = SavedLines::new(&[0xff, 0xfe, b'\n'][..]);
-        assert_eq!(binary.next().as_deref(), Some("\u{fffd}\u{fffd}"));
-    }
 
     const MSG: &str = "amdgpu 0000:c1:00.0: amdgpu: MES failed to respond to msg=REMOVE_QUEUE";
 

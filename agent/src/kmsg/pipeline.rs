@@ -349,7 +349,7 @@ fn flush(
 #[derive(Debug)]
 enum Count {
     Event { class: Class, id: Arc<str> },
-    Incident { kind: Arc<str> },
+    Incident { kind: Arc<str>, incident_id: u64 },
     Lost { records: u64 },
 }
 
@@ -362,14 +362,17 @@ enum Count {
 struct Tally {
     /// Records up to this seq were counted by an earlier run.
     counted_up_to: Option<u64>,
+    /// Incidents an earlier run left open (uncounted): each is counted once it closes here.
+    left_open: Vec<u64>,
     /// The first pass: counts not yet made, with the seq each belongs to.
     held: Option<Vec<(Option<u64>, Count)>>,
 }
 
 impl Tally {
-    fn new(counted_up_to: Option<u64>) -> Self {
+    fn new(counted_up_to: Option<u64>, left_open: Vec<u64>) -> Self {
         Self {
             counted_up_to,
+            left_open,
             held: Some(Vec::new()),
         }
     }
@@ -381,22 +384,29 @@ impl Tally {
         }
     }
 
-    fn count(&self, metrics: &KmsgMetrics, seq: Option<u64>, count: Count) {
-        if let (Some(seq), Some(done)) = (seq, self.counted_up_to)
+    fn count(&mut self, metrics: &KmsgMetrics, seq: Option<u64>, count: Count) {
+        if let Count::Incident { incident_id, .. } = &count
+            && let Some(at) = self.left_open.iter().position(|id| id == incident_id)
+        {
+            // Open when the earlier run stopped: not counted there, so counted here, once.
+            self.left_open.swap_remove(at);
+        } else if let (Some(seq), Some(done)) = (seq, self.counted_up_to)
             && seq <= done
         {
             return;
         }
         match count {
             Count::Event { class, id } => metrics.count_event(class, &id),
-            Count::Incident { kind } => metrics.count_incident(&kind),
+            Count::Incident { kind, .. } => metrics.count_incident(&kind),
             Count::Lost { records } => metrics.count_lost(records),
         }
     }
 
-    /// Ends the first pass, whose newest record is `newest_seq`: a saved position beyond it is
-    /// corrupt (reported, and nothing is taken as counted), then the held counts are made.
-    fn settle(&mut self, metrics: &KmsgMetrics, newest_seq: Option<u64>) {
+    /// Ends the first pass, whose newest record is `newest_seq` and after which `open_now` are
+    /// open: a saved position beyond it is corrupt (reported, and nothing is taken as counted),
+    /// then the held counts are made. An incident left open that is not open again had its
+    /// records overwritten while no agent ran: it cannot be read again, and is let go.
+    fn settle(&mut self, metrics: &KmsgMetrics, newest_seq: Option<u64>, open_now: &[u64]) {
         let Some(held) = self.held.take() else {
             return;
         };
@@ -407,10 +417,12 @@ impl Tally {
                 "the saved kernel log position ({done}) is beyond the newest record ({newest}) of this boot: it is corrupt and ignored, and rewritten"
             );
             self.counted_up_to = None;
+            self.left_open.clear();
         }
         for (seq, count) in held {
             self.count(metrics, seq, count);
         }
+        self.left_open.retain(|id| open_now.contains(id));
     }
 }
 
@@ -459,7 +471,12 @@ fn to_items(
                 }
                 if incident.closed {
                     let kind = incident.kind.clone();
-                    tally.add(metrics, incident.last_seq, Count::Incident { kind });
+                    let incident_id = incident.incident_id;
+                    tally.add(
+                        metrics,
+                        incident.last_seq,
+                        Count::Incident { kind, incident_id },
+                    );
                 }
                 (current_seq, None, false, StreamMessage::Incident(incident))
             }
@@ -516,11 +533,17 @@ fn read_loop<S: RecordSource>(
         }
     });
     // Records up to this seq were counted by an earlier run in this boot.
-    let counted_up_to = saved
+    let this_boot = saved
         .as_ref()
-        .filter(|s| s.boot_id == shared.boot_id && !s.boot_id.is_empty())
-        .map(|s| s.last_counted_seq);
-    let mut tally = Tally::new(counted_up_to);
+        .filter(|s| s.boot_id == shared.boot_id && !s.boot_id.is_empty());
+    let counted_up_to = this_boot.map(|s| s.last_counted_seq);
+    let left_open = this_boot
+        .map(|s| s.open_incidents.clone())
+        .unwrap_or_default();
+    let mut tally = Tally::new(counted_up_to, left_open);
+    // The open incidents as last saved: a change is saved at once (an incident that closed and
+    // was counted must not be counted again after a crash).
+    let mut saved_open: Vec<u64> = Vec::new();
     let mut first_record = true;
     let mut outputs = Vec::new();
     let mut last_save: Option<Instant> = None;
@@ -573,12 +596,22 @@ fn read_loop<S: RecordSource>(
                     &mut tally,
                     reader.last_seq(),
                 );
-                tally.settle(&shared.metrics, reader.last_seq());
+                let open_now = analyzer.open_incident_ids();
+                tally.settle(&shared.metrics, reader.last_seq(), &open_now);
                 shared.caught_up.send_replace(true);
-                if dirty && last_save.is_none_or(|t| t.elapsed() >= SAVE_INTERVAL) {
-                    save_position(state_file.as_ref(), shared, reader.last_seq());
+                if (dirty && last_save.is_none_or(|t| t.elapsed() >= SAVE_INTERVAL))
+                    || open_now != saved_open
+                {
+                    save_position(
+                        state_file.as_ref(),
+                        shared,
+                        reader.last_seq(),
+                        &open_now,
+                        &tally,
+                    );
                     last_save = Some(Instant::now());
                     dirty = false;
+                    saved_open = open_now;
                 }
                 match reader.wait(POLL_INTERVAL) {
                     Ok(_) => {}
@@ -599,16 +632,37 @@ fn read_loop<S: RecordSource>(
             reader.last_seq(),
         );
     }
-    save_position(state_file.as_ref(), shared, reader.last_seq());
+    save_position(
+        state_file.as_ref(),
+        shared,
+        reader.last_seq(),
+        &analyzer.open_incident_ids(),
+        &tally,
+    );
 }
 
-fn save_position(file: Option<&StateFile>, shared: &Shared, last_seq: Option<u64>) {
+/// Saves how far records were counted and which incidents are open (with those an earlier
+/// run left open whose records were not read again yet: still owed a count).
+fn save_position(
+    file: Option<&StateFile>,
+    shared: &Shared,
+    last_seq: Option<u64>,
+    open: &[u64],
+    tally: &Tally,
+) {
     let (Some(file), Some(seq)) = (file, last_seq) else {
         return;
     };
+    let mut open_incidents = open.to_vec();
+    for id in &tally.left_open {
+        if !open_incidents.contains(id) {
+            open_incidents.push(id.to_owned());
+        }
+    }
     let state = CountedUpTo {
         boot_id: shared.boot_id.clone(),
         last_counted_seq: seq,
+        open_incidents,
     };
     if let Err(e) = file.save(&state) {
         tracing::warn!("cannot save the kernel log position: {e}");
@@ -717,6 +771,87 @@ mod tests {
     }
 
     #[test]
+    fn an_incident_open_at_shutdown_is_counted_once_after_the_restart() {
+        // A 3 s gap: the first run stops well within it, the second sees the incident close.
+        let rules = crate::kmsg::classify::EMBEDDED_RULES
+            .replace("incident_gap_seconds = 10", "incident_gap_seconds = 3");
+        let classifier = Arc::new(Classifier::from_toml(&rules, "test rules").unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = KernelLogConfig::new(classifier.clone());
+        cfg.state_dir = Some(dir.path().to_owned());
+        let state = StateFile::in_dir(dir.path());
+        let now = nodectl_model::clock::monotonic_usec_now().unwrap();
+        let text = "amdgpu 0000:c1:00.0: amdgpu: MES failed to respond to msg=REMOVE_QUEUE";
+        let ring = || ScriptedSource::new([Some(format!("3,7,{now},-;{text}\n").into_bytes())]);
+        let kind = crate::kmsg::analyze::analyze_text(
+            &format!("3,7,{now},-;{text}"),
+            classifier.clone(),
+            2025,
+            |_| false,
+        )
+        .incidents[0]
+            .kind
+            .to_string();
+        let run = |metrics: &KmsgMetrics| {
+            let cancel = CancellationToken::new();
+            let log = KernelLog::start_with_source(
+                ring(),
+                "b".into(),
+                None,
+                cfg.clone(),
+                metrics.clone(),
+                cancel.clone(),
+            );
+            (log, cancel)
+        };
+        let wait = |done: &dyn Fn() -> bool| {
+            for _ in 0..800 {
+                if done() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            false
+        };
+
+        // First run: the incident opens and the agent stops before it goes quiet.
+        let first = KmsgMetrics::default();
+        let (log, cancel) = run(&first);
+        assert!(wait(&|| state
+            .load()
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.open_incidents == [7])));
+        cancel.cancel();
+        log.join();
+        assert_eq!(first.incidents(&kind), 0);
+        assert_eq!(state.load().unwrap().unwrap().open_incidents, [7]);
+
+        // After the restart the ring still holds its record: it closes and is counted, once.
+        let second = KmsgMetrics::default();
+        let (log, cancel) = run(&second);
+        assert!(wait(&|| second.incidents(&kind) == 1));
+        assert!(wait(&|| state
+            .load()
+            .ok()
+            .flatten()
+            .is_some_and(|s| s.open_incidents.is_empty())));
+        cancel.cancel();
+        log.join();
+        assert_eq!(second.incidents(&kind), 1);
+        // Its event was counted by the first run.
+        assert_eq!(second.events(Class::Hang, "mes_timeout"), 0);
+
+        // Another restart reads it again, and counts nothing.
+        let third = KmsgMetrics::default();
+        let (log, cancel) = run(&third);
+        std::thread::sleep(Duration::from_millis(500));
+        cancel.cancel();
+        log.join();
+        assert_eq!(third.incidents(&kind), 0);
+    }
+
+    #[test]
     fn records_counted_before_a_restart_are_not_counted_again() {
         use crate::kmsg::classify::Class;
         let dir = tempfile::tempdir().unwrap();
@@ -724,6 +859,7 @@ mod tests {
             .save(&CountedUpTo {
                 boot_id: "b".into(),
                 last_counted_seq: 5,
+                open_incidents: Vec::new(),
             })
             .unwrap();
         let mut cfg = config();

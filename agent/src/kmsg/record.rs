@@ -42,21 +42,13 @@ fn field<T: std::str::FromStr>(part: Option<&[u8]>, header: &[u8]) -> Result<T, 
 
 /// Parses one record (the bytes of one `read()`). Total: never panics.
 pub fn parse_record(bytes: &[u8]) -> Result<Record, RecordError> {
-    let semi = bytes
-        .iter()
-        .position(|&b| b == b';')
-        .ok_or(RecordError::NoSeparator)?;
-    let header = &bytes[..semi];
-    let mut parts = header.split(|&b| b == b',');
-    let prio: u32 = field(parts.next(), header)?;
-    let seq: u64 = field(parts.next(), header)?;
-    let ts_usec: u64 = field(parts.next(), header)?;
-    if parts.next().is_none() {
-        return Err(RecordError::Header(
-            String::from_utf8_lossy(header).into_owned(),
-        ));
-    }
-    let rest = &bytes[semi + 1..];
+    let RecordHeader {
+        prio,
+        seq,
+        ts_usec,
+        message_at,
+    } = parse_header(bytes)?;
+    let rest = &bytes[message_at..];
     let mut lines = rest.split(|&b| b == b'\n');
     let message = unescape(lines.next().unwrap_or_default());
     let mut subsystem = None;
@@ -82,6 +74,36 @@ pub fn parse_record(bytes: &[u8]) -> Result<Record, RecordError> {
         message,
         subsystem,
         device,
+    })
+}
+
+/// A record's `prio,seq,usec,flags;` and where its message starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordHeader {
+    pub prio: u32,
+    pub seq: u64,
+    pub ts_usec: u64,
+    pub message_at: usize,
+}
+
+/// The header of a record; a record is valid exactly when its header is.
+pub fn parse_header(bytes: &[u8]) -> Result<RecordHeader, RecordError> {
+    let semi = memchr::memchr(b';', bytes).ok_or(RecordError::NoSeparator)?;
+    let header = &bytes[..semi];
+    let mut parts = header.split(|&b| b == b',');
+    let prio: u32 = field(parts.next(), header)?;
+    let seq: u64 = field(parts.next(), header)?;
+    let ts_usec: u64 = field(parts.next(), header)?;
+    if parts.next().is_none() {
+        return Err(RecordError::Header(
+            String::from_utf8_lossy(header).into_owned(),
+        ));
+    }
+    Ok(RecordHeader {
+        prio,
+        seq,
+        ts_usec,
+        message_at: semi + 1,
     })
 }
 

@@ -1,4 +1,4 @@
-//! Keeps `(boot_id, last counted seq)` in the state directory so a restarted agent counts no record twice.
+//! Keeps `(boot_id, last counted seq, incidents open)` in the state directory so a restarted agent counts no record twice and every incident once.
 
 use std::path::{Path, PathBuf};
 
@@ -9,6 +9,11 @@ use crate::limits::MAX_STATE_BYTES;
 pub struct CountedUpTo {
     pub boot_id: String,
     pub last_counted_seq: u64,
+    /// Incidents (by id: the seq of their first record) still open, so not yet counted: a
+    /// restarted agent reads their records again and counts each once it closes, although its
+    /// records are at or before `last_counted_seq`. Absent in files of earlier versions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub open_incidents: Vec<u64>,
 }
 
 /// The state file in `--state-dir DIR`.
@@ -95,9 +100,16 @@ mod tests {
         let s = CountedUpTo {
             boot_id: "b".into(),
             last_counted_seq: 42,
+            open_incidents: vec![40],
         };
         file.save(&s).unwrap();
         assert_eq!(file.load().unwrap(), Some(s));
+        // A file of an earlier version, without open incidents.
+        std::fs::write(file.path(), r#"{"boot_id":"b","last_counted_seq":3}"#).unwrap();
+        assert_eq!(
+            file.load().unwrap().unwrap().open_incidents,
+            Vec::<u64>::new()
+        );
         std::fs::write(file.path(), "{").unwrap();
         assert!(
             file.load()
@@ -117,6 +129,7 @@ mod tests {
         let state = CountedUpTo {
             boot_id: "b".into(),
             last_counted_seq: 7,
+            open_incidents: Vec::new(),
         };
         file.save(&state).unwrap();
         assert_eq!(file.load().unwrap(), Some(state));
