@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Kernel log benchmarks, each side by side in one run (results go to BENCHMARKS.md by hand):
-#  (a) classification of a mixed kernel log (>= 1 M lines) vs `grep -E -c` with the same patterns;
+#  (a) classification of a mixed kernel log (>= 1 M lines) vs `grep -E -c` (bench/kmsg-classify.sh);
 #  (b) latency from a write to /dev/kmsg to receipt by a gRPC follow client, p50/p99;
 #  (c) agent RSS during and after a 1 M-record /dev/kmsg storm with one stalled subscriber.
 # Needs root (writes /dev/kmsg; lifts the user-write rate limit for the run and restores it).
@@ -32,19 +32,7 @@ echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
 . bench/timing.sh
 
 # ---- (a) classification vs grep ----
-python3 bench/gen-kmsg-log.py "$LINES" "$work/mixed.log"
-bash bench/rules-to-ere.sh > "$work/patterns.ere"
-lines=$(wc -l < "$work/mixed.log")
-size=$(du -m "$work/mixed.log" | cut -f1)
-grep_count=$(grep -E -c -f "$work/patterns.ere" "$work/mixed.log")
-ours=$("$bin/nodectl" events --file "$work/mixed.log" --summary -o json)
-ours_count=$(echo "$ours" | python3 -c 'import json,sys; d=json.load(sys.stdin); print(sum(d["counts"].values()))')
-incidents=$(echo "$ours" | python3 -c 'import json,sys; print(len(json.load(sys.stdin)["incidents"]))')
-t_grep=$(best_of grep -E -c -f "$work/patterns.ere" "$work/mixed.log")
-t_ours=$(best_of "$bin/nodectl" events --file "$work/mixed.log" --summary -o json)
-echo "(a) $lines lines ($size MiB): grep -E -c matched $grep_count lines in ${t_grep}s ($(echo "$lines / $t_grep" | bc) lines/s);"
-echo "    nodectl events --summary classified $ours_count events, $incidents incidents in ${t_ours}s ($(echo "$lines / $t_ours" | bc) lines/s);"
-echo "    ratio (nodectl lines/s ÷ grep lines/s) = $(echo "scale=2; $t_grep / $t_ours" | bc -l)×"
+LINES=$LINES RUNS=$RUNS bash bench/kmsg-classify.sh | sed 's/^/(a) /'
 
 # ---- agent for (b) and (c) ----
 echo on > /proc/sys/kernel/printk_devkmsg
