@@ -80,9 +80,15 @@ pub const KERNEL_LOG_BROADCAST: usize = 1024;
 /// Messages buffered per stream between the broadcast and the client's connection.
 pub const KERNEL_STREAM_BUFFER: usize = 64;
 
-/// Size of the saved kernel log position (`--state-dir`): a boot id and a number are a few dozen
-/// bytes of JSON, so a larger file is not one and is replaced.
+/// Size of the saved kernel log position (`--state-dir`): a boot id, a number and the ids of
+/// the open incidents (at most [`MAX_OPEN_INCIDENTS_SAVED`], 21 bytes each) fit, so a larger
+/// file is not one and is replaced.
 pub const MAX_STATE_BYTES: u64 = 4096;
+
+/// Open incidents whose ids are saved to be counted after a restart: a node has a GPU or two,
+/// each with an incident or two open; more is a storm, whose surplus goes uncounted rather
+/// than making the state file one that is refused.
+pub const MAX_OPEN_INCIDENTS_SAVED: usize = 128;
 
 /// TCP connections open at once per port: well below the default limit of 1024 file
 /// descriptors, which also has to cover host files and the kernel log. Past it, new

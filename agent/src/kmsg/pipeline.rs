@@ -659,6 +659,7 @@ fn save_position(
             open_incidents.push(id.to_owned());
         }
     }
+    open_incidents.truncate(crate::limits::MAX_OPEN_INCIDENTS_SAVED);
     let state = CountedUpTo {
         boot_id: shared.boot_id.clone(),
         last_counted_seq: seq,

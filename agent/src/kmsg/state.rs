@@ -120,6 +120,19 @@ mod tests {
     }
 
     #[test]
+    fn the_most_open_incidents_saved_fit_the_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = StateFile::in_dir(dir.path());
+        let state = CountedUpTo {
+            boot_id: "5c1e0f4e-8a4b-4c4e-9f3a-2d1b0c9e8f7a".into(),
+            last_counted_seq: u64::MAX,
+            open_incidents: vec![u64::MAX; crate::limits::MAX_OPEN_INCIDENTS_SAVED],
+        };
+        file.save(&state).unwrap();
+        assert_eq!(file.load().unwrap(), Some(state));
+    }
+
+    #[test]
     fn a_fifo_or_an_oversized_file_is_refused_without_blocking_and_replaced() {
         let dir = tempfile::tempdir().unwrap();
         let file = StateFile::in_dir(dir.path());
