@@ -424,6 +424,21 @@ pub fn nodectl(args: &[&str]) -> anyhow::Result<Run> {
     nodectl_with(args, &[], None)
 }
 
+/// Runs `nodectl` with `args` (which ask for `-o json`): its exit code and its output as JSON,
+/// or an error showing what it printed instead.
+pub fn nodectl_json(args: &[&str]) -> anyhow::Result<(i32, serde_json::Value)> {
+    let run = nodectl(args)?;
+    let json = serde_json::from_str(&run.stdout).map_err(|e| {
+        anyhow::anyhow!(
+            "not JSON ({e}): exit {}\n{}\n{}",
+            run.code,
+            run.stdout,
+            run.stderr
+        )
+    })?;
+    Ok((run.code, json))
+}
+
 /// Runs `nodectl` with `args`, extra environment and optional standard input.
 pub fn nodectl_with(
     args: &[&str],

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use nodectl_e2e::harness::{Agent, binary, nodectl};
+use nodectl_e2e::harness::{Agent, binary, nodectl, nodectl_json};
 use nodectl_e2e::hung_node::{HungNode, PID, StopsIn};
 use serde_json::Value;
 
@@ -13,25 +13,12 @@ fn ids<'a>(json: &'a Value, list: &str) -> Vec<&'a str> {
         .unwrap_or_default()
 }
 
-fn diagnose_json(args: &[&str]) -> anyhow::Result<(i32, Value)> {
-    let run = nodectl(args)?;
-    let json = serde_json::from_str(&run.stdout).map_err(|e| {
-        anyhow::anyhow!(
-            "not JSON ({e}): exit {}\n{}\n{}",
-            run.code,
-            run.stdout,
-            run.stderr
-        )
-    })?;
-    Ok((run.code, json))
-}
-
 /// `diagnose --pod POD -o json` through an agent over the hung node's tree.
 fn through_an_agent(node: &HungNode, pod: &str) -> anyhow::Result<(i32, Value)> {
     let (_dir, root) = node.build()?;
     let agent = Agent::start(&root, &[])?;
     let endpoint = format!("http://{}", agent.listener("grpc").unwrap_or_default());
-    let answer = diagnose_json(&[
+    let answer = nodectl_json(&[
         "diagnose",
         "--endpoint",
         &endpoint,
@@ -122,7 +109,7 @@ fn in_process_every_inference_process_is_diagnosed_with_its_pod_log() -> anyhow:
     }
     .build()?;
     let root = root.to_string_lossy().into_owned();
-    let (code, json) = diagnose_json(&["diagnose", "--host-root", &root, "-o", "json"])?;
+    let (code, json) = nodectl_json(&["diagnose", "--host-root", &root, "-o", "json"])?;
     assert_eq!(code, 1, "{json:#}");
     let diagnoses = json["diagnoses"].as_array().cloned().unwrap_or_default();
     assert_eq!(diagnoses.len(), 1, "{json:#}");
@@ -160,7 +147,7 @@ fn a_terse_log_takes_its_phase_evidence_from_the_node_and_asks_for_lv4() -> anyh
     }
     .build()?;
     let root = root.to_string_lossy().into_owned();
-    let (code, json) = diagnose_json(&[
+    let (code, json) = nodectl_json(&[
         "diagnose",
         "--host-root",
         &root,

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use nodectl_e2e::harness::{nodectl, outside_program_missing};
+use nodectl_e2e::harness::{nodectl, nodectl_json, outside_program_missing};
 use nodectl_e2e::stalled_file::StalledFile;
 use serde_json::Value;
 
@@ -142,16 +142,7 @@ fn diagnose(args: &[&str]) -> anyhow::Result<(i32, Value)> {
     let mut full = vec!["diagnose"];
     full.extend_from_slice(args);
     full.extend(["-o", "json"]);
-    let run = nodectl(&full)?;
-    let json = serde_json::from_str(&run.stdout).map_err(|e| {
-        anyhow::anyhow!(
-            "not JSON ({e}): exit {}\n{}\n{}",
-            run.code,
-            run.stdout,
-            run.stderr
-        )
-    })?;
-    Ok((run.code, json))
+    nodectl_json(&full)
 }
 
 fn phases(json: &Value) -> Vec<String> {

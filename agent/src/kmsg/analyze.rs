@@ -653,7 +653,7 @@ user  :err   : [    2.000000] amdgpu 0000:c1:00.0: amdgpu: GPU reset begin!
     /// Every marker of a GPU message holds a literal the reader searches for.
     #[test]
     fn the_marker_literals_cover_every_marker() {
-        for marker in super::super::offline::GPU_MARKERS {
+        for marker in super::super::classify::GPU_STACK_PREFIXES {
             assert!(
                 GPU_MARKER_LITERALS.iter().any(|l| marker.contains(l)),
                 "{marker}"

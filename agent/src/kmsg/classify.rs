@@ -152,8 +152,9 @@ const DEFAULT_INCIDENT_GAP_SECONDS: u64 = 10;
 /// How the GPU stack's own kernel messages begin: amdgpu, DRM, KFD, TTM. An unclassified record
 /// that begins so is context of the classified events around it (a driver's own words, nothing
 /// of another subsystem or of user space), served to any client that asks for unclassified
-/// records; the rest of the log only by an agent started with `--full-kernel-log`.
-const GPU_STACK_PREFIXES: [&str; 8] = [
+/// records; the rest of the log only by an agent started with `--full-kernel-log`. In a saved
+/// line of no known format, the message is taken from the first of them.
+pub(crate) const GPU_STACK_PREFIXES: [&str; 8] = [
     "amdgpu", "[drm", "drm:", "drmn", "kfd", "amdkfd", "[TTM]", "ttm:",
 ];
 

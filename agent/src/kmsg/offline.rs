@@ -77,16 +77,15 @@ const MONTHS: [&[&str]; 12] = [
 
 /// The month a (possibly localised) abbreviation names.
 fn month_number(word: &str) -> Option<i8> {
-    let word = word.trim_end_matches('.').to_lowercase();
-    let index = MONTHS
-        .iter()
-        .position(|names| names.contains(&word.as_str()))?;
+    // Compared lower-cased as it goes: this runs on every journal line.
+    let word = word.trim_end_matches('.');
+    let index = MONTHS.iter().position(|names| {
+        names
+            .iter()
+            .any(|name| name.chars().eq(word.chars().flat_map(char::to_lowercase)))
+    })?;
     i8::try_from(index + 1).ok()
 }
-
-/// Where the amdgpu/DRM/KFD part of a line starts, for a line of no known format.
-pub(crate) const GPU_MARKERS: [&str; 7] =
-    ["amdgpu", "[drm", "drm:", "drmn", "kfd", "[TTM]", "ttm:"];
 
 /// One line of a saved log, whatever its format.
 #[derive(Debug, Clone, PartialEq)]
@@ -208,7 +207,7 @@ fn parse_known(line: &str, year: i16) -> Option<Head<'_>> {
 
 /// A line of no known format: the message from its first GPU marker on, or the whole line.
 fn located(line: &str) -> Head<'_> {
-    let start = GPU_MARKERS
+    let start = super::classify::GPU_STACK_PREFIXES
         .iter()
         .filter_map(|marker| line.find(marker))
         .min();
@@ -333,26 +332,36 @@ fn parse_kmsg(line: &str) -> Option<LogLine> {
 /// `12.345678` → µs.
 fn seconds_to_usec(text: &str) -> Option<u64> {
     let (secs, frac) = text.split_once('.').unwrap_or((text, ""));
-    // Read by hand: every dmesg line has one.
-    let digits = |part: &str| -> Option<u64> {
-        part.bytes().try_fold(0u64, |n, b| {
-            b.is_ascii_digit()
-                .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
-                .flatten()
-        })
-    };
-    if secs.is_empty() || frac.len() > 9 {
+    if secs.is_empty() {
         return None;
     }
-    let secs = digits(secs)?;
-    // Microseconds: the first six digits of the fraction, padded with zeros.
+    digits(secs)?
+        .checked_mul(1_000_000)?
+        .checked_add(fraction_usec(frac)?)
+}
+
+/// The digits of a stamp as a number, read by hand: every dmesg line has one.
+fn digits(part: &str) -> Option<u64> {
+    part.bytes().try_fold(0u64, |n, b| {
+        b.is_ascii_digit()
+            .then(|| n.checked_mul(10)?.checked_add(u64::from(b - b'0')))
+            .flatten()
+    })
+}
+
+/// `804673` (the digits after a seconds' dot, at most 9) → µs.
+fn fraction_usec(frac: &str) -> Option<u64> {
+    if frac.len() > 9 {
+        return None;
+    }
+    digits(frac)?;
+    // The first six digits, padded with zeros.
     let micros_digits = frac.get(..frac.len().min(6))?;
     let mut micros = digits(micros_digits)?;
-    digits(frac)?;
     for _ in micros_digits.len()..6 {
         micros *= 10;
     }
-    secs.checked_mul(1_000_000)?.checked_add(micros)
+    Some(micros)
 }
 
 fn parse_dmesg(line: &str) -> Option<Head<'_>> {
@@ -414,7 +423,7 @@ fn parse_journal(line: &str, year: i16) -> Option<Head<'_>> {
     {
         let mut wall = zoned.timestamp();
         if !frac.is_empty() {
-            let micros = seconds_to_usec(&format!("0.{frac}"))?;
+            let micros = fraction_usec(frac)?;
             wall = wall
                 .checked_add(jiff::SignedDuration::from_micros(
                     i64::try_from(micros).ok()?,
