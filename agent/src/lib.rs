@@ -7,6 +7,7 @@
 pub(crate) mod checks;
 pub mod collect;
 pub mod feed;
+pub mod held_replies;
 pub mod host_root;
 pub mod kmsg;
 pub mod limits;

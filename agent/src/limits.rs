@@ -141,3 +141,34 @@ pub const MAX_POD_LOG_TAIL_BYTES: u64 = 4 * 1024 * 1024;
 /// How long reading a pod log may take: a few MiB from local disk is milliseconds; a stuck
 /// filesystem must not hold the request.
 pub const POD_LOG_DEADLINE: Duration = Duration::from_secs(5);
+
+/// Entries looked at in one directory under `/var/log/pods`: a node runs at most a few hundred
+/// pods (the kubelet's default is 110), each with a few containers and restarts; a directory
+/// with more is not the kubelet's, and the rest of it is not listed.
+pub const MAX_POD_LOG_DIR_ENTRIES: usize = 65_536;
+
+/// Threads that read pod logs: their own, apart from the host-read pool, so a stuck file
+/// system (or anything else under `/var/log/pods` that does not answer) can never take the
+/// threads snapshots read sysfs with. Two serve an operator and a fleet dashboard at once.
+pub const POD_LOG_READ_THREADS: usize = 2;
+
+/// Pod-log reads queued or running at once; past it `TailPodLog` answers RESOURCE_EXHAUSTED at
+/// once instead of queueing a waiter per request (600 requests at a stuck log used to take
+/// every blocking thread the agent had).
+pub const MAX_POD_LOG_READS_IN_FLIGHT: usize = 4;
+
+/// Bytes of pod-log replies the agent holds at once, from the read until the client has taken
+/// them off the connection: a slow or stalled reader keeps its reply in the agent's memory, and
+/// 150 of them once held 700 MB. Four whole tails fit, and many short ones; past it
+/// `TailPodLog` answers RESOURCE_EXHAUSTED.
+pub const MAX_POD_LOG_REPLY_BYTES_HELD: usize = 4 * MAX_POD_LOG_TAIL_BYTES as usize;
+
+/// How long a client may take to receive a pod-log reply: 4 MiB over a slow tunnel to a
+/// cluster takes seconds. Past it the reply's stream is reset, so a reader that stopped reading
+/// gives its bytes back to [`MAX_POD_LOG_REPLY_BYTES_HELD`].
+pub const POD_LOG_SEND_DEADLINE: Duration = Duration::from_secs(60);
+
+/// Size of the pieces a pod-log reply is handed to HTTP/2 in: the connection asks for more
+/// only as its flow-control window opens, so a reader that does not read holds little beyond
+/// its window in the connection's buffers.
+pub const POD_LOG_REPLY_CHUNK_BYTES: usize = 64 * 1024;

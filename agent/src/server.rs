@@ -14,11 +14,13 @@ use tokio_stream::wrappers::UnixListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status};
 
+use crate::held_replies::{HeldReplies, ReplyHold};
 use crate::limits::{
     HTTP2_KEEPALIVE_INTERVAL, HTTP2_KEEPALIVE_TIMEOUT, MAX_KERNEL_STREAMS, MAX_PROCESS_SAMPLE,
     MAX_REPLY_BYTES, MAX_SAMPLE_COUNT, MAX_SAMPLE_WINDOW, MAX_STREAMS_PER_CONNECTION,
-    POD_LOG_DEADLINE,
+    POD_LOG_REPLY_CHUNK_BYTES, POD_LOG_SEND_DEADLINE,
 };
+use crate::pod_log::reads::PodLogReadError;
 use crate::pod_log::{PodLogError, PodLogQuery};
 use crate::snapshot::{SampleOptions, SnapshotError, Snapshotter};
 
@@ -178,30 +180,34 @@ impl NodeDiagnostics for DiagnosticsService {
             container: r.container,
         };
         let root = self.snapshotter.root().clone();
-        let read = tokio::task::spawn_blocking(move || crate::pod_log::tail(&root, &query));
-        let log = match tokio::time::timeout(POD_LOG_DEADLINE, read).await {
-            Err(_) => {
-                return Err(Status::deadline_exceeded(format!(
-                    "reading the pod log took over {} s",
-                    POD_LOG_DEADLINE.as_secs()
-                )));
-            }
-            Ok(Err(e)) => return Err(Status::internal(format!("pod log task: {e}"))),
-            Ok(Ok(log)) => log.map_err(|e| {
+        let (log, held) = crate::pod_log::reads::shared()
+            .tail(root, query)
+            .await
+            .map_err(|e| {
                 let text = e.to_string();
                 match e {
-                    PodLogError::BadName { .. } | PodLogError::BadUid(_) | PodLogError::NoPod => {
-                        Status::invalid_argument(text)
-                    }
-                    PodLogError::NoPodLogs(_)
-                    | PodLogError::NoContainer { .. }
-                    | PodLogError::NoLogFile(_) => Status::not_found(text),
-                    PodLogError::WhichContainer { .. } => Status::failed_precondition(text),
-                    PodLogError::Read { .. } => Status::internal(text),
+                    PodLogReadError::Busy(_) => Status::resource_exhausted(text),
+                    PodLogReadError::TimedOut(_) => Status::deadline_exceeded(text),
+                    PodLogReadError::Task(_) => Status::internal(text),
+                    PodLogReadError::Log(e) => match e {
+                        PodLogError::BadName { .. }
+                        | PodLogError::BadUid(_)
+                        | PodLogError::NoPod => Status::invalid_argument(text),
+                        PodLogError::NoPodLogs(_)
+                        | PodLogError::NoContainer { .. }
+                        | PodLogError::NoLogFile(_) => Status::not_found(text),
+                        PodLogError::WhichContainer { .. } => Status::failed_precondition(text),
+                        // Something planted where the runtime writes its logs: refused, not
+                        // a fault of the agent.
+                        PodLogError::NotPlain { .. } => Status::permission_denied(text),
+                        PodLogError::Read { .. } => Status::internal(text),
+                    },
                 }
-            })?,
-        };
-        Ok(Response::new(log.into()))
+            })?;
+        let mut response = Response::new(pb::PodLog::from(log));
+        // The reply's bytes count against the budget until the client has taken them.
+        response.extensions_mut().insert(ReplyHold::new(held));
+        Ok(response)
     }
 }
 
@@ -211,10 +217,11 @@ pub async fn router(
     service: DiagnosticsService,
 ) -> Result<tonic::transport::server::Router, tonic_reflection::server::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let stuck = crate::collect::read_pool::shared().stuck_reads();
-    let stuck_now = *stuck.borrow();
-    report_host_read_health(&health_reporter, stuck_now).await;
-    tokio::spawn(keep_host_read_health(health_reporter, stuck));
+    let host_stuck = crate::collect::read_pool::shared().stuck_reads();
+    let pod_log_stuck = crate::pod_log::reads::shared().stuck_reads();
+    let stuck_now = *host_stuck.borrow() + *pod_log_stuck.borrow();
+    report_read_health(&health_reporter, stuck_now).await;
+    tokio::spawn(keep_read_health(health_reporter, host_stuck, pod_log_stuck));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(nodectl_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -224,16 +231,19 @@ pub async fn router(
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(
+        .add_service(HeldReplies::new(
             NodeDiagnosticsServer::new(service).max_encoding_message_size(MAX_REPLY_BYTES),
-        ))
+            POD_LOG_REPLY_CHUNK_BYTES,
+            POD_LOG_SEND_DEADLINE,
+        )))
 }
 
 /// Health of `nodectl.v1.NodeDiagnostics`: NOT_SERVING while a host read is stuck (the SMU may
-/// be hung: snapshots lack what those files hold), SERVING otherwise. The overall service (`""`)
-/// stays SERVING: the agent answers, and restarting it cannot end a read blocked in the kernel,
-/// so a liveness probe asks `""` and a readiness probe the service.
-async fn report_host_read_health(reporter: &tonic_health::server::HealthReporter, stuck: usize) {
+/// be hung: snapshots lack what those files hold) or a pod-log read is (pod logs cannot be
+/// read), SERVING otherwise. The overall service (`""`) stays SERVING: the agent answers, and
+/// restarting it cannot end a read blocked in the kernel, so a liveness probe asks `""` and a
+/// readiness probe the service.
+async fn report_read_health(reporter: &tonic_health::server::HealthReporter, stuck: usize) {
     if stuck == 0 {
         reporter
             .set_serving::<NodeDiagnosticsServer<DiagnosticsService>>()
@@ -245,13 +255,18 @@ async fn report_host_read_health(reporter: &tonic_health::server::HealthReporter
     }
 }
 
-async fn keep_host_read_health(
+async fn keep_read_health(
     reporter: tonic_health::server::HealthReporter,
-    mut stuck: tokio::sync::watch::Receiver<usize>,
+    mut host_stuck: tokio::sync::watch::Receiver<usize>,
+    mut pod_log_stuck: tokio::sync::watch::Receiver<usize>,
 ) {
-    while stuck.changed().await.is_ok() {
-        let now = *stuck.borrow_and_update();
-        report_host_read_health(&reporter, now).await;
+    loop {
+        tokio::select! {
+            changed = host_stuck.changed() => if changed.is_err() { return },
+            changed = pod_log_stuck.changed() => if changed.is_err() { return },
+        }
+        let now = *host_stuck.borrow_and_update() + *pod_log_stuck.borrow_and_update();
+        report_read_health(&reporter, now).await;
     }
 }
 

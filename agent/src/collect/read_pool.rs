@@ -21,38 +21,68 @@ use crate::limits::{HOST_READ_DEADLINE, MAX_HOST_READ_THREADS};
 /// The pool every collector of this process reads through.
 pub fn shared() -> &'static ReadPool {
     static POOL: LazyLock<ReadPool> =
-        LazyLock::new(|| ReadPool::new(MAX_HOST_READ_THREADS, HOST_READ_DEADLINE));
+        LazyLock::new(|| ReadPool::new(MAX_HOST_READ_THREADS, HOST_READ_DEADLINE, Waits::SYSFS));
     &POOL
 }
 
-type Work = Box<dyn FnOnce() -> io::Result<Vec<u8>> + Send>;
-
-/// Runs reads on at most `max_threads` threads, waiting `deadline` for each.
-#[derive(Debug)]
-pub struct ReadPool {
-    max_threads: usize,
-    deadline: Duration,
-    state: Arc<Shared>,
+/// What a pool's reads wait on, in the words its errors use.
+#[derive(Debug, Clone, Copy)]
+pub struct Waits {
+    /// The name of the pool's threads and of the reads in errors (`host-read`).
+    pub name: &'static str,
+    /// The likely reason a read does not return, as the operator should read it.
+    pub suspect: &'static str,
 }
 
-#[derive(Debug, Default)]
-struct Shared {
-    state: Mutex<PoolState>,
+impl Waits {
+    /// sysfs, procfs and debugfs files of the host: a hung SMU is what blocks them.
+    pub const SYSFS: Waits = Waits {
+        name: "host-read",
+        suspect: "the SMU may be hung",
+    };
+}
+
+type Work<T> = Box<dyn FnOnce() -> io::Result<T> + Send>;
+
+/// Runs reads on at most `max_threads` threads, waiting `deadline` for each. A read gives a
+/// `T`: the bytes of a file for the collectors, a whole answer for other users.
+#[derive(Debug)]
+pub struct ReadPool<T = Vec<u8>> {
+    max_threads: usize,
+    deadline: Duration,
+    waits: Waits,
+    state: Arc<Shared<T>>,
+}
+
+#[derive(Debug)]
+struct Shared<T> {
+    state: Mutex<PoolState<T>>,
     work_queued: Condvar,
     /// The number of stuck reads, for health and metrics.
     stuck_count: tokio::sync::watch::Sender<usize>,
+    waits: Waits,
 }
 
-#[derive(Default)]
-struct PoolState {
+struct PoolState<T> {
     threads: usize,
     idle_threads: usize,
-    queue: VecDeque<Job>,
+    queue: VecDeque<Job<T>>,
     /// Files whose read outlived its deadline: since when, and how many threads are in it.
     stuck: HashMap<PathBuf, Stuck>,
 }
 
-impl std::fmt::Debug for PoolState {
+impl<T> Default for PoolState<T> {
+    fn default() -> Self {
+        Self {
+            threads: 0,
+            idle_threads: 0,
+            queue: VecDeque::new(),
+            stuck: HashMap::new(),
+        }
+    }
+}
+
+impl<T> std::fmt::Debug for PoolState<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("PoolState")
             .field("threads", &self.threads)
@@ -69,35 +99,49 @@ struct Stuck {
     threads: usize,
 }
 
-struct Job {
+struct Job<T> {
     path: PathBuf,
-    work: Work,
-    ticket: Arc<Ticket>,
+    work: Work<T>,
+    ticket: Arc<Ticket<T>>,
 }
 
 /// Where a caller and the thread running its read meet.
-#[derive(Debug, Default)]
-struct Ticket {
-    phase: Mutex<Phase>,
+#[derive(Debug)]
+struct Ticket<T> {
+    phase: Mutex<Phase<T>>,
     changed: Condvar,
 }
 
-#[derive(Debug, Default)]
-enum Phase {
-    #[default]
+impl<T> Default for Ticket<T> {
+    fn default() -> Self {
+        Self {
+            phase: Mutex::new(Phase::Queued),
+            changed: Condvar::new(),
+        }
+    }
+}
+
+#[derive(Debug)]
+enum Phase<T> {
     Queued,
     Running,
-    Done(io::Result<Vec<u8>>),
+    Done(io::Result<T>),
     /// The caller stopped waiting; the result, when it comes, is dropped.
     Abandoned,
 }
 
-impl ReadPool {
-    pub fn new(max_threads: usize, deadline: Duration) -> Self {
+impl<T: Send + 'static> ReadPool<T> {
+    pub fn new(max_threads: usize, deadline: Duration, waits: Waits) -> Self {
         Self {
             max_threads: max_threads.max(1),
             deadline,
-            state: Arc::default(),
+            waits,
+            state: Arc::new(Shared {
+                state: Mutex::default(),
+                work_queued: Condvar::new(),
+                stuck_count: tokio::sync::watch::Sender::default(),
+                waits,
+            }),
         }
     }
 
@@ -106,22 +150,23 @@ impl ReadPool {
     pub fn read(
         &self,
         path: &Path,
-        work: impl FnOnce() -> io::Result<Vec<u8>> + Send + 'static,
-    ) -> io::Result<Vec<u8>> {
+        work: impl FnOnce() -> io::Result<T> + Send + 'static,
+    ) -> io::Result<T> {
         let ticket = Arc::new(Ticket::default());
         {
             let mut state = self.state.lock();
             if let Some(stuck) = state.stuck.get(path) {
                 return Err(timed_out(format!(
-                    "an earlier read has not returned for {} s: the SMU may be hung; not read again until it returns",
-                    stuck.since.elapsed().as_secs()
+                    "an earlier read has not returned for {} s: {}; not read again until it returns",
+                    stuck.since.elapsed().as_secs(),
+                    self.waits.suspect
                 )));
             }
             let stuck_threads: usize = state.stuck.values().map(|s| s.threads).sum();
             if stuck_threads >= self.max_threads {
                 return Err(timed_out(format!(
-                    "all {} host-read threads wait on reads that did not return (the SMU may be hung); not read",
-                    self.max_threads
+                    "all {} {} threads wait on reads that did not return ({}); not read",
+                    self.max_threads, self.waits.name, self.waits.suspect
                 )));
             }
             state.queue.push_back(Job {
@@ -142,7 +187,7 @@ impl ReadPool {
         self.state.stuck_count.subscribe()
     }
 
-    fn wait(&self, path: &Path, ticket: &Ticket) -> io::Result<Vec<u8>> {
+    fn wait(&self, path: &Path, ticket: &Ticket<T>) -> io::Result<T> {
         let phase = lock(&ticket.phase);
         let (mut phase, _) = ticket
             .changed
@@ -153,8 +198,10 @@ impl ReadPool {
         match std::mem::replace(&mut *phase, Phase::Abandoned) {
             Phase::Done(result) => result,
             Phase::Queued => Err(timed_out(format!(
-                "no host-read thread came free within {} s (reads of other files are stuck: the SMU may be hung); not read",
-                self.deadline.as_secs_f64()
+                "no {} thread came free within {} s (other reads are stuck: {}); not read",
+                self.waits.name,
+                self.deadline.as_secs_f64(),
+                self.waits.suspect
             ))),
             Phase::Running => {
                 // Marked under the ticket's lock: the thread finishing this read takes it too
@@ -166,20 +213,21 @@ impl ReadPool {
                 });
                 stuck.threads += 1;
                 self.state.publish_stuck(&state);
-                tracing::warn!(path = %path.display(), "a host read did not return within its deadline");
+                tracing::warn!(path = %path.display(), pool = self.waits.name, "a read did not return within its deadline");
                 Err(timed_out(format!(
-                    "read did not return within {} s: the SMU may be hung; not read again until it returns",
-                    self.deadline.as_secs_f64()
+                    "read did not return within {} s: {}; not read again until it returns",
+                    self.deadline.as_secs_f64(),
+                    self.waits.suspect
                 )))
             }
             Phase::Abandoned => Err(timed_out("abandoned".to_owned())),
         }
     }
 
-    fn spawn_thread(&self, state: &mut PoolState) {
+    fn spawn_thread(&self, state: &mut PoolState<T>) {
         let shared = Arc::clone(&self.state);
         let spawned = std::thread::Builder::new()
-            .name("host-read".to_owned())
+            .name(self.waits.name.to_owned())
             .spawn(move || shared.run());
         // Without a new thread the queued read waits for a busy one, or times out as queued.
         if spawned.is_ok() {
@@ -189,8 +237,8 @@ impl ReadPool {
     }
 }
 
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, PoolState> {
+impl<T> Shared<T> {
+    fn lock(&self) -> MutexGuard<'_, PoolState<T>> {
         lock(&self.state)
     }
 
@@ -215,7 +263,7 @@ impl Shared {
         }
     }
 
-    fn run_job(&self, job: Job) {
+    fn run_job(&self, job: Job<T>) {
         {
             let mut phase = lock(&job.ticket.phase);
             if matches!(*phase, Phase::Abandoned) {
@@ -231,7 +279,7 @@ impl Shared {
                 stuck.threads -= 1;
                 if stuck.threads == 0 {
                     state.stuck.remove(&job.path);
-                    tracing::info!(path = %job.path.display(), "a stuck host read returned");
+                    tracing::info!(path = %job.path.display(), pool = self.waits.name, "a stuck read returned");
                 }
             }
             self.publish_stuck(&state);
@@ -241,7 +289,7 @@ impl Shared {
         }
     }
 
-    fn publish_stuck(&self, state: &PoolState) {
+    fn publish_stuck(&self, state: &PoolState<T>) {
         let stuck: usize = state.stuck.values().map(|s| s.threads).sum();
         self.stuck_count.send_if_modified(|count| {
             let changed = *count != stuck;
@@ -281,7 +329,7 @@ mod tests {
 
     #[test]
     fn reads_return_their_result() {
-        let pool = ReadPool::new(2, Duration::from_secs(5));
+        let pool = ReadPool::new(2, Duration::from_secs(5), Waits::SYSFS);
         let bytes = pool.read(Path::new("/a"), || Ok(b"1\n".to_vec())).unwrap();
         assert_eq!(bytes, b"1\n");
         let e = pool
@@ -292,7 +340,7 @@ mod tests {
 
     #[test]
     fn a_read_past_its_deadline_marks_its_file_until_it_returns() {
-        let pool = ReadPool::new(2, Duration::from_millis(100));
+        let pool = ReadPool::new(2, Duration::from_millis(100), Waits::SYSFS);
         let mut stuck = pool.stuck_reads();
         let (release, read) = blocked_read();
         let e = pool.read(Path::new("/sclk"), read).unwrap_err();
@@ -319,7 +367,7 @@ mod tests {
 
     #[test]
     fn stuck_reads_never_take_more_than_the_pool() {
-        let pool = ReadPool::new(2, Duration::from_millis(50));
+        let pool = ReadPool::new(2, Duration::from_millis(50), Waits::SYSFS);
         let mut releases = Vec::new();
         for name in ["/a", "/b"] {
             let (release, read) = blocked_read();

@@ -189,21 +189,58 @@ fn register_snapshot(registry: &mut Registry, s: &model::Snapshot) {
     }
 }
 
-/// Renders the Prometheus text format (0.0.4) of the counters, the number of host reads stuck
-/// now, and a snapshot's gauges.
+/// Reads that did not return, and reply bytes held for clients, at the moment of a scrape.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadState {
+    pub host_reads_stuck: usize,
+    pub pod_log_reads_stuck: usize,
+    pub pod_log_reply_bytes_held: usize,
+}
+
+impl ReadState {
+    /// This process's state now.
+    pub fn now() -> Self {
+        let pod_logs = crate::pod_log::reads::shared();
+        Self {
+            host_reads_stuck: *crate::collect::read_pool::shared().stuck_reads().borrow(),
+            pod_log_reads_stuck: *pod_logs.stuck_reads().borrow(),
+            pod_log_reply_bytes_held: pod_logs.reply_bytes_held(),
+        }
+    }
+}
+
+fn gauge(registry: &mut Registry, name: &str, help: &str, value: usize) {
+    let gauge = Gauge::<i64>::default();
+    gauge.set(i64::try_from(value).unwrap_or(i64::MAX));
+    registry.register(name, help, gauge);
+}
+
+/// Renders the Prometheus text format (0.0.4) of the counters, the reads stuck now, and a
+/// snapshot's gauges.
 pub fn render(
     metrics: &KmsgMetrics,
-    stuck_reads: usize,
+    reads: ReadState,
     snapshot: Option<&model::Snapshot>,
 ) -> String {
     let mut registry = Registry::default();
     metrics.register(&mut registry);
-    let stuck = Gauge::<i64>::default();
-    stuck.set(i64::try_from(stuck_reads).unwrap_or(i64::MAX));
-    registry.register(
+    gauge(
+        &mut registry,
         "nodectl_host_reads_stuck",
         "Host file reads that did not return within their deadline and have not returned since (a hung SMU)",
-        stuck,
+        reads.host_reads_stuck,
+    );
+    gauge(
+        &mut registry,
+        "nodectl_pod_log_reads_stuck",
+        "Pod log reads that did not return within their deadline and have not returned since (a stuck file system under /var/log/pods)",
+        reads.pod_log_reads_stuck,
+    );
+    gauge(
+        &mut registry,
+        "nodectl_pod_log_reply_bytes_held",
+        "Bytes of pod log replies read and not yet taken by their clients",
+        reads.pod_log_reply_bytes_held,
     );
     if let Some(snapshot) = snapshot {
         register_snapshot(&mut registry, snapshot);
@@ -263,11 +300,7 @@ pub async fn serve(
                     CONTENT_TYPE,
                     prometheus_client::encoding::prometheus_text::CONTENT_TYPE,
                 )],
-                render(
-                    &metrics,
-                    *crate::collect::read_pool::shared().stuck_reads().borrow(),
-                    snapshot.as_deref(),
-                ),
+                render(&metrics, ReadState::now(), snapshot.as_deref()),
             )
         }
     };
@@ -332,7 +365,7 @@ mod tests {
             }],
             ..Default::default()
         };
-        let text = render(&m, 0, Some(&snapshot));
+        let text = render(&m, ReadState::default(), Some(&snapshot));
         assert!(
             text.contains(r#"nodectl_kernel_events_total{class="hang",id="mes_timeout"} 1"#),
             "{text}"
