@@ -344,6 +344,11 @@ impl Agent {
         Ok(kib * 1024)
     }
 
+    /// The most resident memory the agent has had (`VmHWM`), in bytes.
+    pub fn peak_rss_bytes(&self) -> anyhow::Result<u64> {
+        Ok(self.status_field("VmHWM")? * 1024)
+    }
+
     /// Threads of the agent now.
     pub fn threads(&self) -> anyhow::Result<u64> {
         self.status_field("Threads")
