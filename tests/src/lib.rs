@@ -3,4 +3,5 @@
 pub mod fake_talos;
 pub mod harness;
 pub mod hung_node;
+pub mod slow_reader;
 pub mod stalled_file;

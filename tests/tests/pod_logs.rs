@@ -6,11 +6,10 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use bytes::Bytes;
 use nodectl_e2e::harness::{Agent, http_get, nodectl};
+use nodectl_e2e::slow_reader::SlowReader;
 use nodectl_proto::nodectl::v1 as pb;
 use pb::node_diagnostics_client::NodeDiagnosticsClient;
-use prost::Message as _;
 
 /// Agent memory stays under this through every case (it idles near 10 MiB).
 const RSS_BOUND_BYTES: u64 = 64 * 1024 * 1024;
@@ -302,55 +301,6 @@ async fn a_pod_log_whose_reads_never_return_shows_in_readiness_and_metrics_and_s
     Ok(())
 }
 
-/// A client that asks for a pod log over its own HTTP/2 connection and never reads the reply:
-/// its flow-control window stays at the 64 KiB it started with.
-struct SlowReader {
-    /// Whether the agent answered at once with RESOURCE_EXHAUSTED.
-    refused: bool,
-    _reply: Option<h2::RecvStream>,
-    connection: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for SlowReader {
-    fn drop(&mut self) {
-        self.connection.abort();
-    }
-}
-
-async fn slow_reader(addr: &str, message: &Bytes) -> anyhow::Result<SlowReader> {
-    let tcp = tokio::net::TcpStream::connect(addr).await?;
-    let (client, connection) = h2::client::Builder::new()
-        .initial_window_size(65_535)
-        .initial_connection_window_size(65_535)
-        .handshake::<_, Bytes>(tcp)
-        .await?;
-    let connection = tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    let mut client = client.ready().await?;
-    let request = http::Request::builder()
-        .method("POST")
-        .uri(format!(
-            "http://{addr}/nodectl.v1.NodeDiagnostics/TailPodLog"
-        ))
-        .header("content-type", "application/grpc")
-        .header("te", "trailers")
-        .body(())?;
-    let (response, mut send) = client.send_request(request, false)?;
-    send.send_data(message.clone(), true)?;
-    let response = response.await?;
-    // A refusal comes as a response of headers only, its status among them.
-    let refused = response
-        .headers()
-        .get("grpc-status")
-        .is_some_and(|s| s == "8");
-    Ok(SlowReader {
-        refused,
-        _reply: Some(response.into_body()),
-        connection,
-    })
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_readers_of_a_large_pod_log_keep_the_agent_small_during_and_after()
 -> anyhow::Result<()> {
@@ -367,15 +317,9 @@ async fn slow_readers_of_a_large_pod_log_keep_the_agent_small_during_and_after()
         .strip_prefix("http://")
         .context("endpoint")?
         .to_owned();
-    let encoded = request("busy").encode_to_vec();
-    let mut framed = vec![0u8];
-    framed.extend_from_slice(&u32::try_from(encoded.len())?.to_be_bytes());
-    framed.extend_from_slice(&encoded);
-    let message = Bytes::from(framed);
-
     let mut readers = Vec::new();
     for _ in 0..150 {
-        readers.push(slow_reader(&addr, &message).await?);
+        readers.push(SlowReader::start(&addr, &request("busy")).await?);
     }
     let refused = readers.iter().filter(|r| r.refused).count();
     // Let the agent send what the windows allow and settle.
