@@ -277,6 +277,29 @@ async fn a_pod_log_whose_reads_never_return_shows_in_readiness_and_metrics_and_s
     .context("a snapshot did not answer while a pod-log read was stuck")??;
     assert!(snapshot.into_inner().host.is_some());
 
+    // In-process, `diagnose --pod` on the same log returns once its deadline has passed,
+    // saying why, although its read stays stuck until the file system answers.
+    let output = tree.path().join("diagnose.out");
+    let mut diagnose = std::process::Command::new(nodectl_e2e::harness::binary("nodectl")?)
+        .args(["--host-root", root.to_str().context("path")?])
+        .args(["diagnose", "--pod", "llm/stuck"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&output)?)
+        .spawn()?;
+    let diagnose_pid = diagnose.id();
+    let ended = tokio::task::spawn_blocking(move || {
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !nodectl_e2e::harness::main_thread_ended(diagnose_pid) {
+            if std::time::Instant::now() >= deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        true
+    })
+    .await?;
+    let said = std::fs::read_to_string(&output)?;
+
     // The file system answers again: readiness and the log come back.
     stalled.release();
     let recovered = tokio::time::timeout(Duration::from_secs(30), async {
@@ -290,6 +313,10 @@ async fn a_pod_log_whose_reads_never_return_shows_in_readiness_and_metrics_and_s
         matches!(recovered, Ok(Ok(()))),
         "readiness stayed NOT_SERVING"
     );
+    // Asserted once released, so that a failure leaves no process behind.
+    assert!(ended, "the in-process diagnose --pod did not end");
+    assert!(!diagnose.wait()?.success());
+    assert!(said.contains("/var/log/pods may be stuck"), "{said}");
     let metrics = http_get(&metrics_addr, "/metrics")?;
     assert!(
         metrics.contains("\nnodectl_pod_log_reads_stuck 0\n"),
