@@ -51,7 +51,7 @@ pub enum PodLogError {
     #[error("container {0} has no log file yet")]
     NoLogFile(String),
     #[error(
-        "{path} is {kind}, not {expected}: the container runtime writes only directories and regular files under /var/log/pods, so it is not read"
+        "{path} is {kind}, not {expected}: only what the container runtime writes under /var/log/pods is read (directories and log files of their own)"
     )]
     NotPlain {
         path: String,
@@ -315,6 +315,15 @@ pub fn tail(root: &HostRoot, query: &PodLogQuery) -> Result<PodLog, PodLogError>
             expected: "a regular file",
         });
     }
+    // A hard link made under /var/log/pods to a file elsewhere on the same file system is a
+    // regular file too; the runtime's logs have one name (rotation renames them).
+    if metadata.nlink() > 1 {
+        return Err(PodLogError::NotPlain {
+            path: shown,
+            kind: "a file with other hard links",
+            expected: "a log file of its own",
+        });
+    }
     let (bytes_skipped, tail, modified) = read_tail(file, &metadata, MAX_POD_LOG_TAIL_BYTES)
         .map_err(|e| PodLogError::Read {
             path: shown.clone(),
@@ -515,7 +524,7 @@ mod tests {
     }
 
     #[test]
-    fn a_fifo_or_a_device_as_the_log_is_refused_at_once() {
+    fn a_fifo_a_hard_link_or_a_directory_as_the_log_is_refused_at_once() {
         let (dir, root) = tree();
         let pods = dir.path().join("var/log/pods");
         let c = pods.join("llm_fifo_3d3c5e1e-5d3f-4a8e-9c39-1c1b6b0a7e11/server");
@@ -523,9 +532,20 @@ mod tests {
         nix::unistd::mkfifo(&c.join("0.log"), Mode::S_IRWXU).unwrap();
         // No writer: a blocking open would never return.
         refused_as(&root, &query("llm", "fifo", ""), "a FIFO", "server/0.log");
+        // A hard link to a file outside is refused too.
+        let c = pods.join("llm_hard_3d3c5e1e-5d3f-4a8e-9c39-1c1b6b0a7e11/server");
+        std::fs::create_dir_all(&c).unwrap();
+        let secret = secret_beside(dir.path());
+        std::fs::hard_link(&secret, c.join("0.log")).unwrap();
+        refused_as(
+            &root,
+            &query("llm", "hard", ""),
+            "hard links",
+            "server/0.log",
+        );
+        // A directory named like a log is not one either.
         let c = pods.join("llm_dev_3d3c5e1e-5d3f-4a8e-9c39-1c1b6b0a7e11/server");
         std::fs::create_dir_all(&c).unwrap();
-        // A directory named like a log is not one either.
         std::fs::create_dir_all(c.join("0.log")).unwrap();
         refused_as(
             &root,
