@@ -159,6 +159,9 @@ pub enum Command {
     /// llama.cpp/ollama process on the node, each with its pod's log (JSON: `diagnoses`).
     /// Exit 1 when a run stalled or crashed.
     Diagnose(cmd::diagnose::DiagnoseArgs),
+    /// The experiment log: strategies tried on a node and how far each run got, as a table.
+    #[command(subcommand)]
+    Experiment(cmd::experiment::ExperimentCommand),
 }
 
 impl Cli {
@@ -171,6 +174,7 @@ impl Cli {
             Command::Talos(command) => cmd::talos::run(command, &ctx).await,
             Command::Events(args) => cmd::events::run(args, &ctx).await,
             Command::Diagnose(args) => cmd::diagnose::run(args, &ctx).await,
+            Command::Experiment(command) => cmd::experiment::run(command, &ctx).await,
         };
         match outcome {
             Err(e) if e.chain().any(|c| c.is::<crate::render::OutputClosed>()) => Ok(Outcome::Ok),
@@ -204,6 +208,11 @@ impl Command {
             Command::Diagnose(args) => CommandFlags {
                 name: "diagnose",
                 source: Some(&args.source),
+                ..CommandFlags::default()
+            },
+            // The log is a local file: no node, no Talos.
+            Command::Experiment(_) => CommandFlags {
+                name: "experiment",
                 ..CommandFlags::default()
             },
             Command::Cwsr(CwsrCommand::Status(args)) => CommandFlags {

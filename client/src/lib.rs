@@ -6,6 +6,8 @@ pub mod cmd;
 pub mod context;
 pub mod embedded;
 pub mod exit;
+pub mod experiments;
+pub mod llama_bench;
 pub mod llama_log;
 pub mod llama_probe;
 pub mod nodes;

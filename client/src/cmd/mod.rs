@@ -3,5 +3,6 @@
 pub mod cwsr;
 pub mod diagnose;
 pub mod events;
+pub mod experiment;
 pub mod node;
 pub mod talos;
