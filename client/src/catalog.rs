@@ -134,6 +134,10 @@ pub struct Proposed {
     #[serde(flatten)]
     pub strategy: Strategy,
     pub for_issues: Vec<String>,
+    /// An experiment on this node that had it in effect and still stalled or crashed: why it
+    /// is ranked last.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tried_before: Option<String>,
 }
 
 /// A strategy of a matched issue that was left out, and why.
@@ -227,6 +231,7 @@ impl Catalog {
                     None => proposed.push(Proposed {
                         strategy: strategy.clone(),
                         for_issues: vec![matched.issue.id.clone()],
+                        tried_before: None,
                     }),
                 }
             }

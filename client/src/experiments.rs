@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::catalog::Facts;
+use crate::catalog::{Catalog, Facts, Proposed};
 use crate::llama_bench::BenchResult;
 use crate::llama_log::{Outcome, Phase};
 
@@ -210,6 +210,46 @@ impl Experiment {
         }
         facts
     }
+}
+
+/// Moves the strategies that a failed experiment on `node` had in effect (by its strategy name,
+/// or by the catalog's signs over its environment, arguments and kernel arguments) after the
+/// others, each saying which experiment; the latest such experiment is named.
+pub fn rank_tried_last(
+    strategies: &mut Vec<Proposed>,
+    experiments: &[Experiment],
+    node: &str,
+    catalog: &Catalog,
+) {
+    let failed_here: Vec<&Experiment> = experiments
+        .iter()
+        .filter(|e| e.failed() && e.node.as_deref() == Some(node))
+        .collect();
+    if failed_here.is_empty() {
+        return;
+    }
+    for proposed in strategies.iter_mut() {
+        let id = proposed.strategy.id.as_str();
+        let tried = failed_here.iter().rev().find(|e| {
+            e.strategy == id || catalog.in_effect(id, &e.facts()).is_some()
+        });
+        if let Some(e) = tried {
+            let image = e
+                .image
+                .as_deref()
+                .map(|i| format!(", image {i}"))
+                .unwrap_or_default();
+            proposed.tried_before = Some(format!(
+                "{:?} on {} ({}{image}): {}",
+                e.strategy,
+                node,
+                e.recorded_at.strftime("%Y-%m-%d"),
+                e.result_text().unwrap_or_default()
+            ));
+        }
+    }
+    // Stable: untried ones keep their rank, tried ones follow in theirs.
+    strategies.sort_by_key(|p| p.tried_before.is_some());
 }
 
 /// `-fa off` given as one argument is two words on a command line.

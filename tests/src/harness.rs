@@ -407,6 +407,7 @@ pub struct Run {
 pub fn nodectl_lines(args: &[&str]) -> anyhow::Result<(Child, std::sync::mpsc::Receiver<String>)> {
     let mut child = Command::new(binary("nodectl")?)
         .args(args)
+        .env("XDG_DATA_HOME", NO_USER_DATA)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -423,6 +424,10 @@ pub fn nodectl_lines(args: &[&str]) -> anyhow::Result<(Child, std::sync::mpsc::R
     });
     Ok((child, rx))
 }
+
+/// Where nodectl run by the tests looks for its user data (the experiment log): nowhere, so
+/// that a developer's own log never changes what a test sees.
+pub const NO_USER_DATA: &str = "/nonexistent/nodectl-tests";
 
 /// Runs `nodectl` with `args` to the end.
 pub fn nodectl(args: &[&str]) -> anyhow::Result<Run> {
@@ -454,6 +459,7 @@ pub fn nodectl_with(
     let mut command = Command::new(binary("nodectl")?);
     command
         .args(args)
+        .env("XDG_DATA_HOME", NO_USER_DATA)
         .envs(env.iter().copied())
         .stdin(if stdin.is_some() {
             Stdio::piped()

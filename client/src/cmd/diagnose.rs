@@ -6,6 +6,7 @@
 //! how sure it is.
 
 use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -22,6 +23,7 @@ use crate::catalog::{Catalog, Facts, LeftOut, MatchedIssue, Proposed};
 use crate::context::Context;
 use crate::embedded::EmbeddedOptions;
 use crate::exit::Outcome as ExitOutcome;
+use crate::experiments::{self, Experiment};
 use crate::llama_log::{self, LlamaLog, Outcome, Phase};
 use crate::llama_probe::{self, Health, Probe};
 use crate::nodes::{KernelEventsRequest, NodeClient, PodLogRequest, Target};
@@ -63,6 +65,10 @@ pub struct DiagnoseArgs {
     /// (seconds, or with a unit: 90s, 2m, 1h).
     #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
     pub stall_after: Duration,
+    /// The experiment log whose failed runs on this node rank their strategies last
+    /// (default: the one `nodectl experiment` writes, when it exists).
+    #[arg(long, value_name = "PATH")]
+    pub experiments: Option<PathBuf>,
 }
 
 /// `120`, `90s`, `2m`, `1h`.
@@ -195,6 +201,8 @@ struct NodeState {
     processes_error: Option<anyhow::Error>,
     /// The agent's incidents (latest update of each), and the event ids seen in each.
     incidents: Option<Vec<Incident>>,
+    /// Strategies tried before, from the experiment log.
+    experiments: Vec<Experiment>,
     unknowns: Vec<String>,
 }
 
@@ -230,6 +238,7 @@ pub async fn run(args: DiagnoseArgs, ctx: &Context) -> anyhow::Result<ExitOutcom
     };
     let mut client = target.connect(&options).await?;
     let mut node = read_node(&mut client, target).await;
+    node.experiments = read_experiments(args.experiments.as_deref(), &mut node.unknowns);
 
     let mut runs = Vec::new();
     let named = file_log.is_some() || pod.is_some() || url.is_some();
@@ -536,8 +545,25 @@ async fn read_node(client: &mut NodeClient, target: &Target) -> NodeState {
         processes,
         processes_error,
         incidents,
+        experiments: Vec::new(),
         unknowns,
     }
+}
+
+/// The experiment log named, else the default one if it exists; one that cannot be read is
+/// said among the unknowns, never the end of the diagnosis.
+fn read_experiments(named: Option<&Path>, unknowns: &mut Vec<String>) -> Vec<Experiment> {
+    let path = match named {
+        Some(path) => path.to_path_buf(),
+        None => match experiments::default_path() {
+            Some(path) if path.exists() => path,
+            _ => return Vec::new(),
+        },
+    };
+    experiments::read(&path).unwrap_or_else(|e| {
+        unknowns.push(format!("experiment log: {e}"));
+        Vec::new()
+    })
 }
 
 /// Every incident the agent holds (the latest update of each).
@@ -770,9 +796,12 @@ fn diagnose(
             strategies.push(Proposed {
                 strategy: s.clone(),
                 for_issues: Vec::new(),
+                tried_before: None,
             });
         }
     }
+
+    experiments::rank_tried_last(&mut strategies, &node.experiments, &node.label, catalog);
 
     let stalled_for_s = (outcome == Some(Outcome::Stalled))
         .then_some(quiet_for.as_ref().map(Duration::as_secs))
@@ -1188,6 +1217,9 @@ fn diagnosis_text(d: &Diagnosis) -> String {
                 format!("    {}. {}: {}", i + 1, s.strategy.id, s.strategy.action),
             );
             line(&mut out, format!("       why: {}", s.strategy.why));
+            if let Some(tried) = &s.tried_before {
+                line(&mut out, format!("       tried before: {tried}"));
+            }
         }
     }
     for l in &d.already_in_effect {
