@@ -230,9 +230,10 @@ pub fn rank_tried_last(
     }
     for proposed in strategies.iter_mut() {
         let id = proposed.strategy.id.as_str();
-        let tried = failed_here.iter().rev().find(|e| {
-            e.strategy == id || catalog.in_effect(id, &e.facts()).is_some()
-        });
+        let tried = failed_here
+            .iter()
+            .rev()
+            .find(|e| e.strategy == id || catalog.in_effect(id, &e.facts()).is_some());
         if let Some(e) = tried {
             let image = e
                 .image
@@ -410,7 +411,10 @@ mod tests {
         assert_eq!(read(&path).unwrap(), vec![a, b]);
         std::fs::write(&path, "{\"strategy\": 1}\n").unwrap();
         let e = read(&path).unwrap_err().to_string();
-        assert!(e.contains("experiments.jsonl:1: not an experiment record"), "{e}");
+        assert!(
+            e.contains("experiments.jsonl:1: not an experiment record"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -423,7 +427,10 @@ mod tests {
         );
         assert!(e.failed());
         let facts = e.facts();
-        assert_eq!(facts.env.get("HSA_ENABLE_SDMA").map(String::as_str), Some("0"));
+        assert_eq!(
+            facts.env.get("HSA_ENABLE_SDMA").map(String::as_str),
+            Some("0")
+        );
         assert_eq!(facts.args, ["-fa", "off"]);
         assert_eq!(
             facts.params.get("amdgpu.cwsr_enable").map(String::as_str),
@@ -447,7 +454,11 @@ mod tests {
         assert!(run.passed_upload);
         assert_eq!(run.outcome, Some(Outcome::Stalled));
         let two = r#"{"node": "n", "diagnoses": [{"phase": "ready"}, {"phase": "ready"}]}"#;
-        assert!(summary_of_diagnosis(two).unwrap_err().contains("2 diagnoses"));
+        assert!(
+            summary_of_diagnosis(two)
+                .unwrap_err()
+                .contains("2 diagnoses")
+        );
         assert!(summary_of_diagnosis("{}").is_err());
         assert!(check_env_setting("HSA_ENABLE_SDMA=0").is_ok());
         assert!(check_env_setting("=0").is_err());

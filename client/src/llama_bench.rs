@@ -162,7 +162,10 @@ fn parse_markdown(text: &str) -> Result<Vec<BenchResult>, BenchError> {
             columns = None;
             continue;
         };
-        if row.iter().all(|c| !c.is_empty() && c.chars().all(|ch| matches!(ch, '-' | ':'))) {
+        if row
+            .iter()
+            .all(|c| !c.is_empty() && c.chars().all(|ch| matches!(ch, '-' | ':')))
+        {
             continue;
         }
         let find = |name: &str| row.iter().position(|c| *c == name);

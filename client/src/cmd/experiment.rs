@@ -86,8 +86,7 @@ const MAX_INPUT_BYTES: u64 = 16 * 1024 * 1024;
 
 fn read_input(path: &PathBuf, what: &str) -> anyhow::Result<String> {
     use std::io::Read as _;
-    let file =
-        std::fs::File::open(path).with_context(|| format!("{what} {}", path.display()))?;
+    let file = std::fs::File::open(path).with_context(|| format!("{what} {}", path.display()))?;
     let mut text = String::new();
     file.take(MAX_INPUT_BYTES + 1)
         .read_to_string(&mut text)
@@ -224,7 +223,9 @@ fn rows(records: &[Experiment], baseline: Option<&str>) -> anyhow::Result<Vec<Ro
                 .iter()
                 .rev()
                 .find(|e| e.strategy == name && !e.bench.is_empty())
-                .with_context(|| format!("--baseline {name:?}: no experiment of that strategy has bench results"))?,
+                .with_context(|| {
+                    format!("--baseline {name:?}: no experiment of that strategy has bench results")
+                })?,
         ),
         None => records.iter().find(|e| !e.bench.is_empty()),
     };
