@@ -39,7 +39,7 @@ pub enum Kind {
     Jwt,
     /// What follows `Bearer `.
     BearerToken,
-    /// A name holding `key` (`--ssl-passphrase-key`, `rd.luks.key`).
+    /// A name holding `key` (`--encryption-key`, `rd.luks.key`).
     Key,
     /// A name holding `token` (`siderolink.token`, `jointoken`).
     Token,
@@ -262,20 +262,23 @@ fn redact_urls(text: &str, query: Query) -> Cow<'_, str> {
             .map_or(separator, |(i, _)| i)
             .max(copied);
         let rest_start = separator + 3;
+        if scheme_start == separator {
+            // No scheme (`://x`): not a URL, but one may follow (`://x,https://u:p@h`).
+            search = rest_start;
+            continue;
+        }
         let end = text[rest_start..]
             .find(ends_url)
             .map_or(text.len(), |i| rest_start + i);
-        if scheme_start < separator {
-            out.push_str(&text[copied..scheme_start]);
-            redact_url(
-                &text[scheme_start..separator],
-                &text[rest_start..end],
-                query,
-                &mut out,
-            );
-            copied = end;
-        }
-        search = end.max(rest_start);
+        out.push_str(&text[copied..scheme_start]);
+        redact_url(
+            &text[scheme_start..separator],
+            &text[rest_start..end],
+            query,
+            &mut out,
+        );
+        copied = end;
+        search = end;
     }
     if copied == 0 {
         return Cow::Borrowed(text);
@@ -735,6 +738,10 @@ mod tests {
             ]
         );
         assert_eq!(
+            redact_text("://x,https://u:p@h"),
+            "://x,https://<redacted:url-userinfo>@h"
+        );
+        assert_eq!(
             redact_text("fetch from \"https://u@h/x?k=v\" then git+ssh://git@host/repo"),
             "fetch from \"https://<redacted:url-userinfo>@h/x?k=<redacted:url-query>\" then git+ssh://<redacted:url-userinfo>@host/repo"
         );
@@ -743,6 +750,7 @@ mod tests {
             "http://0.0.0.0:8080/health",
             "a://",
             "://x",
+            "://://",
             "nothing here",
         ] {
             assert_eq!(redact_text(plain), plain);
