@@ -14,6 +14,7 @@ pub mod limits;
 pub(crate) mod listener;
 pub mod metrics;
 pub mod pod_log;
+pub mod redact;
 pub mod server;
 pub mod shutdown;
 pub mod snapshot;

@@ -370,6 +370,7 @@ impl Snapshotter {
             findings: Vec::new(),
             problems: Vec::new(),
             inference_processes: inference.processes,
+            inference_processes_not_listed: inference.processes_not_listed,
         };
         // The checks see what could not be read: an unreadable input is unknown, not absent.
         snapshot.problems = reader.problems;

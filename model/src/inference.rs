@@ -1,7 +1,8 @@
 //! The LLM inference processes of a node as agent and client hold them: what each runs, where, and what its threads and the GPU memory are doing.
 //!
 //! The environment held here is the allowlisted part only: the agent drops every other variable
-//! before anything leaves the node.
+//! before anything leaves the node. Arguments and variables come with their credentials already
+//! replaced by the agent (`--api-key <redacted:api-key>`): nothing here needs redacting again.
 
 use std::collections::BTreeMap;
 
@@ -39,8 +40,9 @@ pub struct InferenceProcess {
     /// `llama-server`, `llama-cli`, `llama-bench`, `ollama runner`, `ollama_llama_server`.
     pub program: String,
     pub comm: String,
+    /// Credentials redacted: the flag stays, its value is `<redacted:KIND>`.
     pub args: Vec<String>,
-    /// Allowlisted variables only.
+    /// Allowlisted variables only, credentials redacted.
     pub env: BTreeMap<String, String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub container_id: Option<String>,
@@ -341,6 +343,8 @@ mod tests {
                 "-m",
                 "/m.gguf",
                 "--load-mode=none",
+                "--api-key",
+                "<redacted:api-key>",
                 "--no-mmap",
             ]
             .map(String::from)
@@ -351,5 +355,7 @@ mod tests {
         assert_eq!(p.arg_value(&["-lm", "--load-mode"]), Some("none"));
         assert!(p.has_arg(&["--no-mmap"]));
         assert!(!p.has_arg(&["-fa"]));
+        // As the agent redacts it: the flag still says the server takes a key.
+        assert!(p.has_arg(&["--api-key"]));
     }
 }

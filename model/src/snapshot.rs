@@ -25,6 +25,13 @@ pub struct Snapshot {
     /// The LLM inference processes, read once (no CPU or memory trend).
     #[serde(default)]
     pub inference_processes: Vec<crate::inference::InferenceProcess>,
+    /// Inference processes found beyond the agent's bound, not listed.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub inference_processes_not_listed: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

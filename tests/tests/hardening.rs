@@ -510,9 +510,10 @@ fn credentials_on_the_command_line_and_the_full_kernel_log_stay_on_the_node() ->
     assert!(!run.stdout.contains(token), "{}", run.stdout);
     let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
     assert!(
-        json["host"]["cmdline"].as_str().is_some_and(
-            |c| c.contains("jointoken=<redacted>") && c.contains("amdgpu.cwsr_enable=0")
-        ),
+        json["host"]["cmdline"]
+            .as_str()
+            .is_some_and(|c| c.contains("jointoken=<redacted:url-query>")
+                && c.contains("amdgpu.cwsr_enable=0")),
         "{json}"
     );
 

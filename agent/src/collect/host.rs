@@ -123,7 +123,7 @@ pub fn collect_boot(reader: &mut Reader<'_>) -> BootHost {
     {
         kernel_arguments.truncate(end);
     }
-    if super::redact::redact_arguments(&mut kernel_arguments) {
+    if crate::redact::redact_arguments(&mut kernel_arguments) {
         // The command line as written would carry the credentials: it is written anew.
         cmdline = Some(render_cmdline(&kernel_arguments).unwrap_or_else(|| {
             kernel_arguments

@@ -16,7 +16,6 @@ pub(crate) mod memory;
 pub(crate) mod params;
 pub mod processes;
 pub(crate) mod read_pool;
-pub(crate) mod redact;
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};

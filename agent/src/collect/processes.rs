@@ -17,6 +17,7 @@ use super::{Reader, cards::CardDir, memory, parse_number};
 use crate::limits::{
     MAX_FDS_SCANNED, MAX_INFERENCE_PROCESSES, MAX_PROCESSES_SCANNED, MAX_THREADS_LISTED,
 };
+use crate::redact;
 
 /// The inference programs looked for, by the name of their executable.
 const PROGRAMS: [&str; 5] = [
@@ -72,18 +73,24 @@ fn may_be_inference_program(comm: &str, exe: &str) -> bool {
     inference_program(comm, &[exe.to_owned(), "runner".to_owned()]).is_some()
 }
 
-/// `/proc/PID/cmdline`: NUL-separated arguments (a trailing NUL ends the last).
+/// `/proc/PID/cmdline`: NUL-separated arguments (a trailing NUL ends the last), with their
+/// credentials redacted here, where they are read: nothing downstream (snapshot, diagnosis,
+/// metrics, bundle) ever holds `--api-key`'s value.
 pub fn split_cmdline(bytes: &[u8]) -> Vec<String> {
-    bytes
+    let mut args: Vec<String> = bytes
         .strip_suffix(b"\0")
         .unwrap_or(bytes)
         .split(|&b| b == 0)
         .filter(|a| !a.is_empty())
         .map(|a| String::from_utf8_lossy(a).into_owned())
-        .collect()
+        .collect();
+    redact::redact_args(&mut args);
+    args
 }
 
 /// `/proc/PID/environ` restricted to the allowlist; everything else is dropped here, on the node.
+/// The allowlist is by prefix, so it lets `LLAMA_ARG_API_KEY` and `LLAMA_ARG_MODEL_URL` through:
+/// their values are redacted here too.
 pub fn allowed_env(bytes: &[u8]) -> BTreeMap<String, String> {
     bytes
         .split(|&b| b == 0)
@@ -92,7 +99,7 @@ pub fn allowed_env(bytes: &[u8]) -> BTreeMap<String, String> {
             let (name, value) = entry.split_once('=')?;
             let allowed = ENV_NAMES.contains(&name)
                 || ENV_PREFIXES.iter().any(|prefix| name.starts_with(prefix));
-            allowed.then(|| (name.to_owned(), value.to_owned()))
+            allowed.then(|| (name.to_owned(), redact::redact_env_value(name, value)))
         })
         .collect()
 }
@@ -492,6 +499,36 @@ mod tests {
             ]
         );
         assert!(!format!("{env:?}").contains("secret"));
+    }
+
+    #[test]
+    fn secrets_in_arguments_and_allowlisted_variables_are_redacted_where_read() {
+        let args = split_cmdline(
+            b"/app/llama-server\0-m\0/models/q.gguf\0--api-key\0sk-live-0123456789abcdefghijklmnopqrstuv\0--hf-token=hf_abcdefghijklmnopqrstuvwxyzABCDEFGH\0-lv\x004\0",
+        );
+        assert_eq!(
+            args,
+            [
+                "/app/llama-server",
+                "-m",
+                "/models/q.gguf",
+                "--api-key",
+                "<redacted:api-key>",
+                "--hf-token=<redacted:hf-token>",
+                "-lv",
+                "4"
+            ]
+        );
+        let env = allowed_env(
+            b"LLAMA_ARG_API_KEY=k3y\0LLAMA_ARG_HF_TOKEN=hf_x\0LLAMA_ARG_MODEL_URL=https://b.s3.amazonaws.com/m.gguf?X-Amz-Signature=abc&X-Amz-Credential=AKIAIOSFODNN7EXAMPLE\0HSA_ENABLE_SDMA=0\0",
+        );
+        assert_eq!(env["LLAMA_ARG_API_KEY"], "<redacted:api-key>");
+        assert_eq!(env["LLAMA_ARG_HF_TOKEN"], "<redacted:hf-token>");
+        assert_eq!(
+            env["LLAMA_ARG_MODEL_URL"],
+            "https://b.s3.amazonaws.com/m.gguf?X-Amz-Signature=<redacted:url-query>&X-Amz-Credential=<redacted:url-query>"
+        );
+        assert_eq!(env["HSA_ENABLE_SDMA"], "0");
     }
 
     #[test]

@@ -188,8 +188,15 @@ pub struct Diagnosis {
 struct NodeDiagnoses {
     node: String,
     diagnoses: Vec<Diagnosis>,
+    /// Inference processes the agent found beyond those it lists: not diagnosed.
+    #[serde(skip_serializing_if = "is_zero_u32")]
+    processes_not_listed: u32,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     unknowns: Vec<String>,
+}
+
+fn is_zero_u32(n: &u32) -> bool {
+    *n == 0
 }
 
 /// What the node says, read once for every run diagnosed.
@@ -305,6 +312,17 @@ pub async fn run(args: DiagnoseArgs, ctx: &Context) -> anyhow::Result<ExitOutcom
                 )),
             }
         }
+        if run.process.is_none()
+            && let Some(processes) = &node.processes
+            && processes.processes_not_listed > 0
+        {
+            // The run's process may be one of those the agent did not list.
+            run.unknowns.push(format!(
+                "{} more inference processes run on the node than the agent lists ({}): the run's process may be one of them",
+                processes.processes_not_listed,
+                processes.processes.len()
+            ));
+        }
         run.subject = subject.join(", ");
         runs.push(run);
     } else if let Some(processes) = &node.processes {
@@ -353,6 +371,10 @@ pub async fn run(args: DiagnoseArgs, ctx: &Context) -> anyhow::Result<ExitOutcom
         let document = NodeDiagnoses {
             node: node.label.clone(),
             diagnoses,
+            processes_not_listed: node
+                .processes
+                .as_ref()
+                .map_or(0, |p| p.processes_not_listed),
             unknowns: node.unknowns.clone(),
         };
         if !render::print_structured(&document, ctx.format)? {
@@ -372,6 +394,13 @@ pub async fn run(args: DiagnoseArgs, ctx: &Context) -> anyhow::Result<ExitOutcom
                     render::emit("\n")?;
                 }
                 render::emit(&diagnosis_text(d))?;
+            }
+            let not_listed = super::node::not_listed_line(
+                document.processes_not_listed,
+                document.diagnoses.len(),
+            );
+            if !not_listed.is_empty() {
+                render::emit(&format!("\n{not_listed}"))?;
             }
         }
     }

@@ -256,6 +256,7 @@ fn render_show(node: &NodeSnapshot) -> String {
         }
         out.push_str(&format!("{t}\n"));
     }
+    out.push_str(&render_processes(s));
     if !s.problems.is_empty() {
         let mut t = table(&["problem", "reason"]);
         for p in &s.problems {
@@ -265,6 +266,57 @@ fn render_show(node: &NodeSnapshot) -> String {
     }
     out.push_str(&findings_line(node));
     out
+}
+
+/// The inference processes: program, pod, state, arguments and allowlisted environment (both
+/// redacted by the agent), and how many more the agent found than it lists.
+fn render_processes(s: &model::Snapshot) -> String {
+    let mut out = String::new();
+    if !s.inference_processes.is_empty() {
+        let mut t = table(&[
+            "inference process",
+            "pid",
+            "pod",
+            "state",
+            "arguments, allowlisted environment",
+        ]);
+        for p in &s.inference_processes {
+            let mut command =
+                render::cell(&p.args.iter().skip(1).cloned().collect::<Vec<_>>().join(" "));
+            if !p.env.is_empty() {
+                let env: Vec<String> = p.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                command.push('\n');
+                command.push_str(&render::cell(&env.join(" ")));
+            }
+            t.add_row(vec![
+                p.program.clone(),
+                p.pid.to_string(),
+                or_none(p.pod.as_ref()),
+                p.state.clone(),
+                command,
+            ]);
+        }
+        out.push_str(&format!("{t}\n"));
+    }
+    out.push_str(&not_listed_line(
+        s.inference_processes_not_listed,
+        s.inference_processes.len(),
+    ));
+    out
+}
+
+/// `2 more inference processes run on the node: the agent lists the first 64.`; empty when
+/// none was left out.
+pub(crate) fn not_listed_line(not_listed: u32, listed: usize) -> String {
+    match not_listed {
+        0 => String::new(),
+        1 => format!(
+            "1 more inference process runs on the node: the agent lists the first {listed}.\n"
+        ),
+        n => format!(
+            "{n} more inference processes run on the node: the agent lists the first {listed}.\n"
+        ),
+    }
 }
 
 /// The last line of `node show`: the findings by severity, and the command that shows them for

@@ -58,6 +58,7 @@ impl From<model::Snapshot> for pb::Snapshot {
                 .map(super::inference::problem_to_pb)
                 .collect(),
             inference_processes: s.inference_processes.into_iter().map(Into::into).collect(),
+            inference_processes_not_listed: s.inference_processes_not_listed,
         }
     }
 }
@@ -294,6 +295,7 @@ impl TryFrom<pb::Snapshot> for model::Snapshot {
                 .into_iter()
                 .map(TryInto::try_into)
                 .collect::<Result<_, _>>()?,
+            inference_processes_not_listed: s.inference_processes_not_listed,
         })
     }
 }
@@ -628,6 +630,7 @@ mod tests {
                 state: "S".into(),
                 ..Default::default()
             }],
+            inference_processes_not_listed: 3,
         }
     }
 
