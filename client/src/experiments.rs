@@ -216,7 +216,7 @@ impl Experiment {
 /// or by the catalog's signs over its environment, arguments and kernel arguments) after the
 /// others, each saying which experiment; the latest such experiment is named.
 pub fn rank_tried_last(
-    strategies: &mut Vec<Proposed>,
+    strategies: &mut [Proposed],
     experiments: &[Experiment],
     node: &str,
     catalog: &Catalog,

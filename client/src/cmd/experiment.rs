@@ -206,7 +206,7 @@ struct Row {
     tg_ratio: Option<f64>,
 }
 
-fn first<'b>(bench: &'b [BenchResult], pick: fn(&BenchResult) -> bool) -> Option<&'b BenchResult> {
+fn first(bench: &[BenchResult], pick: fn(&BenchResult) -> bool) -> Option<&BenchResult> {
     bench.iter().find(|b| pick(b))
 }
 
