@@ -47,6 +47,7 @@ impl ReplyBudget {
         Some(HeldBytes {
             permit: Some(permit),
             budget: self.clone(),
+            filled: false,
         })
     }
 
@@ -66,12 +67,15 @@ impl ReplyBudget {
 pub struct HeldBytes {
     permit: Option<OwnedSemaphorePermit>,
     budget: ReplyBudget,
+    /// A reply was built in it (not a reservation given back unused by a refused request).
+    filled: bool,
 }
 
 impl HeldBytes {
     /// Keeps only `bytes` of the reservation (a read reserves the most it may read, then what it
-    /// read).
+    /// read), and marks it as holding a reply.
     pub fn shrink_to(&mut self, bytes: usize) {
+        self.filled = true;
         if let Some(permit) = &mut self.permit {
             let extra = permit.num_permits().saturating_sub(bytes);
             if extra > 0 {
@@ -93,7 +97,7 @@ impl Drop for HeldBytes {
         // The last reply of a burst has left: its buffers were large allocations, which glibc
         // keeps mapped once its mmap threshold has risen past them. Hand them back, or the
         // agent stays at the burst's peak for the rest of its life.
-        if self.budget.held_bytes() == 0 {
+        if self.filled && self.budget.held_bytes() == 0 {
             crate::server::release_freed_memory();
         }
     }
