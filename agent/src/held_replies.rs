@@ -165,24 +165,8 @@ where
             else {
                 return Ok(response);
             };
-            let deadline = tokio::time::Instant::now() + send_deadline;
-            Ok(response.map(|body| {
-                Body::new(HeldBody {
-                    inner: body,
-                    pieces: Arc::new(Pieces {
-                        _held: held,
-                        outstanding: AtomicUsize::new(0),
-                        all_dropped: Notify::new(),
-                    }),
-                    pending: Bytes::new(),
-                    last: None,
-                    ended: false,
-                    chunk_bytes,
-                    send_deadline,
-                    deadline,
-                    waiting: None,
-                })
-            }))
+            Ok(response
+                .map(|body| Body::new(HeldBody::new(body, held, chunk_bytes, send_deadline))))
         })
     }
 }
@@ -229,6 +213,24 @@ struct HeldBody {
 }
 
 impl HeldBody {
+    fn new(inner: Body, held: HeldBytes, chunk_bytes: usize, send_deadline: Duration) -> Self {
+        Self {
+            inner,
+            pieces: Arc::new(Pieces {
+                _held: held,
+                outstanding: AtomicUsize::new(0),
+                all_dropped: Notify::new(),
+            }),
+            pending: Bytes::new(),
+            last: None,
+            ended: false,
+            chunk_bytes,
+            send_deadline,
+            deadline: tokio::time::Instant::now() + send_deadline,
+            waiting: None,
+        }
+    }
+
     fn late(&self) -> tonic::Status {
         tonic::Status::deadline_exceeded(format!(
             "the client did not take the reply within {} s",
@@ -324,21 +326,7 @@ mod tests {
     fn held_body(budget: &ReplyBudget, data: &'static [u8], deadline: Duration) -> HeldBody {
         let held = budget.try_reserve(data.len()).unwrap();
         let inner = Body::new(http_body_util::Full::new(Bytes::from_static(data)));
-        HeldBody {
-            inner,
-            pieces: Arc::new(Pieces {
-                _held: held,
-                outstanding: AtomicUsize::new(0),
-                all_dropped: Notify::new(),
-            }),
-            pending: Bytes::new(),
-            last: None,
-            ended: false,
-            chunk_bytes: 4,
-            send_deadline: deadline,
-            deadline: tokio::time::Instant::now() + deadline,
-            waiting: None,
-        }
+        HeldBody::new(inner, held, 4, deadline)
     }
 
     #[tokio::test]

@@ -6,21 +6,9 @@
 use std::time::Duration;
 
 use anyhow::{Context as _, bail};
+use nodectl_e2e::harness::rss_kib;
 use nodectl_e2e::slow_reader::SlowReader;
 use nodectl_proto::nodectl::v1 as pb;
-
-/// (VmRSS, VmHWM) in KiB from /proc/PID/status.
-fn rss_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> anyhow::Result<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("{name} in /proc/{pid}/status"))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
-}
 
 fn mib(kib: u64) -> String {
     format!("{:.1}", kib as f64 / 1024.0)

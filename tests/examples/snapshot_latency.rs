@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 use bytes::{Buf as _, Bytes};
+use nodectl_e2e::harness::rss_kib;
 use nodectl_proto::nodectl::v1 as pb;
 use tonic::Status;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
@@ -46,19 +47,6 @@ fn parse_options() -> anyhow::Result<Options> {
         exporter_pid: exporter_pid.context("--exporter-pid")?,
         iterations,
     })
-}
-
-/// (VmRSS, VmHWM) in KiB from /proc/PID/status.
-fn rss_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let field = |name: &str| -> anyhow::Result<u64> {
-        status
-            .lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .with_context(|| format!("{name} in /proc/{pid}/status"))
-    };
-    Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
 /// A GetSnapshotRequest out, the reply's message bytes back undecoded.

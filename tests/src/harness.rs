@@ -219,6 +219,46 @@ pub fn main_thread_ended(pid: u32) -> bool {
     }
 }
 
+/// Waits up to `limit` for the main thread of `pid` to end (a thread may stay behind in a read
+/// the kernel holds); whether it did.
+pub fn main_thread_ends_within(pid: u32, limit: Duration) -> bool {
+    let deadline = std::time::Instant::now() + limit;
+    while !main_thread_ended(pid) {
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
+/// The health an agent at `endpoint` reports for `service` (`""` for the agent as a whole).
+pub async fn health(endpoint: &str, service: &str) -> anyhow::Result<i32> {
+    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
+        .connect()
+        .await?;
+    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
+    let reply = client
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: service.to_owned(),
+        })
+        .await?;
+    Ok(reply.into_inner().status)
+}
+
+/// (VmRSS, VmHWM) of a process in KiB, from `/proc/PID/status`.
+pub fn rss_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let field = |name: &str| -> anyhow::Result<u64> {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("{name} in /proc/{pid}/status"))
+    };
+    Ok((field("VmRSS:")?, field("VmHWM:")?))
+}
+
 /// A running `nodectl-agent`; stopped with SIGTERM (then killed) when dropped.
 pub struct Agent {
     child: Child,

@@ -45,6 +45,27 @@ fn record(log: &Path, args: &[&str]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The strategies `diagnose` proposes for `run_log` on `node`, with the experiment log `log`.
+fn strategies_with(
+    node: &str,
+    run_log: &Path,
+    log: &Path,
+) -> anyhow::Result<Vec<serde_json::Value>> {
+    let run = nodectl(&[
+        "--host-root",
+        node,
+        "diagnose",
+        "--log",
+        path_str(run_log)?,
+        "--experiments",
+        path_str(log)?,
+        "-o",
+        "json",
+    ])?;
+    let d: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    Ok(d["strategies"].as_array().context("strategies")?.clone())
+}
+
 fn env_flags(env: &[&str]) -> Vec<String> {
     env.iter().map(|e| format!("--env={e}")).collect()
 }
@@ -219,19 +240,7 @@ fn four_runs_and_a_baseline_give_the_investigation_table() -> anyhow::Result<()>
     assert_eq!(rows[0]["phase_reached"], "graph reserve");
 
     // The same node's diagnosis now ranks flash attention off last and says why.
-    let run = nodectl(&[
-        "--host-root",
-        node,
-        "diagnose",
-        "--log",
-        path_str(&terse_log)?,
-        "--experiments",
-        path_str(&log)?,
-        "-o",
-        "json",
-    ])?;
-    let d: serde_json::Value = serde_json::from_str(&run.stdout)?;
-    let strategies = d["strategies"].as_array().context("strategies")?;
+    let strategies = strategies_with(node, &terse_log, &log)?;
     let last = strategies.last().context("no strategy")?;
     assert_eq!(last["id"], "flash_attention_off", "{strategies:#?}");
     let tried = last["tried_before"].as_str().context("tried_before")?;
@@ -244,19 +253,11 @@ fn four_runs_and_a_baseline_give_the_investigation_table() -> anyhow::Result<()>
         "{strategies:#?}"
     );
     // Another node's log is not this node's history.
-    let run = nodectl(&[
-        "--host-root",
+    let strategies = strategies_with(
         path_str(&node_fixture("strix-halo-healthy"))?,
-        "diagnose",
-        "--log",
-        path_str(&terse_log)?,
-        "--experiments",
-        path_str(&log)?,
-        "-o",
-        "json",
-    ])?;
-    let d: serde_json::Value = serde_json::from_str(&run.stdout)?;
-    let strategies = d["strategies"].as_array().context("strategies")?;
+        &terse_log,
+        &log,
+    )?;
     assert_eq!(
         strategies.first().map(|s| &s["id"]),
         Some(&"flash_attention_off".into())

@@ -742,20 +742,6 @@ fn summary_streams_the_log_instead_of_holding_it() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The health the agent reports for `service` (`""` for the agent as a whole).
-async fn health(endpoint: &str, service: &str) -> anyhow::Result<i32> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
-        .connect()
-        .await?;
-    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-    let reply = client
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await?;
-    Ok(reply.into_inner().status)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_read_that_never_returns_costs_one_deadline_and_health_says_so() -> anyhow::Result<()> {
     use nodectl_e2e::stalled_file::StalledFile;
@@ -772,7 +758,7 @@ async fn a_read_that_never_returns_costs_one_deadline_and_health_says_so() -> an
     let metrics_addr = agent.listener("metrics").context("metrics")?.to_owned();
     let stuck_gauge = |n: u32| format!("\nnodectl_host_reads_stuck {n}\n");
     assert_eq!(
-        health(&agent.endpoint, SERVICE).await?,
+        nodectl_e2e::harness::health(&agent.endpoint, SERVICE).await?,
         ServingStatus::Serving as i32
     );
     // The clock file's reads never return, as while the SMU hangs. Mounted after the agent
@@ -801,11 +787,11 @@ async fn a_read_that_never_returns_costs_one_deadline_and_health_says_so() -> an
     assert!(!snapshot.cards[0].firmware.is_empty());
     // Health says the agent is degraded, and it answers.
     assert_eq!(
-        health(&agent.endpoint, SERVICE).await?,
+        nodectl_e2e::harness::health(&agent.endpoint, SERVICE).await?,
         ServingStatus::NotServing as i32
     );
     assert_eq!(
-        health(&agent.endpoint, "").await?,
+        nodectl_e2e::harness::health(&agent.endpoint, "").await?,
         ServingStatus::Serving as i32
     );
     let metrics = nodectl_e2e::harness::http_get(&metrics_addr, "/metrics")?;
@@ -849,7 +835,9 @@ async fn a_read_that_never_returns_costs_one_deadline_and_health_says_so() -> an
     // The SMU answers again: the read returns, health and the file come back.
     stalled.release();
     let recovered = tokio::time::timeout(Duration::from_secs(30), async {
-        while health(&agent.endpoint, SERVICE).await? != ServingStatus::Serving as i32 {
+        while nodectl_e2e::harness::health(&agent.endpoint, SERVICE).await?
+            != ServingStatus::Serving as i32
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         anyhow::Ok(())
@@ -882,14 +870,7 @@ async fn a_read_that_never_returns_costs_one_deadline_and_health_says_so() -> an
         .spawn()?;
     let show_pid = show.id();
     let ended = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while !nodectl_e2e::harness::main_thread_ended(show_pid) {
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        true
+        nodectl_e2e::harness::main_thread_ends_within(show_pid, Duration::from_secs(60))
     })
     .await?;
     let shown = std::fs::read_to_string(&output)?;

@@ -41,19 +41,6 @@ fn request(pod: &str) -> pb::TailPodLogRequest {
     }
 }
 
-async fn health(endpoint: &str, service: &str) -> anyhow::Result<i32> {
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())?
-        .connect()
-        .await?;
-    let mut client = tonic_health::pb::health_client::HealthClient::new(channel);
-    let reply = client
-        .check(tonic_health::pb::HealthCheckRequest {
-            service: service.to_owned(),
-        })
-        .await?;
-    Ok(reply.into_inner().status)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn links_planted_under_var_log_pods_are_refused_and_their_targets_never_sent()
 -> anyhow::Result<()> {
@@ -190,7 +177,7 @@ async fn a_fifo_as_a_pod_log_is_refused_at_once_and_snapshots_go_on() -> anyhow:
     .context("a snapshot did not answer after the FIFO requests")??;
     assert!(snapshot.into_inner().host.is_some());
     assert_eq!(
-        health(&agent.endpoint, SERVICE).await?,
+        nodectl_e2e::harness::health(&agent.endpoint, SERVICE).await?,
         tonic_health::ServingStatus::Serving as i32
     );
 
@@ -241,11 +228,11 @@ async fn a_pod_log_whose_reads_never_return_shows_in_readiness_and_metrics_and_s
         "{status}"
     );
     assert_eq!(
-        health(&agent.endpoint, SERVICE).await?,
+        nodectl_e2e::harness::health(&agent.endpoint, SERVICE).await?,
         ServingStatus::NotServing as i32
     );
     assert_eq!(
-        health(&agent.endpoint, "").await?,
+        nodectl_e2e::harness::health(&agent.endpoint, "").await?,
         ServingStatus::Serving as i32
     );
     let metrics = http_get(&metrics_addr, "/metrics")?;
@@ -288,14 +275,7 @@ async fn a_pod_log_whose_reads_never_return_shows_in_readiness_and_metrics_and_s
         .spawn()?;
     let diagnose_pid = diagnose.id();
     let ended = tokio::task::spawn_blocking(move || {
-        let deadline = std::time::Instant::now() + Duration::from_secs(60);
-        while !nodectl_e2e::harness::main_thread_ended(diagnose_pid) {
-            if std::time::Instant::now() >= deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        true
+        nodectl_e2e::harness::main_thread_ends_within(diagnose_pid, Duration::from_secs(60))
     })
     .await?;
     let said = std::fs::read_to_string(&output)?;
@@ -303,7 +283,9 @@ async fn a_pod_log_whose_reads_never_return_shows_in_readiness_and_metrics_and_s
     // The file system answers again: readiness and the log come back.
     stalled.release();
     let recovered = tokio::time::timeout(Duration::from_secs(30), async {
-        while health(&agent.endpoint, SERVICE).await? != ServingStatus::Serving as i32 {
+        while nodectl_e2e::harness::health(&agent.endpoint, SERVICE).await?
+            != ServingStatus::Serving as i32
+        {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         anyhow::Ok(())
