@@ -1,5 +1,7 @@
 //! Everything nodectl prints: the output formats (`-o table|json|yaml`), the one table style, unified diffs, and writes to standard output that end quietly when it closes.
 
+mod safe_yaml;
+
 use std::io::Write as _;
 
 use comfy_table::{ContentArrangement, Table};
@@ -20,8 +22,8 @@ pub enum Format {
 pub fn structured<T: Serialize>(value: &T, format: Format) -> anyhow::Result<Option<String>> {
     Ok(match format {
         Format::Table => None,
-        Format::Json => Some(format!("{}\n", serde_json::to_string_pretty(value)?)),
-        Format::Yaml => Some(serde_saphyr::to_string(value)?),
+        Format::Json => Some(format!("{}\n", json_pretty(value)?)),
+        Format::Yaml => Some(yaml(value)?),
     })
 }
 
@@ -29,11 +31,70 @@ pub fn structured<T: Serialize>(value: &T, format: Format) -> anyhow::Result<Opt
 pub fn print_structured<T: Serialize>(value: &T, format: Format) -> anyhow::Result<bool> {
     match structured(value, format)? {
         Some(text) => {
-            emit(&text)?;
+            write_stdout(text.as_bytes(), true)?;
             Ok(true)
         }
         None => Ok(false),
     }
+}
+
+/// `value` as pretty JSON in which no character that [`escape_controls`] escapes stands raw:
+/// serde_json escapes C0 controls, and DEL, C1 controls and invisible characters become
+/// `\u009b` escapes here (surrogate pairs beyond the BMP), so the text is safe on a terminal
+/// and every value still reads back as it was.
+pub fn json_pretty<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
+    Ok(json_escape_hidden(serde_json::to_string_pretty(value)?))
+}
+
+/// [`json_pretty`] on one line (JSON lines).
+pub fn json_compact<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
+    Ok(json_escape_hidden(serde_json::to_string(value)?))
+}
+
+/// `value` as YAML in which no character that [`escape_controls`] escapes stands raw: a string
+/// holding one is written double-quoted with it escaped (`\u202E`), so it reads back as it was.
+pub fn yaml<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<String> {
+    safe_yaml::to_string(value)
+}
+
+/// Serialized JSON with the characters serde_json leaves raw but a terminal must not get
+/// (see [`is_hidden`]) written as JSON escapes. Every such character stands inside a string
+/// (JSON's own syntax is ASCII without them), where an escape means the same character.
+fn json_escape_hidden(json: String) -> String {
+    if !json.chars().any(is_hidden) {
+        return json;
+    }
+    let mut out = String::with_capacity(json.len() + 16);
+    for c in json.chars() {
+        if is_hidden(c) {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                out.push_str(&format!("\\u{unit:04x}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// Whether `c` must not reach a terminal raw: control characters (C0 but the newline, DEL,
+/// C1) move the cursor, retitle or clear the screen; format characters (Unicode category Cf:
+/// bidi embeddings, overrides, isolates and marks, zero-width spaces and joiners, the soft
+/// hyphen, tags) and the line and paragraph separators reorder or hide text, so a line can
+/// show something other than what it holds (CVE-2021-42574).
+pub fn is_hidden(c: char) -> bool {
+    use unicode_general_category::{GeneralCategory, get_general_category};
+    if c.is_ascii() {
+        return c.is_ascii_control() && c != '\n';
+    }
+    c.is_control()
+        || matches!(
+            get_general_category(c),
+            GeneralCategory::Format
+                | GeneralCategory::LineSeparator
+                | GeneralCategory::ParagraphSeparator
+        )
 }
 
 /// Width of a table when standard output is not a terminal (a pipe, a file): `COLUMNS` when
@@ -117,16 +178,18 @@ pub fn indented(text: &str, spaces: usize) -> String {
 #[error("standard output closed")]
 pub struct OutputClosed;
 
-/// `text` with every control character but the newline escaped (`\u{1b}`, `\t`, `\r`): text
-/// from a node or a saved log must never move the cursor, clear the screen or retitle the
-/// terminal, nor break a table's layout. JSON and YAML escape such characters themselves.
+/// `text` with every control character but the newline and every invisible character escaped
+/// (`\u{1b}`, `\t`, `\r`, `\u{202e}`; see [`is_hidden`]): text from a node or a saved log must
+/// never move the cursor, clear the screen or retitle the terminal, show other text than it
+/// holds, nor break a table's layout. JSON and YAML escape such characters in their own way
+/// ([`json_pretty`], [`yaml`]).
 pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(|c| c.is_control() && c != '\n') {
+    if !text.chars().any(is_hidden) {
         return std::borrow::Cow::Borrowed(text);
     }
     let mut out = String::with_capacity(text.len() + 16);
     for c in text.chars() {
-        if c.is_control() && c != '\n' {
+        if is_hidden(c) {
             out.extend(c.escape_default());
         } else {
             out.push(c);
@@ -135,17 +198,34 @@ pub fn escape_controls(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
-/// Writes to standard output (control characters escaped) and flushes; a closed pipe is
-/// [`OutputClosed`], not a panic.
+/// Writes human text to standard output (control and invisible characters escaped) and
+/// flushes; a closed pipe is [`OutputClosed`], not a panic.
 pub fn emit(text: &str) -> anyhow::Result<()> {
+    write_stdout(escape_controls(text).as_bytes(), true)
+}
+
+/// Writes to standard output, flushing when asked; a closed pipe is [`OutputClosed`].
+fn write_stdout(bytes: &[u8], flush: bool) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout().lock();
-    match stdout
-        .write_all(escape_controls(text).as_bytes())
-        .and_then(|()| stdout.flush())
-    {
+    let written = stdout
+        .write_all(bytes)
+        .and_then(|()| if flush { stdout.flush() } else { Ok(()) });
+    closed_pipe(written)
+}
+
+/// A closed pipe as [`OutputClosed`].
+fn closed_pipe(result: std::io::Result<()>) -> anyhow::Result<()> {
+    match result {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(OutputClosed.into()),
         other => Ok(other?),
     }
+}
+
+/// A JSON line (`--follow -o json`): `value` on one line, safe as [`json_pretty`] is, flushed.
+pub fn json_line<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
+    let mut text = json_compact(value)?;
+    text.push('\n');
+    write_stdout(text.as_bytes(), true)
 }
 
 /// [`emit`] with a newline.
@@ -209,6 +289,68 @@ mod tests {
             "\\u{9b}31m",
             "C1 controls too"
         );
+    }
+
+    #[test]
+    fn invisible_characters_are_shown_escaped() {
+        assert_eq!(
+            escape_controls("invoice\u{202e}fdp.exe"),
+            "invoice\\u{202e}fdp.exe"
+        );
+        for c in [
+            '\u{202a}',
+            '\u{202b}',
+            '\u{202c}',
+            '\u{202d}',
+            '\u{202e}',
+            '\u{2066}',
+            '\u{2067}',
+            '\u{2068}',
+            '\u{2069}',
+            '\u{200e}',
+            '\u{200f}',
+            '\u{61c}',
+            '\u{200b}',
+            '\u{200c}',
+            '\u{200d}',
+            '\u{2060}',
+            '\u{feff}',
+            '\u{ad}',
+            '\u{e0001}',
+            '\u{e0041}',
+            '\u{2028}',
+            '\u{2029}',
+            '\u{7f}',
+            '\u{85}',
+            '\u{9b}',
+        ] {
+            let text = format!("a{c}b");
+            assert_eq!(escape_controls(&text), format!("a{}b", c.escape_default()));
+            assert!(!cell(&text).contains(c), "{c:?}");
+        }
+        // Visible text of any script stays as it is, combining marks and emoji included.
+        for text in ["é e\u{301} 日本語 🙂 ü", "tab\tnewline\n"] {
+            assert_eq!(escape_controls(text).replace("\\t", "\t"), text);
+        }
+    }
+
+    #[test]
+    fn json_escapes_every_control_and_invisible_character_and_reads_back() {
+        let message = "C1 \u{9b}31m DEL \u{7f} ESC \u{1b}[2J bidi \u{202e}x tag \u{e0041} nl \n";
+        let value = serde_json::json!({ "message": message });
+        for text in [json_pretty(&value).unwrap(), json_compact(&value).unwrap()] {
+            for escape in ["\\u009b", "\\u007f", "\\u001b", "\\u202e", "\\udb40\\udc41"] {
+                assert!(text.contains(escape), "{escape} in {text}");
+            }
+            assert!(!text.contains("\\u{"), "{text}");
+            assert!(!text.chars().any(is_hidden), "{text:?}");
+            let back: serde_json::Value = serde_json::from_str(&text).unwrap();
+            assert_eq!(back["message"], message);
+        }
+        let yaml = structured(&value, Format::Yaml).unwrap().unwrap();
+        assert!(!yaml.chars().any(is_hidden), "{yaml:?}");
+        let back: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+        assert_eq!(back["message"], message);
     }
 
     #[test]

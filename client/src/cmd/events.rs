@@ -298,7 +298,7 @@ impl Printer {
 
     fn line(&self, value: serde_json::Value, table_line: String) -> anyhow::Result<()> {
         match self.format {
-            Format::Json => render::line(value.to_string()),
+            Format::Json => render::json_line(&value),
             _ => render::line(table_line),
         }
     }
