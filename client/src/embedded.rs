@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
+pub use nodectl_agent::kmsg::JournalYear;
 use nodectl_agent::kmsg::analyze::{LogSummary, analyze_reader};
 use nodectl_agent::kmsg::metrics::KmsgMetrics;
 use nodectl_agent::kmsg::pipeline::{KernelLog, KernelLogConfig};
@@ -120,13 +121,13 @@ impl Drop for Embedded {
 
 /// Analyses a saved log of any supported format as it is read (memory stays with what `keep`
 /// keeps and the incidents, not with the size of the log), with the agent's classifier
-/// (`rules`, or the embedded ones). `year` dates journalctl lines, which print none. Only the
+/// (`rules`, or the embedded ones). `years` dates journalctl lines, which print none. Only the
 /// lines with a GPU marker are read whole unless `unclassified_wanted`. Only the incidents with
 /// an event of one of `classes` are kept (all when it is empty), as an agent streams them.
 pub fn analyze_saved_log(
     input: impl std::io::BufRead,
     rules: Option<&Path>,
-    year: i16,
+    years: JournalYear,
     classes: &[Class],
     unclassified_wanted: bool,
     keep: impl FnMut(&KernelEvent) -> bool,
@@ -135,7 +136,7 @@ pub fn analyze_saved_log(
     let mut summary = analyze_reader(
         input,
         Arc::clone(&classifier),
-        year,
+        years,
         unclassified_wanted,
         keep,
     )

@@ -7,7 +7,7 @@ use super::classify::Classifier;
 pub use nodectl_model::KernelEvent;
 
 use super::incident::{EventPlace, Incident, IncidentTracker};
-use super::offline::{LineFormat, LogLine};
+use super::offline::{JournalYear, LineFormat, LogLine};
 use super::reader::follows_plausibly;
 use super::record::{Record, pci_of_device};
 use crate::limits::MAX_SAVED_LINE_BYTES;
@@ -237,7 +237,7 @@ pub fn analyze_lines<L: AsRef<str>>(
     year: i16,
     keep: impl FnMut(&KernelEvent) -> bool,
 ) -> LogSummary {
-    let mut log = SavedLog::new(classifier, year, keep);
+    let mut log = SavedLog::new(classifier, JournalYear::given(year), keep);
     for line in lines {
         log.push(line.as_ref());
     }
@@ -261,15 +261,16 @@ static GPU_MARKER_FINDERS: std::sync::LazyLock<Vec<memchr::memmem::Finder<'stati
 /// reader's buffer (no copy unless one spans two reads, each cut at [`MAX_SAVED_LINE_BYTES`]
 /// with a marker), invalid UTF-8 becomes U+FFFD, and when unclassified events are not wanted
 /// one search over each read finds the lines with a GPU marker, the only ones whose message is
-/// read; the rest are read only for their format and sequence number.
+/// read; the rest are read only for their format and sequence number. `years` dates journal
+/// lines.
 pub fn analyze_reader(
     mut reader: impl std::io::BufRead,
     classifier: Arc<Classifier>,
-    year: i16,
+    years: JournalYear,
     unclassified_wanted: bool,
     keep: impl FnMut(&KernelEvent) -> bool,
 ) -> std::io::Result<LogSummary> {
-    let mut log = SavedLog::new(classifier, year, keep);
+    let mut log = SavedLog::new(classifier, years, keep);
     // The start of a line the last read ended inside, and whether it is already cut.
     let mut carried: Vec<u8> = Vec::new();
     let mut carried_cut = false;
@@ -359,12 +360,12 @@ struct SavedLog<K> {
     last_seq: Option<u64>,
     /// The number of the plain line pushed last: recognised if a rule classifies it.
     plain_line: Option<u64>,
-    year: i16,
+    years: JournalYear,
     keep: K,
 }
 
 impl<K: FnMut(&KernelEvent) -> bool> SavedLog<K> {
-    fn new(classifier: Arc<Classifier>, year: i16, keep: K) -> Self {
+    fn new(classifier: Arc<Classifier>, years: JournalYear, keep: K) -> Self {
         SavedLog {
             analyzer: Analyzer::new(classifier),
             summary: LogSummary::default(),
@@ -373,7 +374,7 @@ impl<K: FnMut(&KernelEvent) -> bool> SavedLog<K> {
             after_unread_record: false,
             last_seq: None,
             plain_line: None,
-            year,
+            years,
             keep,
         }
     }
@@ -443,7 +444,7 @@ impl<K: FnMut(&KernelEvent) -> bool> SavedLog<K> {
         if self.begin(line) {
             return;
         }
-        let parsed = super::offline::parse_line(line, self.year);
+        let parsed = super::offline::parse_dated(line, &mut self.years);
         self.count(parsed.format, parsed.seq);
         let is_kmsg = parsed.format == LineFormat::Kmsg;
         let entry = Entry::from_line(parsed, self.summary.lines_read);
@@ -463,7 +464,7 @@ impl<K: FnMut(&KernelEvent) -> bool> SavedLog<K> {
         if self.begin(line) {
             return;
         }
-        let (format, seq) = super::offline::line_format(line, self.year);
+        let (format, seq) = super::offline::line_format(line, &mut self.years);
         self.count(format, seq);
         self.after_unread_record = format == LineFormat::Kmsg;
         self.sink();
@@ -668,7 +669,10 @@ user  :err   : [    2.000000] amdgpu 0000:c1:00.0: amdgpu: GPU reset begin!
         input.extend_from_slice(b"\n\xff\xfe\n");
         for capacity in [100, 1 << 20] {
             let reader = std::io::BufReader::with_capacity(capacity, input.as_slice());
-            let s = analyze_reader(reader, classifier(), 2025, true, |_| true).unwrap();
+            let s = analyze_reader(reader, classifier(), JournalYear::given(2025), true, |_| {
+                true
+            })
+            .unwrap();
             let messages: Vec<&str> = s.events.iter().map(|e| e.message.as_str()).collect();
             assert_eq!(messages.len(), 4, "{capacity}");
             assert_eq!(messages[0], "first");
@@ -680,7 +684,14 @@ user  :err   : [    2.000000] amdgpu 0000:c1:00.0: amdgpu: GPU reset begin!
             assert_eq!(messages[3], "\u{fffd}\u{fffd}");
             assert_eq!((s.lines_read, s.lines_cut), (4, 1));
         }
-        let empty = analyze_reader(&b""[..], classifier(), 2025, false, |_| true).unwrap();
+        let empty = analyze_reader(
+            &b""[..],
+            classifier(),
+            JournalYear::given(2025),
+            false,
+            |_| true,
+        )
+        .unwrap();
         assert_eq!(empty.lines_read, 0);
     }
 
@@ -735,7 +746,7 @@ user  :err   : [    2.000000] amdgpu 0000:c1:00.0: amdgpu: GPU reset begin!
             }
             let every_line = analyze_lines(text.lines(), C.clone(), 2025, |e| e.id.is_some());
             let reader = std::io::BufReader::with_capacity(capacity, text.as_bytes());
-            let fast = analyze_reader(reader, C.clone(), 2025, false, |e| e.id.is_some()).unwrap();
+            let fast = analyze_reader(reader, C.clone(), JournalYear::given(2025), false, |e| e.id.is_some()).unwrap();
             proptest::prop_assert_eq!(outcome(&fast), outcome(&every_line));
         }
 

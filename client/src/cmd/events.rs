@@ -44,7 +44,10 @@ pub struct EventsArgs {
     /// dmesg -T, journalctl short/short-precise or talosctl dmesg lines.
     #[arg(long, value_name = "PATH|-")]
     pub file: Option<String>,
-    /// Year of journalctl lines, which print none (default: this year).
+    /// Year of the first journalctl or syslog line, which print none; each New Year the log
+    /// crosses (December, then January) advances it, so times keep increasing. Default: the
+    /// latest year that puts the first line no later than tomorrow (a log of last December
+    /// read in January is last year's).
     #[arg(long, value_name = "YEAR")]
     pub year: Option<i16>,
     /// Print counts per event id instead of every event.
@@ -125,9 +128,10 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     }
     let mut printer = Printer::new(ctx.format, args.follow, args.summary)?;
     if let Some(file) = &args.file {
-        let year = args
-            .year
-            .unwrap_or_else(|| jiff::ZonedDateTime::now().year());
+        let years = match args.year {
+            Some(year) => embedded::JournalYear::given(year),
+            None => embedded::JournalYear::before(jiff::ZonedDateTime::now().date()),
+        };
         let keeps = |class: Option<Class>| match class {
             None => args.include_unclassified,
             Some(c) => classes.is_empty() || classes.contains(&c),
@@ -151,7 +155,7 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         let summary = embedded::analyze_saved_log(
             open_input(file)?,
             args.rules.as_deref(),
-            year,
+            years,
             &classes,
             args.include_unclassified,
             keep,
