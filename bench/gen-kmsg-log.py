@@ -1,10 +1,13 @@
 #!/usr/bin/env python3
 """Writes a mixed kernel log in dmesg style: ~90 % ordinary kernel lines, ~10 % amdgpu/KFD lines
-taken from the catalogue fixture. Usage: gen-kmsg-log.py LINES OUT"""
+taken from the catalogue fixture. With BLOCK, the clock jumps 30 s every BLOCK lines, so the
+GPU lines of each block form an incident of their own (else they all fall into one).
+Usage: gen-kmsg-log.py LINES OUT [BLOCK]"""
 import random
 import sys
 
 lines, out = int(sys.argv[1]), sys.argv[2]
+block = int(sys.argv[3]) if len(sys.argv) > 3 else 0
 random.seed(1151)
 with open("tests/fixtures/kmsg/catalogue.dmesg.log") as f:
     gpu = [l.split("] ", 1)[1].rstrip("\n") for l in f if "] " in l]
@@ -24,6 +27,8 @@ t = 1.0
 with open(out, "w") as f:
     for i in range(lines):
         t += random.random() * 0.01
+        if block and i % block == block - 1:
+            t += 30.0
         if random.random() < 0.10:
             msg = random.choice(gpu)
         else:

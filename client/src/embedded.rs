@@ -4,14 +4,17 @@
 //! nodectl talks to this service exactly as it talks to a remote agent, so embedded mode, the
 //! DaemonSet and the tests share one code path.
 
+use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use nodectl_agent::kmsg::analyze::{LogSummary, analyze_reader};
+pub use nodectl_agent::kmsg::JournalYear;
+use nodectl_agent::kmsg::analyze::analyze_reader;
+pub use nodectl_agent::kmsg::analyze::{Found, LogCounts};
 use nodectl_agent::kmsg::metrics::KmsgMetrics;
 use nodectl_agent::kmsg::pipeline::{KernelLog, KernelLogConfig};
-use nodectl_agent::kmsg::{Class, Classifier, KernelEvent};
+use nodectl_agent::kmsg::{Class, Classifier};
 use nodectl_agent::snapshot::Snapshotter;
 use nodectl_agent::{HostRoot, limits, server};
 use tokio::io::DuplexStream;
@@ -118,30 +121,33 @@ impl Drop for Embedded {
     }
 }
 
-/// Analyses a saved log of any supported format as it is read (memory stays with what `keep`
-/// keeps and the incidents, not with the size of the log), with the agent's classifier
-/// (`rules`, or the embedded ones). `year` dates journalctl lines, which print none. Only the
-/// lines with a GPU marker are read whole unless `unclassified_wanted`. Only the incidents with
-/// an event of one of `classes` are kept (all when it is empty), as an agent streams them.
+/// Analyses a saved log of any supported format as it is read, giving each event and each
+/// closed incident to `sink` as it is found (memory stays with the open incidents, not with the
+/// size of the log; `sink` stops the reading by breaking), with the agent's classifier (`rules`,
+/// or the embedded ones). `years` dates journalctl lines, which print none. Only the lines with
+/// a GPU marker are read whole unless `unclassified_wanted`. Only the incidents with an event of
+/// one of `classes` are given (all when it is empty), as an agent streams them.
 pub fn analyze_saved_log(
     input: impl std::io::BufRead,
     rules: Option<&Path>,
-    year: i16,
+    years: JournalYear,
     classes: &[Class],
     unclassified_wanted: bool,
-    keep: impl FnMut(&KernelEvent) -> bool,
-) -> anyhow::Result<LogSummary> {
+    mut sink: impl FnMut(Found) -> ControlFlow<()>,
+) -> anyhow::Result<LogCounts> {
     let classifier = Arc::new(Classifier::load(rules)?);
-    let mut summary = analyze_reader(
+    let wanted = Arc::clone(&classifier);
+    analyze_reader(
         input,
-        Arc::clone(&classifier),
-        year,
+        classifier,
+        years,
         unclassified_wanted,
-        keep,
+        |found| match found {
+            Found::Incident(incident) if !wanted.incident_has_class(&incident, classes) => {
+                ControlFlow::Continue(())
+            }
+            found => sink(found),
+        },
     )
-    .context("reading the log")?;
-    summary
-        .incidents
-        .retain(|incident| classifier.incident_has_class(incident, classes));
-    Ok(summary)
+    .context("reading the log")
 }

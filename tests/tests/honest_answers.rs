@@ -144,6 +144,42 @@ fn control_characters_from_a_log_are_shown_escaped() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A C1 control and bidi and zero-width characters in a kernel message: escaped in the table
+/// (a line must not show other text than it holds), JSON and YAML escapes in `-o json|yaml`
+/// that read back to the message itself.
+#[test]
+fn invisible_and_c1_characters_are_escaped_everywhere_and_read_back_from_json_and_yaml()
+-> anyhow::Result<()> {
+    let message = "amdgpu 0000:c1:00.0: amdgpu: MES failed to respond to msg=REMOVE_QUEUE \u{9b}31m \u{202e}lanif\u{202c} zero\u{200b}width";
+    let log = format!("[  1.000000] {message}\n");
+    let hidden = ['\u{9b}', '\u{202e}', '\u{202c}', '\u{200b}'];
+    let run = nodectl_with(&["events", "--file", "-"], &[], Some(&log))?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stdout.contains(hidden), "raw in {}", run.stdout);
+    assert!(
+        run.stdout
+            .contains(r"\u{9b}31m \u{202e}lanif\u{202c} zero\u{200b}width"),
+        "{}",
+        run.stdout
+    );
+    let run = nodectl_with(&["events", "--file", "-", "-o", "json"], &[], Some(&log))?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stdout.contains(hidden), "raw in {}", run.stdout);
+    assert!(
+        run.stdout.contains(r"\u009b31m \u202elanif\u202c"),
+        "{}",
+        run.stdout
+    );
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    assert_eq!(json["events"][0]["message"], message);
+    let run = nodectl_with(&["events", "--file", "-", "-o", "yaml"], &[], Some(&log))?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stdout.contains(hidden), "raw in {}", run.stdout);
+    let yaml: serde_json::Value = serde_saphyr::from_str(&run.stdout)?;
+    assert_eq!(yaml["events"][0]["message"], message);
+    Ok(())
+}
+
 #[test]
 fn the_events_table_keeps_ids_and_times_whole_at_80_columns_and_when_piped() -> anyhow::Result<()> {
     let log = fixture("kmsg/scenario.talos.log");

@@ -286,6 +286,60 @@ fn class_filter_stdin_and_bad_rules() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// journalctl prints no year: a journal across New Year keeps its times increasing, and the
+/// incident that spans it ends after it begins.
+#[test]
+fn a_journal_across_new_year_keeps_its_times_increasing() -> anyhow::Result<()> {
+    let log = "\
+Dec 31 23:59:58 node1 kernel: amdgpu 0000:c1:00.0: amdgpu: MES failed to respond to msg=REMOVE_QUEUE
+Dec 31 23:59:59 node1 kernel: amdgpu 0000:c1:00.0: amdgpu: GPU reset begin!
+Jan 01 00:00:01 node1 kernel: amdgpu 0000:c1:00.0: amdgpu: MODE2 reset
+Jan 01 00:00:02 node1 kernel: amdgpu 0000:c1:00.0: amdgpu: GPU reset(1) succeeded!
+";
+    let times = |json: &serde_json::Value| -> Vec<String> {
+        json["events"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| e["time"].as_str().unwrap_or("-").to_owned())
+            .collect()
+    };
+    let run = nodectl_with(
+        &["events", "--file", "-", "--year", "2025", "-o", "json"],
+        &[],
+        Some(log),
+    )?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    assert_eq!(
+        times(&json),
+        [
+            "2025-12-31T23:59:58Z",
+            "2025-12-31T23:59:59Z",
+            "2026-01-01T00:00:01Z",
+            "2026-01-01T00:00:02Z"
+        ]
+    );
+    let incidents = json["incidents"].as_array().context("incidents")?;
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(incidents[0]["first_time"], "2025-12-31T23:59:58Z");
+    assert_eq!(incidents[0]["last_time"], "2026-01-01T00:00:02Z");
+    assert_eq!(incidents[0]["recovered"], true);
+    // The table says how long it lasted: seconds, not a negative year.
+    let run = nodectl_with(&["events", "--file", "-", "--year", "2025"], &[], Some(log))?;
+    assert!(run.stdout.contains("┆ 4.0 s ┆"), "{}", run.stdout);
+
+    // Without --year: the first line is no later than tomorrow, and times still increase.
+    let run = nodectl_with(&["events", "--file", "-", "-o", "json"], &[], Some(log))?;
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    let times = times(&json);
+    let first: jiff::Timestamp = times[0].parse()?;
+    let tomorrow = jiff::Timestamp::now().checked_add(jiff::SignedDuration::from_hours(48))?;
+    assert!(first < tomorrow, "{times:?}");
+    assert!(times.windows(2).all(|w| w[0] < w[1]), "{times:?}");
+    Ok(())
+}
+
 #[test]
 fn the_reader_takes_the_boot_records_of_this_machine() -> anyhow::Result<()> {
     use nodectl_agent::kmsg::reader::{KmsgFile, KmsgReader, ReadOutcome};

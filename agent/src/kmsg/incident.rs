@@ -7,6 +7,12 @@ pub use nodectl_model::Incident;
 
 use super::classify::{Classifier, IncidentRole, Recovery, Rule};
 
+/// Incidents open at once. A node has a GPU or two, each with an incident or two open; lines
+/// without a time never let an incident close by the gap, so a log naming thousands of devices
+/// would otherwise keep thousands open. Past it, the incident that has waited longest for an
+/// event is closed to make room.
+pub const MAX_OPEN_INCIDENTS: usize = 64;
+
 /// An open incident and what the tracker keeps beside it.
 #[derive(Debug)]
 struct OpenIncident {
@@ -17,6 +23,8 @@ struct OpenIncident {
     last_key_usec: Option<u64>,
     /// Its events, all ids together.
     events_total: u32,
+    /// When an event last joined it, counted in events added to the tracker.
+    last_touch: u64,
 }
 
 /// Where an event sits: what the tracker needs of it.
@@ -45,7 +53,10 @@ impl EventPlace<'_> {
 #[derive(Debug)]
 pub struct IncidentTracker {
     classifier: Arc<Classifier>,
+    /// In the order they opened.
     open: Vec<OpenIncident>,
+    /// Events added so far: the clock of `last_touch`.
+    touches: u64,
 }
 
 impl IncidentTracker {
@@ -53,6 +64,7 @@ impl IncidentTracker {
         Self {
             classifier,
             open: Vec::new(),
+            touches: 0,
         }
     }
 
@@ -76,6 +88,11 @@ impl IncidentTracker {
     /// The ids of the incidents open now (not yet closed, so not yet counted).
     pub fn open_ids(&self) -> Vec<u64> {
         self.open.iter().map(|o| o.incident.incident_id).collect()
+    }
+
+    /// The incident open longest, if any: every incident that opens later starts after it.
+    pub fn oldest_open(&self) -> Option<&Incident> {
+        self.open.first().map(|o| &o.incident)
     }
 
     /// Closes incidents whose last event is more than the gap before `now_key_usec`.
@@ -123,8 +140,21 @@ impl IncidentTracker {
                 .or_else(|| self.open.iter().rposition(|o| o.incident.device.is_none())),
             None => self.open.len().checked_sub(1),
         };
+        self.touches += 1;
         let Some(index) = candidate else {
             if rule.incident == IncidentRole::Open {
+                if self.open.len() >= MAX_OPEN_INCIDENTS
+                    && let Some(idle) = self
+                        .open
+                        .iter()
+                        .enumerate()
+                        .min_by_key(|(_, o)| o.last_touch)
+                        .map(|(index, _)| index)
+                {
+                    let mut incident = self.open.remove(idle).incident;
+                    incident.closed = true;
+                    out.push(incident);
+                }
                 let mut counts = BTreeMap::new();
                 counts.insert(rule.id.clone(), 1);
                 let kind = self.kind_of(&counts, rule.class.as_str(), None);
@@ -152,6 +182,7 @@ impl IncidentTracker {
                     first_class: rule.class.as_str(),
                     last_key_usec: key,
                     events_total: 1,
+                    last_touch: self.touches,
                 });
             }
             return;
@@ -159,6 +190,7 @@ impl IncidentTracker {
         let kind_may_change = {
             let open = &mut self.open[index];
             open.last_key_usec = key.or(open.last_key_usec);
+            open.last_touch = self.touches;
             let incident = &mut open.incident;
             if incident.device.is_none() {
                 incident.device = place.device.map(str::to_owned);

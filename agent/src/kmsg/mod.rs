@@ -19,3 +19,4 @@ pub(crate) mod stream;
 pub use analyze::{Analyzer, KernelEvent, Output};
 pub use classify::{Class, Classifier};
 pub use incident::Incident;
+pub use offline::JournalYear;

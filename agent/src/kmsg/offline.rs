@@ -155,36 +155,104 @@ pub fn dictionary_entry(line: &str) -> Option<(&str, &str)> {
         .then_some((key, value))
 }
 
-/// Parses one line. `year` dates journalctl lines, which print none. Total: never panics.
+/// The year of journalctl and syslog lines, which print none: that of the first dated line,
+/// then, from line to line, the one that puts each line nearest the line before, so a log that
+/// crosses New Year (`Dec 31 23:59:59` then `Jan 01 00:00:01`) keeps its times increasing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JournalYear {
+    year: i16,
+    /// Today's date, while the year of the first dated line is still to be chosen from it.
+    today: Option<jiff::civil::Date>,
+    /// The month of the last dated line.
+    month: Option<i8>,
+}
+
+impl JournalYear {
+    /// `year` is the year of the first dated line (`--year`).
+    pub fn given(year: i16) -> Self {
+        JournalYear {
+            year,
+            today: None,
+            month: None,
+        }
+    }
+
+    /// The first dated line is given the latest year that does not put it after `today`: this
+    /// year, or last year for a date still to come (a December log read in January). The year
+    /// must be known at the first line, since events are printed as they are read; a log that
+    /// spans more than a year from its first line is not told apart from a shorter one.
+    pub fn before(today: jiff::civil::Date) -> Self {
+        JournalYear {
+            year: today.year(),
+            today: Some(today),
+            month: None,
+        }
+    }
+
+    /// The year of a line dated `month`/`day` (1-based), given the lines before it.
+    fn of(&mut self, month: i8, day: i8) -> i16 {
+        if let Some(today) = self.today.take() {
+            // Journal times are local time; one that is up to a day ahead of today (UTC) is
+            // still today somewhere.
+            let limit = today.tomorrow().unwrap_or(today);
+            if limit.year() == today.year() && (month, day) > (limit.month(), limit.day()) {
+                self.year = self.year.saturating_sub(1);
+            }
+        } else if let Some(last) = self.month
+            && last != month
+        {
+            // Months forward from the last line's: up to six is time going on (past December
+            // into a new year), more is a step back (a clock set back across New Year).
+            let forward = (month - last).rem_euclid(12);
+            if forward <= 6 && month < last {
+                self.year = self.year.saturating_add(1);
+            } else if forward > 6 && month > last {
+                self.year = self.year.saturating_sub(1);
+            }
+        }
+        self.month = Some(month);
+        self.year
+    }
+}
+
+/// Parses one line on its own, `year` the year of journalctl lines, which print none (see
+/// [`parse_dated`] for the lines of one log). Total: never panics.
+#[cfg(test)]
 pub fn parse_line(line: &str, year: i16) -> LogLine {
+    parse_dated(line, &mut JournalYear::given(year))
+}
+
+/// Parses a line of a log whose journal lines `years` dates, one after the other. Total: never
+/// panics.
+pub fn parse_dated(line: &str, years: &mut JournalYear) -> LogLine {
     let line = line.strip_suffix('\r').unwrap_or(line);
     if line.as_bytes().first().is_some_and(u8::is_ascii_digit)
         && let Some(record) = parse_kmsg(line)
     {
         return record;
     }
-    head_of(line, year).into_line()
+    head_of(line, years).into_line()
 }
 
-/// The format of a line and, for a kmsg record, its sequence number: what [`parse_line`]
+/// The format of a line and, for a kmsg record, its sequence number: what [`parse_dated`]
 /// finds, without copying the message (for the lines of a log that hold no GPU message).
-pub fn line_format(line: &str, year: i16) -> (LineFormat, Option<u64>) {
+pub fn line_format(line: &str, years: &mut JournalYear) -> (LineFormat, Option<u64>) {
     let line = line.strip_suffix('\r').unwrap_or(line);
     if line.as_bytes().first().is_some_and(u8::is_ascii_digit)
         && let Ok(header) = parse_header(line.as_bytes())
     {
         return (LineFormat::Kmsg, Some(header.seq));
     }
-    (head_of(line, year).format, None)
+    (head_of(line, years).format, None)
 }
 
-fn head_of(line: &str, year: i16) -> Head<'_> {
-    if let Some(parsed) = parse_known(line, year) {
+fn head_of<'l>(line: &'l str, years: &mut JournalYear) -> Head<'l> {
+    if let Some(parsed) = parse_known(line, years) {
         return parsed;
     }
     // `kubectl logs --timestamps`: the pod's line after the stamp.
     if let Some((wall, rest)) = rfc3339_head(line) {
-        let mut inner = parse_known(rest, year).unwrap_or_else(|| located(rest));
+        let mut inner = parse_known(rest, years).unwrap_or_else(|| located(rest));
         inner.format = LineFormat::Kubectl;
         inner.wall = inner.wall.or(Some(wall));
         return inner;
@@ -193,13 +261,13 @@ fn head_of(line: &str, year: i16) -> Head<'_> {
 }
 
 /// The line as one of the kernel log formats other than kmsg, if it is one.
-fn parse_known(line: &str, year: i16) -> Option<Head<'_>> {
+fn parse_known<'l>(line: &'l str, years: &mut JournalYear) -> Option<Head<'l>> {
     let bytes = line.as_bytes();
     let parsed = match bytes.first() {
         Some(b'0'..=b'9') => parse_journal_iso(line),
         Some(b'[') => parse_dmesg(line).map(journal_monotonic),
         Some(b'<') => parse_dmesg_raw(line),
-        Some(_) => parse_journal(line, year),
+        Some(_) => parse_journal(line, years),
         None => None,
     };
     parsed.or_else(|| parse_talos(line).or_else(|| parse_dmesg_decoded(line)))
@@ -392,7 +460,7 @@ fn parse_dmesg(line: &str) -> Option<Head<'_>> {
     None
 }
 
-fn parse_journal(line: &str, year: i16) -> Option<Head<'_>> {
+fn parse_journal<'l>(line: &'l str, years: &mut JournalYear) -> Option<Head<'l>> {
     // `Aug 05 09:03:24[.804673] host ident[pid]: message`; the day may be space-padded
     // (`Aug  5`), the month in another language (`maj`, `févr.`, `окт`).
     let (month, rest) = line.split_once(' ')?;
@@ -409,6 +477,11 @@ fn parse_journal(line: &str, year: i16) -> Option<Head<'_>> {
     let (time, rest) = rest.split_once(' ')?;
     let (hms, frac) = time.split_once('.').unwrap_or((time, ""));
     let clock = jiff::civil::Time::strptime("%H:%M:%S", hms).ok()?;
+    let micros = if frac.is_empty() {
+        0
+    } else {
+        i64::try_from(fraction_usec(frac)?).ok()?
+    };
     let (ident, message) = host_ident_message(rest)?;
     let mut out = Head::new(LineFormat::Journal, message);
     // A user-space program's line: the same rule as a kmsg record of facility ≠ 0.
@@ -416,21 +489,15 @@ fn parse_journal(line: &str, year: i16) -> Option<Head<'_>> {
     // An unknown month name still leaves the line a journal line, only without its time.
     if let Some(month) = month_number(month)
         && let Ok(day) = day.parse::<i8>()
-        && let Ok(date) = jiff::civil::Date::new(year, month, day)
+        && let Ok(date) = jiff::civil::Date::new(years.of(month, day), month, day)
         && let Ok(zoned) = date
             .to_datetime(clock)
             .to_zoned_datetime(jiff::tz::TimeZone::UTC)
     {
-        let mut wall = zoned.timestamp();
-        if !frac.is_empty() {
-            let micros = fraction_usec(frac)?;
-            wall = wall
-                .checked_add(jiff::SignedDuration::from_micros(
-                    i64::try_from(micros).ok()?,
-                ))
-                .ok()?;
-        }
-        out.wall = Some(wall);
+        out.wall = zoned
+            .timestamp()
+            .checked_add(jiff::SignedDuration::from_micros(micros))
+            .ok();
     }
     take_monotonic(&mut out);
     Some(out)
@@ -685,6 +752,82 @@ mod tests {
             (freebsd.format, freebsd.message.as_str()),
             (LineFormat::Journal, "drmn0: [drm] GPU reset begin!")
         );
+    }
+
+    /// Stamps of journal lines read one after the other from `years`.
+    fn walls(lines: &[&str], mut years: JournalYear) -> Vec<String> {
+        lines
+            .iter()
+            .map(|line| {
+                let parsed = parse_dated(&format!("{line} node1 kernel: {MSG}"), &mut years);
+                parsed.wall.map(|t| t.to_string()).unwrap_or_default()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn journal_lines_across_new_year_keep_their_times_increasing() {
+        let lines = [
+            "Dec 31 23:59:58",
+            "Dec 31 23:59:59",
+            "Jan 01 00:00:01",
+            "Jan 01 00:00:02",
+        ];
+        assert_eq!(
+            walls(&lines, JournalYear::given(2025)),
+            [
+                "2025-12-31T23:59:58Z",
+                "2025-12-31T23:59:59Z",
+                "2026-01-01T00:00:01Z",
+                "2026-01-01T00:00:02Z"
+            ]
+        );
+        // Read in January: the December lines are last year's, the January ones this year's.
+        let today = jiff::civil::date(2026, 1, 2);
+        assert_eq!(
+            walls(&lines, JournalYear::before(today))[1..3],
+            ["2025-12-31T23:59:59Z", "2026-01-01T00:00:01Z"]
+        );
+        // Months of a year and the next one, with a month skipped (Feb → Apr) and a step back
+        // of a clock set back across New Year.
+        assert_eq!(
+            walls(
+                &[
+                    "Nov 30 10:00:00",
+                    "Feb 01 10:00:00",
+                    "Apr 01 10:00:00",
+                    "Jan 01 00:00:00"
+                ],
+                JournalYear::given(2025)
+            ),
+            [
+                "2025-11-30T10:00:00Z",
+                "2026-02-01T10:00:00Z",
+                "2026-04-01T10:00:00Z",
+                "2026-01-01T00:00:00Z"
+            ]
+        );
+        assert_eq!(
+            walls(
+                &["Jan 01 00:00:01", "Dec 31 23:59:59"],
+                JournalYear::given(2026)
+            ),
+            ["2026-01-01T00:00:01Z", "2025-12-31T23:59:59Z"]
+        );
+    }
+
+    #[test]
+    fn the_default_year_puts_the_first_line_no_later_than_tomorrow() {
+        let today = jiff::civil::date(2026, 6, 15);
+        let first = |line: &str| walls(&[line], JournalYear::before(today)).remove(0);
+        assert_eq!(first("Jun 15 12:00:00"), "2026-06-15T12:00:00Z");
+        // Local time ahead of UTC: tomorrow is still this year.
+        assert_eq!(first("Jun 16 01:00:00"), "2026-06-16T01:00:00Z");
+        assert_eq!(first("Jun 17 01:00:00"), "2025-06-17T01:00:00Z");
+        assert_eq!(first("Dec 24 01:00:00"), "2025-12-24T01:00:00Z");
+        // On New Year's Eve every date of the year is past or today.
+        let eve = JournalYear::before(jiff::civil::date(2026, 12, 31));
+        assert_eq!(walls(&["Dec 31 23:00:00"], eve), ["2026-12-31T23:00:00Z"]);
     }
 
     #[test]

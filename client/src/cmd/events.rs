@@ -2,7 +2,6 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Args;
@@ -11,10 +10,12 @@ use nodectl_model::{Class, Incident, KernelEvent, StreamMessage};
 use tokio_stream::StreamExt as _;
 
 use crate::context::Context;
-use crate::embedded::{self, EmbeddedOptions};
+use crate::embedded::EmbeddedOptions;
 use crate::exit::Outcome;
 use crate::nodes::{KernelEventsRequest, Nodes};
 use crate::render::{self, Format, table};
+
+mod file;
 
 /// Flags of `nodectl events`.
 #[derive(Debug, Args)]
@@ -44,7 +45,10 @@ pub struct EventsArgs {
     /// dmesg -T, journalctl short/short-precise or talosctl dmesg lines.
     #[arg(long, value_name = "PATH|-")]
     pub file: Option<String>,
-    /// Year of journalctl lines, which print none (default: this year).
+    /// Year of the first journalctl or syslog line, which print none; each New Year the log
+    /// crosses (December, then January) advances it, so times keep increasing. Default: the
+    /// latest year that puts the first line no later than tomorrow (a log of last December
+    /// read in January is last year's).
     #[arg(long, value_name = "YEAR")]
     pub year: Option<i16>,
     /// Print counts per event id instead of every event.
@@ -61,6 +65,14 @@ pub struct EventsReport {
     pub boot_time: Option<jiff::Timestamp>,
     pub events: Vec<KernelEvent>,
     pub incidents: Vec<Incident>,
+    /// What follows the incidents (`--file` prints it after streaming the rest).
+    #[serde(flatten)]
+    pub tail: ReportTail,
+}
+
+/// The fields of the report after its events and incidents.
+#[derive(Debug, Default, Clone, serde::Serialize)]
+pub struct ReportTail {
     pub records_lost: u64,
     /// `--file`: times the sequence numbers started over (records of several boots, or a
     /// corrupt input); nothing was counted as lost there.
@@ -93,10 +105,9 @@ pub struct InputCounts {
     pub lines_by_format: BTreeMap<String, u64>,
 }
 
-impl EventsReport {
-    /// Events shown, or counted with `--summary`.
-    fn event_count(&self) -> u64 {
-        let shown = u64::try_from(self.events.len()).unwrap_or(u64::MAX);
+impl ReportTail {
+    /// Events shown (`shown`), and those counted with `--summary`.
+    fn event_count(&self, shown: u64) -> u64 {
         shown.saturating_add(self.counts.values().sum::<u64>())
     }
 }
@@ -125,84 +136,7 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     }
     let mut printer = Printer::new(ctx.format, args.follow, args.summary)?;
     if let Some(file) = &args.file {
-        let year = args
-            .year
-            .unwrap_or_else(|| jiff::ZonedDateTime::now().year());
-        let keeps = |class: Option<Class>| match class {
-            None => args.include_unclassified,
-            Some(c) => classes.is_empty() || classes.contains(&c),
-        };
-        // `--summary` counts as the log streams by and keeps no event (by class and id, which
-        // cost no allocation per event; named `class/id` at the end).
-        let mut counts: BTreeMap<(&'static str, Option<Arc<str>>), u64> = BTreeMap::new();
-        let summary_only = args.summary;
-        let since = args.since_seq;
-        let keep = |e: &KernelEvent| {
-            if e.seq.is_some_and(|seq| seq <= since) || !keeps(e.class) {
-                return false;
-            }
-            if summary_only {
-                let class = e.class.map_or("unclassified", Class::as_str);
-                *counts.entry((class, e.id.clone())).or_insert(0) += 1;
-                return false;
-            }
-            true
-        };
-        let summary = embedded::analyze_saved_log(
-            open_input(file)?,
-            args.rules.as_deref(),
-            year,
-            &classes,
-            args.include_unclassified,
-            keep,
-        )?;
-        let name = if file == "-" {
-            "standard input".to_owned()
-        } else {
-            file.clone()
-        };
-        if summary.lines_read == 0 {
-            anyhow::bail!("{name} is empty: there is no kernel log to read");
-        }
-        if summary.lines_recognised == 0 {
-            anyhow::bail!(
-                "{name}: none of the {} line{} read is a kernel log line (a /dev/kmsg record, dmesg [-T|-x], journalctl or syslog, talosctl dmesg) or a known GPU message; is it the right input?",
-                summary.lines_read,
-                if summary.lines_read == 1 { "" } else { "s" }
-            );
-        }
-        if since > 0 && !summary.has_sequence_numbers() {
-            anyhow::bail!(
-                "--since-seq {since}: {file} has no kernel sequence numbers (only kmsg records carry them)"
-            );
-        }
-        let mut summary = summary;
-        let format = summary.format();
-        summary
-            .incidents
-            .retain(|i| i.last_seq.is_none_or(|last| last > since));
-        printer.report.counts = counts
-            .into_iter()
-            .map(|((class, id), n)| (format!("{class}/{}", id.as_deref().unwrap_or("-")), n))
-            .collect();
-        for event in summary.events {
-            printer.event(event)?;
-        }
-        printer.incidents = summary.incidents;
-        printer.report.records_lost = summary.records_lost;
-        printer.report.seq_restarts = summary.seq_restarts;
-        printer.report.input = Some(InputCounts {
-            lines_read: summary.lines_read,
-            lines_recognised: summary.lines_recognised,
-            lines_cut: summary.lines_cut,
-            format,
-            lines_by_format: summary
-                .formats
-                .iter()
-                .map(|(f, n)| (f.as_str().to_owned(), *n))
-                .collect(),
-        });
-        return printer.finish();
+        return file::run(&args, &classes, ctx.format, file);
     }
     let nodes = ctx.nodes()?;
     if let Nodes::Agents(endpoints) = &nodes {
@@ -244,25 +178,6 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     printer.finish()
 }
 
-/// The saved log to read, buffered: a file, or standard input for `-`.
-/// A saved log's read size: lines are cut out of the buffer and one search per read finds
-/// the GPU lines, so reads far longer than a line (a line spanning two reads is copied).
-const SAVED_LOG_READ_BYTES: usize = 256 * 1024;
-
-fn open_input(file: &str) -> anyhow::Result<Box<dyn std::io::BufRead>> {
-    if file == "-" {
-        return Ok(Box::new(std::io::BufReader::with_capacity(
-            SAVED_LOG_READ_BYTES,
-            std::io::stdin(),
-        )));
-    }
-    let opened = std::fs::File::open(file).with_context(|| format!("--file {file}"))?;
-    Ok(Box::new(std::io::BufReader::with_capacity(
-        SAVED_LOG_READ_BYTES,
-        opened,
-    )))
-}
-
 /// `class/id` of an event, the key of `--summary`.
 fn summary_key(event: &KernelEvent) -> String {
     format!(
@@ -298,14 +213,19 @@ impl Printer {
 
     fn line(&self, value: serde_json::Value, table_line: String) -> anyhow::Result<()> {
         match self.format {
-            Format::Json => render::line(value.to_string()),
+            Format::Json => render::json_line(&value),
             _ => render::line(table_line),
         }
     }
 
     fn event(&mut self, event: KernelEvent) -> anyhow::Result<()> {
         if self.summary {
-            *self.report.counts.entry(summary_key(&event)).or_insert(0) += 1;
+            *self
+                .report
+                .tail
+                .counts
+                .entry(summary_key(&event))
+                .or_insert(0) += 1;
             return Ok(());
         }
         if self.follow {
@@ -333,7 +253,7 @@ impl Printer {
     }
 
     fn lost(&mut self, lost: RecordsLost) -> anyhow::Result<()> {
-        self.report.records_lost = self.report.records_lost.saturating_add(lost.count);
+        self.report.tail.records_lost = self.report.tail.records_lost.saturating_add(lost.count);
         if self.follow {
             return self.line(
                 serde_json::json!({ "records_lost": lost }),
@@ -363,7 +283,7 @@ impl Printer {
             StreamMessage::Incident(i) => self.incident(i)?,
             StreamMessage::RecordsLost(l) => self.lost(l)?,
             StreamMessage::Lagged { missed } => {
-                self.report.lagged = self.report.lagged.saturating_add(missed);
+                self.report.tail.lagged = self.report.tail.lagged.saturating_add(missed);
                 if self.follow {
                     self.line(
                         serde_json::json!({ "lagged": { "missed": missed } }),
@@ -426,19 +346,49 @@ fn incident_line(i: &Incident) -> String {
     )
 }
 
-/// The events as a table: SEQ (or LINE), TIME, ID, DEVICE and MESSAGE; the device column only
-/// when the events name more than one, else it is said once above the table; the message
-/// without the `amdgpu <device>: amdgpu: ` prefix the device column already says.
-fn events_table(events: &[KernelEvent]) -> String {
-    let (one_device, first_device) = single_device(events.iter().map(|e| e.device.as_deref()));
-    let by_line = events.iter().all(|e| e.seq.is_none());
-    let mut header = vec![if by_line { "LINE" } else { "SEQ" }, "TIME", "ID"];
-    if !one_device {
-        header.push("DEVICE");
+/// How the events table is laid out, decided from the events it shows (first).
+#[derive(Debug, Clone, PartialEq)]
+struct EventsLayout {
+    /// No event has a sequence number: the first column numbers lines.
+    by_line: bool,
+    /// A DEVICE column: the events name more than one device.
+    device_column: bool,
+    /// Without the column, the one device named (said once above the table).
+    device: Option<String>,
+}
+
+impl EventsLayout {
+    fn of(events: &[KernelEvent]) -> Self {
+        let (one_device, device) = single_device(events.iter().map(|e| e.device.as_deref()));
+        EventsLayout {
+            by_line: events.iter().all(|e| e.seq.is_none()),
+            device_column: !one_device,
+            device: device.map(str::to_owned),
+        }
     }
-    header.push("MESSAGE");
-    let mut t = render::table_wrapping(&header, &[header.len() - 1]);
-    for e in events {
+
+    /// What is said above the table.
+    fn preamble(&self) -> String {
+        match &self.device {
+            Some(device) => format!("Events of device {device} (or of none):\n"),
+            None => String::new(),
+        }
+    }
+
+    fn header(&self) -> Vec<&'static str> {
+        let mut header = vec![if self.by_line { "LINE" } else { "SEQ" }, "TIME", "ID"];
+        if self.device_column {
+            header.push("DEVICE");
+        }
+        header.push("MESSAGE");
+        header
+    }
+
+    /// An event's row: SEQ (or LINE), TIME, ID, DEVICE and MESSAGE, the message without the
+    /// `amdgpu <device>: amdgpu: ` prefix the device column (or the preamble) already says. An
+    /// event of a device other than the preamble's (a row printed after the layout was
+    /// decided) names its device in brackets before the message.
+    fn row(&self, e: &KernelEvent) -> Vec<String> {
         let mut row = vec![
             e.seq.or(e.line).map(|n| n.to_string()).unwrap_or_default(),
             e.time
@@ -454,101 +404,165 @@ fn events_table(events: &[KernelEvent]) -> String {
                 (None, false) => "-".to_owned(),
             },
         ];
-        if !one_device {
+        if self.device_column {
             row.push(e.device.clone().unwrap_or_default());
         }
-        row.push(render::cell(message_after_device(
-            &e.message,
-            e.device.as_deref(),
-        )));
-        t.add_row(row);
+        let message = message_after_device(&e.message, e.device.as_deref());
+        match &e.device {
+            Some(device) if !self.device_column && self.device.as_ref() != Some(device) => {
+                row.push(render::cell(&format!("[{device}] {message}")));
+            }
+            _ => row.push(render::cell(message)),
+        }
+        row
     }
-    let mut out = String::new();
-    if let (true, Some(device)) = (one_device, first_device) {
-        out.push_str(&format!("Events of device {device} (or of none):\n"));
-    }
-    out.push_str(&format!("{t}\n"));
-    out
 }
 
-/// The incidents as a table; DEVICE and PROCESS only when some incident has one (and, for the
-/// device, when they differ: one device is said above the table), EVENTS last, wrapping.
-fn incidents_table(incidents: &[Incident]) -> String {
-    let (one_device, first_device) = single_device(incidents.iter().map(|i| i.device.as_deref()));
-    // All on one day (UTC): the day is said once, above the table.
-    let first_day = incidents
-        .first()
-        .and_then(|i| i.first_time)
-        .map(|t| t.strftime("%Y-%m-%d").to_string());
-    let one_day = first_day.filter(|day| {
-        incidents.iter().all(|i| {
-            i.first_time
-                .is_some_and(|t| t.strftime("%Y-%m-%d").to_string() == *day)
-        })
-    });
-    let mut header = vec!["INCIDENT", "KIND", "WHEN", "FOR", "RECOVERED"];
-    if !one_device {
-        header.push("DEVICE");
+/// The events as a table (see [`EventsLayout`]): the device column only when the events name
+/// more than one, else it is said once above the table.
+fn events_table(events: &[KernelEvent]) -> String {
+    let layout = EventsLayout::of(events);
+    let header = layout.header();
+    let mut t = render::table_wrapping(&header, &[header.len() - 1]);
+    for e in events {
+        t.add_row(layout.row(e));
     }
-    header.push("EVENTS");
+    format!("{}{t}\n", layout.preamble())
+}
+
+/// How the incidents table is laid out, decided from all the incidents it shows: kept as they
+/// come, so a table of any number of incidents needs only this.
+#[derive(Debug, Clone, Default)]
+struct IncidentsLayout {
+    /// Devices named: the first, and whether another was.
+    device: Option<String>,
+    several_devices: bool,
+    /// The day (UTC) of the first incident's start, and whether another began on another day
+    /// or without a time.
+    day: Option<String>,
+    several_days: bool,
+    incidents: u64,
+}
+
+impl IncidentsLayout {
+    fn add(&mut self, i: &Incident) {
+        if let Some(device) = &i.device {
+            match &self.device {
+                None => self.device = Some(device.clone()),
+                Some(seen) if seen != device => self.several_devices = true,
+                Some(_) => {}
+            }
+        }
+        let day = i.first_time.map(|t| t.strftime("%Y-%m-%d").to_string());
+        match (&self.day, day) {
+            (_, None) => self.several_days = true,
+            (None, Some(day)) if self.incidents == 0 => self.day = Some(day),
+            (Some(seen), Some(day)) if *seen != day => self.several_days = true,
+            _ => {}
+        }
+        self.incidents += 1;
+    }
+
+    /// All on one day (UTC): the day, said once above the table.
+    fn one_day(&self) -> Option<&str> {
+        self.day.as_deref().filter(|_| !self.several_days)
+    }
+
+    fn preamble(&self) -> String {
+        let mut about = Vec::new();
+        if let (false, Some(device)) = (self.several_devices, &self.device) {
+            about.push(format!("of device {device} (or of none)"));
+        }
+        if let Some(day) = self.one_day() {
+            about.push(format!("on {day} (UTC)"));
+        }
+        if about.is_empty() {
+            return String::new();
+        }
+        format!("Incidents {}:\n", about.join(", "))
+    }
+
+    /// DEVICE only when the incidents name more than one device (one is said above the table),
+    /// EVENTS last, wrapping.
+    fn header(&self) -> Vec<&'static str> {
+        let mut header = vec!["INCIDENT", "KIND", "WHEN", "FOR", "RECOVERED"];
+        if self.several_devices {
+            header.push("DEVICE");
+        }
+        header.push("EVENTS");
+        header
+    }
+
+    /// An incident's [`incident_cells`] as this layout shows them: WHEN without its day when
+    /// all are on one day, DEVICE only when there are several.
+    fn row(&self, mut cells: Vec<String>) -> Vec<String> {
+        if self.one_day().is_some()
+            && let Some(when) = cells.get_mut(INCIDENT_WHEN)
+            && let Some((_day, time)) = when.split_once(' ')
+        {
+            *when = time.to_owned();
+        }
+        if !self.several_devices && cells.len() > INCIDENT_DEVICE {
+            cells.remove(INCIDENT_DEVICE);
+        }
+        cells
+    }
+}
+
+/// The columns of [`incident_cells`] that [`IncidentsLayout::row`] changes.
+const INCIDENT_WHEN: usize = 2;
+const INCIDENT_DEVICE: usize = 5;
+
+/// Every cell an incident can show: INCIDENT, KIND (the process, when the kernel named one,
+/// under it: no column of its own), WHEN (date and time), FOR, RECOVERED, DEVICE, EVENTS.
+fn incident_cells(i: &Incident) -> Vec<String> {
+    let process = match (&i.process, i.pid) {
+        (Some(p), Some(pid)) => Some(format!("{p} ({pid})")),
+        (Some(p), None) => Some(p.clone()),
+        (None, Some(pid)) => Some(format!("pid {pid}")),
+        (None, None) => None,
+    };
+    let counts: Vec<String> = i
+        .event_counts
+        .iter()
+        .map(|(k, v)| format!("{k}×{v}"))
+        .collect();
+    vec![
+        i.incident_id.to_string(),
+        match process {
+            Some(process) => format!("{}\n{}", i.kind, render::cell(&process)),
+            None => i.kind.to_string(),
+        },
+        incident_start(i),
+        incident_span(i),
+        match i.recovered {
+            Some(true) => "yes".into(),
+            Some(false) => "NO".into(),
+            None => "unknown".into(),
+        },
+        i.device.clone().unwrap_or_default(),
+        render::cell(&counts.join("\n")),
+    ]
+}
+
+/// The incidents as a table (see [`IncidentsLayout`]).
+fn incidents_table(incidents: &[Incident]) -> String {
+    let mut layout = IncidentsLayout::default();
+    for i in incidents {
+        layout.add(i);
+    }
+    let header = layout.header();
     let mut t = render::table_wrapping(&header, &[header.len() - 1]);
     for i in incidents {
-        // The process (when the kernel named one) under the kind: no column of its own.
-        let process = match (&i.process, i.pid) {
-            (Some(p), Some(pid)) => Some(format!("{p} ({pid})")),
-            (Some(p), None) => Some(p.clone()),
-            (None, Some(pid)) => Some(format!("pid {pid}")),
-            (None, None) => None,
-        };
-        let mut row = vec![
-            i.incident_id.to_string(),
-            match process {
-                Some(process) => format!("{}\n{}", i.kind, render::cell(&process)),
-                None => i.kind.to_string(),
-            },
-            incident_start(i, one_day.is_some()),
-            incident_span(i),
-            match i.recovered {
-                Some(true) => "yes".into(),
-                Some(false) => "NO".into(),
-                None => "unknown".into(),
-            },
-        ];
-        if !one_device {
-            row.push(i.device.clone().unwrap_or_default());
-        }
-        let counts: Vec<String> = i
-            .event_counts
-            .iter()
-            .map(|(k, v)| format!("{k}×{v}"))
-            .collect();
-        row.push(render::cell(&counts.join("\n")));
-        t.add_row(row);
+        t.add_row(layout.row(incident_cells(i)));
     }
-    let mut out = String::new();
-    let mut about = Vec::new();
-    if let (true, Some(device)) = (one_device, first_device) {
-        about.push(format!("of device {device} (or of none)"));
-    }
-    if let Some(day) = one_day {
-        about.push(format!("on {day} (UTC)"));
-    }
-    if !about.is_empty() {
-        out.push_str(&format!("Incidents {}:\n", about.join(", ")));
-    }
-    out.push_str(&format!("{t}\n"));
-    out
+    format!("{}{t}\n", layout.preamble())
 }
 
-/// When an incident began: its wall time, else its first sequence number or line.
-fn incident_start(i: &Incident, time_only: bool) -> String {
-    let format = if time_only {
-        "%H:%M:%S"
-    } else {
-        "%Y-%m-%d %H:%M:%S"
-    };
+/// When an incident began: its wall time (UTC), else its first sequence number or line.
+fn incident_start(i: &Incident) -> String {
     i.first_time
-        .map(|t| t.strftime(format).to_string())
+        .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
         .or_else(|| i.first_seq.map(|s| format!("seq {s}")))
         .or_else(|| i.first_line.map(|l| format!("line {l}")))
         .unwrap_or_default()
@@ -611,23 +625,38 @@ fn message_after_device<'m>(message: &'m str, device: Option<&str>) -> &'m str {
 }
 
 fn render_table(report: &EventsReport) -> String {
-    let mut out = String::new();
-    if !report.counts.is_empty() {
-        let mut t = table(&["CLASS/ID", "COUNT"]);
-        for (k, v) in &report.counts {
-            t.add_row([k.clone(), v.to_string()]);
-        }
-        out.push_str(&format!("{t}\n"));
-    }
+    let mut out = counts_table(&report.tail);
     if !report.events.is_empty() {
         out.push_str(&events_table(&report.events));
     }
-    let events = report.event_count();
-    out.push_str(&format!(
-        "{events} event{}",
-        if events == 1 { "" } else { "s" }
-    ));
-    if let Some(input) = &report.input {
+    let shown = u64::try_from(report.events.len()).unwrap_or(u64::MAX);
+    out.push_str(&count_line(&report.tail, shown));
+    if report.incidents.is_empty() {
+        out.push_str("No incidents.\n");
+    } else {
+        out.push_str(&incidents_table(&report.incidents));
+    }
+    out.push_str(&notes(&report.tail));
+    out
+}
+
+/// `--summary`'s table of events per `class/id` (empty without it).
+fn counts_table(tail: &ReportTail) -> String {
+    if tail.counts.is_empty() {
+        return String::new();
+    }
+    let mut t = table(&["CLASS/ID", "COUNT"]);
+    for (k, v) in &tail.counts {
+        t.add_row([k.clone(), v.to_string()]);
+    }
+    format!("{t}\n")
+}
+
+/// How many events there were and, for a saved log, how much of it was read and recognised.
+fn count_line(tail: &ReportTail, shown: u64) -> String {
+    let events = tail.event_count(shown);
+    let mut out = format!("{events} event{}", if events == 1 { "" } else { "s" });
+    if let Some(input) = &tail.input {
         out.push_str(&format!(
             " in {} lines read ({} recognised as kernel log lines, format {}",
             input.lines_read, input.lines_recognised, input.format
@@ -643,27 +672,28 @@ fn render_table(report: &EventsReport) -> String {
         out.push(')');
     }
     out.push_str(".\n");
-    if report.incidents.is_empty() {
-        out.push_str("No incidents.\n");
-    } else {
-        out.push_str(&incidents_table(&report.incidents));
-    }
-    if report.records_lost > 0 {
+    out
+}
+
+/// What was lost or odd on the way, one line each.
+fn notes(tail: &ReportTail) -> String {
+    let mut out = String::new();
+    if tail.records_lost > 0 {
         out.push_str(&format!(
             "{} kernel log records were lost.\n",
-            report.records_lost
+            tail.records_lost
         ));
     }
-    if report.seq_restarts > 0 {
+    if tail.seq_restarts > 0 {
         out.push_str(&format!(
             "The sequence numbers started over {} time(s) (records of several boots, or a corrupt input); nothing was counted as lost there.\n",
-            report.seq_restarts
+            tail.seq_restarts
         ));
     }
-    if report.lagged > 0 {
+    if tail.lagged > 0 {
         out.push_str(&format!(
             "{} messages were dropped because this client read too slowly.\n",
-            report.lagged
+            tail.lagged
         ));
     }
     out
