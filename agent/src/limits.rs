@@ -172,3 +172,15 @@ pub const POD_LOG_SEND_DEADLINE: Duration = Duration::from_secs(60);
 /// only as its flow-control window opens, so a reader that does not read holds little beyond
 /// its window in the connection's buffers.
 pub const POD_LOG_REPLY_CHUNK_BYTES: usize = 64 * 1024;
+
+/// Incidents open at once. A node has a GPU or two, each with an incident or two open; lines
+/// without a time never let an incident close by the gap, so a log naming thousands of devices
+/// would otherwise keep thousands open. Past it, the incident that has waited longest for an
+/// event is closed to make room.
+pub const MAX_OPEN_INCIDENTS: usize = 64;
+
+/// Closed incidents of a saved log held back until every incident that began before them has
+/// closed, so they come in the order they began. Past this many, the earliest goes out anyway:
+/// an incident that never closes (a device logging all through the file) must not make the
+/// rest pile up.
+pub const MAX_HELD_INCIDENTS: usize = 1024;

@@ -11,7 +11,7 @@ use super::incident::{EventPlace, Incident, IncidentTracker};
 use super::offline::{JournalYear, LineFormat, LogLine};
 use super::reader::follows_plausibly;
 use super::record::{Record, pci_of_device};
-use crate::limits::MAX_SAVED_LINE_BYTES;
+use crate::limits::{MAX_HELD_INCIDENTS, MAX_SAVED_LINE_BYTES};
 
 /// One kernel log entry, before classification.
 #[derive(Debug, Clone, Default)]
@@ -238,11 +238,6 @@ pub enum Found {
     /// A closed incident; incidents come in the order they began (see [`MAX_HELD_INCIDENTS`]).
     Incident(Incident),
 }
-
-/// Closed incidents held back until every incident that began before them has closed, so they
-/// come in the order they began. Past this many, the earliest goes out anyway: an incident that
-/// never closes (a device logging all through the file) must not make the rest pile up.
-pub const MAX_HELD_INCIDENTS: usize = 1024;
 
 /// Analyses a saved log (any mix of the supported formats). `keep` decides which events to
 /// return; incidents are always kept. Lines are numbered from 1.
@@ -757,7 +752,7 @@ user  :err   : [    2.000000] amdgpu 0000:c1:00.0: amdgpu: GPU reset begin!
         // Lines without a time never close an incident by the gap: one device busy all through
         // the log, and a new device on every other line.
         let busy = ring_timeout("0000:c1:00.0");
-        let open_cap = super::super::incident::MAX_OPEN_INCIDENTS;
+        let open_cap = crate::limits::MAX_OPEN_INCIDENTS;
         let others = MAX_HELD_INCIDENTS + 4 * open_cap;
         let mut log = String::new();
         for n in 0..others {

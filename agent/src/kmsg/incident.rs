@@ -6,12 +6,7 @@ use std::sync::Arc;
 pub use nodectl_model::Incident;
 
 use super::classify::{Classifier, IncidentRole, Recovery, Rule};
-
-/// Incidents open at once. A node has a GPU or two, each with an incident or two open; lines
-/// without a time never let an incident close by the gap, so a log naming thousands of devices
-/// would otherwise keep thousands open. Past it, the incident that has waited longest for an
-/// event is closed to make room.
-pub const MAX_OPEN_INCIDENTS: usize = 64;
+use crate::limits::MAX_OPEN_INCIDENTS;
 
 /// An open incident and what the tracker keeps beside it.
 #[derive(Debug)]
