@@ -71,6 +71,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
         .with_writer(std::io::stderr)
+        // Colour codes only for a person at a terminal: in a pipe, a file or a log shipper
+        // they are noise in every line.
+        .with_ansi(
+            std::io::IsTerminal::is_terminal(&std::io::stderr())
+                && std::env::var_os("NO_COLOR").is_none(),
+        )
         .init();
 
     let token = CancellationToken::new();
