@@ -6,6 +6,7 @@
 //! tried on the node and did not help.
 
 use std::io::{BufRead as _, Read as _, Write as _};
+use std::os::unix::fs::OpenOptionsExt as _;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -307,15 +308,34 @@ pub fn append(path: &Path, experiment: &Experiment) -> Result<(), ExperimentErro
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NONBLOCK)
         .open(path)
         .map_err(file_error)?;
+    check_regular(&file, path)?;
     file.write_all(line.as_bytes()).map_err(file_error)
+}
+
+fn check_regular(file: &std::fs::File, path: &Path) -> Result<(), ExperimentError> {
+    if file.metadata().is_ok_and(|m| m.is_file()) {
+        Ok(())
+    } else {
+        Err(ExperimentError::File {
+            path: path.display().to_string(),
+            reason: "not a regular file".to_owned(),
+        })
+    }
 }
 
 /// Every record of the log, in the order recorded; a missing file is an empty log.
 pub fn read(path: &Path) -> Result<Vec<Experiment>, ExperimentError> {
     let shown = path.display().to_string();
-    let file = match std::fs::File::open(path) {
+    // Non-blocking: a FIFO at the path opens at once, then fails the regular-file test,
+    // instead of holding `diagnose` in open() until someone writes to it.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
         Err(e) => {
@@ -325,12 +345,7 @@ pub fn read(path: &Path) -> Result<Vec<Experiment>, ExperimentError> {
             });
         }
     };
-    if !file.metadata().is_ok_and(|m| m.is_file()) {
-        return Err(ExperimentError::File {
-            path: shown,
-            reason: "not a regular file".to_owned(),
-        });
-    }
+    check_regular(&file, path)?;
     let mut reader = std::io::BufReader::new(file);
     let mut out = Vec::new();
     let mut line = Vec::new();
@@ -409,6 +424,15 @@ mod tests {
         append(&path, &a).unwrap();
         append(&path, &b).unwrap();
         assert_eq!(read(&path).unwrap(), vec![a, b]);
+        let fifo = dir.path().join("fifo.jsonl");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+        let e = read(&fifo).unwrap_err().to_string();
+        assert!(e.contains("not a regular file"), "{e}");
+        let e = append(&fifo, &experiment("c")).unwrap_err().to_string();
+        assert!(
+            e.contains("not a regular file") || e.contains("No such device"),
+            "{e}"
+        );
         std::fs::write(&path, "{\"strategy\": 1}\n").unwrap();
         let e = read(&path).unwrap_err().to_string();
         assert!(
