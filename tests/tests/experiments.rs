@@ -320,3 +320,19 @@ fn bad_input_is_an_input_error_naming_it() -> anyhow::Result<()> {
     );
     Ok(())
 }
+
+#[test]
+fn captured_llama_bench_outputs_parse_in_every_form() -> anyhow::Result<()> {
+    for name in ["cpu-tiny.md", "cpu-tiny.json", "cpu-tiny.jsonl"] {
+        let text = std::fs::read_to_string(fixture(&format!("llama-bench/{name}")))?;
+        let results = nodectl::llama_bench::parse(&text)?;
+        let tests: Vec<&str> = results.iter().map(|r| r.test.as_str()).collect();
+        assert_eq!(tests, ["pp512", "tg128"], "{name}");
+        assert!(results.iter().all(|r| r.tokens_per_s > 0.0), "{name}");
+        assert!(
+            results.iter().all(|r| r.backend.as_deref() == Some("CPU")),
+            "{name}"
+        );
+    }
+    Ok(())
+}
