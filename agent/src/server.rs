@@ -197,9 +197,10 @@ impl NodeDiagnostics for DiagnosticsService {
                         | PodLogError::NoContainer { .. }
                         | PodLogError::NoLogFile(_) => Status::not_found(text),
                         PodLogError::WhichContainer { .. } => Status::failed_precondition(text),
-                        // Something planted where the runtime writes its logs: refused, not
-                        // a fault of the agent.
-                        PodLogError::NotPlain { .. } => Status::permission_denied(text),
+                        // Something planted where the runtime writes its logs: refused, not a
+                        // fault of the agent. Not PERMISSION_DENIED, which says the caller may
+                        // not ask (and will, once clients are authenticated).
+                        PodLogError::NotPlain { .. } => Status::failed_precondition(text),
                         PodLogError::Read { .. } => Status::internal(text),
                     },
                 }

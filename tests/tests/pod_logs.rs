@@ -94,7 +94,7 @@ async fn links_planted_under_var_log_pods_are_refused_and_their_targets_never_se
             .expect_err("a planted link was followed");
         assert_eq!(
             status.code(),
-            tonic::Code::PermissionDenied,
+            tonic::Code::FailedPrecondition,
             "{pod}: {status}"
         );
         let message = status.message();
@@ -151,7 +151,7 @@ async fn a_fifo_as_a_pod_log_is_refused_at_once_and_snapshots_go_on() -> anyhow:
     while let Some(done) = requests.join_next().await {
         let status = done?.expect_err("a FIFO was read as a log");
         match status.code() {
-            tonic::Code::PermissionDenied => {
+            tonic::Code::FailedPrecondition => {
                 assert!(status.message().contains("a FIFO"), "{status}");
                 refused_as_fifo += 1;
             }
