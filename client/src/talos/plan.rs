@@ -672,8 +672,9 @@ impl Progress {
     pub fn say(&self, text: impl AsRef<str>) -> anyhow::Result<()> {
         match self.format {
             Format::Table => render::line(text),
+            // Progress may quote what the node said (versions, errors): escaped like stdout.
             _ => {
-                eprintln!("{}", text.as_ref());
+                eprintln!("{}", render::escape_controls(text.as_ref()));
                 Ok(())
             }
         }
