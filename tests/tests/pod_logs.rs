@@ -141,6 +141,14 @@ async fn a_fifo_as_a_pod_log_is_refused_at_once_and_snapshots_go_on() -> anyhow:
     let agent = Agent::start(&root, &[])?;
     let client = NodeDiagnosticsClient::connect(agent.endpoint.clone()).await?;
 
+    // One request first: the connection then knows the agent's limit of concurrent streams,
+    // and queues the rest instead of opening streams the agent must refuse.
+    let first = client
+        .clone()
+        .tail_pod_log(request("fifo"))
+        .await
+        .expect_err("a FIFO was read as a log");
+    assert_eq!(first.code(), tonic::Code::FailedPrecondition, "{first}");
     // 600 requests at once (512 used to take every blocking thread, and node show hung).
     let mut requests = tokio::task::JoinSet::new();
     for _ in 0..600 {
