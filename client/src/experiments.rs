@@ -19,6 +19,10 @@ use crate::llama_log::{Outcome, Phase};
 /// a longer line is not one, and is an error naming it rather than memory.
 pub const MAX_RECORD_BYTES: usize = 1024 * 1024;
 
+/// Largest experiment log read: a record is a few KiB, so this is tens of thousands of
+/// experiments; a larger file is not a log kept by hand and is refused rather than read whole.
+pub const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
+
 /// One strategy tried.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Experiment {
@@ -346,7 +350,17 @@ pub fn read(path: &Path) -> Result<Vec<Experiment>, ExperimentError> {
         }
     };
     check_regular(&file, path)?;
-    let mut reader = std::io::BufReader::new(file);
+    if file.metadata().is_ok_and(|m| m.len() > MAX_LOG_BYTES) {
+        return Err(ExperimentError::File {
+            path: shown,
+            reason: format!(
+                "longer than {} MiB: not an experiment log",
+                MAX_LOG_BYTES >> 20
+            ),
+        });
+    }
+    // A file that grows while it is read still stops at the bound.
+    let mut reader = std::io::BufReader::new(file.take(MAX_LOG_BYTES));
     let mut out = Vec::new();
     let mut line = Vec::new();
     let mut number = 0;

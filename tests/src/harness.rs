@@ -246,6 +246,17 @@ pub async fn health(endpoint: &str, service: &str) -> anyhow::Result<i32> {
     Ok(reply.into_inner().status)
 }
 
+/// Waits up to `limit` for `service` of the agent at `endpoint` to report SERVING; whether it did.
+pub async fn serving_within(endpoint: &str, service: &str, limit: Duration) -> bool {
+    let serving = async {
+        while health(endpoint, service).await? != tonic_health::ServingStatus::Serving as i32 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        anyhow::Ok(())
+    };
+    matches!(tokio::time::timeout(limit, serving).await, Ok(Ok(())))
+}
+
 /// (VmRSS, VmHWM) of a process in KiB, from `/proc/PID/status`.
 pub fn rss_kib(pid: u32) -> anyhow::Result<(u64, u64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;

@@ -290,17 +290,9 @@ async fn a_pod_log_whose_reads_never_return_shows_in_readiness_and_metrics_and_s
 
     // The file system answers again: readiness and the log come back.
     stalled.release();
-    let recovered = tokio::time::timeout(Duration::from_secs(30), async {
-        while nodectl_e2e::harness::health(&agent.endpoint, SERVICE).await?
-            != ServingStatus::Serving as i32
-        {
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        anyhow::Ok(())
-    })
-    .await;
     anyhow::ensure!(
-        matches!(recovered, Ok(Ok(()))),
+        nodectl_e2e::harness::serving_within(&agent.endpoint, SERVICE, Duration::from_secs(30))
+            .await,
         "readiness stayed NOT_SERVING"
     );
     // Asserted once released, so that a failure leaves no process behind.

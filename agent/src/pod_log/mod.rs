@@ -329,6 +329,7 @@ pub fn tail(root: &HostRoot, query: &PodLogQuery) -> Result<PodLog, PodLogError>
             path: shown.clone(),
             reason: e.to_string(),
         })?;
+    let tail = redacted_log(tail);
     Ok(PodLog {
         namespace,
         pod,
@@ -339,6 +340,20 @@ pub fn tail(root: &HostRoot, query: &PodLogQuery) -> Result<PodLog, PodLogError>
         bytes_skipped,
         modified_at: Some(modified.to_string()),
     })
+}
+
+/// A log with credentials removed before it leaves the node: llama.cpp prints the URL it
+/// downloads a model from (a pre-signed one carries its signature), and wrappers echo their
+/// command lines. Bytes that are not UTF-8 are replaced, as any reader of the text would.
+fn redacted_log(tail: Vec<u8>) -> Vec<u8> {
+    let text = match String::from_utf8(tail) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    };
+    match crate::redact::redact_text(&text) {
+        std::borrow::Cow::Borrowed(_) => text.into_bytes(),
+        std::borrow::Cow::Owned(redacted) => redacted.into_bytes(),
+    }
 }
 
 /// The last `max_bytes` of an open regular file, starting after a line end when cut; the bytes
@@ -416,6 +431,25 @@ mod tests {
         )
         .unwrap();
         assert_eq!(by_uid.pod, "llama-0");
+    }
+
+    #[test]
+    fn credentials_in_the_log_do_not_leave_the_node() {
+        let (dir, root) = tree();
+        let log = dir
+            .path()
+            .join("var/log/pods/llm_llama-0_0d3c5e1e-5d3f-4a8e-9c39-1c1b6b0a7e11/server/2.log");
+        std::fs::write(
+            &log,
+            b"2026-12-01T14:30:00Z stderr F common_download_file: downloading from https://bucket.s3.amazonaws.com/m.gguf?X-Amz-Signature=0123456789abcdef\n\
+             2026-12-01T14:30:01Z stderr F token hf_abcdefghijklmnopqrstuvwxyzABCDEFGH \xff\n",
+        )
+        .unwrap();
+        let text =
+            String::from_utf8(tail(&root, &query("llm", "llama-0", "")).unwrap().tail).unwrap();
+        assert!(!text.contains("0123456789abcdef"), "{text}");
+        assert!(!text.contains("hf_abcdefghijklmnopqrstuvwxyz"), "{text}");
+        assert!(text.contains("common_download_file: downloading from https://bucket.s3.amazonaws.com/m.gguf?X-Amz-Signature=<redacted:url-query>"), "{text}");
     }
 
     #[test]

@@ -264,8 +264,10 @@ trait Document {
         &mut self,
         out: &mut Output,
         first: Vec<KernelEvent>,
-        more: bool,
-    ) -> anyhow::Result<()>;
+        _more: bool,
+    ) -> anyhow::Result<()> {
+        first.into_iter().try_for_each(|e| self.event(out, e))
+    }
     fn event(&mut self, out: &mut Output, event: KernelEvent) -> anyhow::Result<()>;
     /// A closed incident, in the order incidents began.
     fn incident(&mut self, out: &mut Output, incident: Incident) -> anyhow::Result<()>;
@@ -293,15 +295,6 @@ impl Lines {
 }
 
 impl Document for Lines {
-    fn begin(
-        &mut self,
-        out: &mut Output,
-        first: Vec<KernelEvent>,
-        _more: bool,
-    ) -> anyhow::Result<()> {
-        first.into_iter().try_for_each(|e| self.event(out, e))
-    }
-
     fn event(&mut self, out: &mut Output, event: KernelEvent) -> anyhow::Result<()> {
         let text = event_line(&event);
         self.line(out, serde_json::json!({ "event": event }), text)
@@ -396,15 +389,6 @@ struct YamlDocument {
 }
 
 impl Document for YamlDocument {
-    fn begin(
-        &mut self,
-        out: &mut Output,
-        first: Vec<KernelEvent>,
-        _more: bool,
-    ) -> anyhow::Result<()> {
-        first.into_iter().try_for_each(|e| self.event(out, e))
-    }
-
     fn event(&mut self, out: &mut Output, event: KernelEvent) -> anyhow::Result<()> {
         if self.events == 0 {
             out.structured("events:\n")?;
