@@ -15,6 +15,7 @@ pub(crate) mod listener;
 pub mod metrics;
 pub mod pod_log;
 pub mod redact;
+pub mod report;
 pub mod server;
 pub mod shutdown;
 pub mod snapshot;

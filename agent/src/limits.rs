@@ -34,6 +34,24 @@ pub const HOST_READ_DEADLINE: Duration = Duration::from_secs(2);
 /// files one after another, so a few threads serve many concurrent snapshots.
 pub const MAX_HOST_READ_THREADS: usize = 8;
 
+/// Bytes a bug-report recording keeps of what the host root read (the files, the kernel log,
+/// pod-log tails). The agent builds a bundle within its 64 MiB memory limit: this, the bundle
+/// being compressed ([`MAX_REPORT_BYTES`]) and the agent's own few MiB. What does not fit is
+/// logged as read but not kept.
+pub const MAX_RECORDED_BYTES: usize = 20 * 1024 * 1024;
+
+/// Reads a recording logs one by one (a snapshot asks about 300, a process listing a few per
+/// process); beyond this they are counted.
+pub const MAX_RECORDED_READS: usize = 20_000;
+
+/// Bytes of one compressed bundle the agent sends; past it the bundle stops with its sections
+/// so far and says so. Compressed sysfs text and logs are a fifth of their size or less.
+pub const MAX_REPORT_BYTES: usize = 16 * 1024 * 1024;
+
+/// How long a report waits for each step (a snapshot, the kernel log's first pass, the process
+/// listing, one pod log) before recording the step as timed out and going on.
+pub const REPORT_STEP_DEADLINE: std::time::Duration = std::time::Duration::from_secs(20);
+
 /// Bytes read of the small files the kernel log pipeline reads beside the log (`boot_id`,
 /// `/proc/stat` for the boot time: a few KiB per CPU).
 pub const MAX_SMALL_FILE_BYTES: u64 = 256 * 1024;

@@ -94,7 +94,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("--state-dir {}: cannot create it", dir.display()))?;
     }
-    let mut kmsg_config = kmsg::pipeline::KernelLogConfig::new(std::sync::Arc::new(classifier));
+    let classifier = std::sync::Arc::new(classifier);
+    let mut kmsg_config = kmsg::pipeline::KernelLogConfig::new(std::sync::Arc::clone(&classifier));
     kmsg_config.state_dir = args.state_dir.clone();
     let metrics = kmsg::metrics::KmsgMetrics::default();
     let kernel_log =
@@ -126,6 +127,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let service = server::DiagnosticsService::new(snapshotter)
         .with_kernel_log(Some(kernel_log.clone()))
         .with_full_kernel_log(args.full_kernel_log)
+        .with_classifier(classifier)
         .with_shutdown(token.clone());
     let listeners = server::Listeners {
         listen: args.listen,

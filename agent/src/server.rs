@@ -42,6 +42,13 @@ pub struct DiagnosticsService {
     streams: Arc<tokio::sync::Semaphore>,
     /// Serve records no rule classified (the whole kernel log), not only amdgpu/KFD events.
     full_kernel_log: bool,
+    /// The kernel message rules a report classifies with (the embedded ones when `None`).
+    classifier: Option<Arc<crate::kmsg::Classifier>>,
+    /// Honour `no_redact` in report requests: only the client's in-process agent, whose caller
+    /// reads the host with its own rights.
+    unredacted_reports: bool,
+    /// One report at a time: a report holds its recording (up to MAX_RECORDED_BYTES).
+    reports: Arc<tokio::sync::Semaphore>,
 }
 
 impl DiagnosticsService {
@@ -52,7 +59,22 @@ impl DiagnosticsService {
             shutdown: CancellationToken::new(),
             streams: Arc::new(tokio::sync::Semaphore::new(MAX_KERNEL_STREAMS)),
             full_kernel_log: false,
+            classifier: None,
+            unredacted_reports: false,
+            reports: Arc::new(tokio::sync::Semaphore::new(1)),
         }
+    }
+
+    /// Classifies a report's kernel log with these rules.
+    pub fn with_classifier(mut self, classifier: Arc<crate::kmsg::Classifier>) -> Self {
+        self.classifier = Some(classifier);
+        self
+    }
+
+    /// Lets report requests ask for no redaction (the in-process agent only).
+    pub fn with_unredacted_reports(mut self, allowed: bool) -> Self {
+        self.unredacted_reports = allowed;
+        self
     }
 
     /// Serves the whole kernel log to clients that ask (`include_unclassified`). Off by
@@ -101,8 +123,84 @@ fn sample_options(
 
 type KernelStream = crate::kmsg::stream::KernelStream;
 
+type ReportStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<pb::ReportChunk, Status>> + Send>>;
+
+/// Chunks of a report waiting for the client: the writer waits when they are not taken.
+const REPORT_CHUNKS_QUEUED: usize = 4;
+
 #[tonic::async_trait]
 impl NodeDiagnostics for DiagnosticsService {
+    type GetReportStream = ReportStream;
+
+    async fn get_report(
+        &self,
+        request: Request<pb::GetReportRequest>,
+    ) -> Result<Response<ReportStream>, Status> {
+        let request = request.into_inner();
+        if request.no_redact && !self.unredacted_reports {
+            return Err(Status::permission_denied(
+                "no_redact: an agent reached over the network always redacts its reports; take an unredacted bundle on the node itself (nodectl report --no-redact, without --endpoint)",
+            ));
+        }
+        let mut pods = Vec::with_capacity(request.pods.len());
+        for p in request.pods {
+            pods.push(PodLogQuery {
+                namespace: p.namespace,
+                pod: p.pod,
+                pod_uid: p.pod_uid,
+                container: p.container,
+            });
+        }
+        let options = crate::report::ReportOptions {
+            safe_mode: request.safe_mode,
+            redact: !request.no_redact,
+            redact_ips: request.redact_ips,
+            pods,
+        };
+        let permit = Arc::clone(&self.reports).try_acquire_owned().map_err(|_| {
+            Status::resource_exhausted("a report is being taken already; ask again when it ends")
+        })?;
+        let classifier = match &self.classifier {
+            Some(classifier) => Arc::clone(classifier),
+            None => Arc::new(
+                crate::kmsg::Classifier::embedded()
+                    .map_err(|e| Status::internal(format!("kernel message rules: {e}")))?,
+            ),
+        };
+        let taker = crate::report::ReportTaker::new(
+            self.snapshotter.root().clone(),
+            classifier,
+            self.shutdown.child_token(),
+        );
+        let (chunks_tx, mut chunks_rx) =
+            tokio::sync::mpsc::channel::<Vec<u8>>(REPORT_CHUNKS_QUEUED);
+        let (tx, rx) = tokio::sync::mpsc::channel(REPORT_CHUNKS_QUEUED);
+        let runtime = tokio::runtime::Handle::current();
+        let done = tokio::task::spawn_blocking(move || {
+            let _permit = permit;
+            taker.take(&options, &runtime, crate::report::ChunkSink::new(chunks_tx))
+        });
+        tokio::spawn(async move {
+            while let Some(data) = chunks_rx.recv().await {
+                if tx.send(Ok(pb::ReportChunk { data })).await.is_err() {
+                    // The client went away: dropping the receiver stops the writer.
+                    return;
+                }
+            }
+            let end = match done.await {
+                Ok(Ok(())) => return,
+                Ok(Err(crate::report::TarballError::Gone)) => return,
+                Ok(Err(e)) => Status::resource_exhausted(e.to_string()),
+                Err(e) => Status::internal(format!("the report task failed: {e}")),
+            };
+            let _ = tx.send(Err(end)).await;
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+
     async fn get_snapshot(
         &self,
         request: Request<pb::GetSnapshotRequest>,

@@ -315,7 +315,8 @@ impl Snapshotter {
             boot_id,
             kfd_generation: reader.line(&root.path("/sys/class/kfd/kfd/topology/generation_id")),
             amdgpu_initstate: reader.line(&root.path("/sys/module/amdgpu/initstate")),
-            amdgpu_module_inode: std::fs::metadata(root.path("/sys/module/amdgpu"))
+            amdgpu_module_inode: root
+                .metadata(&root.path("/sys/module/amdgpu"))
                 .ok()
                 .map(|m| std::os::unix::fs::MetadataExt::ino(&m)),
         });
@@ -362,7 +363,7 @@ impl Snapshotter {
         reader.problems.extend(inference.problems);
         let mut snapshot = model::Snapshot {
             agent_version: crate::AGENT_VERSION.to_owned(),
-            taken_at: jiff::Timestamp::now().to_string(),
+            taken_at: root.now().to_string(),
             host,
             cards,
             module_parameters: facts.module_parameters.clone(),

@@ -162,6 +162,10 @@ pub enum Command {
     /// The experiment log: strategies tried on a node and how far each run got, as a table.
     #[command(subcommand)]
     Experiment(cmd::experiment::ExperimentCommand),
+    /// A bug-report bundle to attach to an issue: the node's files as a host root that
+    /// `nodectl --host-root` replays, its findings, kernel incidents, processes, the diagnosis,
+    /// report.md (paste it) and report.json; redacted unless --no-redact.
+    Report(cmd::report::ReportArgs),
 }
 
 impl Cli {
@@ -175,6 +179,7 @@ impl Cli {
             Command::Events(args) => cmd::events::run(args, &ctx).await,
             Command::Diagnose(args) => cmd::diagnose::run(args, &ctx).await,
             Command::Experiment(command) => cmd::experiment::run(command, &ctx).await,
+            Command::Report(args) => cmd::report::run(args, &ctx).await,
         };
         match outcome {
             Err(e) if e.chain().any(|c| c.is::<crate::render::OutputClosed>()) => Ok(Outcome::Ok),
@@ -207,6 +212,11 @@ impl Command {
             },
             Command::Diagnose(args) => CommandFlags {
                 name: "diagnose",
+                source: Some(&args.source),
+                ..CommandFlags::default()
+            },
+            Command::Report(args) => CommandFlags {
+                name: "report",
                 source: Some(&args.source),
                 ..CommandFlags::default()
             },

@@ -15,6 +15,8 @@ pub use nodectl_agent::kmsg::analyze::{Found, LogCounts};
 use nodectl_agent::kmsg::metrics::KmsgMetrics;
 use nodectl_agent::kmsg::pipeline::{KernelLog, KernelLogConfig};
 use nodectl_agent::kmsg::{Class, Classifier};
+pub use nodectl_agent::redact::bundle::BundleRedactor;
+pub use nodectl_agent::redact::redact_args;
 use nodectl_agent::snapshot::Snapshotter;
 use nodectl_agent::{HostRoot, limits, server};
 use tokio::io::DuplexStream;
@@ -49,11 +51,11 @@ impl Embedded {
         let host_root =
             HostRoot::checked(root).with_context(|| format!("--host-root {}", root.display()))?;
         let cancel = CancellationToken::new();
+        let classifier = Arc::new(Classifier::load(options.rules.as_deref())?);
         let kernel_log = if options.kernel_log {
-            let classifier = Arc::new(Classifier::load(options.rules.as_deref())?);
             let log = KernelLog::start(
                 &host_root,
-                KernelLogConfig::new(classifier),
+                KernelLogConfig::new(Arc::clone(&classifier)),
                 KmsgMetrics::default(),
                 cancel.clone(),
             );
@@ -68,6 +70,8 @@ impl Embedded {
         let service = server::DiagnosticsService::new(Arc::new(Snapshotter::new(host_root)))
             .with_kernel_log(kernel_log.clone())
             .with_full_kernel_log(true)
+            .with_unredacted_reports(true)
+            .with_classifier(classifier)
             .with_shutdown(cancel.clone());
         let router = server::router(service)
             .await

@@ -189,6 +189,15 @@ pub struct PodLogRequest {
     pub container: String,
 }
 
+/// What `GetReport` is asked for.
+#[derive(Debug, Clone, Default)]
+pub struct ReportRequest {
+    pub safe_mode: bool,
+    pub no_redact: bool,
+    pub redact_ips: bool,
+    pub pods: Vec<PodLogRequest>,
+}
+
 /// A connection to one node's agent, remote or in this process.
 #[derive(Debug)]
 pub struct NodeClient {
@@ -271,6 +280,41 @@ impl NodeClient {
             .map_err(|status| status_error(&self.label, self.remote, &status))?;
         PodLog::try_from(reply.into_inner())
             .with_context(|| format!("agent at {} sent a malformed pod log", self.label))
+    }
+
+    /// The node's part of a bug-report bundle: pieces of a gzip-compressed tar.
+    pub async fn report(
+        &mut self,
+        request: ReportRequest,
+    ) -> anyhow::Result<impl Stream<Item = anyhow::Result<Vec<u8>>> + use<>> {
+        let request = pb::GetReportRequest {
+            safe_mode: request.safe_mode,
+            no_redact: request.no_redact,
+            redact_ips: request.redact_ips,
+            pods: request
+                .pods
+                .into_iter()
+                .map(|p| pb::TailPodLogRequest {
+                    namespace: p.namespace,
+                    pod: p.pod,
+                    pod_uid: p.pod_uid,
+                    container: p.container,
+                })
+                .collect(),
+        };
+        let stream = self
+            .client
+            .get_report(request)
+            .await
+            .map_err(|status| status_error(&self.label, self.remote, &status))?
+            .into_inner();
+        let label = self.label.clone();
+        let remote = self.remote;
+        Ok(stream.map(move |chunk| {
+            chunk
+                .map(|c| c.data)
+                .map_err(|status| status_error(&label, remote, &status))
+        }))
     }
 
     /// The agent's kernel event stream for `request`, as model messages.

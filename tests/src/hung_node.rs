@@ -106,6 +106,12 @@ impl HungNode {
             &root.join("proc/stat"),
             format!("cpu  1 0 1 100 0 0 0 0 0 0\nbtime {boot_secs}\nprocesses 4300\n"),
         )?;
+        // The tree's clock (boot time plus uptime) is the moment it was built.
+        let uptime = now.duration_since(SystemTime::UNIX_EPOCH)?.as_secs_f64() - boot_secs as f64;
+        write(
+            &root.join("proc/uptime"),
+            format!("{uptime:.2} {:.2}\n", uptime * 4.0),
+        )?;
 
         // The CRI pod log, with one line split into partial parts as the kubelet does.
         let mut log = String::new();

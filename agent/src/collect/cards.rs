@@ -56,10 +56,12 @@ fn driver_of(reader: &mut Reader<'_>, device: &Path) -> Option<String> {
         return Some(driver);
     }
     let link = device.join("driver");
-    match std::fs::read_link(&link) {
+    match reader.root.read_link(&link) {
         Ok(target) => driver_from_link_target(&target.to_string_lossy()),
         // Captured trees (ttar archives unpacked without links) hold the target as text.
-        Err(_) if link.is_file() => reader.text(&link).and_then(|t| driver_from_link_target(&t)),
+        Err(_) if reader.root.metadata(&link).is_ok_and(|m| m.is_file()) => {
+            reader.text(&link).and_then(|t| driver_from_link_target(&t))
+        }
         Err(_) => None,
     }
 }
@@ -114,7 +116,9 @@ pub fn identity(reader: &mut Reader<'_>, card: &CardDir) -> Identity {
     };
     let bdf = uevent.get("PCI_SLOT_NAME").cloned().or_else(|| {
         // On a live system `device` links to `.../0000:c1:00.0`.
-        std::fs::read_link(device)
+        reader
+            .root
+            .read_link(device)
             .ok()
             .and_then(|t| t.file_name().map(|n| n.to_string_lossy().into_owned()))
     });

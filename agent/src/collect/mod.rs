@@ -64,19 +64,20 @@ impl<'a> Reader<'a> {
     /// The bytes of a file; `None` when it does not exist (or an error was recorded).
     pub fn bytes(&mut self, path: &Path) -> Option<Vec<u8>> {
         let owned = path.to_owned();
+        let root = self.root.clone();
         let read = match self.held {
             Some(held) => {
                 let held = Arc::clone(held);
-                read_pool::shared().read(path, move || held.read(&owned))
+                read_pool::shared().read(path, move || root.read_held(&held, &owned))
             }
-            None => read_pool::shared().read(path, move || {
-                held::open_host_file(&owned).and_then(|f| held::read_whole(&f))
-            }),
+            None => read_pool::shared().read(path, move || root.read_file(&owned)),
         };
         match read {
             Ok(bytes) => Some(bytes),
             Err(e) if e.kind() == ErrorKind::NotFound => None,
             Err(e) if e.kind() == ErrorKind::TimedOut => {
+                // The read goes on in its thread; the recording learns of it here.
+                self.root.note_unanswered(path, &e.to_string());
                 self.problem(path, e.to_string());
                 None
             }
@@ -125,8 +126,9 @@ impl<'a> Reader<'a> {
     /// Where a symbolic link points (a `/proc/PID/fd/N` handle); `None` when it does not exist.
     pub fn link(&mut self, path: &Path) -> Option<String> {
         let owned = path.to_owned();
+        let root = self.root.clone();
         let read = read_pool::shared().read(path, move || {
-            std::fs::read_link(&owned)
+            root.read_link(&owned)
                 .map(|target| std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec())
         });
         match read {
@@ -141,7 +143,7 @@ impl<'a> Reader<'a> {
 
     /// Entries of a directory, sorted by name; `None` when it does not exist.
     pub fn dir(&mut self, path: &Path) -> Option<Vec<(String, PathBuf)>> {
-        let entries = match std::fs::read_dir(path) {
+        let mut out = match self.root.read_dir(path) {
             Ok(entries) => entries,
             Err(e) if e.kind() == ErrorKind::NotFound => return None,
             Err(e) => {
@@ -149,17 +151,6 @@ impl<'a> Reader<'a> {
                 return None;
             }
         };
-        let mut out = Vec::new();
-        for entry in entries {
-            match entry {
-                Ok(entry) => {
-                    if let Some(name) = entry.file_name().to_str() {
-                        out.push((name.to_owned(), entry.path()));
-                    }
-                }
-                Err(e) => self.problem(path, format!("cannot list: {e}")),
-            }
-        }
         out.sort_by_key(|(name, _)| natural_key(name));
         Some(out)
     }

@@ -145,6 +145,13 @@ pub fn placement(cgroup: &str) -> Placement {
 /// Every inference process of the root, with CPU time, KFD evictions and the cards' GPU memory
 /// watched over `window` (zero: one reading). Blocking: it sleeps for the window.
 pub fn collect(reader: &mut Reader<'_>, cards: &[CardDir], window: Duration) -> InferenceProcesses {
+    // A saved tree stands still: reading it twice a window apart would show processes that used
+    // no CPU, which is not what they did. No window, so nothing is said about it.
+    let window = if reader.root.frozen_at().is_some() {
+        Duration::ZERO
+    } else {
+        window
+    };
     let proc_dir = reader.root.proc();
     let pods = pod_names(reader);
     let boot_time = reader
@@ -227,7 +234,7 @@ pub fn collect(reader: &mut Reader<'_>, cards: &[CardDir], window: Duration) -> 
         });
     }
     out.processes = found.into_iter().map(|(p, _)| p).collect();
-    out.taken_at = jiff::Timestamp::now().to_string();
+    out.taken_at = reader.root.now().to_string();
     out.problems = std::mem::take(&mut reader.problems);
     out
 }

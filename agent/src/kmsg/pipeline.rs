@@ -17,7 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::analyze::{Analyzer, Entry, Output};
 use super::classify::{Class, Classifier};
 use super::metrics::KmsgMetrics;
-use super::reader::{KernelLogSource, KmsgReader, ReadOutcome, RecordSource};
+use super::reader::{KmsgReader, ReadOutcome, RecordSource, RootKmsg};
 use super::state::{CountedUpTo, StateFile};
 use crate::HostRoot;
 use crate::feed::{Feed, FeedCapacity, Sequenced, Subscription};
@@ -134,26 +134,18 @@ pub struct KernelSubscription {
 
 /// The boot id a host root names (empty when it names none); at most a line is read.
 fn read_boot_id(root: &HostRoot) -> String {
-    read_small(&root.path("proc/sys/kernel/random/boot_id"))
+    read_small(root, "proc/sys/kernel/random/boot_id")
         .map(|s| s.trim().to_owned())
         .unwrap_or_default()
 }
 
-/// Reads a small procfs-like file: at most [`MAX_SMALL_FILE_BYTES`], and never waits for a
+/// A small procfs-like file of `root`: at most [`MAX_SMALL_FILE_BYTES`], never waiting for a
 /// writer (a FIFO standing in for the file reads as empty).
-fn read_small(path: &std::path::Path) -> Option<String> {
-    use std::io::Read as _;
-    use std::os::unix::fs::OpenOptionsExt as _;
-    let mut text = String::new();
-    std::fs::OpenOptions::new()
-        .read(true)
-        .custom_flags((nix::fcntl::OFlag::O_NONBLOCK | nix::fcntl::OFlag::O_NOCTTY).bits())
-        .open(path)
-        .ok()?
-        .take(MAX_SMALL_FILE_BYTES)
-        .read_to_string(&mut text)
+fn read_small(root: &HostRoot, host_path: &str) -> Option<String> {
+    let bytes = root
+        .read_prefix(&root.path(host_path), MAX_SMALL_FILE_BYTES)
         .ok()?;
-    Some(text)
+    String::from_utf8(bytes).ok()
 }
 
 /// `btime` of a `/proc/stat` text: the boot time in whole seconds since the epoch.
@@ -172,10 +164,12 @@ pub fn parse_btime(stat: &str) -> Option<jiff::Timestamp> {
 /// root's `/proc/stat` carries (a saved tree: whole seconds), else unknown.
 pub fn boot_time_of(root: &HostRoot, boot_id: &str) -> Option<jiff::Timestamp> {
     let this_boot = read_boot_id(&HostRoot::default());
+    // Read either way: a recording keeps it, so the bundle's clock is the node's.
+    let recorded = read_small(root, "proc/stat").and_then(|stat| parse_btime(&stat));
     if root.is_live_host() || (!boot_id.is_empty() && boot_id == this_boot) {
         return nodectl_model::clock::boot_time_now();
     }
-    read_small(&root.path("proc/stat")).and_then(|stat| parse_btime(&stat))
+    recorded
 }
 
 impl KernelLog {
@@ -191,7 +185,7 @@ impl KernelLog {
         let path = root.dev_kmsg();
         let boot_id = read_boot_id(root);
         let boot_time = boot_time_of(root, &boot_id);
-        match KernelLogSource::open(&path) {
+        match RootKmsg::open(root) {
             Ok(source) => {
                 Self::start_with_source(source, boot_id, boot_time, config, metrics, cancel)
             }

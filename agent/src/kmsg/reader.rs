@@ -85,6 +85,50 @@ impl RecordSource for KernelLogSource {
     }
 }
 
+/// The kernel log of a host root, opened through the root: what is read is kept in the root's
+/// recording, as the saved stream a tree holds at `dev/kmsg`.
+#[derive(Debug)]
+pub struct RootKmsg {
+    source: KernelLogSource,
+    /// The root and path to keep records at, when the root records.
+    recording: Option<(crate::HostRoot, std::path::PathBuf)>,
+}
+
+impl RootKmsg {
+    pub fn open(root: &crate::HostRoot) -> io::Result<Self> {
+        let path = root.dev_kmsg();
+        let opened = KernelLogSource::open(&path);
+        root.note_stream(&path, &opened);
+        Ok(Self {
+            source: opened?,
+            recording: root.is_recording().then(|| (root.clone(), path)),
+        })
+    }
+}
+
+impl RecordSource for RootKmsg {
+    fn read_record(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.source.read_record(buf)?;
+        if let Some((root, path)) = &self.recording
+            && let Some(record) = buf.get(..n)
+        {
+            root.keep_stream(path, record);
+            if !record.ends_with(b"\n") {
+                root.keep_stream(path, b"\n");
+            }
+        }
+        Ok(n)
+    }
+
+    fn wait_readable(&mut self, timeout: Duration) -> io::Result<bool> {
+        self.source.wait_readable(timeout)
+    }
+
+    fn now_usec(&self) -> Option<u64> {
+        self.source.now_usec()
+    }
+}
+
 /// A regular file (or FIFO) of kmsg records as `/dev/kmsg` prints them (`PRI,SEQ,USEC,FLAGS;text`,
 /// each followed by its ` KEY=value` dictionary lines): one record per read, `WouldBlock` at the
 /// end. A file that grows is read on, as `tail -f` would; a FIFO whose writer closed is at its

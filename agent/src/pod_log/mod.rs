@@ -330,6 +330,15 @@ pub fn tail(root: &HostRoot, query: &PodLogQuery) -> Result<PodLog, PodLogError>
             reason: e.to_string(),
         })?;
     let tail = redacted_log(tail);
+    // A bundle keeps the tail as the pod's log, with its time, so a replay reads it as this did.
+    root.keep_read(
+        &base_path
+            .join(&pod_entry.name)
+            .join(&container)
+            .join(&current),
+        &tail,
+        Some(modified),
+    );
     Ok(PodLog {
         namespace,
         pod,

@@ -71,6 +71,9 @@ pub struct DiagnoseArgs {
     pub experiments: Option<PathBuf>,
 }
 
+/// `--stall-after`'s default.
+pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(120);
+
 /// `120`, `90s`, `2m`, `1h`.
 fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
@@ -185,14 +188,14 @@ pub struct Diagnosis {
 
 /// `-o json` of the whole node when no log, pod or URL was named.
 #[derive(Debug, Serialize)]
-struct NodeDiagnoses {
-    node: String,
-    diagnoses: Vec<Diagnosis>,
+pub struct NodeDiagnoses {
+    pub node: String,
+    pub diagnoses: Vec<Diagnosis>,
     /// Inference processes the agent found beyond those it lists: not diagnosed.
     #[serde(skip_serializing_if = "is_zero_u32")]
-    processes_not_listed: u32,
+    pub processes_not_listed: u32,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    unknowns: Vec<String>,
+    pub unknowns: Vec<String>,
 }
 
 fn is_zero_u32(n: &u32) -> bool {
@@ -223,6 +226,66 @@ struct Run {
 }
 
 pub async fn run(args: DiagnoseArgs, ctx: &Context) -> anyhow::Result<ExitOutcome> {
+    let targets = ctx.nodes()?.targets();
+    let [target] = targets.as_slice() else {
+        anyhow::bail!("diagnose reads one node; give one --endpoint");
+    };
+    let found = diagnoses(&args, target, None).await?;
+    let bad = found.any_stalled_or_crashed();
+    match found {
+        Diagnoses::One(one) => {
+            if !render::print_structured(&one, ctx.format)? {
+                render::emit(&diagnosis_text(&one))?;
+            }
+        }
+        Diagnoses::Node(document) => print_node(&document, ctx)?,
+    }
+    Ok(if bad {
+        ExitOutcome::Critical
+    } else {
+        ExitOutcome::Ok
+    })
+}
+
+/// What `diagnose` found: the run named by `--log`, `--pod` or `--url`, or every inference
+/// process of the node.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum Diagnoses {
+    One(Box<Diagnosis>),
+    Node(NodeDiagnoses),
+}
+
+impl Diagnoses {
+    pub fn all(&self) -> Vec<&Diagnosis> {
+        match self {
+            Diagnoses::One(one) => vec![one],
+            Diagnoses::Node(node) => node.diagnoses.iter().collect(),
+        }
+    }
+
+    pub fn any_stalled_or_crashed(&self) -> bool {
+        self.all()
+            .iter()
+            .any(|d| matches!(d.outcome, Some(Outcome::Stalled | Outcome::Crashed)))
+    }
+
+    /// The diagnoses as text, as `diagnose` prints them.
+    pub fn text(&self) -> String {
+        match self {
+            Diagnoses::One(one) => diagnosis_text(one),
+            Diagnoses::Node(node) => node_text(node),
+        }
+    }
+}
+
+/// Gathers what the node and the named sources say and diagnoses each run, at the node's time.
+/// `shown_as` names the node instead of its target (a bundle's tree diagnosed for its node).
+pub async fn diagnoses(
+    args: &DiagnoseArgs,
+    target: &Target,
+    shown_as: Option<&str>,
+) -> anyhow::Result<Diagnoses> {
     let catalog = Catalog::embedded()?;
     let url = args
         .url
@@ -230,10 +293,6 @@ pub async fn run(args: DiagnoseArgs, ctx: &Context) -> anyhow::Result<ExitOutcom
         .map(llama_probe::check_url)
         .transpose()?;
     let pod = args.pod.as_deref().map(parse_pod).transpose()?;
-    let targets = ctx.nodes()?.targets();
-    let [target] = targets.as_slice() else {
-        anyhow::bail!("diagnose reads one node; give one --endpoint");
-    };
     // The log is read first: a bad --log is an input error before any node is asked.
     let file_log = match &args.log {
         Some(path) => Some(read_log_file(path)?),
@@ -245,6 +304,9 @@ pub async fn run(args: DiagnoseArgs, ctx: &Context) -> anyhow::Result<ExitOutcom
     };
     let mut client = target.connect(&options).await?;
     let mut node = read_node(&mut client, target).await;
+    if let Some(label) = shown_as {
+        node.label = label.to_owned();
+    }
     node.experiments = read_experiments(args.experiments.as_deref(), &mut node.unknowns);
 
     let mut runs = Vec::new();
@@ -351,68 +413,68 @@ pub async fn run(args: DiagnoseArgs, ctx: &Context) -> anyhow::Result<ExitOutcom
         }
     }
 
-    let now = jiff::Timestamp::now();
+    // The node's clock: a saved tree (a bundle) is diagnosed as of the moment it was taken.
+    let now = node
+        .snapshot
+        .as_ref()
+        .and_then(|s| s.taken_at.parse::<jiff::Timestamp>().ok())
+        .unwrap_or_else(jiff::Timestamp::now);
     let diagnoses: Vec<Diagnosis> = runs
         .into_iter()
         .map(|run| diagnose(run, &node, &catalog, args.stall_after, now))
         .collect();
-    let bad = diagnoses
-        .iter()
-        .any(|d| matches!(d.outcome, Some(Outcome::Stalled | Outcome::Crashed)));
-
     if named {
-        let [one] = diagnoses.as_slice() else {
-            anyhow::bail!("internal: a named run gave {} diagnoses", diagnoses.len());
+        let Some(one) = diagnoses.into_iter().next() else {
+            anyhow::bail!("internal: a named run gave no diagnosis");
         };
-        if !render::print_structured(one, ctx.format)? {
-            render::emit(&diagnosis_text(one))?;
-        }
-    } else {
-        let document = NodeDiagnoses {
-            node: node.label.clone(),
-            diagnoses,
-            processes_not_listed: node
-                .processes
-                .as_ref()
-                .map_or(0, |p| p.processes_not_listed),
-            unknowns: node.unknowns.clone(),
-        };
-        if !render::print_structured(&document, ctx.format)? {
-            if document.diagnoses.is_empty() {
-                let mut text = format!(
-                    "{}: no llama.cpp or ollama inference process found\n",
-                    node.label
-                );
-                for unknown in &document.unknowns {
-                    text.push_str(&format!("  could not read: {unknown}\n"));
-                }
-                text.push_str("  Diagnose a saved run with --log FILE, a pod with --pod NS/POD, a server with --url.\n");
-                render::emit(&text)?;
-            }
-            for (i, d) in document.diagnoses.iter().enumerate() {
-                if i > 0 {
-                    render::emit("\n")?;
-                }
-                render::emit(&diagnosis_text(d))?;
-            }
-            let not_listed = super::node::not_listed_line(
-                document.processes_not_listed,
-                document.diagnoses.len(),
-            );
-            if !not_listed.is_empty() {
-                render::emit(&format!("\n{not_listed}"))?;
-            }
-        }
+        return Ok(Diagnoses::One(Box::new(one)));
     }
-    Ok(if bad {
-        ExitOutcome::Critical
-    } else {
-        ExitOutcome::Ok
-    })
+    Ok(Diagnoses::Node(NodeDiagnoses {
+        node: node.label.clone(),
+        diagnoses,
+        processes_not_listed: node
+            .processes
+            .as_ref()
+            .map_or(0, |p| p.processes_not_listed),
+        unknowns: node.unknowns.clone(),
+    }))
+}
+
+fn print_node(document: &NodeDiagnoses, ctx: &Context) -> anyhow::Result<()> {
+    if !render::print_structured(document, ctx.format)? {
+        render::emit(&node_text(document))?;
+    }
+    Ok(())
+}
+
+fn node_text(document: &NodeDiagnoses) -> String {
+    let mut text = String::new();
+    if document.diagnoses.is_empty() {
+        text.push_str(&format!(
+            "{}: no llama.cpp or ollama inference process found\n",
+            document.node
+        ));
+        for unknown in &document.unknowns {
+            text.push_str(&format!("  could not read: {unknown}\n"));
+        }
+        text.push_str("  Diagnose a saved run with --log FILE, a pod with --pod NS/POD, a server with --url.\n");
+    }
+    for (i, d) in document.diagnoses.iter().enumerate() {
+        if i > 0 {
+            text.push('\n');
+        }
+        text.push_str(&diagnosis_text(d));
+    }
+    let not_listed =
+        super::node::not_listed_line(document.processes_not_listed, document.diagnoses.len());
+    if !not_listed.is_empty() {
+        text.push_str(&format!("\n{not_listed}"));
+    }
+    text
 }
 
 /// `NS/POD[/CONTAINER]`.
-fn parse_pod(text: &str) -> anyhow::Result<PodLogRequest> {
+pub fn parse_pod(text: &str) -> anyhow::Result<PodLogRequest> {
     let parts: Vec<&str> = text.split('/').collect();
     match parts.as_slice() {
         [namespace, pod] | [namespace, pod, ""] if !namespace.is_empty() && !pod.is_empty() => {

@@ -278,6 +278,12 @@ fn table(args: &TableArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     Ok(Outcome::Ok)
 }
 
+/// The table `experiment table` prints, against the default baseline (for a bundle).
+pub fn table_markdown(records: &[Experiment]) -> anyhow::Result<String> {
+    let rows = rows(records, None)?;
+    Ok(markdown(records, &rows, None))
+}
+
 fn markdown(records: &[Experiment], rows: &[Row], baseline: Option<&str>) -> String {
     let with_bench = rows
         .iter()

@@ -5,4 +5,5 @@ pub mod diagnose;
 pub mod events;
 pub mod experiment;
 pub mod node;
+pub mod report;
 pub mod talos;

@@ -20,6 +20,8 @@
 //!   (`hf_…`), GitHub (`ghp_…`, `github_pat_…`) and OpenAI-style (`sk-…`) tokens, AWS access
 //!   key ids (`AKIA…`), JWTs (`eyJ….….…`) and bearer tokens.
 
+pub mod bundle;
+
 use std::borrow::Cow;
 
 use nodectl_model::KernelArgument;
@@ -53,6 +55,9 @@ pub enum Kind {
     UrlUserinfo,
     /// A value of a URL's query or fragment.
     UrlQuery,
+    /// A kernel argument that identifies the machine or its storage and network: `root=`,
+    /// `cryptdevice=`, `luks.*`, `rd.luks.*`, `ip=`, `nfsroot=`, `resume=`, `systemd.machine_id=`.
+    HostIdentity,
 }
 
 impl Kind {
@@ -72,6 +77,7 @@ impl Kind {
             Kind::Credential => "credential",
             Kind::UrlUserinfo => "url-userinfo",
             Kind::UrlQuery => "url-query",
+            Kind::HostIdentity => "host-identity",
         }
     }
 
@@ -556,6 +562,12 @@ pub fn redact_env_value(name: &str, value: &str) -> String {
 /// user part and secret query values (`siderolink.api=…?jointoken=…`), and credential-shaped
 /// text anywhere.
 pub fn redact_argument(arg: &KernelArgument) -> Option<KernelArgument> {
+    if arg.value.as_deref().is_some_and(|v| !v.is_empty()) && host_identity_key(&arg.key) {
+        return Some(KernelArgument {
+            key: arg.key.clone(),
+            value: Some(Kind::HostIdentity.placeholder()),
+        });
+    }
     let Some(value) = arg.value.as_deref() else {
         // A bare argument is a name, but one shaped like a credential is one.
         let key = redact_shapes(&arg.key);
@@ -581,6 +593,25 @@ pub fn redact_argument(arg: &KernelArgument) -> Option<KernelArgument> {
         key: arg.key.clone(),
         value: Some(redacted),
     })
+}
+
+/// Kernel arguments whose values identify the machine, its disks or its network (amd-debug-tools
+/// and `nvidia-bug-report.sh --safe-mode` leave them out too): nothing amdgpu depends on.
+const HOST_IDENTITY_KEYS: [&str; 7] = [
+    "root",
+    "cryptdevice",
+    "ip",
+    "nfsroot",
+    "resume",
+    "systemd.machine_id",
+    "rd.luks.uuid",
+];
+
+/// Prefixes of kernel argument keys whose values identify the machine's encrypted disks.
+const HOST_IDENTITY_PREFIXES: [&str; 2] = ["luks.", "rd.luks."];
+
+fn host_identity_key(key: &str) -> bool {
+    HOST_IDENTITY_KEYS.contains(&key) || HOST_IDENTITY_PREFIXES.iter().any(|p| key.starts_with(p))
 }
 
 /// Redacts the arguments in place; returns whether any was changed.

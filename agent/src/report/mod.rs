@@ -1,0 +1,462 @@
+//! Takes a bug-report bundle of a host root: each section with its outcome and duration, every host file read kept and redacted, streamed as a gzip-compressed tar while it is taken.
+//!
+//! The bundle is a host root: `host/` holds every file the collectors, the kernel-log reader and
+//! the pod-log reader read (through a [`Recording`]), so `nodectl --host-root host …` answers
+//! as the node did. Beside it, `node/` holds what the agent made of them: the snapshot with its
+//! findings, kernel events and incidents, the inference processes (watched over a window, which
+//! a replay cannot do), every read with its outcome (`reads.tsv`), each section's outcome
+//! (`sections.json`) and what was redacted (`redactions.json`).
+//!
+//! It never fails as a whole: a section that errs or runs past its deadline is recorded so, and
+//! the next one runs. Volatile state is taken first (the snapshot, then the kernel log, then the
+//! processes and their logs), and each section is flushed as it ends, so a bundle cut short (the
+//! agent killed, the connection lost) still unpacks up to there.
+
+mod tarball;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::HostRoot;
+use crate::host_root::{Recorded, Recording};
+use crate::kmsg::classify::Classifier;
+use crate::kmsg::metrics::KmsgMetrics;
+use crate::kmsg::pipeline::{KernelLog, KernelLogConfig};
+use crate::limits::{KERNEL_LOG_FIRST_PASS, REPORT_STEP_DEADLINE};
+use crate::pod_log::PodLogQuery;
+use crate::redact::bundle::BundleRedactor;
+use crate::snapshot::{SampleOptions, Snapshotter};
+use tarball::Tarball;
+pub use tarball::{ChunkSink, TarballError};
+
+/// What a bundle holds beyond the node's own state.
+#[derive(Debug, Clone, Default)]
+pub struct ReportOptions {
+    /// Read only plain sysfs and procfs files: debugfs is refused at the host root.
+    pub safe_mode: bool,
+    /// Redact (the default); off only for a bundle taken in-process.
+    pub redact: bool,
+    pub redact_ips: bool,
+    /// Pods whose logs to keep, besides those of every inference process found.
+    pub pods: Vec<PodLogQuery>,
+}
+
+/// How long the processes are watched for CPU time and GPU memory, as `diagnose` does.
+const PROCESS_WINDOW: Duration = Duration::from_millis(1000);
+
+/// How one section went.
+#[derive(Debug, Clone, Serialize)]
+pub struct Section {
+    pub name: String,
+    /// `ok`, `skipped`, `error`, `timed_out`.
+    pub status: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    pub duration_ms: u64,
+    /// The bundle's files it wrote.
+    pub files: Vec<String>,
+}
+
+/// What the agent's part of a bundle records about itself (`node/sections.json`).
+#[derive(Debug, Serialize)]
+struct SectionsDocument<'a> {
+    agent_version: &'static str,
+    taken_at: String,
+    safe_mode: bool,
+    redacted: bool,
+    sections: &'a [Section],
+}
+
+/// The node's part of a bundle, taken and written into `sink` as it goes.
+pub struct ReportTaker {
+    root: HostRoot,
+    classifier: Arc<Classifier>,
+    stop: CancellationToken,
+}
+
+impl ReportTaker {
+    pub fn new(root: HostRoot, classifier: Arc<Classifier>, stop: CancellationToken) -> Self {
+        Self {
+            root,
+            classifier,
+            stop,
+        }
+    }
+
+    /// Takes the bundle; blocking (call from `spawn_blocking`), with `runtime` for the parts
+    /// that wait on async work. An error is the sink's (the client went away, or the bundle
+    /// grew past its bound): the sections before it were sent.
+    pub fn take(
+        &self,
+        options: &ReportOptions,
+        runtime: &tokio::runtime::Handle,
+        sink: ChunkSink,
+    ) -> Result<(), TarballError> {
+        let recording = Arc::new(Recording::default());
+        let mut root = self.root.recorded(Arc::clone(&recording));
+        if options.safe_mode {
+            root = root.safe_mode();
+        }
+        let mut redactor = BundleRedactor::new(options.redact, options.redact_ips);
+        let mut tar = Tarball::new(sink);
+        let mut sections = Vec::new();
+
+        // 1. The snapshot, with the checks' findings: what the GPU says now.
+        let snapshotter = Arc::new(Snapshotter::new(root.clone()));
+        let started = Instant::now();
+        let taken = {
+            let snapshotter = Arc::clone(&snapshotter);
+            runtime.block_on(async {
+                tokio::time::timeout(
+                    REPORT_STEP_DEADLINE,
+                    tokio::task::spawn_blocking(move || {
+                        snapshotter.take(&SampleOptions::default())
+                    }),
+                )
+                .await
+            })
+        };
+        let mut cards = Vec::new();
+        let section = match taken {
+            Ok(Ok(snapshot)) => {
+                cards = snapshot.cards.iter().map(|c| c.name.clone()).collect();
+                json_section(
+                    "snapshot",
+                    "node/snapshot.json",
+                    &snapshot,
+                    &mut redactor,
+                    &mut tar,
+                    started,
+                )?
+            }
+            Ok(Err(e)) => failed(
+                "snapshot",
+                format!("the snapshot task failed: {e}"),
+                started,
+            ),
+            Err(_) => timed_out("snapshot", started),
+        };
+        sections.push(section);
+        tar.flush()?;
+        tracing::debug!(cards = cards.len(), "report: snapshot taken");
+
+        // 2. The kernel log of this boot: every record kept, events and incidents classified.
+        sections.push(self.kernel_section(&root, runtime, &mut redactor, &mut tar)?);
+        tar.flush()?;
+
+        // 3. Inference processes, watched over a window, and the logs of their pods.
+        let started = Instant::now();
+        let listed = runtime.block_on(async {
+            tokio::time::timeout(
+                REPORT_STEP_DEADLINE,
+                snapshotter.inference_processes(PROCESS_WINDOW),
+            )
+            .await
+        });
+        let mut pods = options.pods.clone();
+        let section = match listed {
+            Ok(Ok(processes)) => {
+                for process in &processes.processes {
+                    if let Some(uid) = &process.pod_uid
+                        && !pods.iter().any(|p| &p.pod_uid == uid)
+                    {
+                        pods.push(PodLogQuery {
+                            pod_uid: uid.clone(),
+                            ..PodLogQuery::default()
+                        });
+                    }
+                }
+                json_section(
+                    "processes",
+                    "node/processes.json",
+                    &processes,
+                    &mut redactor,
+                    &mut tar,
+                    started,
+                )?
+            }
+            Ok(Err(e)) => failed("processes", e.to_string(), started),
+            Err(_) => timed_out("processes", started),
+        };
+        sections.push(section);
+        tar.flush()?;
+
+        sections.push(pod_logs_section(&root, &pods, runtime));
+
+        // 4. The files read, as a host root.
+        let started = Instant::now();
+        let contents = recording.take();
+        let mut files = vec!["host/".to_owned()];
+        let mut written = 0usize;
+        for (path, entry) in contents.entries {
+            let at = Path::new("host").join(redactor.path(&path));
+            let modified = contents.modified.get(&path).copied();
+            match entry {
+                Recorded::File(bytes) => {
+                    let bytes = redactor.host_file(&path, bytes);
+                    tar.file(&at, &bytes, modified)?;
+                    written += 1;
+                }
+                Recorded::Link(target) => tar.link(&at, &redactor.path(&target))?,
+                Recorded::Dir => tar.dir(&at)?,
+            }
+        }
+        let mut reads = String::from("path\tkind\toutcome\tdetail\n");
+        for read in &contents.reads {
+            let line = format!(
+                "{}\t{}\t{}\t{}\n",
+                read.path,
+                read.kind,
+                read.outcome.as_str(),
+                read.detail.as_deref().unwrap_or("")
+            );
+            reads.push_str(&redactor.text(&line));
+        }
+        if contents.reads_not_logged > 0 {
+            reads.push_str(&format!(
+                "…\t\t\t{} more reads not logged\n",
+                contents.reads_not_logged
+            ));
+        }
+        tar.file(Path::new("node/reads.tsv"), reads.as_bytes(), None)?;
+        files.push("node/reads.tsv".to_owned());
+        sections.push(Section {
+            name: "host-files".to_owned(),
+            status: "ok",
+            reason: Some(format!("{written} files")),
+            duration_ms: elapsed_ms(started),
+            files,
+        });
+
+        // 5. What this part holds and what was redacted.
+        let redactions = serde_json::json!({
+            "enabled": redactor.enabled(),
+            "ip_addresses": options.redact_ips,
+            "by_kind": redactor.counts(),
+        });
+        tar.file(
+            Path::new("node/redactions.json"),
+            &pretty(&redactions),
+            None,
+        )?;
+        let document = SectionsDocument {
+            agent_version: crate::AGENT_VERSION,
+            taken_at: self.root.now().to_string(),
+            safe_mode: options.safe_mode,
+            redacted: options.redact,
+            sections: &sections,
+        };
+        tar.file(Path::new("node/sections.json"), &pretty(&document), None)?;
+        tar.finish()
+    }
+
+    fn kernel_section(
+        &self,
+        root: &HostRoot,
+        runtime: &tokio::runtime::Handle,
+        redactor: &mut BundleRedactor,
+        tar: &mut Tarball,
+    ) -> Result<Section, TarballError> {
+        let started = Instant::now();
+        let cancel = self.stop.child_token();
+        let log = KernelLog::start(
+            root,
+            KernelLogConfig::new(Arc::clone(&self.classifier)),
+            KmsgMetrics::default(),
+            cancel.clone(),
+        );
+        let deadline = KERNEL_LOG_FIRST_PASS.min(REPORT_STEP_DEADLINE);
+        let caught_up = runtime.block_on(log.caught_up(deadline));
+        let filter = crate::kmsg::pipeline::StreamFilter {
+            since_seq: 0,
+            follow: false,
+            classes: Vec::new(),
+            include_unclassified: false,
+            full_log: false,
+        };
+        let section = match log.subscribe(&filter) {
+            Err(unavailable) => Section {
+                name: "kernel-log".to_owned(),
+                status: "skipped",
+                reason: Some(unavailable.to_string()),
+                duration_ms: elapsed_ms(started),
+                files: Vec::new(),
+            },
+            Ok(subscription) => {
+                use nodectl_model::kernel_log::StreamMessage;
+                use nodectl_proto::nodectl::v1 as pb;
+                let header = match StreamMessage::try_from(pb::KernelStreamMessage {
+                    message: Some(pb::kernel_stream_message::Message::Header(
+                        subscription.header.clone(),
+                    )),
+                }) {
+                    Ok(StreamMessage::Header(header)) => header,
+                    Ok(_) | Err(_) => {
+                        cancel.cancel();
+                        log.join();
+                        return Ok(failed(
+                            "kernel-log",
+                            "the kernel log's header could not be read".to_owned(),
+                            started,
+                        ));
+                    }
+                };
+                let (mut events, mut incidents, mut lost) = (Vec::new(), Vec::new(), Vec::new());
+                for item in &subscription.feed.backlog {
+                    match StreamMessage::try_from(item.message.clone()) {
+                        Ok(StreamMessage::Event(event)) => events.push(event),
+                        Ok(StreamMessage::Incident(incident)) => incidents.push(incident),
+                        Ok(StreamMessage::RecordsLost(records)) => lost.push(records),
+                        Ok(StreamMessage::Header(_) | StreamMessage::Lagged { .. }) | Err(_) => {}
+                    }
+                }
+                let document = serde_json::json!({
+                    "header": header,
+                    "events": events,
+                    "incidents": incidents,
+                    "records_lost": lost,
+                });
+                let mut section = json_section(
+                    "kernel-log",
+                    "node/kernel.json",
+                    &document,
+                    redactor,
+                    tar,
+                    started,
+                )?;
+                if !caught_up {
+                    section.status = "timed_out";
+                    section.reason = Some(format!(
+                        "the kernel log was not read to its end within {} s; what was read is kept",
+                        deadline.as_secs()
+                    ));
+                }
+                section
+            }
+        };
+        cancel.cancel();
+        log.join();
+        Ok(section)
+    }
+}
+
+/// Keeps the log of each pod (through the pod-log reads' own bounds); the tails land in `host/`.
+fn pod_logs_section(
+    root: &HostRoot,
+    pods: &[PodLogQuery],
+    runtime: &tokio::runtime::Handle,
+) -> Section {
+    let started = Instant::now();
+    if pods.is_empty() {
+        return Section {
+            name: "pod-logs".to_owned(),
+            status: "skipped",
+            reason: Some("no pod named and no inference process in a pod".to_owned()),
+            duration_ms: 0,
+            files: Vec::new(),
+        };
+    }
+    let mut kept = Vec::new();
+    let mut errors = Vec::new();
+    for query in pods {
+        let shown = if query.pod_uid.is_empty() {
+            format!("{}/{}", query.namespace, query.pod)
+        } else {
+            format!("pod uid {}", query.pod_uid)
+        };
+        let read = runtime.block_on(async {
+            tokio::time::timeout(
+                REPORT_STEP_DEADLINE,
+                crate::pod_log::reads::shared().tail(root.clone(), query.clone()),
+            )
+            .await
+        });
+        match read {
+            Ok(Ok((log, _held))) => kept.push(format!("host{}", log.path)),
+            Ok(Err(e)) => errors.push(format!("{shown}: {e}")),
+            Err(_) => errors.push(format!("{shown}: timed out")),
+        }
+    }
+    Section {
+        name: "pod-logs".to_owned(),
+        status: if errors.is_empty() { "ok" } else { "error" },
+        reason: (!errors.is_empty()).then(|| errors.join("; ")),
+        duration_ms: elapsed_ms(started),
+        files: kept,
+    }
+}
+
+fn json_section<T: Serialize>(
+    name: &str,
+    file: &str,
+    value: &T,
+    redactor: &mut BundleRedactor,
+    tar: &mut Tarball,
+    started: Instant,
+) -> Result<Section, TarballError> {
+    let mut json = match serde_json::to_value(value) {
+        Ok(json) => json,
+        Err(e) => {
+            return Ok(failed(
+                name,
+                format!("cannot be written as JSON: {e}"),
+                started,
+            ));
+        }
+    };
+    redactor.json(&mut json);
+    tar.file(Path::new(file), &pretty(&json), None)?;
+    Ok(Section {
+        name: name.to_owned(),
+        status: "ok",
+        reason: None,
+        duration_ms: elapsed_ms(started),
+        files: vec![file.to_owned()],
+    })
+}
+
+fn pretty<T: Serialize>(value: &T) -> Vec<u8> {
+    let mut out = serde_json::to_vec_pretty(value).unwrap_or_else(|e| {
+        format!("{{\"error\": \"cannot be written as JSON: {e}\"}}").into_bytes()
+    });
+    out.push(b'\n');
+    out
+}
+
+fn failed(name: &str, reason: String, started: Instant) -> Section {
+    Section {
+        name: name.to_owned(),
+        status: "error",
+        reason: Some(reason),
+        duration_ms: elapsed_ms(started),
+        files: Vec::new(),
+    }
+}
+
+fn timed_out(name: &str, started: Instant) -> Section {
+    Section {
+        name: name.to_owned(),
+        status: "timed_out",
+        reason: Some(format!(
+            "no answer within {} s; the next sections were taken",
+            REPORT_STEP_DEADLINE.as_secs()
+        )),
+        duration_ms: elapsed_ms(started),
+        files: Vec::new(),
+    }
+}
+
+fn elapsed_ms(started: Instant) -> u64 {
+    u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Paths in a bundle are plain relative paths.
+pub fn bundle_path(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| matches!(c, std::path::Component::Normal(_)))
+        .collect()
+}
