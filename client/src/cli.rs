@@ -218,6 +218,7 @@ impl Command {
             Command::Report(args) => CommandFlags {
                 name: "report",
                 source: Some(&args.source),
+                talos: Some(&args.talos),
                 ..CommandFlags::default()
             },
             // The log is a local file: no node, no Talos.

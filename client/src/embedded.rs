@@ -16,7 +16,7 @@ use nodectl_agent::kmsg::metrics::KmsgMetrics;
 use nodectl_agent::kmsg::pipeline::{KernelLog, KernelLogConfig};
 use nodectl_agent::kmsg::{Class, Classifier};
 pub use nodectl_agent::redact::bundle::BundleRedactor;
-pub use nodectl_agent::redact::redact_args;
+pub use nodectl_agent::redact::{redact_args, secret_name};
 use nodectl_agent::snapshot::Snapshotter;
 use nodectl_agent::{HostRoot, limits, server};
 use tokio::io::DuplexStream;

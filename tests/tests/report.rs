@@ -19,6 +19,11 @@ const FIXTURE_NODES: [&str; 4] = [
     "strix-halo-risky",
 ];
 
+const NO_TALOS: [(&str, &str); 2] = [
+    ("HOME", "/nonexistent/nodectl-tests"),
+    ("TALOS_HOME", "/nonexistent/nodectl-tests"),
+];
+
 /// Writes a bundle with `nodectl report ARGS --out DIR/bundle.tar.gz`; its path and the run.
 fn report(dir: &Path, args: &[&str]) -> anyhow::Result<(PathBuf, harness::Run)> {
     let out = dir.join("bundle.tar.gz");
@@ -26,7 +31,8 @@ fn report(dir: &Path, args: &[&str]) -> anyhow::Result<(PathBuf, harness::Run)> 
     all.extend_from_slice(args);
     let out_text = out.display().to_string();
     all.extend_from_slice(&["--out", &out_text]);
-    let run = nodectl(&all)?;
+    // HOME and TALOS_HOME point nowhere: no talosconfig of the machine running the tests leaks in.
+    let run = harness::nodectl_with(&all, &NO_TALOS, None)?;
     anyhow::ensure!(
         run.code == 0,
         "report {args:?}: exit {}\n{}\n{}",
@@ -694,5 +700,48 @@ fn an_encrypted_bundle_opens_with_the_matching_identity() -> anyhow::Result<()> 
         &out_text,
     ])?;
     assert_eq!(bad.code, 2, "{}", bad.stderr);
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn talos_facts_come_with_the_machine_config_secrets_replaced() -> anyhow::Result<()> {
+    use nodectl_e2e::fake_talos::{FakeTalos, Role, Scenario};
+    let fake = FakeTalos::start(Scenario::uki()).await?;
+    let talosconfig = fake.talosconfig(Role::Admin)?;
+    let work = tempfile::tempdir()?;
+    let root = node_fixture("strix-halo-risky").display().to_string();
+    let dir = work.path().to_path_buf();
+    let config = talosconfig.display().to_string();
+    let (bundle, _) = tokio::task::spawn_blocking(move || {
+        report(&dir, &["--host-root", &root, "--talosconfig", &config])
+    })
+    .await??;
+    let unpacked = unpack(&bundle)?;
+    check_manifest(unpacked.path())?;
+    let facts: Value =
+        serde_json::from_slice(&std::fs::read(unpacked.path().join("talos/facts.json"))?)?;
+    assert_eq!(facts["talos_version"], "v1.12.1", "{facts:#}");
+    assert_eq!(facts["boot_path"], "uki", "{facts:#}");
+    assert!(facts["schematic_id"].is_string(), "{facts:#}");
+    let config = std::fs::read_to_string(unpacked.path().join("talos/machine-config.yaml"))?;
+    for secret in [
+        "7k3xqf.0b1c2d3e4f5a6b7c",
+        "4f7d2a.9b8c7d6e5f4a3b2c",
+        "9q8w7e6r5t4y3u2i1o0pAsDfGhJkLzXcVbNm1234567=",
+    ] {
+        for (path, bytes) in files(unpacked.path())? {
+            assert!(
+                !String::from_utf8_lossy(&bytes).contains(secret),
+                "{} holds {secret}",
+                path.display()
+            );
+        }
+    }
+    assert!(
+        config.contains("<REDACTED>") && config.contains("clusterName: strix"),
+        "{config}"
+    );
+    let md = std::fs::read_to_string(unpacked.path().join("report.md"))?;
+    assert!(md.contains("| talos | ok |"), "{md}");
     Ok(())
 }

@@ -24,9 +24,13 @@ use super::{
 };
 use nodectl_model::kernel_args::{render_cmdline, split_cmdline};
 
+/// UUIDs with dashes or, as systemd writes pod UIDs into cgroup names, underscores
+/// (`kubepods-pod0d3c5e1e_5d3f_…`): no word boundary is asked for, since such a name runs a
+/// UUID into the letters before it; the fixed 8-4-4-4-12 shape is what tells one, and a run of
+/// hex digits going on past it is not one ([`BundleRedactor::identifiers`]).
 static UUID: LazyLock<Option<Regex>> = LazyLock::new(|| {
     Regex::new(
-        r"\b[0-9a-fA-F]{8}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{12}\b",
+        r"[0-9a-fA-F]{8}([-_])[0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{4}[-_][0-9a-fA-F]{12}",
     )
     .ok()
 });
@@ -170,10 +174,21 @@ impl BundleRedactor {
                 continue;
             }
             let mut n = 0;
+            let text: &str = &out;
             let replaced = regex
-                .replace_all(&out, |m: &regex::Captures<'_>| {
+                .replace_all(text, |m: &regex::Captures<'_>| {
+                    let Some(whole) = m.get(0) else {
+                        return String::new();
+                    };
+                    let found = whole.as_str();
+                    let runs_on = text[whole.end()..]
+                        .bytes()
+                        .next()
+                        .is_some_and(|b| b.is_ascii_hexdigit());
+                    if kind == UUID_KIND && runs_on {
+                        return found.to_owned();
+                    }
                     n += 1;
-                    let found = m.get(0).map_or("", |m| m.as_str());
                     match kind {
                         UUID_KIND => self.uuid_for(found),
                         MAC_KIND => self.mac_for(found),
@@ -374,4 +389,92 @@ fn random_key() -> [u8; 32] {
         key = sha2::Sha256::digest(seed.as_bytes()).into();
     }
     key
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_identifier_is_the_same_stand_in_in_files_and_paths() {
+        let mut r = BundleRedactor::new(true, false);
+        let uid = "0d3c5e1e-5d3f-4a8e-9c39-1c1b6b0a7e11";
+        let in_text = r.text(&format!("pod {uid} up")).into_owned();
+        let in_path = r.path(Path::new(&format!("var/log/pods/llm_llama-0_{uid}/server")));
+        let stand_in = in_text.split(' ').nth(1).unwrap().to_owned();
+        assert_ne!(stand_in, uid);
+        assert_eq!(stand_in.len(), uid.len());
+        assert!(in_path.to_str().unwrap().contains(&stand_in));
+        assert_eq!(r.counts()["uuid"], 2);
+        // Another bundle, another key: the stand-in cannot be looked up.
+        let mut other = BundleRedactor::new(true, false);
+        assert!(!other.text(uid).contains(&stand_in));
+    }
+
+    #[test]
+    fn files_are_redacted_by_type_and_counted() {
+        let mut r = BundleRedactor::new(true, true);
+        let environ = r.host_file(
+            Path::new("proc/42/environ"),
+            b"PATH=/usr/bin\0OTHER_SERVICE_TOKEN=abc\0HSA_ENABLE_SDMA=0\0".to_vec(),
+        );
+        assert_eq!(
+            environ,
+            b"PATH=/usr/bin\0OTHER_SERVICE_TOKEN=<redacted:token>\0HSA_ENABLE_SDMA=0\0"
+        );
+        let cmdline = r.host_file(
+            Path::new("proc/42/cmdline"),
+            b"llama-server\0--api-key\0k3y\0".to_vec(),
+        );
+        assert_eq!(cmdline, b"llama-server\0--api-key\0<redacted:api-key>\0");
+        let kernel = r.host_file(
+            Path::new("proc/cmdline"),
+            b"console=tty0 ip=10.0.0.5:::::eth0:off\n".to_vec(),
+        );
+        assert_eq!(kernel, b"console=tty0 ip=<redacted:host-identity>\n");
+        let serial = r.host_file(Path::new("sys/class/x/serial_number"), b"SN123\n".to_vec());
+        assert!(
+            String::from_utf8(serial)
+                .unwrap()
+                .starts_with("<serial-number:")
+        );
+        let log = r.host_file(
+            Path::new("dev/kmsg"),
+            b"6,1,2,-;eth0 up mac 3c:ec:ef:00:11:22 from 10.1.2.3 at 12:34:56\n".to_vec(),
+        );
+        let log = String::from_utf8(log).unwrap();
+        assert!(
+            !log.contains("3c:ec:ef:00:11:22") && !log.contains("10.1.2.3"),
+            "{log}"
+        );
+        assert!(
+            log.contains("12:34:56"),
+            "clock times are no addresses: {log}"
+        );
+        let binary = r.host_file(Path::new("sys/x/gpu_metrics"), vec![0xff, 0xfe, 0]);
+        assert_eq!(binary, vec![0xff, 0xfe, 0]);
+        for kind in [
+            "token",
+            "api-key",
+            "host-identity",
+            "serial-number",
+            "mac-address",
+            "ip-address",
+        ] {
+            assert!(
+                r.counts().get(kind).is_some_and(|n| *n >= 1),
+                "{kind}: {:?}",
+                r.counts()
+            );
+        }
+    }
+
+    #[test]
+    fn off_keeps_everything() {
+        let mut r = BundleRedactor::new(false, true);
+        let text = "--api-key sk-0123456789abcdefghijklmnopqrstuvwxyz012345 0d3c5e1e-5d3f-4a8e-9c39-1c1b6b0a7e11";
+        assert_eq!(r.text(text), text);
+        assert!(r.counts().is_empty());
+    }
 }

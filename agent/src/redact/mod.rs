@@ -680,10 +680,30 @@ mod tests {
             "console=tty0",
             "talos.platform=metal",
             "ttm.pages_limit=25165824",
-            "root=/dev/disk/by-partlabel/disk-0123456789abcdefghijklmnopqrstuvwxyz",
             "talos.config=",
         ] {
             assert_eq!(redacted(text), None, "{text}");
+        }
+    }
+
+    #[test]
+    fn arguments_naming_the_machine_disks_or_network_are_hidden_whole() {
+        for text in [
+            "root=/dev/disk/by-partlabel/disk-0123456789abcdefghijklmnopqrstuvwxyz",
+            "ip=10.0.0.5::10.0.0.1:255.255.255.0:node1:eth0:off",
+            "cryptdevice=UUID=1c0e7b5e-0000-4000-8000-000000000001:root",
+            "rd.luks.uuid=1c0e7b5e-0000-4000-8000-000000000001",
+            "luks.name=1c0e7b5e=root",
+            "resume=/dev/nvme0n1p3",
+            "nfsroot=10.0.0.1:/srv/root",
+            "systemd.machine_id=0123456789abcdef0123456789abcdef",
+        ] {
+            let key = text.split_once('=').map_or(text, |(k, _)| k);
+            assert_eq!(
+                redacted(text),
+                Some(format!("{key}=<redacted:host-identity>")),
+                "{text}"
+            );
         }
     }
 
@@ -935,7 +955,7 @@ mod tests {
     ];
     const PLAIN_KERNEL_KEYS: [&str; 8] = [
         "console",
-        "root",
+        "init",
         "amdgpu.cwsr_enable",
         "amdgpu.gttsize",
         "ttm.pages_limit",

@@ -122,6 +122,11 @@ impl MachineConfig {
         write_documents(&self.documents)
     }
 
+    /// The documents, in order.
+    pub fn documents(&self) -> &[Value] {
+        &self.documents
+    }
+
     pub fn v1alpha1(&self) -> Option<&Value> {
         self.documents.iter().find(|d| is_v1alpha1(d))
     }

@@ -9,6 +9,7 @@
 
 mod bundle;
 mod markdown;
+mod talos;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -62,6 +63,10 @@ pub struct ReportArgs {
     /// The experiment log to include (default: the one `nodectl experiment` writes, if any).
     #[arg(long, value_name = "PATH")]
     pub experiments: Option<PathBuf>,
+    /// The Talos node whose version, boot path, schematic and machine configuration (its
+    /// secrets replaced) go in too, when a talosconfig reaches it.
+    #[command(flatten)]
+    pub talos: crate::cli::TalosTarget,
 }
 
 /// Longest a node's part may take in all: each of its steps has its own deadline well within.
@@ -342,13 +347,11 @@ pub async fn run(args: ReportArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .as_ref()
         .map(|s| s.taken_at.clone())
         .unwrap_or_else(|| jiff::Timestamp::now().to_string());
-    sections.push(SectionOutcome::new(
-        "talos",
-        "skipped",
-        Some("Talos facts are not collected by this version".to_owned()),
-        Instant::now(),
-        Vec::new(),
-    ));
+    let (talos_section, talos_files) = talos::section(ctx, &mut redactor).await;
+    sections.push(talos_section);
+    for (name, bytes) in talos_files {
+        bundle.add_file(&name, bytes);
+    }
     let kernel_json = bundle.text("node/kernel.json");
     let report = markdown::Report {
         node: &label,
