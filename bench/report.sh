@@ -4,7 +4,7 @@
 # agent, beside collecting the same files by hand as `talosctl support`-like tools do (`tar -czf`
 # of the tree) in the same run. Release build; prints a Markdown table for BENCHMARKS.md.
 # Usage: bench/report.sh [RUNS]
-set -euo pipefail
+set -uo pipefail
 cd "$(dirname "$0")/.."
 
 runs=${1:-3}
@@ -67,6 +67,7 @@ measure() {
 agent_pid=$!
 for _ in $(seq 100); do grep -q '^ready$' "$work/agent.out" 2>/dev/null && break; sleep 0.1; done
 grpc=$(sed -n 's/^listening grpc=\([0-9.:]*\)$/\1/p' "$work/agent.out" | head -1)
+sleep 3
 agent_idle=$(awk '/VmRSS/ {printf "%.1f", $2/1024}' "/proc/$agent_pid/status")
 
 echo "machine: $(nproc) cores, $(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1), $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo)"

@@ -178,8 +178,12 @@ impl NodeDiagnostics for DiagnosticsService {
         let (tx, rx) = tokio::sync::mpsc::channel(REPORT_CHUNKS_QUEUED);
         let runtime = tokio::runtime::Handle::current();
         let done = tokio::task::spawn_blocking(move || {
-            let _permit = permit;
-            taker.take(&options, &runtime, crate::report::ChunkSink::new(chunks_tx))
+            let taken = taker.take(&options, &runtime, crate::report::ChunkSink::new(chunks_tx));
+            drop(permit);
+            // The recording and the compressor's buffers (tens of MiB) were freed just now;
+            // glibc would keep them mapped for the agent's life.
+            release_freed_memory();
+            taken
         });
         tokio::spawn(async move {
             while let Some(data) = chunks_rx.recv().await {
