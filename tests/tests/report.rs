@@ -252,10 +252,25 @@ fn a_bundle_of_each_fixture_node_replays_as_the_node() -> anyhow::Result<()> {
             "{name}: report.md too long for GitHub"
         );
         let masked = masked_report_md(&md, &[&bundle.display().to_string(), &root_text])?;
-        harness::assert_golden_text(
-            &harness::fixture(&format!("reports/{name}.report.md")),
-            &masked,
-        )?;
+        let golden = harness::fixture(&format!("reports/{name}.report.md"));
+        harness::assert_golden_text(&golden, &masked)?;
+
+        // Through an agent on the same tree: the same report, but for how it was reached.
+        let agent = Agent::start(&root, &[])?;
+        let through = tempfile::tempdir()?;
+        let (bundle, _) = report(through.path(), &["--endpoint", &agent.endpoint])?;
+        let endpoint = agent.endpoint.clone();
+        agent.terminate()?;
+        let unpacked = unpack(&bundle)?;
+        check_manifest(unpacked.path())?;
+        let md = std::fs::read_to_string(unpacked.path().join("report.md"))?;
+        let masked = masked_report_md(&md, &[&bundle.display().to_string(), &endpoint])?
+            .replace("--endpoint <path>", "--host-root <path>");
+        assert_eq!(
+            masked,
+            std::fs::read_to_string(&golden)?,
+            "{name}: report.md through an agent"
+        );
     }
     Ok(())
 }
@@ -457,7 +472,8 @@ fn secrets_of_every_kind_stay_out_of_a_bundle_taken_in_process() -> anyhow::Resu
 fn through_an_agent_the_bundle_and_the_stream_carry_no_secret() -> anyhow::Result<()> {
     let work = tempfile::tempdir()?;
     let (_tree, root, log) = node_with_secrets(work.path())?;
-    let agent = Agent::start(&root, &[])?;
+    // The whole kernel log, so the redaction of every record is what is checked.
+    let agent = Agent::start(&root, &["--full-kernel-log"])?;
     let endpoint = agent.endpoint.clone();
     let log_text = log.display().to_string();
     let (bundle, _) = report(work.path(), &["--endpoint", &endpoint, "--log", &log_text])?;
@@ -633,6 +649,11 @@ fn an_agent_killed_mid_report_still_gives_a_bundle() -> anyhow::Result<()> {
     );
     let unpacked = unpack(&out)?;
     check_manifest(unpacked.path())?;
+    // Without --full-kernel-log the agent keeps only the GPU stack's records, each other one a
+    // stand-in with its sequence number (a gap would read as records lost).
+    let kmsg = std::fs::read_to_string(unpacked.path().join("host/dev/kmsg"))?;
+    assert!(kmsg.contains(";<left out: not the GPU stack's"), "{kmsg}");
+    assert!(!kmsg.contains("r8169") && kmsg.contains("amdgpu"), "{kmsg}");
     for kept in [
         "node/snapshot.json",
         "node/kernel.json",

@@ -150,6 +150,19 @@ impl Recording {
         true
     }
 
+    /// The files, links and directories kept so far (not the log of reads), leaving room for
+    /// as many more.
+    pub fn take_entries(&self) -> RecordingContents {
+        let mut state = self.lock();
+        state.bytes = 0;
+        RecordingContents {
+            entries: std::mem::take(&mut state.entries),
+            modified: std::mem::take(&mut state.modified),
+            reads: Vec::new(),
+            reads_not_logged: 0,
+        }
+    }
+
     /// Everything kept and logged so far, leaving the recording empty.
     pub fn take(&self) -> RecordingContents {
         let mut state = self.lock();

@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
+use sha2::Digest as _;
 use tokio_util::sync::CancellationToken;
 
 use crate::HostRoot;
@@ -48,6 +49,16 @@ pub struct ReportOptions {
 /// How long the processes are watched for CPU time and GPU memory, as `diagnose` does.
 const PROCESS_WINDOW: Duration = Duration::from_millis(1000);
 
+/// Host files written so far.
+#[derive(Debug, Default)]
+struct HostFilesWritten {
+    files: usize,
+    records_left_out: u64,
+    /// What each file was written with: one read again by a later section (the boot id) is
+    /// written again only when it changed.
+    digests: std::collections::HashMap<PathBuf, [u8; 32]>,
+}
+
 /// How one section went.
 #[derive(Debug, Clone, Serialize)]
 pub struct Section {
@@ -76,6 +87,8 @@ pub struct ReportTaker {
     root: HostRoot,
     classifier: Arc<Classifier>,
     stop: CancellationToken,
+    /// Keep every kernel record; else only the GPU stack's, as the agent serves them.
+    full_kernel_log: bool,
 }
 
 impl ReportTaker {
@@ -84,7 +97,47 @@ impl ReportTaker {
             root,
             classifier,
             stop,
+            full_kernel_log: false,
         }
+    }
+
+    /// Keeps the whole kernel log in the bundle (an agent run with `--full-kernel-log`, or the
+    /// in-process one); by default records other than the GPU stack's are left out, as the
+    /// agent's event stream leaves them out.
+    pub fn with_full_kernel_log(mut self, full: bool) -> Self {
+        self.full_kernel_log = full;
+        self
+    }
+
+    /// A saved kmsg stream with every record that is neither classified nor the GPU stack's
+    /// replaced by a stand-in that keeps its sequence number and time (a gap would read as
+    /// records lost); how many were replaced.
+    fn gpu_records_only(&self, kmsg: &[u8]) -> (Vec<u8>, u64) {
+        let text = String::from_utf8_lossy(kmsg);
+        let mut out = String::with_capacity(text.len() / 4);
+        let mut left_out = 0;
+        let mut skipping = false;
+        for line in text.split_inclusive('\n') {
+            if line.starts_with(' ') {
+                // A dictionary line (` SUBSYSTEM=…`) belongs to the record before it.
+                if !skipping {
+                    out.push_str(line);
+                }
+                continue;
+            }
+            let message = line.split_once(';').map_or("", |(_, m)| m.trim_end());
+            let keep = crate::kmsg::classify::is_gpu_stack_message(message)
+                || self.classifier.classify(message).is_some();
+            skipping = !keep;
+            if keep {
+                out.push_str(line);
+            } else if let Some((head, _)) = line.split_once(';') {
+                left_out += 1;
+                out.push_str(head);
+                out.push_str(";<left out: not the GPU stack's; the agent keeps the whole kernel log with --full-kernel-log>\n");
+            }
+        }
+        (out.into_bytes(), left_out)
     }
 
     /// Takes the bundle; blocking (call from `spawn_blocking`), with `runtime` for the parts
@@ -104,6 +157,7 @@ impl ReportTaker {
         let mut redactor = BundleRedactor::new(options.redact, options.redact_ips);
         let mut tar = Tarball::new(sink);
         let mut sections = Vec::new();
+        let mut host_files = HostFilesWritten::default();
 
         // 1. The snapshot, with the checks' findings: what the GPU says now.
         let snapshotter = Arc::new(Snapshotter::new(root.clone()));
@@ -141,11 +195,13 @@ impl ReportTaker {
             Err(_) => timed_out("snapshot", started),
         };
         sections.push(section);
+        self.write_host_files(&recording, &mut redactor, &mut tar, &mut host_files)?;
         tar.flush()?;
         tracing::debug!(cards = cards.len(), "report: snapshot taken");
 
         // 2. The kernel log of this boot: every record kept, events and incidents classified.
         sections.push(self.kernel_section(&root, runtime, &mut redactor, &mut tar)?);
+        self.write_host_files(&recording, &mut redactor, &mut tar, &mut host_files)?;
         tar.flush()?;
 
         // 3. Inference processes, watched over a window, and the logs of their pods.
@@ -183,28 +239,16 @@ impl ReportTaker {
             Err(_) => timed_out("processes", started),
         };
         sections.push(section);
+        self.write_host_files(&recording, &mut redactor, &mut tar, &mut host_files)?;
         tar.flush()?;
 
         sections.push(pod_logs_section(&root, &pods, runtime));
 
-        // 4. The files read, as a host root.
+        // 4. What is left of the files read, and the log of every read.
         let started = Instant::now();
+        self.write_host_files(&recording, &mut redactor, &mut tar, &mut host_files)?;
         let contents = recording.take();
-        let mut files = vec!["host/".to_owned()];
-        let mut written = 0usize;
-        for (path, entry) in contents.entries {
-            let at = Path::new("host").join(redactor.path(&path));
-            let modified = contents.modified.get(&path).copied();
-            match entry {
-                Recorded::File(bytes) => {
-                    let bytes = redactor.host_file(&path, bytes);
-                    tar.file(&at, &bytes, modified)?;
-                    written += 1;
-                }
-                Recorded::Link(target) => tar.link(&at, &redactor.path(&target))?,
-                Recorded::Dir => tar.dir(&at)?,
-            }
-        }
+        let files = vec!["host/".to_owned(), "node/reads.tsv".to_owned()];
         let mut reads = String::from("path\tkind\toutcome\tdetail\n");
         for read in &contents.reads {
             let line = format!(
@@ -223,11 +267,17 @@ impl ReportTaker {
             ));
         }
         tar.file(Path::new("node/reads.tsv"), reads.as_bytes(), None)?;
-        files.push("node/reads.tsv".to_owned());
+        let mut reason = format!("{} files", host_files.files);
+        if host_files.records_left_out > 0 {
+            reason.push_str(&format!(
+                "; {} kernel records other than the GPU stack's left out of dev/kmsg (the agent runs without --full-kernel-log)",
+                host_files.records_left_out
+            ));
+        }
         sections.push(Section {
             name: "host-files".to_owned(),
             status: "ok",
-            reason: Some(format!("{written} files")),
+            reason: Some(reason),
             duration_ms: elapsed_ms(started),
             files,
         });
@@ -252,6 +302,41 @@ impl ReportTaker {
         };
         tar.file(Path::new("node/sections.json"), &pretty(&document), None)?;
         tar.finish()
+    }
+
+    /// Writes the files recorded since the last call under `host/`: each section's files
+    /// follow it, so a bundle cut short still holds the host files of its sections.
+    fn write_host_files(
+        &self,
+        recording: &Recording,
+        redactor: &mut BundleRedactor,
+        tar: &mut Tarball,
+        written: &mut HostFilesWritten,
+    ) -> Result<(), TarballError> {
+        let contents = recording.take_entries();
+        for (path, entry) in contents.entries {
+            let at = Path::new("host").join(redactor.path(&path));
+            let modified = contents.modified.get(&path).copied();
+            match entry {
+                Recorded::File(mut bytes) => {
+                    let digest: [u8; 32] = sha2::Sha256::digest(&bytes).into();
+                    if written.digests.insert(path.clone(), digest) == Some(digest) {
+                        continue;
+                    }
+                    if path == Path::new("dev/kmsg") && !self.full_kernel_log {
+                        let (kept, left_out) = self.gpu_records_only(&bytes);
+                        bytes = kept;
+                        written.records_left_out += left_out;
+                    }
+                    let bytes = redactor.host_file(&path, bytes);
+                    tar.file(&at, &bytes, modified)?;
+                    written.files = written.digests.len();
+                }
+                Recorded::Link(target) => tar.link(&at, &redactor.path(&target))?,
+                Recorded::Dir => tar.dir(&at)?,
+            }
+        }
+        Ok(())
     }
 
     fn kernel_section(
