@@ -764,5 +764,10 @@ async fn talos_facts_come_with_the_machine_config_secrets_replaced() -> anyhow::
     );
     let md = std::fs::read_to_string(unpacked.path().join("report.md"))?;
     assert!(md.contains("| talos | ok |"), "{md}");
+    // machine.token, cluster.secret, cluster.token (the keys of the fake's CAs are empty).
+    assert!(
+        redactions(unpacked.path())?["machine-config-secret"].as_u64() >= Some(3),
+        "{md}"
+    );
     Ok(())
 }

@@ -96,6 +96,11 @@ impl BundleRedactor {
         &self.counts
     }
 
+    /// Counts values another redaction of the bundle replaced (a machine configuration's).
+    pub fn count_replaced(&mut self, kind: &str, n: u64) {
+        self.count(kind, n);
+    }
+
     fn count(&mut self, kind: &str, n: u64) {
         if n > 0 {
             *self.counts.entry(kind.to_owned()).or_default() += n;

@@ -328,7 +328,14 @@ pub async fn run(args: ReportArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         }
     };
 
-    // 5. report.json, report.md, MANIFEST.
+    // 5. The Talos node, when a talosconfig reaches it.
+    let (talos_section, talos_files) = talos::section(ctx, &mut redactor).await;
+    sections.push(talos_section);
+    for (name, bytes) in talos_files {
+        bundle.add_file(&name, bytes);
+    }
+
+    // 6. report.json, report.md, MANIFEST.
     let mut redactions = bundle
         .text("node/redactions.json")
         .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
@@ -347,11 +354,6 @@ pub async fn run(args: ReportArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         .as_ref()
         .map(|s| s.taken_at.clone())
         .unwrap_or_else(|| jiff::Timestamp::now().to_string());
-    let (talos_section, talos_files) = talos::section(ctx, &mut redactor).await;
-    sections.push(talos_section);
-    for (name, bytes) in talos_files {
-        bundle.add_file(&name, bytes);
-    }
     let kernel_json = bundle.text("node/kernel.json");
     let report = markdown::Report {
         node: &label,

@@ -84,7 +84,8 @@ pub async fn section(
     files.push(("talos/facts.json".to_owned(), pretty(&summary)));
     let mut documents: Vec<Value> = facts.config.documents().to_vec();
     for document in &mut documents {
-        redact_machine_config(document);
+        let replaced = redact_machine_config(document);
+        redactor.count_replaced("machine-config-secret", replaced);
         redactor.json(document);
     }
     let mut reason = None;
@@ -111,20 +112,25 @@ pub async fn section(
 
 /// Every value under a key that names a secret (`token`, `key`, `secret`, a password, an
 /// `…EncryptionSecret`) replaced; certificates stay (they are public), keys of them do not.
-pub fn redact_machine_config(value: &mut Value) {
+/// Returns how many values were replaced (an empty one is no secret and stays).
+pub fn redact_machine_config(value: &mut Value) -> u64 {
     match value {
         Value::Object(map) => {
+            let mut replaced = 0;
             for (key, value) in map.iter_mut() {
-                let secret = secret_name(key).is_some() && !matches!(value, Value::Null);
-                if secret && !matches!(value, Value::Object(_) | Value::Array(_)) {
+                let scalar = !matches!(value, Value::Object(_) | Value::Array(_) | Value::Null);
+                let empty = value.as_str().is_some_and(str::is_empty);
+                if secret_name(key).is_some() && scalar && !empty {
                     *value = Value::String(MACHINE_CONFIG_PLACEHOLDER.to_owned());
+                    replaced += 1;
                 } else {
-                    redact_machine_config(value);
+                    replaced += redact_machine_config(value);
                 }
             }
+            replaced
         }
-        Value::Array(items) => items.iter_mut().for_each(redact_machine_config),
-        _ => {}
+        Value::Array(items) => items.iter_mut().map(redact_machine_config).sum(),
+        _ => 0,
     }
 }
 
@@ -154,7 +160,7 @@ mod tests {
                 "serviceAccount": {"key": "sa"},
             }
         });
-        redact_machine_config(&mut doc);
+        assert_eq!(redact_machine_config(&mut doc), 6);
         let text = doc.to_string();
         for secret in ["abc.def", "LS0tKEY", "s3cret", "\"aes\"", "t.t", "\"sa\""] {
             assert!(!text.contains(secret), "{secret} in {text}");
