@@ -4,6 +4,7 @@
 //! gRPC edge, through the conversions in [`wire`].
 
 pub mod clock;
+pub mod diagnosis;
 pub mod inference;
 pub mod kernel_args;
 pub mod kernel_log;

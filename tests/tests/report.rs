@@ -115,7 +115,7 @@ fn normalized(mut json: Value, sources: &[&str]) -> Value {
     fn walk(value: &mut Value, sources: &[&str], uuid: &regex::Regex) {
         match value {
             Value::Object(map) => {
-                for key in ["taken_at", "node", "source", "selection"] {
+                for key in ["taken_at", "made_at", "node", "source", "selection"] {
                     if map.contains_key(key) {
                         map.insert(key.to_owned(), Value::Null);
                     }

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
+use nodectl_model::diagnosis::{DiagnosisStamp, RunKey};
 use nodectl_model::inference::{
     Activity, InferenceProcess, InferenceProcesses, MemoryTrend, PodLog,
 };
@@ -144,7 +145,10 @@ pub struct TimelineEntry {
 /// The diagnosis of one run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Diagnosis {
-    pub node: String,
+    /// When, on which node, and which run (`made_at`, `node`, `run`): reads back as a
+    /// `nodectl_model::diagnosis::DiagnosisStamp`.
+    #[serde(flatten)]
+    pub stamp: DiagnosisStamp,
     /// What this diagnosis is of: the process, the log or the URL.
     pub subject: String,
     /// The phase the run reached (the last one, serving included).
@@ -909,8 +913,23 @@ fn diagnose(
         &run.probe,
         log.is_some(),
     );
+    let run_key = RunKey {
+        pod_uid: process.as_ref().and_then(|p| p.pod_uid.clone()),
+        pod: process.as_ref().and_then(|p| p.pod.clone()),
+        pid: process.as_ref().map(|p| p.pid),
+        model: log.as_ref().and_then(|l| l.model.clone()).or_else(|| {
+            process
+                .as_ref()
+                .and_then(|p| p.arg_value(&["-m", "--model"]).map(str::to_owned))
+        }),
+        build: log.as_ref().and_then(|l| l.build.clone()),
+    };
     Diagnosis {
-        node: node.label.clone(),
+        stamp: DiagnosisStamp {
+            made_at: now.to_string(),
+            node: node.label.clone(),
+            run: run_key,
+        },
         subject: run.subject,
         phase,
         phase_confidence: confidence,
@@ -1171,7 +1190,7 @@ fn diagnosis_text(d: &Diagnosis) -> String {
         out.push_str(&text);
         out.push('\n');
     };
-    line(&mut out, format!("{} on {}", d.subject, d.node));
+    line(&mut out, format!("{} on {}", d.subject, d.stamp.node));
     line(&mut out, format!("  verdict: {}", d.verdict));
     line(
         &mut out,
