@@ -83,10 +83,6 @@ impl HostRoot {
         self.recording.is_some()
     }
 
-    pub fn is_safe_mode(&self) -> bool {
-        self.safe_mode
-    }
-
     /// A root that exists, is a directory and holds `proc/`, `sys/` or `dev/`: a tree with only
     /// part of a host (a fixture, an unpacked bundle, a saved `dev/kmsg`) passes, an empty
     /// directory or a typo does not (it would read as a host without any GPU).

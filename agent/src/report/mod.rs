@@ -174,19 +174,15 @@ impl ReportTaker {
                 .await
             })
         };
-        let mut cards = Vec::new();
         let section = match taken {
-            Ok(Ok(snapshot)) => {
-                cards = snapshot.cards.iter().map(|c| c.name.clone()).collect();
-                json_section(
-                    "snapshot",
-                    "node/snapshot.json",
-                    &snapshot,
-                    &mut redactor,
-                    &mut tar,
-                    started,
-                )?
-            }
+            Ok(Ok(snapshot)) => json_section(
+                "snapshot",
+                "node/snapshot.json",
+                &snapshot,
+                &mut redactor,
+                &mut tar,
+                started,
+            )?,
             Ok(Err(e)) => failed(
                 "snapshot",
                 format!("the snapshot task failed: {e}"),
@@ -197,7 +193,6 @@ impl ReportTaker {
         sections.push(section);
         self.write_host_files(&recording, &mut redactor, &mut tar, &mut host_files)?;
         tar.flush()?;
-        tracing::debug!(cards = cards.len(), "report: snapshot taken");
 
         // 2. The kernel log of this boot: every record kept, events and incidents classified.
         sections.push(self.kernel_section(&root, runtime, &mut redactor, &mut tar)?);
@@ -537,11 +532,4 @@ fn timed_out(name: &str, started: Instant) -> Section {
 
 fn elapsed_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
-/// Paths in a bundle are plain relative paths.
-pub fn bundle_path(path: &Path) -> PathBuf {
-    path.components()
-        .filter(|c| matches!(c, std::path::Component::Normal(_)))
-        .collect()
 }
