@@ -12,6 +12,7 @@ pub mod host_root;
 pub mod kmsg;
 pub mod limits;
 pub(crate) mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod pod_log;
 pub mod redact;

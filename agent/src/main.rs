@@ -39,6 +39,10 @@ struct Args {
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
+    /// How log lines are written to standard error: text, or one JSON object per line for a
+    /// log shipper.
+    #[arg(long, value_enum, default_value_t = nodectl_agent::logging::LogFormat::Text)]
+    log_format: nodectl_agent::logging::LogFormat,
 }
 
 // One runtime thread: an agent answers a handful of clients, and everything that can block (file
@@ -68,16 +72,10 @@ fn run_to_end(args: Args) -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?)
-        .with_writer(std::io::stderr)
-        // Colour codes only for a person at a terminal: in a pipe, a file or a log shipper
-        // they are noise in every line.
-        .with_ansi(
-            std::io::IsTerminal::is_terminal(&std::io::stderr())
-                && std::env::var_os("NO_COLOR").is_none(),
-        )
-        .init();
+    nodectl_agent::logging::init(
+        tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?,
+        args.log_format,
+    );
 
     let token = CancellationToken::new();
     shutdown::cancel_on_signal(token.clone()).context("installing signal handlers")?;

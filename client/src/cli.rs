@@ -38,6 +38,10 @@ pub struct GlobalArgs {
     /// Output format.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Table)]
     pub output: Format,
+    /// How warnings and log lines are written to standard error (their level: NODECTL_LOG):
+    /// text, or one JSON object per line.
+    #[arg(long, global = true, value_enum, default_value_t = crate::embedded::LogFormat::Text)]
+    pub log_format: crate::embedded::LogFormat,
     /// Node-source flags given before the command.
     #[command(flatten)]
     pub source: NodeSource,

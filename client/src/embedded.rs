@@ -15,6 +15,7 @@ pub use nodectl_agent::kmsg::analyze::{Found, LogCounts};
 use nodectl_agent::kmsg::metrics::KmsgMetrics;
 use nodectl_agent::kmsg::pipeline::{KernelLog, KernelLogConfig};
 use nodectl_agent::kmsg::{Class, Classifier};
+pub use nodectl_agent::logging::{LogFormat, init as init_logging};
 pub use nodectl_agent::redact::bundle::BundleRedactor;
 pub use nodectl_agent::redact::{redact_args, secret_name};
 use nodectl_agent::snapshot::Snapshotter;
