@@ -321,11 +321,13 @@ pub async fn router(
     service: DiagnosticsService,
 ) -> Result<tonic::transport::server::Router, tonic_reflection::server::Error> {
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let host_stuck = crate::collect::read_pool::shared().stuck_reads();
-    let pod_log_stuck = crate::pod_log::reads::shared().stuck_reads();
-    let stuck_now = *host_stuck.borrow() + *pod_log_stuck.borrow();
-    report_read_health(&health_reporter, stuck_now).await;
-    tokio::spawn(keep_read_health(health_reporter, host_stuck, pod_log_stuck));
+    let mut readiness = Readiness {
+        host_stuck: crate::collect::read_pool::shared().stuck_reads(),
+        pod_log_stuck: crate::pod_log::reads::shared().stuck_reads(),
+        kernel_log_down: service.kernel_log.as_ref().map(|log| log.down()),
+    };
+    readiness.report(&health_reporter).await;
+    tokio::spawn(readiness.keep(health_reporter));
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(nodectl_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -342,35 +344,69 @@ pub async fn router(
         )))
 }
 
-/// Health of `nodectl.v1.NodeDiagnostics`: NOT_SERVING while a host read is stuck (the SMU may
-/// be hung: snapshots lack what those files hold) or a pod-log read is (pod logs cannot be
-/// read), SERVING otherwise. The overall service (`""`) stays SERVING: the agent answers, and
-/// restarting it cannot end a read blocked in the kernel, so a liveness probe asks `""` and a
-/// readiness probe the service.
-async fn report_read_health(reporter: &tonic_health::server::HealthReporter, stuck: usize) {
-    if stuck == 0 {
-        reporter
-            .set_serving::<NodeDiagnosticsServer<DiagnosticsService>>()
-            .await;
-    } else {
-        reporter
-            .set_not_serving::<NodeDiagnosticsServer<DiagnosticsService>>()
-            .await;
-    }
+/// What the health of `nodectl.v1.NodeDiagnostics` follows.
+///
+/// NOT_SERVING while a host read is stuck (the SMU may be hung: snapshots lack what those files
+/// hold), a pod-log read is (pod logs cannot be read), or the kernel-log reader is down (the
+/// node's log exists and nothing reads it: no events, no incidents); SERVING otherwise. The
+/// overall service (`""`) stays SERVING: the agent answers, and restarting it cannot end a read
+/// blocked in the kernel, so a liveness probe asks `""` and a readiness probe the service.
+struct Readiness {
+    host_stuck: tokio::sync::watch::Receiver<usize>,
+    pod_log_stuck: tokio::sync::watch::Receiver<usize>,
+    kernel_log_down: Option<tokio::sync::watch::Receiver<Option<String>>>,
 }
 
-async fn keep_read_health(
-    reporter: tonic_health::server::HealthReporter,
-    mut host_stuck: tokio::sync::watch::Receiver<usize>,
-    mut pod_log_stuck: tokio::sync::watch::Receiver<usize>,
-) {
-    loop {
-        tokio::select! {
-            changed = host_stuck.changed() => if changed.is_err() { return },
-            changed = pod_log_stuck.changed() => if changed.is_err() { return },
+impl Readiness {
+    /// Why the service is not ready, or `None`; marks every input as seen.
+    fn not_ready(&mut self) -> Option<String> {
+        let stuck = *self.host_stuck.borrow_and_update() + *self.pod_log_stuck.borrow_and_update();
+        let down = self
+            .kernel_log_down
+            .as_mut()
+            .and_then(|down| down.borrow_and_update().clone());
+        match (stuck, down) {
+            (0, None) => None,
+            (0, Some(down)) => Some(format!("kernel log reader down: {down}")),
+            (stuck, down) => Some(format!(
+                "{stuck} host read(s) stuck{}",
+                down.map(|d| format!("; kernel log reader down: {d}"))
+                    .unwrap_or_default()
+            )),
         }
-        let now = *host_stuck.borrow_and_update() + *pod_log_stuck.borrow_and_update();
-        report_read_health(&reporter, now).await;
+    }
+
+    async fn report(&mut self, reporter: &tonic_health::server::HealthReporter) {
+        match self.not_ready() {
+            None => {
+                reporter
+                    .set_serving::<NodeDiagnosticsServer<DiagnosticsService>>()
+                    .await;
+            }
+            Some(why) => {
+                tracing::warn!("not ready: {why}");
+                reporter
+                    .set_not_serving::<NodeDiagnosticsServer<DiagnosticsService>>()
+                    .await;
+            }
+        }
+    }
+
+    async fn keep(mut self, reporter: tonic_health::server::HealthReporter) {
+        loop {
+            let kernel_log_changed = async {
+                match self.kernel_log_down.as_mut() {
+                    Some(down) => down.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = self.host_stuck.changed() => if changed.is_err() { return },
+                changed = self.pod_log_stuck.changed() => if changed.is_err() { return },
+                changed = kernel_log_changed => if changed.is_err() { return },
+            }
+            self.report(&reporter).await;
+        }
     }
 }
 

@@ -884,3 +884,40 @@ async fn a_read_that_never_returns_costs_one_deadline_and_health_says_so() -> an
     assert!(agent.wait_exit()?, "the agent exited with an error");
     Ok(())
 }
+
+/// Readiness follows the kernel-log reader: a node whose log is there and cannot be read is
+/// not ready (no events, no incidents), while a tree that holds no kernel log at all is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readiness_is_not_serving_while_the_kernel_log_reader_is_down() -> anyhow::Result<()> {
+    use tonic_health::ServingStatus;
+    const SERVICE: &str = "nodectl.v1.NodeDiagnostics";
+    let tree = nodectl_e2e::harness::node_fixture_copy("strix-halo-healthy")?;
+    let root = tree.path().join("root");
+    let without_log = Agent::start(&root, &[])?;
+    assert_eq!(
+        nodectl_e2e::harness::health(&without_log.endpoint, SERVICE).await?,
+        ServingStatus::Serving as i32,
+        "a tree without a kernel log has nothing to read"
+    );
+    drop(without_log);
+
+    // Something at dev/kmsg that no reader can read as a kernel log.
+    std::fs::create_dir_all(root.join("dev/kmsg"))?;
+    let agent = Agent::start(&root, &[])?;
+    assert_eq!(
+        nodectl_e2e::harness::health(&agent.endpoint, SERVICE).await?,
+        ServingStatus::NotServing as i32
+    );
+    // The agent answers: liveness must not restart it for this.
+    assert_eq!(
+        nodectl_e2e::harness::health(&agent.endpoint, "").await?,
+        ServingStatus::Serving as i32
+    );
+    let mut client = NodeDiagnosticsClient::connect(agent.endpoint.clone()).await?;
+    let snapshot = client
+        .get_snapshot(pb::GetSnapshotRequest::default())
+        .await?
+        .into_inner();
+    assert_eq!(snapshot.cards.len(), 1, "snapshots are still served");
+    Ok(())
+}

@@ -116,6 +116,8 @@ struct Shared {
     cancel: CancellationToken,
     /// True once the reader has read every record there was at its start (or stopped).
     caught_up: watch::Sender<bool>,
+    /// Why the reader is down (the node's log exists and is not being read), or `None`.
+    down: watch::Sender<Option<String>>,
     reader_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
@@ -192,8 +194,22 @@ impl KernelLog {
             Err(e) => {
                 let reason = format!("{}: {e}", root.host_display(&path));
                 tracing::warn!("kernel log unavailable: {reason}");
-                let log =
-                    Self::new_shared(boot_id, boot_time, Some(reason), &config, metrics, cancel);
+                // A tree with no kernel log (a fixture, a bundle taken without one) has nothing to
+                // read; a host whose log is there and cannot be opened has a reader that is down.
+                let absent = !root.is_live_host()
+                    && e.kind() == std::io::ErrorKind::NotFound
+                    && root.metadata(&path).is_err();
+                let log = Self::new_shared(
+                    boot_id,
+                    boot_time,
+                    Some(reason.clone()),
+                    &config,
+                    metrics,
+                    cancel,
+                );
+                if !absent {
+                    log.shared.down.send_replace(Some(reason));
+                }
                 log.shared.caught_up.send_replace(true);
                 log
             }
@@ -221,6 +237,7 @@ impl KernelLog {
                 metrics,
                 cancel,
                 caught_up: watch::Sender::new(false),
+                down: watch::Sender::new(None),
                 reader_thread: Mutex::new(None),
             }),
         }
@@ -241,6 +258,12 @@ impl KernelLog {
             .name("kmsg-reader".to_owned())
             .spawn(move || {
                 read_loop(&shared, KmsgReader::new(source), &config);
+                if !shared.cancel.is_cancelled() {
+                    shared.down.send_if_modified(|down| {
+                        down.get_or_insert_with(|| "the kernel log reader stopped".to_owned());
+                        true
+                    });
+                }
                 // Whoever waits for the first pass must not wait for a reader that stopped.
                 shared.caught_up.send_replace(true);
             });
@@ -253,6 +276,9 @@ impl KernelLog {
             }
             Err(e) => {
                 tracing::error!("cannot start the kernel log reader: {e}");
+                log.shared
+                    .down
+                    .send_replace(Some(format!("cannot start the kernel log reader: {e}")));
                 log.shared.caught_up.send_replace(true);
             }
         }
@@ -283,6 +309,12 @@ impl KernelLog {
         {
             tracing::error!("the kernel log reader panicked");
         }
+    }
+
+    /// Why the reader is down, as it changes: `Some(reason)` while the node's kernel log exists
+    /// and is not being read (it could not be opened, or reading it failed), else `None`.
+    pub fn down(&self) -> watch::Receiver<Option<String>> {
+        self.shared.down.subscribe()
     }
 
     pub fn cancel_token(&self) -> &CancellationToken {
@@ -550,6 +582,9 @@ fn read_loop<S: RecordSource>(
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!("reading the kernel log failed: {e}");
+                shared
+                    .down
+                    .send_replace(Some(format!("reading the kernel log failed: {e}")));
                 break;
             }
         };
@@ -611,6 +646,9 @@ fn read_loop<S: RecordSource>(
                     Ok(_) => {}
                     Err(e) => {
                         tracing::error!("waiting for kernel log records failed: {e}");
+                        shared.down.send_replace(Some(format!(
+                            "waiting for kernel log records failed: {e}"
+                        )));
                         break;
                     }
                 }
