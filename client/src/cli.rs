@@ -58,6 +58,13 @@ pub struct NodeSource {
     /// `unix:/path/to.sock`; repeat for several nodes.
     #[arg(long, value_name = "URL")]
     pub endpoint: Vec<String>,
+    /// A file of agent endpoints, one per line (`#` starts a comment); with --endpoint, both.
+    #[arg(long, value_name = "PATH")]
+    pub endpoints_file: Option<PathBuf>,
+    /// How long each agent has to answer before it is listed as failed and the others are
+    /// shown without it (default 10s; a --sample window is added).
+    #[arg(long, value_name = "DURATION", value_parser = crate::talos::workflow::parse_timeout)]
+    pub node_timeout: Option<std::time::Duration>,
     /// Run the agent in-process on this tree instead of `/` (a fixture or an unpacked bundle).
     #[arg(long, value_name = "DIR")]
     pub host_root: Option<PathBuf>,
@@ -101,6 +108,14 @@ impl GlobalArgs {
             if source.endpoint.is_empty() {
                 source.endpoint = self.source.endpoint;
             }
+            source.endpoints_file = source.endpoints_file.or(self.source.endpoints_file);
+            source.node_timeout = source.node_timeout.or(self.source.node_timeout);
+            if flags.source.is_none() && source.endpoints_file.is_some() {
+                return Err(refuse("--endpoints-file"));
+            }
+            if flags.source.is_none() && source.node_timeout.is_some() {
+                return Err(refuse("--node-timeout"));
+            }
             if let Some(Some(endpoint)) = flags.endpoint {
                 source.endpoint = vec![endpoint.clone()];
             }
@@ -111,6 +126,10 @@ impl GlobalArgs {
             }
         } else if !self.source.endpoint.is_empty() {
             return Err(refuse("--endpoint (a nodectl agent)"));
+        } else if self.source.endpoints_file.is_some() {
+            return Err(refuse("--endpoints-file"));
+        } else if self.source.node_timeout.is_some() {
+            return Err(refuse("--node-timeout"));
         } else if self.source.host_root.is_some() {
             return Err(refuse("--host-root"));
         }
@@ -134,7 +153,11 @@ impl GlobalArgs {
             }
         };
         Ok(Context::new(
-            source.endpoint,
+            crate::context::NodeSelection {
+                endpoints: source.endpoint,
+                endpoints_file: source.endpoints_file,
+                node_timeout: source.node_timeout,
+            },
             source.host_root,
             self.output,
             talos.talosconfig,

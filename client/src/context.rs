@@ -7,10 +7,18 @@ use crate::render::Format;
 use crate::talos::api::TalosClient;
 use crate::talos::talosconfig;
 
+/// The agents a command asks, as given on the command line.
+#[derive(Debug, Clone, Default)]
+pub struct NodeSelection {
+    pub endpoints: Vec<String>,
+    pub endpoints_file: Option<PathBuf>,
+    pub node_timeout: Option<std::time::Duration>,
+}
+
 /// The global flags, resolved once for the command that runs.
 #[derive(Debug, Clone)]
 pub struct Context {
-    endpoints: Vec<String>,
+    selection: NodeSelection,
     host_root: Option<PathBuf>,
     /// `-o table|json|yaml`.
     pub format: Format,
@@ -21,7 +29,7 @@ pub struct Context {
 
 impl Context {
     pub fn new(
-        endpoints: Vec<String>,
+        selection: NodeSelection,
         host_root: Option<PathBuf>,
         format: Format,
         talosconfig: Option<PathBuf>,
@@ -29,7 +37,7 @@ impl Context {
         talos_node: Option<String>,
     ) -> Self {
         Self {
-            endpoints,
+            selection,
             host_root,
             format,
             talosconfig,
@@ -41,12 +49,29 @@ impl Context {
     /// The nodes to read: agents at `--endpoint`, or the agent in this process on `/` or
     /// `--host-root DIR`.
     pub fn nodes(&self) -> anyhow::Result<Nodes> {
-        Nodes::new(&self.endpoints, self.host_root.clone())
+        let mut endpoints = self.selection.endpoints.clone();
+        if let Some(path) = &self.selection.endpoints_file {
+            endpoints.extend(crate::nodes::read_endpoints_file(path)?);
+        }
+        Nodes::new(&endpoints, self.host_root.clone())
     }
 
-    /// The agent endpoints given (empty in embedded mode).
+    /// Whether agents were named (`--endpoint`, `--endpoints-file`); else the node is this host
+    /// or a tree.
+    pub fn names_agents(&self) -> bool {
+        !self.selection.endpoints.is_empty() || self.selection.endpoints_file.is_some()
+    }
+
+    /// The agent endpoints given on the command line (not those of `--endpoints-file`).
     pub fn endpoints(&self) -> &[String] {
-        &self.endpoints
+        &self.selection.endpoints
+    }
+
+    /// How long each agent has to answer (`--node-timeout`), before any sampling window.
+    pub fn node_timeout(&self) -> std::time::Duration {
+        self.selection
+            .node_timeout
+            .unwrap_or(crate::fleet::DEFAULT_NODE_TIMEOUT)
     }
 
     /// Connects to the Talos node: talosconfig lookup, context, node, mutual TLS.

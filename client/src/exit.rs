@@ -3,18 +3,21 @@
 use std::process::ExitCode;
 
 /// The exit codes, as `--help` lists them (the README says the same).
-pub const EXIT_CODES: &str = "Exit codes: 0 ok; 1 a check, diagnosis or verification found a critical problem; 2 usage or input error; 3 a node, agent or service could not be reached; 4 (node check) no critical finding, but a critical check could not run.";
+pub const EXIT_CODES: &str = "Exit codes: 0 ok; 1 a check, diagnosis or verification found a critical problem; 2 usage or input error; 3 a node, agent or service could not be reached (with several nodes: none answered); 4 no critical finding, but a critical check could not run (node check), or some of several nodes gave no answer.";
 
-/// What a command found, when it ran to the end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// What a command found, when it ran to the end; declared from best to worst, so the worst of
+/// several nodes is their `max`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Outcome {
     /// Nothing critical.
     Ok,
+    /// No critical finding, but a critical check could not run: its inputs were unreadable, or
+    /// some of several nodes gave no answer (exit 4). Not "all clear".
+    CriticalUnknown,
     /// A check, diagnosis or verification found a critical problem (exit 1).
     Critical,
-    /// No critical finding, but a critical check could not run: its inputs were unreadable
-    /// (exit 4). Not "all clear".
-    CriticalUnknown,
+    /// Of several nodes, none answered (exit 3); each is listed with its reason.
+    Unreachable,
 }
 
 impl Outcome {
@@ -23,6 +26,7 @@ impl Outcome {
             Outcome::Ok => ExitCode::SUCCESS,
             Outcome::Critical => ExitCode::from(1),
             Outcome::CriticalUnknown => ExitCode::from(4),
+            Outcome::Unreachable => ExitCode::from(3),
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod context;
 pub mod embedded;
 pub mod exit;
 pub mod experiments;
+pub mod fleet;
 pub mod llama_bench;
 pub mod llama_log;
 pub mod llama_probe;

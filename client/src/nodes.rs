@@ -101,6 +101,50 @@ impl Target {
     }
 }
 
+/// Largest `--endpoints-file` read: a line per node, so a megabyte is thousands of nodes; more
+/// is not a list of endpoints.
+const MAX_ENDPOINTS_FILE_BYTES: u64 = 1024 * 1024;
+
+/// The endpoints of an `--endpoints-file`: one per line, blank lines and `#` comments skipped;
+/// a line that is not an endpoint is an input error naming the file and line.
+pub fn read_endpoints_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    use std::io::Read as _;
+    let shown = path.display();
+    let file = std::fs::File::open(path).with_context(|| format!("--endpoints-file {shown}"))?;
+    let meta = file
+        .metadata()
+        .with_context(|| format!("--endpoints-file {shown}"))?;
+    if !meta.is_file() {
+        anyhow::bail!("--endpoints-file {shown}: not a regular file");
+    }
+    let mut bytes = Vec::new();
+    file.take(MAX_ENDPOINTS_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .with_context(|| format!("--endpoints-file {shown}"))?;
+    if bytes.len() as u64 > MAX_ENDPOINTS_FILE_BYTES {
+        anyhow::bail!(
+            "--endpoints-file {shown}: larger than {} KiB; not a list of endpoints",
+            MAX_ENDPOINTS_FILE_BYTES / 1024
+        );
+    }
+    let text = String::from_utf8(bytes)
+        .map_err(|e| anyhow::anyhow!("--endpoints-file {shown}: not UTF-8 text ({e})"))?;
+    let mut endpoints = Vec::new();
+    for (number, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or_default().trim();
+        if line.is_empty() {
+            continue;
+        }
+        check_endpoint(line)
+            .map_err(|e| anyhow::anyhow!("--endpoints-file {shown}, line {}: {e:#}", number + 1))?;
+        endpoints.push(line.to_owned());
+    }
+    if endpoints.is_empty() {
+        anyhow::bail!("--endpoints-file {shown}: no endpoint in it");
+    }
+    Ok(endpoints)
+}
+
 /// An endpoint of the form nodectl can dial, or an input error (exit 2) saying what is expected.
 fn check_endpoint(endpoint: &str) -> anyhow::Result<()> {
     const EXPECTED: &str = "expected http://HOST:PORT or unix:/path/to.sock";
@@ -348,23 +392,19 @@ impl NodeClient {
     }
 }
 
-/// Takes a snapshot of every node. Stops at the first node that fails.
-pub async fn snapshots(
-    nodes: &Nodes,
+/// One node's snapshot, shown under its endpoint (or `local`, or its tree).
+pub async fn snapshot_of(
+    target: &Target,
     count: u32,
     interval: Duration,
-) -> anyhow::Result<Vec<NodeSnapshot>> {
-    let mut out = Vec::new();
-    for target in nodes.targets() {
-        let mut client = target.connect(&EmbeddedOptions::default()).await?;
-        let snapshot = client.snapshot(count, interval).await?;
-        out.push(NodeSnapshot {
-            source: client.label.clone(),
-            selection: target.selection(),
-            snapshot,
-        });
-    }
-    Ok(out)
+) -> anyhow::Result<NodeSnapshot> {
+    let mut client = target.connect(&EmbeddedOptions::default()).await?;
+    let snapshot = client.snapshot(count, interval).await?;
+    Ok(NodeSnapshot {
+        source: client.label.clone(),
+        selection: target.selection(),
+        snapshot,
+    })
 }
 
 #[cfg(test)]

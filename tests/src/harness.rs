@@ -415,6 +415,12 @@ impl Agent {
             .with_context(|| format!("no {name} line"))
     }
 
+    /// Kills it at once (SIGKILL), as a crash or an OOM kill would, and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
     /// Sends SIGTERM and waits for the exit; returns whether it exited with status 0.
     pub fn terminate(mut self) -> anyhow::Result<bool> {
         self.signal_term()?;

@@ -232,7 +232,7 @@ struct Run {
 pub async fn run(args: DiagnoseArgs, ctx: &Context) -> anyhow::Result<ExitOutcome> {
     let targets = ctx.nodes()?.targets();
     let [target] = targets.as_slice() else {
-        anyhow::bail!("diagnose reads one node; give one --endpoint");
+        return run_fleet(args, targets, ctx).await;
     };
     let found = diagnoses(&args, target, None).await?;
     let bad = found.any_stalled_or_crashed();
@@ -249,6 +249,53 @@ pub async fn run(args: DiagnoseArgs, ctx: &Context) -> anyhow::Result<ExitOutcom
     } else {
         ExitOutcome::Ok
     })
+}
+
+/// `diagnose` over several agents: every inference process of each node, the nodes asked at
+/// once, each within its deadline (plus the process window); a node that fails is listed.
+async fn run_fleet(
+    args: DiagnoseArgs,
+    targets: Vec<Target>,
+    ctx: &Context,
+) -> anyhow::Result<ExitOutcome> {
+    if args.log.is_some() || args.pod.is_some() || args.url.is_some() {
+        anyhow::bail!(
+            "--log, --pod and --url name one run on one node; give one --endpoint, or none of them to diagnose every run of every node"
+        );
+    }
+    let args = std::sync::Arc::new(args);
+    let deadline = ctx.node_timeout().saturating_add(PROCESS_SAMPLE);
+    let answers = crate::fleet::ask_each(targets, deadline, move |target| {
+        let args = std::sync::Arc::clone(&args);
+        async move { diagnoses(&args, &target, None).await }
+    })
+    .await;
+    #[derive(Serialize)]
+    struct FleetDiagnoses<'a> {
+        nodes: Vec<crate::fleet::NodeDocument<'a, Diagnoses>>,
+    }
+    let document = FleetDiagnoses {
+        nodes: answers.iter().map(crate::fleet::Answer::document).collect(),
+    };
+    if !render::print_structured(&document, ctx.format)? {
+        let mut out = String::new();
+        for answer in &answers {
+            if let Ok(found) = &answer.result {
+                out.push_str(&format!("== node {}\n", answer.label));
+                out.push_str(&found.text());
+                out.push('\n');
+            }
+        }
+        out.push_str(&crate::fleet::failures_text(&answers));
+        render::emit(&out)?;
+    }
+    Ok(crate::fleet::outcome_of(&answers, |found| {
+        if found.any_stalled_or_crashed() {
+            ExitOutcome::Critical
+        } else {
+            ExitOutcome::Ok
+        }
+    }))
 }
 
 /// What `diagnose` found: the run named by `--log`, `--pod` or `--url`, or every inference

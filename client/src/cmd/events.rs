@@ -16,6 +16,7 @@ use crate::nodes::{KernelEventsRequest, Nodes};
 use crate::render::{self, Format, table};
 
 mod file;
+mod fleet;
 
 /// Flags of `nodectl events`.
 #[derive(Debug, Args)]
@@ -131,7 +132,7 @@ fn parse_classes(names: &[String]) -> anyhow::Result<Vec<Class>> {
 /// Runs `nodectl events`.
 pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let classes = parse_classes(&args.class)?;
-    if args.file.is_some() && !ctx.endpoints().is_empty() {
+    if args.file.is_some() && ctx.names_agents() {
         anyhow::bail!("--file and --endpoint exclude each other");
     }
     let mut printer = Printer::new(ctx.format, args.follow, args.summary)?;
@@ -145,6 +146,9 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         }
         if args.follow && endpoints.len() > 1 {
             anyhow::bail!("--follow takes one --endpoint");
+        }
+        if endpoints.len() > 1 {
+            return fleet::run(&args, classes, nodes.targets(), ctx).await;
         }
     }
     let options = EmbeddedOptions {
@@ -295,13 +299,20 @@ impl Printer {
         Ok(())
     }
 
-    fn finish(mut self) -> anyhow::Result<Outcome> {
+    /// What was collected, as the report printed at the end.
+    fn into_report(mut self) -> EventsReport {
+        self.report.incidents = std::mem::take(&mut self.incidents);
+        self.report
+    }
+
+    fn finish(self) -> anyhow::Result<Outcome> {
         if self.follow && !self.summary {
             return Ok(Outcome::Ok);
         }
-        self.report.incidents = std::mem::take(&mut self.incidents);
-        if !render::print_structured(&self.report, self.format)? {
-            render::emit(&render_table(&self.report))?;
+        let format = self.format;
+        let report = self.into_report();
+        if !render::print_structured(&report, format)? {
+            render::emit(&render_table(&report))?;
         }
         Ok(Outcome::Ok)
     }
@@ -359,9 +370,14 @@ struct EventsLayout {
 
 impl EventsLayout {
     fn of(events: &[KernelEvent]) -> Self {
-        let (one_device, device) = single_device(events.iter().map(|e| e.device.as_deref()));
+        Self::of_each(events.iter())
+    }
+
+    fn of_each<'e>(events: impl Iterator<Item = &'e KernelEvent> + Clone) -> Self {
+        let (one_device, device) = single_device(events.clone().map(|e| e.device.as_deref()));
+        let mut events = events;
         EventsLayout {
-            by_line: events.iter().all(|e| e.seq.is_none()),
+            by_line: events.all(|e| e.seq.is_none()),
             device_column: !one_device,
             device: device.map(str::to_owned),
         }

@@ -106,12 +106,76 @@ impl SectionOutcome {
     }
 }
 
+/// Nodes whose bundles are made at once: each holds up to a few tens of MiB while it is made.
+const REPORTS_AT_ONCE: usize = 4;
+
 pub async fn run(args: ReportArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    let started = Instant::now();
     let targets = ctx.nodes()?.targets();
     let [target] = targets.as_slice() else {
-        anyhow::bail!("report reads one node; give one --endpoint");
+        return run_fleet(args, targets, ctx).await;
     };
+    let written = report_one(&args, target, Some(ctx), args.out.clone()).await?;
+    render::emit(&written)?;
+    Ok(Outcome::Ok)
+}
+
+/// One bundle per node, in `--out DIR` (default: here), the nodes asked a few at a time; a node
+/// that fails is listed. The Talos facts are left out: a talosconfig names one node.
+async fn run_fleet(
+    args: ReportArgs,
+    targets: Vec<Target>,
+    ctx: &Context,
+) -> anyhow::Result<Outcome> {
+    if args.log.is_some() || args.pod.is_some() || args.url.is_some() {
+        anyhow::bail!("--log, --pod and --url name one run on one node; give one --endpoint");
+    }
+    if let Some(dir) = &args.out
+        && !dir.is_dir()
+    {
+        anyhow::bail!(
+            "--out {}: with several nodes, --out names an existing directory for their bundles",
+            dir.display()
+        );
+    }
+    let dir = args.out.clone().unwrap_or_default();
+    let args = std::sync::Arc::new(args);
+    // A node's part has its own deadline; this adds the time to diagnose and pack it.
+    let deadline = NODE_PART_DEADLINE.saturating_add(ctx.node_timeout());
+    let answers =
+        crate::fleet::ask_each_limited(targets, deadline, REPORTS_AT_ONCE, move |target| {
+            let args = std::sync::Arc::clone(&args);
+            let dir = dir.clone();
+            async move {
+                let out = default_out(
+                    &target.label(),
+                    &jiff::Timestamp::now().to_string(),
+                    !args.encrypt_to.is_empty(),
+                );
+                report_one(&args, &target, None, Some(dir.join(out))).await
+            }
+        })
+        .await;
+    let mut out = String::new();
+    for answer in &answers {
+        if let Ok(written) = &answer.result {
+            out.push_str(written);
+        }
+    }
+    out.push_str(&crate::fleet::failures_text(&answers));
+    render::emit(&out)?;
+    Ok(crate::fleet::outcome_of(&answers, |_| Outcome::Ok))
+}
+
+/// Makes and writes one node's bundle (at `out`, or a name of its own here); the text says
+/// where it went and which sections did not go well. `talos`: the context whose talosconfig
+/// reaches this node, if any.
+async fn report_one(
+    args: &ReportArgs,
+    target: &Target,
+    talos: Option<&Context>,
+    out: Option<PathBuf>,
+) -> anyhow::Result<String> {
+    let started = Instant::now();
     if args.no_redact && matches!(target, Target::Agent(_)) {
         anyhow::bail!(
             "--no-redact: an agent always redacts what leaves its node; run nodectl report --no-redact on the node itself"
@@ -329,10 +393,12 @@ pub async fn run(args: ReportArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     };
 
     // 5. The Talos node, when a talosconfig reaches it.
-    let (talos_section, talos_files) = talos::section(ctx, &mut redactor).await;
-    sections.push(talos_section);
-    for (name, bytes) in talos_files {
-        bundle.add_file(&name, bytes);
+    if let Some(ctx) = talos {
+        let (talos_section, talos_files) = talos::section(ctx, &mut redactor).await;
+        sections.push(talos_section);
+        for (name, bytes) in talos_files {
+            bundle.add_file(&name, bytes);
+        }
     }
 
     // 6. report.json, report.md, MANIFEST.
@@ -383,10 +449,7 @@ pub async fn run(args: ReportArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     });
     let mut json = json;
     redactor.json_credentials(&mut json);
-    let out = args
-        .out
-        .clone()
-        .unwrap_or_else(|| default_out(&label, &taken_at, !recipients.is_empty()));
+    let out = out.unwrap_or_else(|| default_out(&label, &taken_at, !recipients.is_empty()));
     bundle.add_file("report.json", pretty(&json));
     let out_name = out
         .file_name()
@@ -402,7 +465,7 @@ pub async fn run(args: ReportArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         bundle::age_encrypt(recipients, &bytes)?
     };
     write_new(&out, &bytes)?;
-    render::emit(&format!(
+    let mut written = format!(
         "{}: bundle written to {} ({} files, {} KiB){}\n",
         label,
         out.display(),
@@ -413,10 +476,10 @@ pub async fn run(args: ReportArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         } else {
             format!(", encrypted to {} age recipient(s)", args.encrypt_to.len())
         }
-    ))?;
+    );
     for section in &sections {
         if section.status != "ok" {
-            render::emit(&format!(
+            written.push_str(&format!(
                 "  {}: {}{}\n",
                 section.name,
                 section.status,
@@ -425,10 +488,10 @@ pub async fn run(args: ReportArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                     .as_deref()
                     .map(|r| format!(": {r}"))
                     .unwrap_or_default()
-            ))?;
+            ));
         }
     }
-    Ok(Outcome::Ok)
+    Ok(written)
 }
 
 /// Asks the node for its part; what arrived and, when it stopped short, why.

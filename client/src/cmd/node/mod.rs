@@ -8,7 +8,9 @@ use nodectl_model::snapshot::{self as model, Severity};
 use crate::context::Context;
 use crate::exit::Outcome;
 use crate::nodes::{self, NodeSnapshot};
-use crate::render::{self, Format, table};
+use crate::render::{self, table};
+
+mod summary;
 
 #[derive(Debug, Subcommand)]
 pub enum NodeCommand {
@@ -63,26 +65,27 @@ fn sample_options(sample: Option<Duration>) -> (u32, Duration) {
     }
 }
 
-/// JSON/YAML document for one or several nodes: the snapshot itself for one, a list otherwise.
-#[derive(serde::Serialize)]
-struct NodeEntry<'a> {
-    source: &'a str,
-    snapshot: &'a model::Snapshot,
+/// The outcome of a node's snapshot under `command`: check's critical or unknown findings.
+fn check_outcome(command: &NodeCommand, snapshot: &model::Snapshot) -> Outcome {
+    if !matches!(command, NodeCommand::Check(_)) {
+        return Outcome::Ok;
+    }
+    let any = |wanted: &dyn Fn(&model::Finding) -> bool| snapshot.findings.iter().any(wanted);
+    if any(&|f| f.severity == Severity::Critical) {
+        Outcome::Critical
+    } else if any(&|f| {
+        f.severity == Severity::Unknown && f.severity_if_found == Some(Severity::Critical)
+    }) {
+        Outcome::CriticalUnknown
+    } else {
+        Outcome::Ok
+    }
 }
 
-fn print_structured(nodes: &[NodeSnapshot], format: Format) -> anyhow::Result<bool> {
-    match nodes {
-        [one] => render::print_structured(&one.snapshot, format),
-        many => {
-            let entries: Vec<NodeEntry<'_>> = many
-                .iter()
-                .map(|n| NodeEntry {
-                    source: &n.source,
-                    snapshot: &n.snapshot,
-                })
-                .collect();
-            render::print_structured(&entries, format)
-        }
+fn render_node(command: &NodeCommand, node: &NodeSnapshot) -> String {
+    match command {
+        NodeCommand::Show(_) => render_show(node),
+        NodeCommand::Check(_) => render_check(node),
     }
 }
 
@@ -91,27 +94,54 @@ pub async fn run(command: NodeCommand, ctx: &Context) -> anyhow::Result<Outcome>
         NodeCommand::Show(_) => sample_options(None),
         NodeCommand::Check(args) => sample_options(args.sample),
     };
-    let nodes = nodes::snapshots(&ctx.nodes()?, count, interval).await?;
-    let any_finding = |wanted: &dyn Fn(&model::Finding) -> bool| {
-        nodes.iter().any(|n| n.snapshot.findings.iter().any(wanted))
+    let targets = ctx.nodes()?.targets();
+    if let [target] = targets.as_slice() {
+        // One node: its snapshot, or the error that kept it (exit 2 or 3).
+        let node = nodes::snapshot_of(target, count, interval).await?;
+        if !render::print_structured(&node.snapshot, ctx.format)? {
+            render::emit(&render_node(&command, &node))?;
+        }
+        return Ok(check_outcome(&command, &node.snapshot));
+    }
+    // Several: each within its deadline (plus the sampling window), none fatal.
+    let window = interval.saturating_mul(count.saturating_sub(1));
+    let deadline = ctx.node_timeout().saturating_add(window);
+    let answers = crate::fleet::ask_each(targets, deadline, move |target| {
+        summary::read_node(target, count, interval)
+    })
+    .await;
+    let rows: Vec<summary::SummaryRow> = answers.iter().map(summary::SummaryRow::of).collect();
+    let document = FleetDocument {
+        fleet: &rows,
+        nodes: answers.iter().map(crate::fleet::Answer::document).collect(),
     };
-    let critical = any_finding(&|f| f.severity == Severity::Critical);
-    let critical_unknown = any_finding(&|f| {
-        f.severity == Severity::Unknown && f.severity_if_found == Some(Severity::Critical)
-    });
-    if !print_structured(&nodes, ctx.format)? {
-        for node in &nodes {
-            match command {
-                NodeCommand::Show(_) => render::emit(&render_show(node))?,
-                NodeCommand::Check(_) => render::emit(&render_check(node))?,
+    if !render::print_structured(&document, ctx.format)? {
+        let mut out = summary::summary_table(&rows);
+        for answer in &answers {
+            if let Ok(reading) = &answer.result {
+                let node = NodeSnapshot {
+                    source: answer.label.clone(),
+                    selection: answer.target.selection(),
+                    snapshot: reading.snapshot.clone(),
+                };
+                out.push('\n');
+                out.push_str(&render_node(&command, &node));
             }
         }
+        out.push('\n');
+        out.push_str(&crate::fleet::failures_text(&answers));
+        render::emit(&out)?;
     }
-    Ok(match command {
-        NodeCommand::Check(_) if critical => Outcome::Critical,
-        NodeCommand::Check(_) if critical_unknown => Outcome::CriticalUnknown,
-        _ => Outcome::Ok,
-    })
+    Ok(crate::fleet::outcome_of(&answers, |reading| {
+        check_outcome(&command, &reading.snapshot)
+    }))
+}
+
+/// `-o json|yaml` of several nodes: the summary rows, then each node's snapshot or failure.
+#[derive(serde::Serialize)]
+struct FleetDocument<'a> {
+    fleet: &'a [summary::SummaryRow],
+    nodes: Vec<crate::fleet::NodeDocument<'a, summary::NodeReading>>,
 }
 
 /// Kernel arguments worth showing next to the cards: amdgpu/ttm knobs and IOMMU mode.
