@@ -20,6 +20,7 @@ pub mod report;
 pub mod server;
 pub mod shutdown;
 pub mod snapshot;
+pub mod tls;
 
 pub use host_root::HostRoot;
 

@@ -117,6 +117,18 @@ pub const MAX_CONNECTIONS: usize = 256;
 /// preface or HTTP request at once.
 pub const FIRST_BYTE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a TLS handshake may take: a round trip or two on a cluster network; a peer that
+/// holds it open longer holds a connection slot for nothing.
+pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How often the TLS files are checked for a change. cert-manager renews well before expiry
+/// and the kubelet updates a secret volume within about a minute; a few seconds more is
+/// nothing, and a stat of three files is nothing either.
+pub const TLS_RELOAD_INTERVAL: Duration = Duration::from_secs(2);
+
+/// Largest PEM file read for TLS: a certificate chain is a few KiB, a CA bundle a few hundred.
+pub const MAX_PEM_FILE_BYTES: u64 = 1024 * 1024;
+
 /// How long a metrics client may take to send a request's headers, from the connection's start
 /// or the end of its previous request: a scraper sends them at once, while a peer trickling a
 /// header byte by byte would otherwise hold its connection (and its place under the cap) forever.

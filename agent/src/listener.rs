@@ -17,6 +17,25 @@ use tokio::time::Sleep;
 
 use crate::limits::{ACCEPT_BACKOFF, FIRST_BYTE_TIMEOUT, MAX_CONNECTIONS, REFUSAL_LOG_INTERVAL};
 
+/// A warning logged at most once per [`REFUSAL_LOG_INTERVAL`]: a flood must not flood the log.
+#[derive(Debug, Clone, Default)]
+pub struct RareWarning {
+    last: Arc<std::sync::Mutex<Option<Instant>>>,
+}
+
+impl RareWarning {
+    pub fn warn(&self, port: &str, what: &str) {
+        let mut last = self
+            .last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if last.is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL) {
+            tracing::warn!("{port} port: {what}");
+            *last = Some(Instant::now());
+        }
+    }
+}
+
 /// A TCP listener that hands out at most [`MAX_CONNECTIONS`] connections at once.
 #[derive(Debug)]
 pub struct GuardedListener {
@@ -24,7 +43,7 @@ pub struct GuardedListener {
     permits: Arc<Semaphore>,
     /// `grpc` or `metrics`, for the log.
     port: &'static str,
-    last_refusal_log: Option<Instant>,
+    refusals: RareWarning,
 }
 
 impl GuardedListener {
@@ -33,19 +52,12 @@ impl GuardedListener {
             listener,
             permits: Arc::new(Semaphore::new(MAX_CONNECTIONS)),
             port,
-            last_refusal_log: None,
+            refusals: RareWarning::default(),
         }
     }
 
-    /// Logs a refusal at most once per [`REFUSAL_LOG_INTERVAL`]: a flood must not flood the log.
     fn log_refusal(&mut self, what: &str) {
-        if self
-            .last_refusal_log
-            .is_none_or(|t| t.elapsed() >= REFUSAL_LOG_INTERVAL)
-        {
-            tracing::warn!("{} port: {what}", self.port);
-            self.last_refusal_log = Some(Instant::now());
-        }
+        self.refusals.warn(self.port, what);
     }
 
     /// The next connection within the cap. Connections past the cap are closed at once; accept
@@ -96,6 +108,80 @@ impl GuardedListener {
             }
         });
         tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+impl GuardedListener {
+    /// The accepted connections after their TLS handshake, for tonic's `serve_with_incoming`.
+    /// Each handshake runs on its own task, so a slow one holds up no other; one that fails is
+    /// logged (rarely) with the peer and rustls's reason, and the connection closed.
+    pub fn into_tls_incoming(
+        mut self,
+        tls: crate::tls::ReloadingConfig,
+    ) -> tokio_stream::wrappers::ReceiverStream<io::Result<TlsConnection>> {
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let failures = RareWarning::default();
+        tokio::spawn(async move {
+            loop {
+                let (stream, addr) = tokio::select! {
+                    accepted = self.accept() => accepted,
+                    () = tx.closed() => return,
+                };
+                let (tls, tx, failures, port) =
+                    (tls.clone(), tx.clone(), failures.clone(), self.port);
+                tokio::spawn(async move {
+                    match tls.accept(stream).await {
+                        Ok(stream) => {
+                            let _ = tx.send(Ok(TlsConnection(stream))).await;
+                        }
+                        Err(e) => {
+                            failures.warn(port, &format!("TLS handshake from {addr} failed: {e}"))
+                        }
+                    }
+                });
+            }
+        });
+        tokio_stream::wrappers::ReceiverStream::new(rx)
+    }
+}
+
+/// A connection after its TLS handshake.
+#[derive(Debug)]
+pub struct TlsConnection(tokio_rustls::server::TlsStream<GuardedStream>);
+
+impl AsyncRead for TlsConnection {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for TlsConnection {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl tonic::transport::server::Connected for TlsConnection {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.get_ref().0.connect_info()
     }
 }
 

@@ -19,9 +19,26 @@ struct Args {
     /// TCP address for gRPC, e.g. `0.0.0.0:50151`; port 0 picks a free one (printed on stdout).
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
-    /// Unix socket path for gRPC.
+    /// Unix socket path for gRPC (plaintext; its file mode decides who may connect).
     #[arg(long, value_name = "PATH")]
     unix: Option<PathBuf>,
+    /// TLS certificate chain (PEM) for the gRPC and metrics ports; reloaded when it changes.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Private key (PEM) of --tls-cert.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Only clients with a certificate signed by this CA (PEM) may connect (mutual TLS).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    client_ca: Option<PathBuf>,
+    /// Serve plaintext on an address other than loopback (without --tls-cert). Anyone who can
+    /// reach the port then reads the node's state, kernel log and pod logs.
+    #[arg(long)]
+    insecure_listen: bool,
+    /// TCP address for grpc.health.v1 alone, in plaintext, for the kubelet's gRPC liveness
+    /// and readiness probes (which cannot speak TLS); it says nothing about the node.
+    #[arg(long, value_name = "ADDR")]
+    health_listen: Option<SocketAddr>,
     /// TCP address for Prometheus metrics (`GET /metrics`); port 0 picks a free one.
     #[arg(long, value_name = "ADDR")]
     metrics_listen: Option<SocketAddr>,
@@ -99,6 +116,35 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let kernel_log =
         kmsg::pipeline::KernelLog::start(&root, kmsg_config, metrics.clone(), token.clone());
 
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            nodectl_agent::tls::ReloadingConfig::watch(
+                nodectl_agent::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                    client_ca: args.client_ca.clone(),
+                },
+                token.clone(),
+            )
+            .context("TLS")?,
+        ),
+        _ => None,
+    };
+    if tls.is_none() && !args.insecure_listen {
+        for (flag, addr) in [
+            ("--listen", args.listen),
+            ("--metrics-listen", args.metrics_listen),
+        ] {
+            if let Some(addr) = addr
+                && !nodectl_agent::tls::plaintext_allowed(&addr)
+            {
+                anyhow::bail!(
+                    "{flag} {addr}: plaintext on a non-loopback address lets anyone who reaches it read this node's state and logs; give --tls-cert and --tls-key (and --client-ca), or --insecure-listen to accept that"
+                );
+            }
+        }
+    }
+
     let snapshotter = std::sync::Arc::new(snapshot::Snapshotter::new(root));
 
     // Bound before serve() so its `listening` line comes before `ready`.
@@ -113,6 +159,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
             std::sync::Arc::clone(&snapshotter),
             metrics,
             token.clone(),
+            tls.clone(),
         )));
     }
     // `ready` promises that a stream holds this boot's kernel log so far, not an empty history.
@@ -130,6 +177,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let listeners = server::Listeners {
         listen: args.listen,
         unix: args.unix,
+        tls,
+        health: args.health_listen,
     };
     let served = server::serve(service, listeners, token.clone(), || {
         use std::io::Write as _;

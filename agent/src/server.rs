@@ -29,6 +29,10 @@ use crate::snapshot::{SampleOptions, SnapshotError, Snapshotter};
 pub struct Listeners {
     pub listen: Option<SocketAddr>,
     pub unix: Option<PathBuf>,
+    /// TLS on the TCP listener (the Unix socket is guarded by its file permissions).
+    pub tls: Option<crate::tls::ReloadingConfig>,
+    /// Plaintext grpc.health.v1 alone, for the kubelet's probes.
+    pub health: Option<SocketAddr>,
 }
 
 /// Implements nodectl.v1.NodeDiagnostics over one host root.
@@ -320,14 +324,7 @@ impl NodeDiagnostics for DiagnosticsService {
 pub async fn router(
     service: DiagnosticsService,
 ) -> Result<tonic::transport::server::Router, tonic_reflection::server::Error> {
-    let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let mut readiness = Readiness {
-        host_stuck: crate::collect::read_pool::shared().stuck_reads(),
-        pod_log_stuck: crate::pod_log::reads::shared().stuck_reads(),
-        kernel_log_down: service.kernel_log.as_ref().map(|log| log.down()),
-    };
-    readiness.report(&health_reporter).await;
-    tokio::spawn(readiness.keep(health_reporter));
+    let health_service = health_service(&service).await;
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(nodectl_proto::FILE_DESCRIPTOR_SET)
         .build_v1()?;
@@ -342,6 +339,31 @@ pub async fn router(
             POD_LOG_REPLY_CHUNK_BYTES,
             POD_LOG_SEND_DEADLINE,
         )))
+}
+
+/// grpc.health.v1 for `service`, kept up to date by a task: `""` always SERVING, the
+/// NodeDiagnostics service as [`Readiness`] says.
+async fn health_service(
+    service: &DiagnosticsService,
+) -> tonic_health::pb::health_server::HealthServer<impl tonic_health::pb::health_server::Health> {
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let mut readiness = Readiness {
+        host_stuck: crate::collect::read_pool::shared().stuck_reads(),
+        pod_log_stuck: crate::pod_log::reads::shared().stuck_reads(),
+        kernel_log_down: service.kernel_log.as_ref().map(|log| log.down()),
+    };
+    readiness.report(&health_reporter).await;
+    tokio::spawn(readiness.keep(health_reporter));
+    health_service
+}
+
+/// The router of the health port: grpc.health.v1 alone, in plaintext, for the kubelet's gRPC
+/// probes, which speak neither TLS nor client certificates. It tells whether the agent is
+/// ready and nothing about the node.
+pub async fn health_router(service: &DiagnosticsService) -> tonic::transport::server::Router {
+    tonic::transport::Server::builder()
+        .max_concurrent_streams(MAX_STREAMS_PER_CONNECTION)
+        .add_service(health_service(service).await)
 }
 
 /// What the health of `nodectl.v1.NodeDiagnostics` follows.
@@ -449,14 +471,37 @@ pub async fn serve(
         println!("listening grpc={local}");
         let router = router(service.clone()).await?;
         let token = shutdown.clone();
+        let guarded = crate::listener::GuardedListener::new(listener, "grpc");
+        match listeners.tls.clone() {
+            Some(tls) => tasks.spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(guarded.into_tls_incoming(tls), token.cancelled())
+                    .await
+                    .context("gRPC server on TCP (TLS)")
+            }),
+            None => tasks.spawn(async move {
+                router
+                    .serve_with_incoming_shutdown(guarded.into_incoming(), token.cancelled())
+                    .await
+                    .context("gRPC server on TCP")
+            }),
+        };
+    }
+    if let Some(addr) = listeners.health {
+        let listener = TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("binding --health-listen {addr}"))?;
+        println!("listening health={}", listener.local_addr()?);
+        let router = health_router(&service).await;
+        let token = shutdown.clone();
         tasks.spawn(async move {
             router
                 .serve_with_incoming_shutdown(
-                    crate::listener::GuardedListener::new(listener, "grpc").into_incoming(),
+                    crate::listener::GuardedListener::new(listener, "health").into_incoming(),
                     token.cancelled(),
                 )
                 .await
-                .context("gRPC server on TCP")
+                .context("health server")
         });
     }
     let mut bound_socket = None;

@@ -65,6 +65,16 @@ pub struct NodeSource {
     /// shown without it (default 10s; a --sample window is added).
     #[arg(long, value_name = "DURATION", value_parser = crate::talos::workflow::parse_timeout)]
     pub node_timeout: Option<std::time::Duration>,
+    /// CA certificate (PEM) that signed the agents' certificates, for `https://` endpoints
+    /// (also NODECTL_CA, or `ca` in the config file).
+    #[arg(long, value_name = "FILE", env = "NODECTL_CA")]
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) to present to agents that ask for one (also NODECTL_CERT).
+    #[arg(long, value_name = "FILE", env = "NODECTL_CERT")]
+    pub cert: Option<PathBuf>,
+    /// Private key (PEM) of --cert (also NODECTL_KEY).
+    #[arg(long, value_name = "FILE", env = "NODECTL_KEY")]
+    pub key: Option<PathBuf>,
     /// Run the agent in-process on this tree instead of `/` (a fixture or an unpacked bundle).
     #[arg(long, value_name = "DIR")]
     pub host_root: Option<PathBuf>,
@@ -110,6 +120,9 @@ impl GlobalArgs {
             }
             source.endpoints_file = source.endpoints_file.or(self.source.endpoints_file);
             source.node_timeout = source.node_timeout.or(self.source.node_timeout);
+            source.ca = source.ca.or(self.source.ca);
+            source.cert = source.cert.or(self.source.cert);
+            source.key = source.key.or(self.source.key);
             if flags.source.is_none() && source.endpoints_file.is_some() {
                 return Err(refuse("--endpoints-file"));
             }
@@ -157,6 +170,11 @@ impl GlobalArgs {
                 endpoints: source.endpoint,
                 endpoints_file: source.endpoints_file,
                 node_timeout: source.node_timeout,
+                tls: crate::nodes::AgentTlsFiles {
+                    ca: source.ca,
+                    cert: source.cert,
+                    key: source.key,
+                },
             },
             source.host_root,
             self.output,

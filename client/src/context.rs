@@ -13,6 +13,8 @@ pub struct NodeSelection {
     pub endpoints: Vec<String>,
     pub endpoints_file: Option<PathBuf>,
     pub node_timeout: Option<std::time::Duration>,
+    /// `--ca`, `--cert`, `--key` (or their variables), before the config file fills the gaps.
+    pub tls: crate::nodes::AgentTlsFiles,
 }
 
 /// The global flags, resolved once for the command that runs.
@@ -53,7 +55,11 @@ impl Context {
         if let Some(path) = &self.selection.endpoints_file {
             endpoints.extend(crate::nodes::read_endpoints_file(path)?);
         }
-        Nodes::new(&endpoints, self.host_root.clone())
+        let mut tls = self.selection.tls.clone();
+        if endpoints.iter().any(|e| e.starts_with("https://")) {
+            tls = tls.or(crate::config::ConfigFile::load()?.tls);
+        }
+        Nodes::new(&endpoints, self.host_root.clone(), &tls)
     }
 
     /// Whether agents were named (`--endpoint`, `--endpoints-file`); else the node is this host

@@ -223,7 +223,7 @@ mod tests {
     fn answer(result: Result<Outcome, &str>) -> Answer<Outcome> {
         Answer {
             label: "x".to_owned(),
-            target: Target::Agent("http://127.0.0.1:1".to_owned()),
+            target: Target::Agent(crate::nodes::AgentEndpoint::plain("http://127.0.0.1:1")),
             result: result.map_err(|r| Failure {
                 reason: r.to_owned(),
                 unreachable: true,
@@ -253,7 +253,12 @@ mod tests {
     #[tokio::test]
     async fn a_node_that_does_not_answer_costs_its_deadline_and_no_more() {
         let targets: Vec<Target> = (0..100)
-            .map(|i| Target::Agent(format!("http://127.0.0.1:{}", 1000 + i)))
+            .map(|i| {
+                Target::Agent(crate::nodes::AgentEndpoint::plain(&format!(
+                    "http://127.0.0.1:{}",
+                    1000 + i
+                )))
+            })
             .collect();
         let started = std::time::Instant::now();
         let answers = ask_each(targets, Duration::from_millis(200), |target| async move {

@@ -3,6 +3,7 @@
 pub mod catalog;
 pub mod cli;
 pub mod cmd;
+pub mod config;
 pub mod context;
 pub mod embedded;
 pub mod exit;

@@ -1,6 +1,7 @@
 //! Where node state comes from: agents at `--endpoint`s over gRPC, or the agent service in this process; both answer as NodeDiagnostics.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
@@ -21,32 +22,125 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// host with 5001 cards; 64 MiB still bounds what a hostile agent can make it allocate.
 const MAX_REPLY_BYTES: usize = 64 * 1024 * 1024;
 
+/// The TLS files for `https://` agents: `--ca`, `--cert`, `--key` (or the config file's).
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentTlsFiles {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+/// Largest PEM file read for TLS: a certificate chain is a few KiB.
+const MAX_PEM_BYTES: u64 = 1024 * 1024;
+
+impl AgentTlsFiles {
+    /// Each file given here, else the other's.
+    pub fn or(self, other: AgentTlsFiles) -> AgentTlsFiles {
+        AgentTlsFiles {
+            ca: self.ca.or(other.ca),
+            cert: self.cert.or(other.cert),
+            key: self.key.or(other.key),
+        }
+    }
+
+    /// The rustls client configuration these files make; errors name the flag and file.
+    fn client_config(&self) -> anyhow::Result<rustls::ClientConfig> {
+        let read = |flag: &str, path: &std::path::Path| -> anyhow::Result<Vec<u8>> {
+            use std::io::Read as _;
+            let shown = path.display();
+            let file = std::fs::File::open(path).with_context(|| format!("{flag} {shown}"))?;
+            let mut bytes = Vec::new();
+            file.take(MAX_PEM_BYTES)
+                .read_to_end(&mut bytes)
+                .with_context(|| format!("{flag} {shown}"))?;
+            Ok(bytes)
+        };
+        let Some(ca) = &self.ca else {
+            anyhow::bail!(
+                "an https:// endpoint needs --ca FILE (or NODECTL_CA, or `ca` in the config file): the CA that signed the agents' certificates"
+            );
+        };
+        let ca_pem = read("--ca", ca)?;
+        let client = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some((read("--cert", cert)?, read("--key", key)?)),
+            (None, None) => None,
+            (Some(_), None) => anyhow::bail!("--cert needs --key"),
+            (None, Some(_)) => anyhow::bail!("--key needs --cert"),
+        };
+        crate::talos::tls::agent_client_config(
+            &ca_pem,
+            client.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+        )
+        .map_err(anyhow::Error::msg)
+    }
+}
+
+/// An agent to ask: its endpoint, and the TLS it is reached with (`https://`).
+#[derive(Debug, Clone)]
+pub struct AgentEndpoint {
+    pub url: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+impl AgentEndpoint {
+    /// A plaintext endpoint (`http://`, `unix:`).
+    pub fn plain(url: &str) -> Self {
+        AgentEndpoint {
+            url: url.to_owned(),
+            tls: None,
+        }
+    }
+}
+
 /// The nodes a command reads.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Nodes {
     /// The agent service in this process, on a host root (`/` or `--host-root DIR`).
     Embedded(PathBuf),
-    /// Agents at these endpoints (`http://HOST:PORT` or `unix:/path`).
-    Agents(Vec<String>),
+    /// Agents at these endpoints (`http://HOST:PORT`, `https://HOST:PORT` or `unix:/path`).
+    Agents(Vec<AgentEndpoint>),
 }
 
 /// One node to read.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Target {
     Embedded(PathBuf),
-    Agent(String),
+    Agent(AgentEndpoint),
 }
 
 impl Nodes {
-    pub fn new(endpoints: &[String], host_root: Option<PathBuf>) -> anyhow::Result<Self> {
+    pub fn new(
+        endpoints: &[String],
+        host_root: Option<PathBuf>,
+        tls: &AgentTlsFiles,
+    ) -> anyhow::Result<Self> {
         for endpoint in endpoints {
             check_endpoint(endpoint)?;
         }
-        match (endpoints.is_empty(), host_root) {
-            (true, root) => Ok(Nodes::Embedded(root.unwrap_or_else(|| PathBuf::from("/")))),
-            (false, None) => Ok(Nodes::Agents(endpoints.to_vec())),
-            (false, Some(_)) => anyhow::bail!("--endpoint and --host-root exclude each other"),
+        if !endpoints.is_empty() && host_root.is_some() {
+            anyhow::bail!("--endpoint and --host-root exclude each other");
         }
+        if endpoints.is_empty() {
+            return Ok(Nodes::Embedded(
+                host_root.unwrap_or_else(|| PathBuf::from("/")),
+            ));
+        }
+        let config = if endpoints.iter().any(|e| e.starts_with("https://")) {
+            crate::talos::tls::install_crypto_provider();
+            Some(Arc::new(tls.client_config()?))
+        } else {
+            None
+        };
+        Ok(Nodes::Agents(
+            endpoints
+                .iter()
+                .map(|url| AgentEndpoint {
+                    url: url.clone(),
+                    tls: config.clone().filter(|_| url.starts_with("https://")),
+                })
+                .collect(),
+        ))
     }
 
     /// Every node, in the order given.
@@ -62,7 +156,7 @@ impl Target {
     /// What the node is shown as: its endpoint, `local`, or the tree.
     pub fn label(&self) -> String {
         match self {
-            Target::Agent(endpoint) => endpoint.clone(),
+            Target::Agent(agent) => agent.url.clone(),
             Target::Embedded(root) if root == std::path::Path::new("/") => "local".to_owned(),
             Target::Embedded(root) => root.display().to_string(),
         }
@@ -71,7 +165,7 @@ impl Target {
     /// The command-line flags that select this node, each with a leading space.
     pub fn selection(&self) -> String {
         match self {
-            Target::Agent(endpoint) => format!(" --endpoint {endpoint}"),
+            Target::Agent(agent) => format!(" --endpoint {}", agent.url),
             Target::Embedded(root) if root == std::path::Path::new("/") => String::new(),
             Target::Embedded(root) => format!(" --host-root {}", root.display()),
         }
@@ -80,10 +174,10 @@ impl Target {
     /// Connects to the node's agent (starting it in this process for an embedded target).
     pub async fn connect(&self, options: &EmbeddedOptions) -> anyhow::Result<NodeClient> {
         match self {
-            Target::Agent(endpoint) => Ok(NodeClient {
-                label: endpoint.clone(),
+            Target::Agent(agent) => Ok(NodeClient {
+                label: agent.url.clone(),
                 remote: true,
-                client: NodeDiagnosticsClient::new(connect_channel(endpoint).await?)
+                client: NodeDiagnosticsClient::new(connect_channel(agent).await?)
                     .max_decoding_message_size(MAX_REPLY_BYTES),
                 _embedded: None,
             }),
@@ -147,7 +241,7 @@ pub fn read_endpoints_file(path: &std::path::Path) -> anyhow::Result<Vec<String>
 
 /// An endpoint of the form nodectl can dial, or an input error (exit 2) saying what is expected.
 fn check_endpoint(endpoint: &str) -> anyhow::Result<()> {
-    const EXPECTED: &str = "expected http://HOST:PORT or unix:/path/to.sock";
+    const EXPECTED: &str = "expected http://HOST:PORT, https://HOST:PORT or unix:/path/to.sock";
     if let Some(path) = endpoint.strip_prefix("unix:") {
         if path.is_empty() {
             anyhow::bail!("--endpoint {endpoint}: no socket path; {EXPECTED}");
@@ -164,7 +258,7 @@ fn check_endpoint(endpoint: &str) -> anyhow::Result<()> {
             }
         );
     };
-    if scheme != "http" {
+    if scheme != "http" && scheme != "https" {
         anyhow::bail!(
             "--endpoint {endpoint}: scheme {scheme} is not served by the agent; {EXPECTED}"
         );
@@ -180,7 +274,28 @@ fn check_endpoint(endpoint: &str) -> anyhow::Result<()> {
 }
 
 /// Opens a gRPC channel to an agent; a failure is `Unreachable` (exit 3).
-async fn connect_channel(endpoint: &str) -> anyhow::Result<Channel> {
+async fn connect_channel(agent: &AgentEndpoint) -> anyhow::Result<Channel> {
+    let endpoint = agent.url.as_str();
+    if let Some(config) = &agent.tls {
+        let authority = endpoint
+            .strip_prefix("https://")
+            .and_then(|rest| rest.split('/').next())
+            .unwrap_or_default();
+        return crate::talos::tls::connect(
+            Arc::clone(config),
+            authority,
+            CONNECT_TIMEOUT,
+            crate::talos::tls::AGENT,
+        )
+        .await
+        .map_err(|e| match e {
+            crate::talos::tls::ConnectError::Setup(reason) => anyhow::anyhow!(reason),
+            crate::talos::tls::ConnectError::Unreachable(reason) => Unreachable(format!(
+                "agent at {endpoint} could not be reached: {reason}"
+            ))
+            .into(),
+        });
+    }
     let channel = if let Some(path) = endpoint.strip_prefix("unix:") {
         let path = PathBuf::from(path);
         // The URI is required by tonic but unused: the connector dials the socket.
@@ -264,6 +379,14 @@ pub struct NodeSnapshot {
 
 /// An agent's error status as nodectl reports it: `Unavailable` means unreachable (exit 3).
 fn status_error(label: &str, remote: bool, status: &tonic::Status) -> anyhow::Error {
+    if let Some(mut reason) = transport_failure(status) {
+        if label.starts_with("https://") && reason.contains("connection closed") {
+            reason.push_str(
+                " (the agent closed the connection after the TLS handshake: an agent with --client-ca does so when the client certificate, --cert, is missing or not signed by that CA)",
+            );
+        }
+        return Unreachable(format!("agent at {label} could not be reached: {reason}")).into();
+    }
     let text = if remote {
         format!("agent at {label}: {}", status.message())
     } else {
@@ -274,6 +397,34 @@ fn status_error(label: &str, remote: bool, status: &tonic::Status) -> anyhow::Er
     } else {
         anyhow::Error::msg(text)
     }
+}
+
+/// The connection under a failed call, in words, when the failure was the connection's (a
+/// status with a transport error as its source), not the agent's answer. With TLS 1.3 a
+/// refused client certificate only shows here, on the first call after the handshake, as the
+/// alert the agent sent (hyper keeps only its text).
+fn transport_failure(status: &tonic::Status) -> Option<String> {
+    let source = std::error::Error::source(status)?;
+    let chain = crate::exit::error_chain(source);
+    let alert = chain
+        .split("received fatal alert: ")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_alphanumeric()).next());
+    let refused = "the agent refused the client certificate (--cert): it is not signed by the agent's --client-ca";
+    Some(match alert {
+        Some("CertificateRequired") => {
+            "the agent requires a client certificate: give --cert and --key (signed by its --client-ca)".to_owned()
+        }
+        // A signature by another CA fails as a bad signature, which TLS reports as DecryptError.
+        Some(
+            "BadCertificate" | "UnknownCA" | "UnsupportedCertificate" | "CertificateUnknown"
+            | "DecryptError",
+        ) => format!("{refused} (TLS alert {})", alert.unwrap_or_default()),
+        Some("CertificateExpired") => {
+            "the agent says the client certificate (--cert) has expired".to_owned()
+        }
+        _ => chain,
+    })
 }
 
 impl NodeClient {

@@ -282,6 +282,24 @@ pub struct Agent {
 impl Agent {
     /// Starts the agent on `127.0.0.1:0` over `host_root`, with extra flags, and waits until it is ready.
     pub fn start(host_root: &Path, extra_args: &[&str]) -> anyhow::Result<Agent> {
+        Self::start_with_stderr(host_root, extra_args, Stdio::inherit())
+    }
+
+    /// [`Agent::start`] with its standard error (the log) written to `log`.
+    pub fn start_logging_to(
+        host_root: &Path,
+        extra_args: &[&str],
+        log: &Path,
+    ) -> anyhow::Result<Agent> {
+        let file = std::fs::File::create(log).with_context(|| format!("{}", log.display()))?;
+        Self::start_with_stderr(host_root, extra_args, Stdio::from(file))
+    }
+
+    fn start_with_stderr(
+        host_root: &Path,
+        extra_args: &[&str],
+        stderr: Stdio,
+    ) -> anyhow::Result<Agent> {
         let mut child = Command::new(binary("nodectl-agent")?)
             .arg("--host-root")
             .arg(host_root)
@@ -290,7 +308,7 @@ impl Agent {
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .context("starting nodectl-agent")?;
         let stdout = child.stdout.take().context("agent stdout")?;
@@ -326,10 +344,15 @@ impl Agent {
                 bail!("agent not ready within 60 s");
             }
         };
+        let scheme = if extra_args.contains(&"--tls-cert") {
+            "https"
+        } else {
+            "http"
+        };
         let grpc = listeners
             .iter()
             .find(|(k, v)| k == "grpc" && !v.starts_with("unix:"))
-            .map(|(_, v)| format!("http://{v}"))
+            .map(|(_, v)| format!("{scheme}://{v}"))
             .context("agent printed no TCP grpc listener")?;
         Ok(Agent {
             child,

@@ -283,6 +283,7 @@ pub async fn serve(
     snapshotter: std::sync::Arc<crate::snapshot::Snapshotter>,
     metrics: KmsgMetrics,
     shutdown: tokio_util::sync::CancellationToken,
+    tls: Option<crate::tls::ReloadingConfig>,
 ) -> std::io::Result<()> {
     use axum::http::header::CONTENT_TYPE;
     let handler = move || {
@@ -307,6 +308,7 @@ pub async fn serve(
     let app = axum::Router::new().route("/metrics", axum::routing::get(handler));
     // hyper's own connection loop rather than `axum::serve`, for its header-read timeout.
     let mut listener = crate::listener::GuardedListener::new(listener, "metrics");
+    let handshake_failures = crate::listener::RareWarning::default();
     loop {
         let (stream, peer) = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -314,23 +316,53 @@ pub async fn serve(
         };
         let service = hyper_util::service::TowerToHyperService::new(app.clone());
         let stop = shutdown.clone();
+        let tls = tls.clone();
+        let handshake_failures = handshake_failures.clone();
         tokio::spawn(async move {
-            let connection = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(crate::limits::METRICS_HEADER_READ_TIMEOUT)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            tokio::pin!(connection);
-            let served = tokio::select! {
-                served = connection.as_mut() => served,
-                () = stop.cancelled() => {
-                    connection.as_mut().graceful_shutdown();
-                    connection.await
-                }
+            let served = match tls {
+                None => serve_connection(stream, service, stop).await,
+                Some(tls) => match tls.accept(stream).await {
+                    Ok(stream) => serve_connection(stream, service, stop).await,
+                    Err(e) => {
+                        handshake_failures
+                            .warn("metrics", &format!("TLS handshake from {peer} failed: {e}"));
+                        return;
+                    }
+                },
             };
             if let Err(e) = served {
                 tracing::debug!("metrics connection from {peer}: {e}");
             }
         });
+    }
+}
+
+/// One HTTP/1.1 connection of the metrics port, plaintext or after TLS, ended gracefully when
+/// the agent stops.
+async fn serve_connection<IO, S>(
+    stream: IO,
+    service: S,
+    stop: tokio_util::sync::CancellationToken,
+) -> Result<(), hyper::Error>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Send,
+    S::Future: Send + 'static,
+    S::ResBody: Send + 'static,
+    <S::ResBody as http_body::Body>::Data: Send,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let connection = hyper::server::conn::http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(crate::limits::METRICS_HEADER_READ_TIMEOUT)
+        .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        served = connection.as_mut() => served,
+        () = stop.cancelled() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
     }
 }
 

@@ -71,10 +71,8 @@ pub fn cwsr_change(disable: bool) -> KernelArgChange {
 
 /// `/proc/cmdline` and amdgpu's `cwsr_enable` as the node agent at `endpoint` sees them (each
 /// `None` when the agent reports nothing).
-async fn agent_effective(endpoint: &str) -> anyhow::Result<(Option<String>, Option<String>)> {
-    let mut agent = Target::Agent(endpoint.to_owned())
-        .connect(&Default::default())
-        .await?;
+async fn agent_effective(agent: &Target) -> anyhow::Result<(Option<String>, Option<String>)> {
+    let mut agent = agent.connect(&Default::default()).await?;
     let snapshot = agent.snapshot(1, Duration::ZERO).await?;
     let cmdline = snapshot
         .host
@@ -191,8 +189,13 @@ async fn status(args: &StatusArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     }
     let mut effective_source = "talos-read";
     let mut facts = facts;
-    if let Some(endpoint) = ctx.endpoints().first() {
-        match agent_effective(endpoint).await {
+    let agent = if ctx.endpoints().is_empty() {
+        None
+    } else {
+        ctx.nodes()?.targets().into_iter().next()
+    };
+    if let Some(agent) = &agent {
+        match agent_effective(agent).await {
             Ok((cmdline, parameter)) => {
                 if cmdline.is_some() || parameter.is_some() {
                     effective_source = "agent";
@@ -201,7 +204,7 @@ async fn status(args: &StatusArgs, ctx: &Context) -> anyhow::Result<Outcome> {
                 facts.parameter = parameter.or(facts.parameter);
             }
             Err(e) => notes.push(format!(
-                "the agent at {endpoint} could not be read ({e:#}); the effective value comes from Talos Read"
+                "the agent at {} could not be read ({e:#}); the effective value comes from Talos Read", agent.label()
             )),
         }
     }

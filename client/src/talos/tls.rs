@@ -1,4 +1,4 @@
-//! Mutual TLS to apid: a rustls client config from a talosconfig context and a tonic channel over it.
+//! Mutual TLS to apid and to nodectl agents: rustls client configs (a talosconfig context's, or `--ca/--cert/--key`) and a tonic channel over them.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -65,12 +65,78 @@ pub fn client_config(ctx: &Context) -> Result<rustls::ClientConfig, TlsSetupErro
     Ok(config)
 }
 
-/// Dials `host:port`, runs the TLS handshake (server name = the endpoint host, which apid's
-/// certificate carries as a SAN), and hands the stream to tonic.
+/// Who is at the other end of a TLS channel, and what the trust material is called, for
+/// handshake errors that say what to fix.
+#[derive(Debug, Clone, Copy)]
+pub struct PeerNames {
+    /// `apid`, `the agent`.
+    pub peer: &'static str,
+    /// The CA the peer's certificate must be signed by.
+    pub ca: &'static str,
+    /// The client certificate presented.
+    pub client_cert: &'static str,
+}
+
+/// apid, trusted through a talosconfig context.
+pub const APID: PeerNames = PeerNames {
+    peer: "apid",
+    ca: "the talosconfig context's `ca`",
+    client_cert: "the talosconfig context's client certificate (`crt`)",
+};
+
+/// A nodectl agent, trusted through `--ca`.
+pub const AGENT: PeerNames = PeerNames {
+    peer: "the agent",
+    ca: "--ca",
+    client_cert: "the client certificate (--cert)",
+};
+
+/// rustls client config for agents: trust only `ca_pem`, present `cert_pem`/`key_pem` when
+/// given, speak h2. Errors name the flag (`--ca`, `--cert`, `--key`).
+pub fn agent_client_config(
+    ca_pem: &[u8],
+    client: Option<(&[u8], &[u8])>,
+) -> Result<rustls::ClientConfig, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem) {
+        let cert = cert.map_err(|e| format!("--ca: {e}"))?;
+        roots.add(cert).map_err(|e| format!("--ca: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err("--ca: no CERTIFICATE block".to_owned());
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots);
+    let mut config = match client {
+        None => builder.with_no_client_auth(),
+        Some((cert_pem, key_pem)) => {
+            let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(cert_pem)
+                .collect::<Result<_, _>>()
+                .map_err(|e| format!("--cert: {e}"))?;
+            if chain.is_empty() {
+                return Err("--cert: no CERTIFICATE block".to_owned());
+            }
+            let key = PrivateKeyDer::from_pem_slice(key_pem)
+                .map_err(|e| format!("--key: no private key: {e}"))?;
+            builder
+                .with_client_auth_cert(chain, key)
+                .map_err(|e| format!("--cert and --key do not go together: {e}"))?
+        }
+    };
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    Ok(config)
+}
+
+/// Dials `host:port`, runs the TLS handshake (server name = the endpoint host, which the
+/// peer's certificate carries as a SAN), and hands the stream to tonic.
 pub async fn connect(
     config: Arc<rustls::ClientConfig>,
     endpoint: &str,
     connect_timeout: Duration,
+    names: PeerNames,
 ) -> Result<Channel, ConnectError> {
     let host = endpoint_host(endpoint).to_owned();
     let server_name = ServerName::try_from(host.clone())
@@ -97,7 +163,7 @@ pub async fn connect(
                 let tls = connector
                     .connect(server_name, tcp)
                     .await
-                    .map_err(|e| std::io::Error::other(handshake_failure(&address, &e)))?;
+                    .map_err(|e| std::io::Error::other(handshake_failure(&address, &e, names)))?;
                 Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(tls))
             }
         }))
@@ -106,9 +172,9 @@ pub async fn connect(
     Ok(channel)
 }
 
-/// A failed TLS handshake with apid, in words: rustls's own texts (`invalid peer certificate:
+/// A failed TLS handshake, in words: rustls's own texts (`invalid peer certificate:
 /// Other(OtherError(UnsupportedCertVersion))`) name types, not what to fix.
-fn handshake_failure(address: &str, error: &std::io::Error) -> String {
+fn handshake_failure(address: &str, error: &std::io::Error, names: PeerNames) -> String {
     use rustls::{AlertDescription, CertificateError, Error};
     let Some(tls) = error.get_ref().and_then(|e| e.downcast_ref::<Error>()) else {
         return format!("TLS handshake with {address}: {error}");
@@ -117,7 +183,7 @@ fn handshake_failure(address: &str, error: &std::io::Error) -> String {
         // Another CA of the same name (another cluster's) fails on the signature.
         Error::InvalidCertificate(
             CertificateError::UnknownIssuer | CertificateError::BadSignature,
-        ) => "its certificate is not signed by the talosconfig context's `ca`".to_owned(),
+        ) => format!("its certificate is not signed by {}", names.ca),
         Error::InvalidCertificate(CertificateError::NotValidForName)
         | Error::InvalidCertificate(CertificateError::NotValidForNameContext { .. }) => {
             "its certificate does not name this endpoint".to_owned()
@@ -138,13 +204,16 @@ fn handshake_failure(address: &str, error: &std::io::Error) -> String {
             | AlertDescription::CertificateUnknown
             | AlertDescription::UnknownCA
             | AlertDescription::CertificateRequired,
-        ) => "it refused the talosconfig context's client certificate (`crt`)".to_owned(),
+        ) => format!("it refused {}", names.client_cert),
         Error::AlertReceived(AlertDescription::CertificateExpired) => {
-            "it says the talosconfig's client certificate has expired".to_owned()
+            format!("it says {} has expired", names.client_cert)
         }
         other => other.to_string(),
     };
-    format!("TLS handshake with apid at {address} failed: {what}")
+    format!(
+        "TLS handshake with {} at {address} failed: {what}",
+        names.peer
+    )
 }
 
 #[derive(Debug, thiserror::Error)]
