@@ -75,6 +75,10 @@ pub struct NodeSource {
     /// Private key (PEM) of --cert (also NODECTL_KEY).
     #[arg(long, value_name = "FILE", env = "NODECTL_KEY")]
     pub key: Option<PathBuf>,
+    /// Name to check the agents' certificate against instead of the endpoint's host (one
+    /// certificate for a DaemonSet reached by pod IP: `nodectl-agent.nodectl.svc`).
+    #[arg(long, value_name = "NAME", env = "NODECTL_TLS_SERVER_NAME")]
+    pub tls_server_name: Option<String>,
     /// Run the agent in-process on this tree instead of `/` (a fixture or an unpacked bundle).
     #[arg(long, value_name = "DIR")]
     pub host_root: Option<PathBuf>,
@@ -123,6 +127,7 @@ impl GlobalArgs {
             source.ca = source.ca.or(self.source.ca);
             source.cert = source.cert.or(self.source.cert);
             source.key = source.key.or(self.source.key);
+            source.tls_server_name = source.tls_server_name.or(self.source.tls_server_name);
             if flags.source.is_none() && source.endpoints_file.is_some() {
                 return Err(refuse("--endpoints-file"));
             }
@@ -174,6 +179,7 @@ impl GlobalArgs {
                     ca: source.ca,
                     cert: source.cert,
                     key: source.key,
+                    server_name: source.tls_server_name,
                 },
             },
             source.host_root,

@@ -17,7 +17,8 @@ const MAX_CONFIG_BYTES: u64 = 64 * 1024;
 #[derive(Debug, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ConfigFile {
-    /// `[tls]`: `ca`, `cert`, `key`, relative paths taken from the file's directory.
+    /// `[tls]`: `ca`, `cert`, `key` (relative paths taken from the file's directory) and
+    /// `server_name`.
     #[serde(default)]
     pub tls: AgentTlsFiles,
 }

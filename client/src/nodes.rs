@@ -29,6 +29,9 @@ pub struct AgentTlsFiles {
     pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// The name the agents' certificate carries, when it is not the endpoint's host (agents
+    /// reached by pod IP with one certificate for the DaemonSet).
+    pub server_name: Option<String>,
 }
 
 /// Largest PEM file read for TLS: a certificate chain is a few KiB.
@@ -41,6 +44,7 @@ impl AgentTlsFiles {
             ca: self.ca.or(other.ca),
             cert: self.cert.or(other.cert),
             key: self.key.or(other.key),
+            server_name: self.server_name.or(other.server_name),
         }
     }
 
@@ -81,6 +85,7 @@ impl AgentTlsFiles {
 pub struct AgentEndpoint {
     pub url: String,
     tls: Option<Arc<rustls::ClientConfig>>,
+    server_name: Option<String>,
 }
 
 impl AgentEndpoint {
@@ -89,6 +94,7 @@ impl AgentEndpoint {
         AgentEndpoint {
             url: url.to_owned(),
             tls: None,
+            server_name: None,
         }
     }
 }
@@ -138,6 +144,7 @@ impl Nodes {
                 .map(|url| AgentEndpoint {
                     url: url.clone(),
                     tls: config.clone().filter(|_| url.starts_with("https://")),
+                    server_name: tls.server_name.clone(),
                 })
                 .collect(),
         ))
@@ -286,6 +293,7 @@ async fn connect_channel(agent: &AgentEndpoint) -> anyhow::Result<Channel> {
             authority,
             CONNECT_TIMEOUT,
             crate::talos::tls::AGENT,
+            agent.server_name.as_deref(),
         )
         .await
         .map_err(|e| match e {

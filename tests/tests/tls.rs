@@ -179,6 +179,28 @@ fn mutual_tls_accepts_its_clients_and_refuses_others_readably_on_both_sides() ->
     assert_eq!(run.code, 3);
     assert!(run.stderr.contains("not signed by --ca"), "{}", run.stderr);
 
+    // The name checked is --tls-server-name's when given (one certificate for a DaemonSet).
+    let run = nodectl(&[
+        "--endpoint",
+        &agent.endpoint,
+        "--ca",
+        &ca,
+        "--cert",
+        &client_cert,
+        "--key",
+        &client_key,
+        "--tls-server-name",
+        "nodectl-agent.nodectl.svc",
+        "node",
+        "show",
+    ])?;
+    assert_eq!(run.code, 3);
+    assert!(
+        run.stderr.contains("does not name this endpoint"),
+        "{}",
+        run.stderr
+    );
+
     // https without --ca: an input error that says what to give.
     let run = nodectl_with(
         &["--endpoint", &agent.endpoint, "node", "show"],

@@ -328,7 +328,7 @@ async fn dial(
 ) -> anyhow::Result<(String, Channel)> {
     let mut failures = Vec::new();
     for endpoint in endpoints {
-        match tls::connect(tls.clone(), endpoint, CONNECT_TIMEOUT, tls::APID).await {
+        match tls::connect(tls.clone(), endpoint, CONNECT_TIMEOUT, tls::APID, None).await {
             Ok(channel) => return Ok((endpoint.clone(), channel)),
             Err(tls::ConnectError::Setup(reason)) => anyhow::bail!(reason),
             Err(tls::ConnectError::Unreachable(reason)) => {

@@ -137,8 +137,11 @@ pub async fn connect(
     endpoint: &str,
     connect_timeout: Duration,
     names: PeerNames,
+    server_name: Option<&str>,
 ) -> Result<Channel, ConnectError> {
-    let host = endpoint_host(endpoint).to_owned();
+    let host = server_name
+        .map_or_else(|| endpoint_host(endpoint), |name| name)
+        .to_owned();
     let server_name = ServerName::try_from(host.clone())
         .map_err(|e| ConnectError::Setup(format!("endpoint {endpoint}: bad host: {e}")))?;
     let address = endpoint.to_owned();
