@@ -140,7 +140,7 @@ pub async fn connect(
     server_name: Option<&str>,
 ) -> Result<Channel, ConnectError> {
     let host = server_name
-        .map_or_else(|| endpoint_host(endpoint), |name| name)
+        .unwrap_or_else(|| endpoint_host(endpoint))
         .to_owned();
     let server_name = ServerName::try_from(host.clone())
         .map_err(|e| ConnectError::Setup(format!("endpoint {endpoint}: bad host: {e}")))?;
