@@ -32,7 +32,7 @@ fn a_malformed_endpoint_is_an_input_error_and_an_unreachable_one_names_the_cause
         assert_eq!(run.code, 2, "{endpoint}: {}", run.stderr);
         assert!(
             run.stderr
-                .contains("expected http://HOST:PORT or unix:/path/to.sock"),
+                .contains("expected http://HOST:PORT, https://HOST:PORT or unix:/path/to.sock"),
             "{endpoint}: {}",
             run.stderr
         );
