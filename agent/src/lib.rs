@@ -14,6 +14,7 @@ pub mod limits;
 pub(crate) mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod node_health;
 pub mod pod_log;
 pub mod redact;
 pub mod report;

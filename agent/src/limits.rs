@@ -214,3 +214,26 @@ pub const MAX_OPEN_INCIDENTS: usize = 64;
 /// an incident that never closes (a device logging all through the file) must not make the
 /// rest pile up.
 pub const MAX_HELD_INCIDENTS: usize = 1024;
+
+/// One Kubernetes API call (connect, send, answer): an API server that does not answer must
+/// not hold the node-condition task, whose next try waits for it.
+pub const KUBE_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The first wait after a failed Kubernetes API call; doubled after each further failure up to
+/// [`KUBE_RETRY_MAX`], so an API server that answers 500 is not hammered by every node.
+pub const KUBE_RETRY_FIRST: Duration = Duration::from_secs(1);
+
+/// The longest wait between tries: a condition is at most this late once the server is back.
+pub const KUBE_RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The condition is written again this often even when nothing changed (its
+/// `lastHeartbeatTime`), as node-problem-detector does, so a stale one shows its age.
+pub const NODE_CONDITION_HEARTBEAT: Duration = Duration::from_secs(300);
+
+/// How often the node's checks run for the node condition: a snapshot reads sysfs and /proc
+/// (milliseconds), and what it finds (firmware, parameters) changes with a reboot, not faster.
+pub const NODE_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Events waiting for an API server that does not answer. One per incident; past this many
+/// the newest are not recorded (the node condition and the agent's own stream still say them).
+pub const MAX_PENDING_KUBE_EVENTS: usize = 64;

@@ -53,6 +53,21 @@ struct Args {
     /// Kernel message rules (TOML, the format of the embedded rules) instead of the embedded ones.
     #[arg(long, value_name = "FILE")]
     rules: Option<PathBuf>,
+    /// Keep the Node's `AMDGPUHealthy` condition: False while a GPU incident is open or a
+    /// critical finding holds, with one Event per incident (in-cluster service account, or
+    /// --kubeconfig).
+    #[arg(long, requires = "node_name")]
+    kube_node_conditions: bool,
+    /// This node's name in Kubernetes (the DaemonSet passes `spec.nodeName`).
+    #[arg(long, env = "NODE_NAME", value_name = "NAME")]
+    node_name: Option<String>,
+    /// Reach the API server with this kubeconfig instead of the pod's service account.
+    #[arg(long, env = "KUBECONFIG", value_name = "FILE")]
+    kubeconfig: Option<PathBuf>,
+    /// With --kube-node-conditions: taint the node `nodectl/amdgpu-unhealthy:NoSchedule` while
+    /// a critical incident is open or a critical finding holds, so new pods stay off it.
+    #[arg(long, requires = "kube_node_conditions")]
+    taint_on_critical: bool,
     /// Log filter (tracing EnvFilter syntax).
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     log: String,
@@ -89,10 +104,17 @@ fn run_to_end(args: Args) -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
-    nodectl_agent::logging::init(
-        tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?,
-        args.log_format,
-    );
+    let mut filter = tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?;
+    if !args.log.contains("kube") {
+        // kube-rs logs every failed API call at error level; the node-condition task says it
+        // once per run of failures, with the retry.
+        filter = filter.add_directive(
+            "kube_client::client::builder=off"
+                .parse()
+                .context("the kube_client log directive")?,
+        );
+    }
+    nodectl_agent::logging::init(filter, args.log_format);
 
     let token = CancellationToken::new();
     shutdown::cancel_on_signal(token.clone()).context("installing signal handlers")?;
@@ -147,6 +169,28 @@ async fn run(args: Args) -> anyhow::Result<()> {
 
     let snapshotter = std::sync::Arc::new(snapshot::Snapshotter::new(root));
 
+    let mut node_health_task = None;
+    if args.kube_node_conditions {
+        let node_name = args
+            .node_name
+            .clone()
+            .context("--kube-node-conditions needs --node-name (or NODE_NAME)")?;
+        let api =
+            nodectl_agent::node_health::NodeApi::connect(args.kubeconfig.as_deref(), node_name)
+                .await
+                .context("--kube-node-conditions")?;
+        node_health_task = Some(tokio::spawn(nodectl_agent::node_health::run(
+            nodectl_agent::node_health::NodeHealth {
+                api,
+                classifier: std::sync::Arc::clone(&classifier),
+                kernel_log: Some(kernel_log.clone()),
+                snapshotter: std::sync::Arc::clone(&snapshotter),
+                taint_on_critical: args.taint_on_critical,
+            },
+            token.clone(),
+        )));
+    }
+
     // Bound before serve() so its `listening` line comes before `ready`.
     let mut metrics_task = None;
     if let Some(addr) = args.metrics_listen {
@@ -191,6 +235,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     tokio::task::spawn_blocking(move || kernel_log.join())
         .await
         .context("kernel log reader")?;
+    if let Some(task) = node_health_task {
+        task.await.context("node condition task")?;
+    }
     if let Some(task) = metrics_task {
         task.await
             .context("metrics task")?

@@ -54,7 +54,7 @@ impl RecordSource for StormSource {
         let seq = self.next_seq;
         self.next_seq += 1;
         let usec = seq * 10;
-        let text = if seq % 100 == 0 {
+        let text = if seq.is_multiple_of(100) {
             format!(
                 "3,{seq},{usec},-;amdgpu 0000:c1:00.0: amdgpu: MES failed to respond to msg=REMOVE_QUEUE\n SUBSYSTEM=pci\n DEVICE=+pci:0000:c1:00.0\n"
             )
@@ -196,7 +196,7 @@ async fn a_storm_with_a_stalled_subscriber_stays_bounded_and_accounts_for_every_
         kmsg::metrics::KmsgMetrics::default(),
         cancel.clone(),
     );
-    let root = HostRoot::checked(&nodectl_e2e::harness::node_fixture("strix-halo-healthy"))?;
+    let root = HostRoot::checked(nodectl_e2e::harness::node_fixture("strix-halo-healthy"))?;
     let service = server::DiagnosticsService::new(Arc::new(snapshot::Snapshotter::new(root)))
         .with_kernel_log(Some(log.clone()))
         .with_full_kernel_log(true)

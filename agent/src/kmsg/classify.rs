@@ -52,6 +52,10 @@ struct KindRow {
     require: Vec<Vec<String>>,
     #[serde(default)]
     min_counts: BTreeMap<String, u32>,
+    #[serde(default)]
+    critical: bool,
+    title: Option<String>,
+    action: Option<String>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -113,6 +117,12 @@ pub struct IncidentKind {
     pub kind: Arc<str>,
     pub require: Vec<Vec<String>>,
     pub min_counts: BTreeMap<String, u32>,
+    /// The GPU stopped serving work: worth keeping new pods off the node.
+    pub critical: bool,
+    /// What it is, as an operator reads it in a node condition or an Event.
+    pub title: Option<String>,
+    /// The first thing to do about it.
+    pub action: Option<String>,
 }
 
 impl IncidentKind {
@@ -252,6 +262,9 @@ impl Classifier {
                 kind: Arc::from(row.kind),
                 require: row.require,
                 min_counts: row.min_counts,
+                critical: row.critical,
+                title: row.title,
+                action: row.action,
             });
         }
         // A larger lazy-DFA cache: with ~70 patterns the default one is rebuilt over and
@@ -299,6 +312,11 @@ impl Classifier {
                 .event_counts
                 .keys()
                 .any(|id| self.class_of(id).is_some_and(|c| classes.contains(&c)))
+    }
+
+    /// The named kind, if a `[[incident_kind]]` names it (not the `gpu_<class>` fallbacks).
+    pub fn kind(&self, kind: &str) -> Option<&IncidentKind> {
+        self.kinds.iter().find(|k| &*k.kind == kind)
     }
 
     pub fn kinds(&self) -> &[IncidentKind] {
