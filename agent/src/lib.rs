@@ -6,6 +6,7 @@
 
 pub(crate) mod checks;
 pub mod collect;
+pub mod drill;
 pub mod feed;
 pub mod held_replies;
 pub mod host_root;

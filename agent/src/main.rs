@@ -10,9 +10,16 @@ use tokio_util::sync::CancellationToken;
 
 /// Serves a node's amdgpu, KFD, host and kernel-log state over gRPC (read-only).
 #[derive(Debug, Parser)]
-#[command(name = "nodectl-agent", version)]
+#[command(
+    name = "nodectl-agent",
+    version,
+    args_conflicts_with_subcommands = true
+)]
 #[deny(missing_docs)]
 struct Args {
+    /// Without a command the agent serves.
+    #[command(subcommand)]
+    command: Option<AgentCommand>,
     /// Directory that stands for the host's `/` (`/host` in the DaemonSet, a fixture tree in tests).
     #[arg(long, default_value = "/", value_name = "DIR")]
     host_root: PathBuf,
@@ -77,6 +84,23 @@ struct Args {
     log_format: nodectl_agent::logging::LogFormat,
 }
 
+#[derive(Debug, clap::Subcommand)]
+#[deny(missing_docs)]
+enum AgentCommand {
+    /// A drill: the agent running on this node feeds the example message of a kernel message
+    /// rule into its pipeline as an event marked `injected`, so its event, drill incident,
+    /// metric and node condition fire on a healthy node, and clear after. Root only, through
+    /// the agent's Unix socket; nothing is written to the kernel log.
+    Inject {
+        /// The kernel message rule to fire, e.g. `mes_timeout` (see the agent's rules).
+        #[arg(long, value_name = "ID")]
+        kernel_message: String,
+        /// The running agent's Unix socket (its --unix).
+        #[arg(long, value_name = "PATH", default_value = nodectl_agent::drill::DEFAULT_SOCKET)]
+        socket: PathBuf,
+    },
+}
+
 // One runtime thread: an agent answers a handful of clients, and everything that can block (file
 // reads, which stall while a GPU's SMU hangs; the kernel log) already runs on threads of its own.
 // A worker per core would add stacks and malloc arenas and nothing else.
@@ -104,6 +128,15 @@ fn run_to_end(args: Args) -> anyhow::Result<()> {
 }
 
 async fn run(args: Args) -> anyhow::Result<()> {
+    if let Some(AgentCommand::Inject {
+        kernel_message,
+        socket,
+    }) = &args.command
+    {
+        let message = nodectl_agent::drill::inject(socket, kernel_message).await?;
+        println!("injected as a drill: {message}");
+        return Ok(());
+    }
     let mut filter = tracing_subscriber::EnvFilter::try_new(&args.log).context("--log")?;
     if !args.log.contains("kube") {
         // kube-rs logs every failed API call at error level; the node-condition task says it

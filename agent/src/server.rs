@@ -252,6 +252,52 @@ impl NodeDiagnostics for DiagnosticsService {
             .map(Response::new)
     }
 
+    async fn inject_kernel_message(
+        &self,
+        request: Request<pb::InjectKernelMessageRequest>,
+    ) -> Result<Response<pb::InjectKernelMessageReply>, Status> {
+        // Only root on the node, through the Unix socket: the kernel credentials of the peer
+        // say who it is; over TCP nobody can be told apart from an attacker.
+        let Some(peer) = request
+            .extensions()
+            .get::<tonic::transport::server::UdsConnectInfo>()
+        else {
+            return Err(Status::permission_denied(
+                "fault injection is taken only over the agent's Unix socket (--unix), from root on the node; never over TCP",
+            ));
+        };
+        match peer.peer_cred.map(|c| c.uid()) {
+            Some(0) => {}
+            Some(uid) => {
+                return Err(Status::permission_denied(format!(
+                    "fault injection needs root on the node; the caller runs as uid {uid}"
+                )));
+            }
+            None => {
+                return Err(Status::permission_denied(
+                    "fault injection: the caller's credentials could not be read",
+                ));
+            }
+        }
+        let Some(kernel_log) = &self.kernel_log else {
+            return Err(Status::failed_precondition(
+                "this agent does not read the kernel log",
+            ));
+        };
+        let rule_id = request.into_inner().rule_id;
+        use crate::kmsg::pipeline::InjectError;
+        match kernel_log.inject(&rule_id) {
+            Ok(message) => {
+                tracing::info!(rule = %rule_id, "drill requested by root over the Unix socket");
+                Ok(Response::new(pb::InjectKernelMessageReply { message }))
+            }
+            Err(e @ InjectError::UnknownRule(_)) => Err(Status::not_found(e.to_string())),
+            Err(e @ InjectError::NoExample(_)) => Err(Status::invalid_argument(e.to_string())),
+            Err(e @ InjectError::NotRunning(_)) => Err(Status::failed_precondition(e.to_string())),
+            Err(e @ InjectError::Busy(_)) => Err(Status::resource_exhausted(e.to_string())),
+        }
+    }
+
     async fn get_inference_processes(
         &self,
         request: Request<pb::GetInferenceProcessesRequest>,

@@ -84,6 +84,9 @@ pub struct KernelEvent {
     #[serde(skip)]
     pub subsystem: Option<String>,
     pub message: String,
+    /// Fed in by `nodectl-agent inject` as a drill, not read from the kernel log.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub injected: bool,
 }
 
 /// Related events on one device: one hang, reset, fault storm… and its outcome.
@@ -115,6 +118,9 @@ pub struct Incident {
     pub recovered: Option<bool>,
     /// No more events will join it.
     pub closed: bool,
+    /// It holds an injected event: a drill (`nodectl-agent inject`), not a GPU fault.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub drill: bool,
 }
 
 impl Incident {

@@ -27,9 +27,39 @@ pub struct Entry {
     pub subsystem: Option<String>,
     /// `DEVICE=` dictionary value.
     pub device: Option<String>,
+    /// Fed in by `nodectl-agent inject`, not read from the log.
+    pub injected: bool,
 }
 
 impl Entry {
+    /// A drill: `message` as if the kernel had logged it at `monotonic_usec`, marked injected.
+    pub fn injected(
+        message: String,
+        monotonic_usec: Option<u64>,
+        boot_time: Option<jiff::Timestamp>,
+    ) -> Self {
+        Entry {
+            seq: None,
+            line: None,
+            monotonic_usec,
+            time: Some(jiff::Timestamp::now()),
+            facility: 0,
+            level: Some(3),
+            message,
+            subsystem: None,
+            device: None,
+            injected: true,
+        }
+        .with_boot_time(boot_time)
+    }
+
+    fn with_boot_time(mut self, boot_time: Option<jiff::Timestamp>) -> Self {
+        if let (Some(boot), Some(usec)) = (boot_time, self.monotonic_usec) {
+            self.time = nodectl_model::clock::at_monotonic(boot, usec).or(self.time);
+        }
+        self
+    }
+
     /// A live record; `boot_time` turns its monotonic µs into wall time.
     pub fn from_record(record: Record, boot_time: Option<jiff::Timestamp>) -> Self {
         let time =
@@ -44,6 +74,7 @@ impl Entry {
             message: record.message,
             subsystem: record.subsystem,
             device: record.device,
+            injected: false,
         }
     }
 
@@ -59,6 +90,7 @@ impl Entry {
             message: line.message,
             subsystem: line.subsystem,
             device: line.device,
+            injected: false,
         }
     }
 }
@@ -121,6 +153,7 @@ impl Analyzer {
             user_written,
             subsystem: entry.subsystem,
             message: entry.message,
+            injected: entry.injected,
         };
         let Some(classification) = classification else {
             out.push(Output::Event(event));
@@ -147,6 +180,7 @@ impl Analyzer {
                 device: event.device.as_deref(),
                 process: event.fields.get("process").map(String::as_str),
                 pid: event.fields.get("pid").and_then(|p| p.parse().ok()),
+                injected: event.injected,
             },
             &mut updates,
         );

@@ -42,6 +42,7 @@ struct RuleRow {
     summary: Option<String>,
     #[serde(default)]
     references: Vec<String>,
+    example: Option<String>,
 }
 
 #[derive(Debug, serde::Deserialize)]
@@ -107,6 +108,8 @@ pub struct Rule {
     pub incident: IncidentRole,
     pub recovery: Option<Recovery>,
     pub references: Vec<String>,
+    /// A whole message this rule classifies (a user's rules may leave it out).
+    pub example: Option<String>,
     regex: Regex,
     has_captures: bool,
 }
@@ -238,6 +241,7 @@ impl Classifier {
                 incident,
                 recovery: row.recovery,
                 references: row.references,
+                example: row.example,
                 regex,
                 has_captures,
             });
@@ -312,6 +316,14 @@ impl Classifier {
                 .event_counts
                 .keys()
                 .any(|id| self.class_of(id).is_some_and(|c| classes.contains(&c)))
+    }
+
+    /// The example message of rule `id` (its first row that has one).
+    pub fn example(&self, id: &str) -> Option<&str> {
+        self.rules
+            .iter()
+            .filter(|r| &*r.id == id)
+            .find_map(|r| r.example.as_deref())
     }
 
     /// The named kind, if a `[[incident_kind]]` names it (not the `gpu_<class>` fallbacks).
@@ -440,6 +452,27 @@ mod tests {
     fn id_of(c: &Classifier, message: &str) -> Option<String> {
         c.classify(message)
             .map(|x| c.rule(x.rule).unwrap().id.to_string())
+    }
+
+    #[test]
+    fn every_embedded_rule_row_has_an_example_that_it_classifies() {
+        let c = &*SHARED;
+        for (index, rule) in c.rules().iter().enumerate() {
+            let example = rule
+                .example
+                .as_deref()
+                .unwrap_or_else(|| panic!("rule row {index} `{}` has no example", rule.id));
+            let classified = c.classify(example).unwrap_or_else(|| {
+                panic!("`{}`: its example is not classified: {example}", rule.id)
+            });
+            assert_eq!(
+                c.rule(classified.rule).map(|r| &*r.id),
+                Some(&*rule.id),
+                "{example}"
+            );
+        }
+        assert!(c.example("mes_timeout").is_some());
+        assert!(c.example("no_such_rule").is_none());
     }
 
     #[test]

@@ -32,6 +32,8 @@ pub struct EventPlace<'a> {
     pub device: Option<&'a str>,
     pub process: Option<&'a str>,
     pub pid: Option<u32>,
+    /// An injected event (a drill): it opens or joins only drill incidents.
+    pub injected: bool,
 }
 
 impl EventPlace<'_> {
@@ -52,7 +54,13 @@ pub struct IncidentTracker {
     open: Vec<OpenIncident>,
     /// Events added so far: the clock of `last_touch`.
     touches: u64,
+    /// Drill incidents opened so far: their ids count up from [`DRILL_INCIDENT_ID_BASE`].
+    drills: u64,
 }
+
+/// Drill incidents have no kernel seq to be named by; their ids start here, far above any seq
+/// a boot reaches, so they never collide with a real incident's.
+pub const DRILL_INCIDENT_ID_BASE: u64 = 1 << 62;
 
 impl IncidentTracker {
     pub fn new(classifier: Arc<Classifier>) -> Self {
@@ -60,6 +68,7 @@ impl IncidentTracker {
             classifier,
             open: Vec::new(),
             touches: 0,
+            drills: 0,
         }
     }
 
@@ -127,13 +136,19 @@ impl IncidentTracker {
         if let Some(key) = key {
             self.expire(key, out);
         }
+        // A drill never mixes with a real incident, either way.
+        let same_kind = |o: &&OpenIncident| o.incident.drill == place.injected;
         let candidate = match place.device {
             Some(device) => self
                 .open
                 .iter()
-                .rposition(|o| o.incident.device.as_deref() == Some(device))
-                .or_else(|| self.open.iter().rposition(|o| o.incident.device.is_none())),
-            None => self.open.len().checked_sub(1),
+                .rposition(|o| same_kind(&o) && o.incident.device.as_deref() == Some(device))
+                .or_else(|| {
+                    self.open
+                        .iter()
+                        .rposition(|o| same_kind(&o) && o.incident.device.is_none())
+                }),
+            None => self.open.iter().rposition(|o| same_kind(&o)),
         };
         self.touches += 1;
         let Some(index) = candidate else {
@@ -153,8 +168,14 @@ impl IncidentTracker {
                 let mut counts = BTreeMap::new();
                 counts.insert(rule.id.clone(), 1);
                 let kind = self.kind_of(&counts, rule.class.as_str(), None);
+                let incident_id = if place.injected {
+                    self.drills += 1;
+                    DRILL_INCIDENT_ID_BASE + self.drills
+                } else {
+                    place.seq.or(place.line).unwrap_or(0)
+                };
                 let incident = Incident {
-                    incident_id: place.seq.or(place.line).unwrap_or(0),
+                    incident_id,
                     kind,
                     device: place.device.map(str::to_owned),
                     first_seq: place.seq,
@@ -170,6 +191,7 @@ impl IncidentTracker {
                     pid: place.pid,
                     recovered: rule.recovery.map(|r| r == Recovery::Succeeded),
                     closed: false,
+                    drill: place.injected,
                 };
                 out.push(incident.clone());
                 self.open.push(OpenIncident {

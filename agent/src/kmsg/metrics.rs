@@ -24,11 +24,23 @@ pub struct KmsgMetrics {
     events: Family<EventLabels, Counter>,
     lost: Counter,
     incidents: Family<KindLabels, Counter>,
+    /// Events fed in by `nodectl-agent inject` (also counted in `events`: a drill fires the
+    /// same alerts); this says which of them were drills.
+    injected: Family<EventLabels, Counter>,
 }
 
 impl KmsgMetrics {
     pub fn count_event(&self, class: Class, id: &str) {
         self.events
+            .get_or_create(&EventLabels {
+                class: class.as_str().to_owned(),
+                id: id.to_owned(),
+            })
+            .inc();
+    }
+
+    pub fn count_injected(&self, class: Class, id: &str) {
+        self.injected
             .get_or_create(&EventLabels {
                 class: class.as_str().to_owned(),
                 id: id.to_owned(),
@@ -80,6 +92,11 @@ impl KmsgMetrics {
             "nodectl_kmsg_records_lost",
             "Kernel log records overwritten before the agent read them",
             self.lost.clone(),
+        );
+        registry.register(
+            "nodectl_kernel_events_injected",
+            "Kernel events fed in by `nodectl-agent inject` as drills (also in nodectl_kernel_events)",
+            self.injected.clone(),
         );
         registry.register(
             "nodectl_incidents",

@@ -119,6 +119,22 @@ struct Shared {
     /// Why the reader is down (the node's log exists and is not being read), or `None`.
     down: watch::Sender<Option<String>>,
     reader_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+    classifier: Arc<Classifier>,
+    /// Drill messages for the reader thread (`None`: no reader runs).
+    injections: Mutex<Option<std::sync::mpsc::SyncSender<String>>>,
+}
+
+/// Why a drill could not be fed in.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum InjectError {
+    #[error("no kernel message rule has the id `{0}` (nodectl-agent's rules list them)")]
+    UnknownRule(String),
+    #[error("rule `{0}` has no example message to inject")]
+    NoExample(String),
+    #[error("the kernel log reader is not running: {0}")]
+    NotRunning(String),
+    #[error("{0} drills wait for the reader already; try again in a moment")]
+    Busy(usize),
 }
 
 /// Handle on the running pipeline; cheap to clone.
@@ -239,6 +255,8 @@ impl KernelLog {
                 caught_up: watch::Sender::new(false),
                 down: watch::Sender::new(None),
                 reader_thread: Mutex::new(None),
+                classifier: Arc::clone(&config.classifier),
+                injections: Mutex::new(None),
             }),
         }
     }
@@ -253,11 +271,16 @@ impl KernelLog {
         cancel: CancellationToken,
     ) -> KernelLog {
         let log = Self::new_shared(boot_id, boot_time, None, &config, metrics, cancel);
+        let (injections, injected) = std::sync::mpsc::sync_channel(MAX_QUEUED_DRILLS);
+        *log.shared
+            .injections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(injections);
         let shared = log.shared.clone();
         let spawned = std::thread::Builder::new()
             .name("kmsg-reader".to_owned())
             .spawn(move || {
-                read_loop(&shared, KmsgReader::new(source), &config);
+                read_loop(&shared, KmsgReader::new(source), &config, &injected);
                 if !shared.cancel.is_cancelled() {
                     shared.down.send_if_modified(|down| {
                         down.get_or_insert_with(|| "the kernel log reader stopped".to_owned());
@@ -315,6 +338,43 @@ impl KernelLog {
     /// and is not being read (it could not be opened, or reading it failed), else `None`.
     pub fn down(&self) -> watch::Receiver<Option<String>> {
         self.shared.down.subscribe()
+    }
+
+    /// Feeds the example message of rule `rule_id` into the pipeline as an injected event (a
+    /// drill): it is classified, opens or joins a drill incident, is counted and streamed like
+    /// a kernel event, marked `injected`. Returns the message.
+    pub fn inject(&self, rule_id: &str) -> Result<String, InjectError> {
+        let classifier = &self.shared.classifier;
+        if classifier.class_of(rule_id).is_none() {
+            return Err(InjectError::UnknownRule(rule_id.to_owned()));
+        }
+        let example = classifier
+            .example(rule_id)
+            .ok_or_else(|| InjectError::NoExample(rule_id.to_owned()))?
+            .to_owned();
+        let sender = self
+            .shared
+            .injections
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        let not_running = || {
+            InjectError::NotRunning(
+                self.shared
+                    .unavailable
+                    .clone()
+                    .or_else(|| self.shared.down.borrow().clone())
+                    .unwrap_or_else(|| "it stopped".to_owned()),
+            )
+        };
+        let sender = sender.ok_or_else(not_running)?;
+        match sender.try_send(example.clone()) {
+            Ok(()) => Ok(example),
+            Err(std::sync::mpsc::TrySendError::Full(_)) => {
+                Err(InjectError::Busy(MAX_QUEUED_DRILLS))
+            }
+            Err(std::sync::mpsc::TrySendError::Disconnected(_)) => Err(not_running()),
+        }
     }
 
     pub fn cancel_token(&self) -> &CancellationToken {
@@ -474,6 +534,9 @@ fn to_items(
             Output::Event(event) => {
                 current_seq = event.seq.unwrap_or(current_seq);
                 if let (Some(class), Some(id)) = (event.class, event.id.clone()) {
+                    if event.injected {
+                        metrics.count_injected(class, &id);
+                    }
                     tally.add(metrics, event.seq, Count::Event { class, id });
                 }
                 let (class, unclassified) = (event.class, event.id.is_none());
@@ -544,10 +607,14 @@ const SAVE_INTERVAL: Duration = Duration::from_secs(1);
 /// How long the reader sleeps in poll() before it checks for shutdown and quiet incidents.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
+/// Drills queued for the reader thread: an operator injects one at a time.
+const MAX_QUEUED_DRILLS: usize = 16;
+
 fn read_loop<S: RecordSource>(
     shared: &Shared,
     mut reader: KmsgReader<S>,
     config: &KernelLogConfig,
+    injected: &std::sync::mpsc::Receiver<String>,
 ) {
     let mut analyzer = Analyzer::new(config.classifier.clone());
     let state_file = config.state_dir.as_deref().map(StateFile::in_dir);
@@ -615,6 +682,19 @@ fn read_loop<S: RecordSource>(
                 );
             }
             ReadOutcome::Drained => {
+                // Drills join between reads, stamped with this machine's clock (the live
+                // log's); they are never saved as a position.
+                while let Ok(message) = injected.try_recv() {
+                    tracing::info!("drill: injecting `{message}`");
+                    analyzer.push(
+                        Entry::injected(
+                            message,
+                            nodectl_model::clock::monotonic_usec_now(),
+                            shared.boot_time,
+                        ),
+                        &mut outputs,
+                    );
+                }
                 if let Some(now) = reader.source_mut().now_usec() {
                     analyzer.tick(now, &mut outputs);
                 }

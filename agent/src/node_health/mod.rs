@@ -87,7 +87,12 @@ impl Incidents {
                 key: format!("{boot}-incident-{}", incident.incident_id),
                 reason: verdict::reason_of(&incident.kind),
                 message: format!(
-                    "{title} (incident {} on {}). Action: {action}.",
+                    "{}{title} (incident {} on {}). Action: {action}.",
+                    if incident.drill {
+                        verdict::DRILL_MARK
+                    } else {
+                        ""
+                    },
                     incident.incident_id,
                     incident.device.as_deref().unwrap_or("the GPU")
                 ),
@@ -110,6 +115,7 @@ impl Incidents {
                     kind: incident.kind.to_string(),
                     device: incident.device.clone(),
                     first_time: incident.first_time,
+                    drill: incident.drill,
                 },
             );
         }

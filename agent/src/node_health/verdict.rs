@@ -19,7 +19,12 @@ pub struct OpenIncident {
     pub kind: String,
     pub device: Option<String>,
     pub first_time: Option<jiff::Timestamp>,
+    /// Opened by an injected event (`nodectl-agent inject`).
+    pub drill: bool,
 }
+
+/// What a drill's condition message and Event start with.
+pub const DRILL_MARK: &str = "[drill: nodectl-agent inject, not a GPU fault] ";
 
 /// What the node's checks said last time they ran.
 #[derive(Debug, Clone)]
@@ -133,7 +138,8 @@ pub fn decide(
                 status: Status::False,
                 reason: reason_of(&incident.kind),
                 message: format!(
-                    "{title} (incident {} on {}{}). Action: {action}.{}",
+                    "{}{title} (incident {} on {}{}). Action: {action}.{}",
+                    if incident.drill { DRILL_MARK } else { "" },
                     incident.incident_id,
                     incident.device.as_deref().unwrap_or("the GPU"),
                     incident
@@ -236,6 +242,7 @@ mod tests {
             kind: kind.to_owned(),
             device: Some("0000:c1:00.0".to_owned()),
             first_time: None,
+            drill: false,
         }
     }
 
@@ -351,6 +358,15 @@ mod tests {
         );
         assert_eq!(unread.status, Status::Unknown);
         assert_eq!(unread.reason, "KernelLogUnread");
+    }
+
+    #[test]
+    fn a_drill_says_so() {
+        let mut drill = incident(1 << 62, "mes_hang");
+        drill.drill = true;
+        let v = decide(&classifier(), &[drill], None, &Checks::Ran(Vec::new()));
+        assert_eq!(v.status, Status::False);
+        assert!(v.message.starts_with(DRILL_MARK), "{}", v.message);
     }
 
     #[test]

@@ -329,6 +329,7 @@ fn event_line(e: &KernelEvent) -> String {
         .or_else(|| e.line.map(|l| format!("line {l}")))
         .unwrap_or_default();
     let what = match (e.class, &e.id) {
+        (Some(c), Some(i)) if e.injected => format!("{}/{i} (drill)", c.as_str()),
         (Some(c), Some(i)) => format!("{}/{i}", c.as_str()),
         _ if e.user_written => "user-written".to_owned(),
         _ => "-".to_owned(),
@@ -343,9 +344,10 @@ fn event_line(e: &KernelEvent) -> String {
 
 fn incident_line(i: &Incident) -> String {
     format!(
-        "incident {} {} on {}: {} events{}{}",
+        "incident {} {}{} on {}: {} events{}{}",
         i.incident_id,
         i.kind,
+        if i.drill { " (drill)" } else { "" },
         i.device.as_deref().unwrap_or("?"),
         i.event_total(),
         match i.recovered {
@@ -415,6 +417,7 @@ impl EventsLayout {
                 })
                 .unwrap_or_default(),
             match (&e.id, e.user_written) {
+                (Some(id), _) if e.injected => format!("{id} (drill)"),
                 (Some(id), _) => id.to_string(),
                 (None, true) => "(user-written)".to_owned(),
                 (None, false) => "-".to_owned(),

@@ -32,6 +32,7 @@ impl From<KernelEvent> for pb::KernelEvent {
             fields: e.fields,
             device: e.device,
             subsystem: e.subsystem,
+            injected: e.injected,
         }
     }
 }
@@ -57,6 +58,7 @@ impl From<Incident> for pb::IncidentUpdate {
             pid: i.pid,
             recovered: i.recovered,
             closed: i.closed,
+            drill: i.drill,
         }
     }
 }
@@ -126,6 +128,7 @@ impl TryFrom<pb::KernelEvent> for KernelEvent {
             level: Some(level),
             user_written: e.user_written,
             subsystem: e.subsystem,
+            injected: e.injected,
             message: e.message,
         })
     }
@@ -156,6 +159,7 @@ impl TryFrom<pb::IncidentUpdate> for Incident {
             pid: i.pid,
             recovered: i.recovered,
             closed: i.closed,
+            drill: i.drill,
         })
     }
 }
@@ -213,6 +217,7 @@ mod tests {
             user_written: false,
             subsystem: Some("pci".into()),
             message: "amdgpu 0000:c1:00.0: amdgpu: MES failed to respond".into(),
+            injected: true,
         }
     }
 
@@ -236,6 +241,7 @@ mod tests {
             pid: Some(77),
             recovered: Some(false),
             closed: true,
+            drill: true,
         }
     }
 

@@ -596,6 +596,7 @@ mod tests {
             user_written: false,
             subsystem: None,
             message: message.to_owned(),
+            injected: false,
         }
     }
 
@@ -620,6 +621,7 @@ mod tests {
             pid: Some(4242),
             recovered: Some(true),
             closed: true,
+            drill: false,
         }
     }
 
