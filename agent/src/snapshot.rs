@@ -327,6 +327,7 @@ impl Snapshotter {
         let mut cards = Vec::with_capacity(facts.cards.len());
         for card in &facts.cards {
             let device = &card.dir.device;
+            reader.watch_device(device);
             let reading = clocks::read(&mut reader, device);
             let mut dpm_clocks = clocks::collect_dpm(&mut reader, device);
             if let Some(sclk) = &reading.sclk {

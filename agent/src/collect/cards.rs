@@ -76,6 +76,7 @@ pub fn find_amdgpu(reader: &mut Reader<'_>) -> Vec<CardDir> {
         };
         let device = path.join("device");
         if driver_of(reader, &device).as_deref() == Some("amdgpu") {
+            reader.watch_device(&device);
             cards.push(CardDir {
                 name,
                 number,

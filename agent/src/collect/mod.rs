@@ -30,6 +30,10 @@ pub struct Reader<'a> {
     pub root: &'a HostRoot,
     pub problems: Vec<Problem>,
     held: Option<&'a Arc<held::HeldFiles>>,
+    /// GPU device directories being read: a file under one that is not found while the
+    /// directory itself is gone went away mid-read (a reset unbinds the card), which is a
+    /// problem, unlike a file this kernel does not have.
+    devices: Vec<PathBuf>,
 }
 
 impl<'a> Reader<'a> {
@@ -38,6 +42,29 @@ impl<'a> Reader<'a> {
             root,
             problems: Vec::new(),
             held: None,
+            devices: Vec::new(),
+        }
+    }
+
+    /// Reads under `device` from now on are checked for the device going away (see `devices`).
+    pub fn watch_device(&mut self, device: &Path) {
+        if !self.devices.iter().any(|d| d == device) {
+            self.devices.push(device.to_owned());
+        }
+    }
+
+    /// `path` was not found: a problem when it lies under a watched device that is gone.
+    fn not_found(&mut self, path: &Path) {
+        let gone = self
+            .devices
+            .iter()
+            .find(|device| path.starts_with(device) && self.root.metadata(device).is_err())
+            .cloned();
+        if let Some(device) = gone {
+            self.problem(
+                &device,
+                "the GPU's device directory went away while it was read (a reset or an unbind): this card's values are partial",
+            );
         }
     }
 
@@ -74,7 +101,10 @@ impl<'a> Reader<'a> {
         };
         match read {
             Ok(bytes) => Some(bytes),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.not_found(path);
+                None
+            }
             Err(e) if e.kind() == ErrorKind::TimedOut => {
                 // The read goes on in its thread; the recording learns of it here.
                 self.root.note_unanswered(path, &e.to_string());
@@ -133,7 +163,10 @@ impl<'a> Reader<'a> {
         });
         match read {
             Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
-            Err(e) if e.kind() == ErrorKind::NotFound => None,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.not_found(path);
+                None
+            }
             Err(e) => {
                 self.problem(path, format!("cannot read the link: {e}"));
                 None
@@ -145,7 +178,10 @@ impl<'a> Reader<'a> {
     pub fn dir(&mut self, path: &Path) -> Option<Vec<(String, PathBuf)>> {
         let mut out = match self.root.read_dir(path) {
             Ok(entries) => entries,
-            Err(e) if e.kind() == ErrorKind::NotFound => return None,
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                self.not_found(path);
+                return None;
+            }
             Err(e) => {
                 self.problem(path, format!("cannot list: {e}"));
                 return None;
