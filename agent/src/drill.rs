@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use nodectl_proto::nodectl::v1 as pb;
 use pb::node_diagnostics_client::NodeDiagnosticsClient;
-use tonic::transport::Endpoint;
+use tonic::transport::{Channel, Endpoint};
 
 /// Where the DaemonSet's agent listens (`--unix`).
 pub const DEFAULT_SOCKET: &str = "/run/nodectl/agent.sock";
@@ -23,11 +23,11 @@ pub enum DrillError {
     Timeout,
 }
 
-/// Injects the example message of `rule_id` through the agent at `socket`; returns the message.
-pub async fn inject(socket: &Path, rule_id: &str) -> Result<String, DrillError> {
+/// A gRPC channel to an agent's Unix socket (`nodectl --endpoint unix:PATH` dials it too).
+pub async fn unix_channel(socket: &Path) -> Result<Channel, tonic::transport::Error> {
     let path = socket.to_path_buf();
     // The URI is required by tonic but unused: the connector dials the socket.
-    let channel = Endpoint::from_static("http://[::]:50051")
+    Endpoint::from_static("http://[::]:50051")
         .connect_with_connector(tower::service_fn(move |_| {
             let path = path.clone();
             async move {
@@ -36,6 +36,12 @@ pub async fn inject(socket: &Path, rule_id: &str) -> Result<String, DrillError> 
                 ))
             }
         }))
+        .await
+}
+
+/// Injects the example message of `rule_id` through the agent at `socket`; returns the message.
+pub async fn inject(socket: &Path, rule_id: &str) -> Result<String, DrillError> {
+    let channel = unix_channel(socket)
         .await
         .map_err(|e| DrillError::Connect {
             path: socket.to_path_buf(),

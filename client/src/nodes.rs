@@ -305,18 +305,7 @@ async fn connect_channel(agent: &AgentEndpoint) -> anyhow::Result<Channel> {
         });
     }
     let channel = if let Some(path) = endpoint.strip_prefix("unix:") {
-        let path = PathBuf::from(path);
-        // The URI is required by tonic but unused: the connector dials the socket.
-        Endpoint::from_static("http://[::]:50051")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let path = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(path).await?,
-                    ))
-                }
-            }))
-            .await
+        nodectl_agent::drill::unix_channel(std::path::Path::new(path)).await
     } else {
         Endpoint::from_shared(endpoint.to_owned())
             .with_context(|| format!("--endpoint {endpoint}: not a URL like http://HOST:PORT"))?

@@ -108,13 +108,7 @@ impl FakeKube {
             )
             .route("/api/v1/namespaces/{namespace}/events", post(create_event))
             .with_state(Arc::clone(&shared));
-        let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stopped.cancelled().await })
-                .await;
-        });
+        let stop = crate::serve_until_cancelled(listener, router);
         Ok(FakeKube { addr, shared, stop })
     }
 

@@ -254,13 +254,7 @@ impl FakeFactory {
             .route("/schematics", post(post_schematic))
             .route("/schematics/{id}", get(get_schematic))
             .with_state(Arc::clone(&state));
-        let stop = CancellationToken::new();
-        let stopped = stop.clone();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, router)
-                .with_graceful_shutdown(async move { stopped.cancelled().await })
-                .await;
-        });
+        let stop = crate::serve_until_cancelled(listener, router);
         Ok(FakeFactory { addr, state, stop })
     }
 
