@@ -24,6 +24,23 @@ use axum::routing::{get, post};
 use serde_json::{Value, json};
 use tokio_util::sync::CancellationToken;
 
+/// A Node as the kubelet leaves it: Ready, with an internal address.
+pub fn kubelet_node(name: &str) -> Value {
+    json!({
+        "metadata": { "name": name, "labels": { "kubernetes.io/hostname": name } },
+        "spec": {},
+        "status": {
+            "conditions": [{
+                "type": "Ready", "status": "True", "reason": "KubeletReady",
+                "message": "kubelet is posting ready status",
+                "lastHeartbeatTime": "2026-12-03T10:00:00Z",
+                "lastTransitionTime": "2026-12-01T08:00:00Z"
+            }],
+            "addresses": [{ "type": "InternalIP", "address": "10.0.0.7" }]
+        }
+    })
+}
+
 /// How the fake answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {

@@ -5,28 +5,19 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nodectl_e2e::fake_kube::{FakeKube, Mode};
+use nodectl_e2e::fake_kube::{FakeKube, Mode, kubelet_node};
 use nodectl_e2e::harness::{Agent, node_fixture_copy, nodectl};
 use serde_json::{Value, json};
 
 const NODE: &str = "gpu-node-1";
 const TAINT_KEY: &str = "nodectl/amdgpu-unhealthy";
 
-/// A node as the kubelet leaves it: Ready, with someone else's taint.
+/// A node as the kubelet leaves it, with someone else's taint.
 fn node() -> Value {
-    json!({
-        "metadata": { "name": NODE, "labels": { "kubernetes.io/hostname": NODE } },
-        "spec": { "taints": [{ "key": "dedicated", "value": "llm", "effect": "NoSchedule" }] },
-        "status": {
-            "conditions": [{
-                "type": "Ready", "status": "True", "reason": "KubeletReady",
-                "message": "kubelet is posting ready status",
-                "lastHeartbeatTime": "2026-12-03T10:00:00Z",
-                "lastTransitionTime": "2026-12-01T08:00:00Z"
-            }],
-            "addresses": [{ "type": "InternalIP", "address": "10.0.0.7" }]
-        }
-    })
+    let mut node = kubelet_node(NODE);
+    node["spec"]["taints"] =
+        json!([{ "key": "dedicated", "value": "llm", "effect": "NoSchedule" }]);
+    node
 }
 
 fn append_records(tree: &Path, records: &[String]) -> anyhow::Result<()> {
