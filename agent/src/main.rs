@@ -236,7 +236,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             std::sync::Arc::clone(&snapshotter),
             metrics,
             token.clone(),
-            tls.clone(),
+            tls.as_ref()
+                .map(nodectl_agent::tls::ReloadingConfig::http1_only),
         )));
     }
     // `ready` promises that a stream holds this boot's kernel log so far, not an empty history.

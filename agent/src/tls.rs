@@ -149,6 +149,8 @@ fn read_pem(flag: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
 #[derive(Debug, Clone)]
 pub struct ReloadingConfig {
     current: Arc<RwLock<Arc<rustls::ServerConfig>>>,
+    /// Protocols offered in ALPN instead of the files' config's (h2 and http/1.1).
+    alpn: Option<Vec<Vec<u8>>>,
 }
 
 impl ReloadingConfig {
@@ -158,6 +160,7 @@ impl ReloadingConfig {
         let config = files.server_config()?;
         let reloading = ReloadingConfig {
             current: Arc::new(RwLock::new(Arc::new(config))),
+            alpn: None,
         };
         let current = Arc::clone(&reloading.current);
         let mut seen = files.fingerprint();
@@ -194,14 +197,31 @@ impl ReloadingConfig {
         Ok(reloading)
     }
 
+    /// The same files, offering HTTP/1.1 alone: the metrics port speaks nothing else, and a
+    /// scraper that was offered h2 (Prometheus, curl) would speak h2 to it.
+    pub fn http1_only(&self) -> Self {
+        Self {
+            current: Arc::clone(&self.current),
+            alpn: Some(vec![b"http/1.1".to_vec()]),
+        }
+    }
+
     /// The configuration a new connection is served with.
     pub fn current(&self) -> Arc<rustls::ServerConfig> {
-        Arc::clone(
+        let current = Arc::clone(
             &self
                 .current
                 .read()
                 .unwrap_or_else(std::sync::PoisonError::into_inner),
-        )
+        );
+        match &self.alpn {
+            None => current,
+            Some(alpn) => {
+                let mut config = (*current).clone();
+                config.alpn_protocols.clone_from(alpn);
+                Arc::new(config)
+            }
+        }
     }
 
     /// The TLS server handshake on an accepted connection, within [`crate::limits::TLS_HANDSHAKE_TIMEOUT`].

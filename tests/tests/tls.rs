@@ -73,6 +73,43 @@ async fn served_certificate(
         .to_vec())
 }
 
+/// Scrapes `/metrics` over TLS offering h2 and http/1.1 in ALPN, as Prometheus and curl do;
+/// returns the protocol the agent chose and the response.
+async fn scrape_over_tls(
+    addr: &str,
+    ca_pem: &str,
+    client: Option<&CertifiedKey>,
+) -> anyhow::Result<(Option<Vec<u8>>, String)> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert?)?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()?
+        .with_root_certificates(roots);
+    let mut config = match client {
+        Some(key) => builder.with_client_auth_cert(
+            CertificateDer::pem_slice_iter(key.cert_pem.as_bytes()).collect::<Result<_, _>>()?,
+            PrivateKeyDer::from_pem_slice(key.key_pem.as_bytes())?,
+        )?,
+        None => builder.with_no_client_auth(),
+    };
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await?;
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(ServerName::try_from("127.0.0.1")?, tcp)
+        .await?;
+    let alpn = tls.get_ref().1.alpn_protocol().map(<[u8]>::to_vec);
+    tls.write_all(b"GET /metrics HTTP/1.1\r\nHost: agent\r\nConnection: close\r\n\r\n")
+        .await?;
+    let mut response = Vec::new();
+    // A server that ends without close_notify still gave its whole response here.
+    let _ = tls.read_to_end(&mut response).await;
+    Ok((alpn, String::from_utf8_lossy(&response).into_owned()))
+}
+
 fn grpc_addr(agent: &Agent) -> anyhow::Result<String> {
     Ok(agent.listener("grpc").context("grpc")?.to_owned())
 }
@@ -302,10 +339,13 @@ async fn a_rotated_certificate_is_served_without_a_restart() -> anyhow::Result<(
 
     // The metrics port is behind the same TLS: a plaintext scrape gets no metrics.
     let metrics = agent.listener("metrics").context("metrics")?.to_owned();
+    // Served with the rotated certificate (the second CA verifies it), and HTTP/1.1 alone in
+    // ALPN: a scraper offered h2 would speak it, and the metrics port speaks HTTP/1.1 only.
+    let (alpn, response) = scrape_over_tls(&metrics, &second.ca_pem, None).await?;
+    assert_eq!(alpn.as_deref(), Some(&b"http/1.1"[..]));
     assert!(
-        served_certificate(&metrics, &second.ca_pem, None)
-            .await
-            .is_ok()
+        response.starts_with("HTTP/1.1 200") && response.contains("nodectl_"),
+        "{response}"
     );
     let plain = nodectl_e2e::harness::http_get(&metrics, "/metrics");
     assert!(
