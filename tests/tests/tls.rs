@@ -40,11 +40,12 @@ impl Files {
 }
 
 /// The certificate the server at `addr` presents, trusting `ca_pem`, with `client` if given.
-async fn served_certificate(
-    addr: &str,
+/// A client trusting `ca_pem`, presenting `client` when given, offering `alpn`.
+fn client_config(
     ca_pem: &str,
     client: Option<&CertifiedKey>,
-) -> anyhow::Result<Vec<u8>> {
+    alpn: &[&[u8]],
+) -> anyhow::Result<rustls::ClientConfig> {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert?)?;
@@ -60,7 +61,16 @@ async fn served_certificate(
         )?,
         None => builder.with_no_client_auth(),
     };
-    config.alpn_protocols = vec![b"h2".to_vec()];
+    config.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
+    Ok(config)
+}
+
+async fn served_certificate(
+    addr: &str,
+    ca_pem: &str,
+    client: Option<&CertifiedKey>,
+) -> anyhow::Result<Vec<u8>> {
+    let config = client_config(ca_pem, client, &[b"h2"])?;
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("127.0.0.1")?, tcp)
@@ -81,22 +91,7 @@ async fn scrape_over_tls(
     client: Option<&CertifiedKey>,
 ) -> anyhow::Result<(Option<Vec<u8>>, String)> {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert?)?;
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()?
-        .with_root_certificates(roots);
-    let mut config = match client {
-        Some(key) => builder.with_client_auth_cert(
-            CertificateDer::pem_slice_iter(key.cert_pem.as_bytes()).collect::<Result<_, _>>()?,
-            PrivateKeyDer::from_pem_slice(key.key_pem.as_bytes())?,
-        )?,
-        None => builder.with_no_client_auth(),
-    };
-    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let config = client_config(ca_pem, client, &[b"h2", b"http/1.1"])?;
     let tcp = tokio::net::TcpStream::connect(addr).await?;
     let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(ServerName::try_from("127.0.0.1")?, tcp)
