@@ -5,6 +5,7 @@
 # --node-timeout 3s. Results go to BENCHMARKS.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/tls-certs.sh
 
 AGENTS=${AGENTS:-50}
 RUNS=${RUNS:-5}
@@ -25,20 +26,7 @@ trap cleanup EXIT
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 # A CA, a serving certificate for 127.0.0.1 / nodectl-agent, an operator's client certificate.
-cd "$work"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt \
-  -subj /CN=fleet-ca -days 2 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr \
-  -subj /CN=nodectl-agent 2>/dev/null
-printf 'subjectAltName=DNS:nodectl-agent,IP:127.0.0.1\n' > server.ext
-openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt \
-  -days 2 -extfile server.ext 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout op.key -out op.csr \
-  -subj /CN=operator 2>/dev/null
-printf 'extendedKeyUsage=clientAuth\n' > op.ext
-openssl x509 -req -in op.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out op.crt -days 2 \
-  -extfile op.ext 2>/dev/null
-cd - >/dev/null
+make_certs "$work"
 
 : > "$work/endpoints"
 for i in $(seq 1 "$AGENTS"); do

@@ -7,6 +7,7 @@
 # BENCHMARKS.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/tls-certs.sh
 
 DURATION=${DURATION:-600}
 INTERVAL=15
@@ -26,20 +27,7 @@ trap cleanup EXIT
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 
-cd "$work"
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout ca.key -out ca.crt \
-  -subj /CN=idle-ca -days 2 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout server.key -out server.csr \
-  -subj /CN=nodectl-agent 2>/dev/null
-printf 'subjectAltName=DNS:nodectl-agent,IP:127.0.0.1\n' > server.ext
-openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out server.crt \
-  -days 2 -extfile server.ext 2>/dev/null
-openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -keyout op.key -out op.csr \
-  -subj /CN=prometheus 2>/dev/null
-printf 'extendedKeyUsage=clientAuth\n' > op.ext
-openssl x509 -req -in op.csr -CA ca.crt -CAkey ca.key -CAcreateserial -out op.crt -days 2 \
-  -extfile op.ext 2>/dev/null
-cd - >/dev/null
+make_certs "$work"
 
 "$bin/examples/fake_kube_server" "$work" > "$work/kube.out" &
 pids+=($!)
