@@ -38,11 +38,15 @@ impl Entry {
         monotonic_usec: Option<u64>,
         boot_time: Option<jiff::Timestamp>,
     ) -> Self {
+        let time = boot_time
+            .zip(monotonic_usec)
+            .and_then(|(boot, usec)| nodectl_model::clock::at_monotonic(boot, usec))
+            .or_else(|| Some(jiff::Timestamp::now()));
         Entry {
             seq: None,
             line: None,
             monotonic_usec,
-            time: Some(jiff::Timestamp::now()),
+            time,
             facility: 0,
             level: Some(3),
             message,
@@ -50,14 +54,6 @@ impl Entry {
             device: None,
             injected: true,
         }
-        .with_boot_time(boot_time)
-    }
-
-    fn with_boot_time(mut self, boot_time: Option<jiff::Timestamp>) -> Self {
-        if let (Some(boot), Some(usec)) = (boot_time, self.monotonic_usec) {
-            self.time = nodectl_model::clock::at_monotonic(boot, usec).or(self.time);
-        }
-        self
     }
 
     /// A live record; `boot_time` turns its monotonic µs into wall time.

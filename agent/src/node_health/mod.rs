@@ -26,7 +26,7 @@ use crate::limits::{
 };
 use crate::snapshot::{SampleOptions, Snapshotter};
 pub use kube_api::{KubeError, NodeApi, TAINT_KEY};
-use verdict::{Checks, OpenIncident, Verdict};
+use verdict::{Checks, IncidentText, OpenIncident, Verdict};
 
 /// What the node-health task is told at start.
 #[derive(Debug)]
@@ -81,21 +81,12 @@ impl Incidents {
                 );
                 return self.track(incident);
             }
-            let (title, action, _) = verdict::incident_text(classifier, &incident.kind);
             let boot: String = self.boot_id.chars().filter(|c| *c != '-').take(8).collect();
             events.push_back(PendingEvent {
                 key: format!("{boot}-incident-{}", incident.incident_id),
                 reason: verdict::reason_of(&incident.kind),
-                message: format!(
-                    "{}{title} (incident {} on {}). Action: {action}.",
-                    if incident.drill {
-                        verdict::DRILL_MARK
-                    } else {
-                        ""
-                    },
-                    incident.incident_id,
-                    incident.device.as_deref().unwrap_or("the GPU")
-                ),
+                message: IncidentText::of(classifier, &incident.kind)
+                    .sentence(&OpenIncident::from(incident)),
                 at: incident.first_time.unwrap_or_else(jiff::Timestamp::now),
             });
         }
@@ -108,16 +99,8 @@ impl Incidents {
             // Seen again after a re-read of the history, its Event is found there (409).
             self.announced.remove(&incident.incident_id);
         } else {
-            self.open.insert(
-                incident.incident_id,
-                OpenIncident {
-                    incident_id: incident.incident_id,
-                    kind: incident.kind.to_string(),
-                    device: incident.device.clone(),
-                    first_time: incident.first_time,
-                    drill: incident.drill,
-                },
-            );
+            self.open
+                .insert(incident.incident_id, OpenIncident::from(incident));
         }
     }
 }

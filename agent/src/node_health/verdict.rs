@@ -23,6 +23,18 @@ pub struct OpenIncident {
     pub drill: bool,
 }
 
+impl From<&nodectl_model::Incident> for OpenIncident {
+    fn from(incident: &nodectl_model::Incident) -> Self {
+        OpenIncident {
+            incident_id: incident.incident_id,
+            kind: incident.kind.to_string(),
+            device: incident.device.clone(),
+            first_time: incident.first_time,
+            drill: incident.drill,
+        }
+    }
+}
+
 /// What a drill's condition message and Event start with.
 pub const DRILL_MARK: &str = "[drill: nodectl-agent inject, not a GPU fault] ";
 
@@ -80,19 +92,50 @@ pub fn reason_of(id: &str) -> String {
     }
 }
 
-/// Title and first action of an incident kind, from the rules; the `gpu_<class>` fallbacks and
-/// a user's rules without them get words that say only what is known.
-pub fn incident_text(classifier: &Classifier, kind: &str) -> (String, String, bool) {
-    let named = classifier.kind(kind);
-    let title = named
-        .and_then(|k| k.title.clone())
-        .unwrap_or_else(|| format!("GPU incident `{kind}`"));
-    let action = named.and_then(|k| k.action.clone()).unwrap_or_else(|| {
-        "see its events with nodectl events, and collect a bundle with nodectl report".to_owned()
-    });
-    // A fallback kind is critical when its first event was a hang: the GPU stopped answering.
-    let critical = named.map_or(kind == "gpu_hang", |k| k.critical);
-    (title, action, critical)
+/// What the rules say of an incident kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IncidentText {
+    pub title: String,
+    /// The first thing to do.
+    pub action: String,
+    /// The GPU stopped serving work: `--taint-on-critical` taints.
+    pub critical: bool,
+}
+
+impl IncidentText {
+    /// Title and first action of an incident kind, from the rules; the `gpu_<class>` fallbacks
+    /// and a user's rules without them get words that say only what is known.
+    pub fn of(classifier: &Classifier, kind: &str) -> Self {
+        let named = classifier.kind(kind);
+        IncidentText {
+            title: named
+                .and_then(|k| k.title.clone())
+                .unwrap_or_else(|| format!("GPU incident `{kind}`")),
+            action: named.and_then(|k| k.action.clone()).unwrap_or_else(|| {
+                "see its events with nodectl events, and collect a bundle with nodectl report"
+                    .to_owned()
+            }),
+            // A fallback kind is critical when its first event was a hang: the GPU stopped
+            // answering.
+            critical: named.map_or(kind == "gpu_hang", |k| k.critical),
+        }
+    }
+
+    /// What the condition and the incident's Event say of `incident`.
+    pub fn sentence(&self, incident: &OpenIncident) -> String {
+        format!(
+            "{}{} (incident {} on {}{}). Action: {}.",
+            if incident.drill { DRILL_MARK } else { "" },
+            self.title,
+            incident.incident_id,
+            incident.device.as_deref().unwrap_or("the GPU"),
+            incident
+                .first_time
+                .map(|t| format!(", since {t}"))
+                .unwrap_or_default(),
+            self.action
+        )
+    }
 }
 
 /// The condition for these open incidents and checks.
@@ -110,9 +153,9 @@ pub fn decide(
 ) -> Verdict {
     let incidents: Vec<_> = open
         .iter()
-        .map(|incident| (incident, incident_text(classifier, &incident.kind)))
+        .map(|incident| (incident, IncidentText::of(classifier, &incident.kind)))
         .collect();
-    let critical_incident = incidents.iter().find(|(_, (_, _, critical))| *critical);
+    let critical_incident = incidents.iter().find(|(_, text)| text.critical);
     let findings: &[Finding] = match checks {
         Checks::Ran(findings) => findings,
         Checks::Failed(_) => &[],
@@ -131,26 +174,12 @@ pub fn decide(
     let verdict = match (first_incident, critical_finding) {
         // A critical incident names the condition before a critical finding: it is what is
         // happening now.
-        (Some((incident, (title, action, critical))), finding)
-            if *critical || finding.is_none() =>
-        {
-            Verdict {
-                status: Status::False,
-                reason: reason_of(&incident.kind),
-                message: format!(
-                    "{}{title} (incident {} on {}{}). Action: {action}.{}",
-                    if incident.drill { DRILL_MARK } else { "" },
-                    incident.incident_id,
-                    incident.device.as_deref().unwrap_or("the GPU"),
-                    incident
-                        .first_time
-                        .map(|t| format!(", since {t}"))
-                        .unwrap_or_default(),
-                    others(1)
-                ),
-                critical: *critical || finding.is_some(),
-            }
-        }
+        (Some((incident, text)), finding) if text.critical || finding.is_none() => Verdict {
+            status: Status::False,
+            reason: reason_of(&incident.kind),
+            message: format!("{}{}", text.sentence(incident), others(1)),
+            critical: text.critical || finding.is_some(),
+        },
         (_, Some(finding)) => Verdict {
             status: Status::False,
             reason: reason_of(&finding.id),
