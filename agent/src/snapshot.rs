@@ -98,6 +98,7 @@ pub struct Snapshotter {
     root: HostRoot,
     boot: Mutex<Option<Arc<BootFacts>>>,
     held: Arc<HeldFiles>,
+    read_before: collect::DeviceFilesReadBefore,
     /// The single-reading snapshot being taken now, which concurrent requests for one join.
     in_flight: Mutex<Option<InFlight>>,
     /// Sampling snapshots (several readings apart) running now.
@@ -194,6 +195,7 @@ impl Snapshotter {
             root,
             boot: Mutex::new(None),
             held: Arc::default(),
+            read_before: collect::DeviceFilesReadBefore::default(),
             in_flight: Mutex::new(None),
             sampling: Arc::new(tokio::sync::Semaphore::new(MAX_SAMPLING_SNAPSHOTS)),
         }
@@ -299,6 +301,7 @@ impl Snapshotter {
             // (or, in a tree, be dropped) one by one; start afresh. Without a key there is no
             // boot to tell apart, and the held files keep their own staleness checks.
             self.held.clear();
+            self.read_before.clear();
             *cached = Some(Arc::clone(&facts));
         }
         facts
@@ -309,7 +312,7 @@ impl Snapshotter {
     pub fn take(&self, options: &SampleOptions) -> model::Snapshot {
         let root = &self.root;
         self.held.refresh();
-        let mut reader = Reader::holding(root, &self.held);
+        let mut reader = Reader::holding(root, &self.held, &self.read_before);
         let boot_id = collect::host::boot_id(&mut reader);
         let key = boot_id.clone().map(|boot_id| BootKey {
             boot_id,

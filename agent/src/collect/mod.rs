@@ -17,9 +17,10 @@ pub(crate) mod params;
 pub mod processes;
 pub(crate) mod read_pool;
 
+use std::collections::HashSet;
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crate::HostRoot;
 use nodectl_model::snapshot::Problem;
@@ -30,6 +31,7 @@ pub struct Reader<'a> {
     pub root: &'a HostRoot,
     pub problems: Vec<Problem>,
     held: Option<&'a Arc<held::HeldFiles>>,
+    read_before: Option<&'a DeviceFilesReadBefore>,
     /// GPU device directories being read: a file under one that is not found while the
     /// directory itself is gone went away mid-read (a reset unbinds the card), which is a
     /// problem, unlike a file this kernel does not have.
@@ -42,6 +44,7 @@ impl<'a> Reader<'a> {
             root,
             problems: Vec::new(),
             held: None,
+            read_before: None,
             devices: Vec::new(),
         }
     }
@@ -53,12 +56,27 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// `path` was not found: a problem when it lies under a watched device that is gone.
+    /// The watched device `path` lies under.
+    fn device_of(&self, path: &Path) -> Option<&PathBuf> {
+        self.devices.iter().find(|device| path.starts_with(device))
+    }
+
+    /// `path` was read: remembered when it lies under a watched device.
+    fn found(&mut self, path: &Path) {
+        if let Some(read_before) = self.read_before
+            && self.device_of(path).is_some()
+        {
+            read_before.remember(path);
+        }
+    }
+
+    /// `path` was not found: a problem when it lies under a watched device that is gone, or that
+    /// was read there before (the card went away and may be back already when we look).
     fn not_found(&mut self, path: &Path) {
+        let read_before = self.read_before.is_some_and(|r| r.contains(path));
         let gone = self
-            .devices
-            .iter()
-            .find(|device| path.starts_with(device) && self.root.metadata(device).is_err())
+            .device_of(path)
+            .filter(|device| read_before || self.root.metadata(device).is_err())
             .cloned();
         if let Some(device) = gone {
             self.problem(
@@ -68,10 +86,16 @@ impl<'a> Reader<'a> {
         }
     }
 
-    /// A reader that keeps the files it reads open in `held` (for files read again and again).
-    pub fn holding(root: &'a HostRoot, held: &'a Arc<held::HeldFiles>) -> Self {
+    /// A reader that keeps the files it reads open in `held` (for files read again and again)
+    /// and remembers in `read_before` which device files it found.
+    pub fn holding(
+        root: &'a HostRoot,
+        held: &'a Arc<held::HeldFiles>,
+        read_before: &'a DeviceFilesReadBefore,
+    ) -> Self {
         Self {
             held: Some(held),
+            read_before: Some(read_before),
             ..Self::new(root)
         }
     }
@@ -100,7 +124,10 @@ impl<'a> Reader<'a> {
             None => read_pool::shared().read(path, move || root.read_file(&owned)),
         };
         match read {
-            Ok(bytes) => Some(bytes),
+            Ok(bytes) => {
+                self.found(path);
+                Some(bytes)
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 self.not_found(path);
                 None
@@ -162,7 +189,10 @@ impl<'a> Reader<'a> {
                 .map(|target| std::os::unix::ffi::OsStrExt::as_bytes(target.as_os_str()).to_vec())
         });
         match read {
-            Ok(bytes) => Some(String::from_utf8_lossy(&bytes).into_owned()),
+            Ok(bytes) => {
+                self.found(path);
+                Some(String::from_utf8_lossy(&bytes).into_owned())
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 self.not_found(path);
                 None
@@ -177,7 +207,10 @@ impl<'a> Reader<'a> {
     /// Entries of a directory, sorted by name; `None` when it does not exist.
     pub fn dir(&mut self, path: &Path) -> Option<Vec<(String, PathBuf)>> {
         let mut out = match self.root.read_dir(path) {
-            Ok(entries) => entries,
+            Ok(entries) => {
+                self.found(path);
+                entries
+            }
             Err(e) if e.kind() == ErrorKind::NotFound => {
                 self.not_found(path);
                 return None;
@@ -189,6 +222,48 @@ impl<'a> Reader<'a> {
         };
         out.sort_by_key(|(name, _)| natural_key(name));
         Some(out)
+    }
+}
+
+/// The files under GPU device directories found by earlier snapshots. A reset unbinds the card
+/// and binds it again within milliseconds, so a file not found mid-read may sit in a directory
+/// that is back when the reader looks: having read it before tells it went away, where this
+/// kernel merely lacking it does not.
+#[derive(Debug, Default)]
+pub struct DeviceFilesReadBefore {
+    paths: Mutex<HashSet<PathBuf>>,
+}
+
+/// A card has some hundred files read; beyond this many (cards come and go across reloads)
+/// the oldest knowledge is dropped whole rather than grown without end.
+const MAX_DEVICE_FILES_READ_BEFORE: usize = 4096;
+
+impl DeviceFilesReadBefore {
+    fn paths(&self) -> std::sync::MutexGuard<'_, HashSet<PathBuf>> {
+        // A panic while holding the lock leaves a consistent set; keep using it.
+        self.paths
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn remember(&self, path: &Path) {
+        let mut paths = self.paths();
+        if paths.contains(path) {
+            return;
+        }
+        if paths.len() >= MAX_DEVICE_FILES_READ_BEFORE {
+            paths.clear();
+        }
+        paths.insert(path.to_owned());
+    }
+
+    fn contains(&self, path: &Path) -> bool {
+        self.paths().contains(path)
+    }
+
+    /// Forgets every file: a new boot or a new set of cards.
+    pub fn clear(&self) {
+        self.paths().clear();
     }
 }
 
@@ -262,5 +337,39 @@ mod tests {
         assert_eq!(reader.text(&root.path("bin")), None);
         assert_eq!(reader.problems.len(), 2);
         assert_eq!(reader.problems[0].path, "/n");
+    }
+
+    #[test]
+    fn a_device_file_read_before_and_missing_now_is_a_problem_even_with_its_card_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let device = dir.path().join("sys/devices/card");
+        std::fs::create_dir_all(&device).unwrap();
+        std::fs::write(device.join("gpu_busy_percent"), "3\n").unwrap();
+        let root = HostRoot::new(dir.path());
+        let held: Arc<held::HeldFiles> = Arc::default();
+        let read_before = DeviceFilesReadBefore::default();
+        let busy = root.path("/sys/devices/card/gpu_busy_percent");
+        let absent = root.path("/sys/devices/card/pp_od_clk_voltage");
+
+        let mut first = Reader::holding(&root, &held, &read_before);
+        first.watch_device(&root.path("/sys/devices/card"));
+        assert_eq!(first.line(&busy).as_deref(), Some("3"));
+        assert_eq!(first.line(&absent), None);
+        assert!(first.problems.is_empty(), "{:?}", first.problems);
+
+        // Gone while read, and the directory is there again when the reader looks.
+        std::fs::remove_file(device.join("gpu_busy_percent")).unwrap();
+        held.refresh();
+        let mut second = Reader::holding(&root, &held, &read_before);
+        second.watch_device(&root.path("/sys/devices/card"));
+        assert_eq!(second.line(&absent), None);
+        assert!(
+            second.problems.is_empty(),
+            "never there: {:?}",
+            second.problems
+        );
+        assert_eq!(second.line(&busy), None);
+        assert_eq!(second.problems.len(), 1, "{:?}", second.problems);
+        assert_eq!(second.problems[0].path, "/sys/devices/card");
     }
 }
