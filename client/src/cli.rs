@@ -61,6 +61,25 @@ pub struct NodeSource {
     /// A file of agent endpoints, one per line (`#` starts a comment); with --endpoint, both.
     #[arg(long, value_name = "PATH")]
     pub endpoints_file: Option<PathBuf>,
+    /// Find the agents through Kubernetes: the nodectl DaemonSet's pods by label, each asked at
+    /// its pod IP and `grpc` port (so from inside the cluster network) and shown under its
+    /// node's name; with --endpoint, both.
+    #[arg(long)]
+    pub discover: bool,
+    /// Kubernetes client configuration for --discover (default: KUBECONFIG, ~/.kube/config,
+    /// then the pod's service account).
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+    /// Namespace of the agent pods for --discover (default nodectl).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub discover_namespace: Option<String>,
+    /// Label selector of the agent pods for --discover (default
+    /// app.kubernetes.io/name=nodectl-agent).
+    #[arg(long, value_name = "SELECTOR")]
+    pub discover_selector: Option<String>,
+    /// How the discovered agents serve (default https, as deploy/ installs them).
+    #[arg(long, value_name = "SCHEME", value_enum)]
+    pub discover_scheme: Option<crate::discover::Scheme>,
     /// How long each agent has to answer before it is listed as failed and the others are
     /// shown without it (default 10s; a --sample window is added).
     #[arg(long, value_name = "DURATION", value_parser = crate::talos::workflow::parse_timeout)]
@@ -128,6 +147,15 @@ impl GlobalArgs {
             source.cert = source.cert.or(self.source.cert);
             source.key = source.key.or(self.source.key);
             source.tls_server_name = source.tls_server_name.or(self.source.tls_server_name);
+            source.discover |= self.source.discover;
+            source.kubeconfig = source.kubeconfig.or(self.source.kubeconfig);
+            source.discover_namespace =
+                source.discover_namespace.or(self.source.discover_namespace);
+            source.discover_selector = source.discover_selector.or(self.source.discover_selector);
+            source.discover_scheme = source.discover_scheme.or(self.source.discover_scheme);
+            if flags.source.is_none() && source.discover {
+                return Err(refuse("--discover"));
+            }
             if flags.source.is_none() && source.endpoints_file.is_some() {
                 return Err(refuse("--endpoints-file"));
             }
@@ -146,6 +174,8 @@ impl GlobalArgs {
             return Err(refuse("--endpoint (a nodectl agent)"));
         } else if self.source.endpoints_file.is_some() {
             return Err(refuse("--endpoints-file"));
+        } else if self.source.discover {
+            return Err(refuse("--discover"));
         } else if self.source.node_timeout.is_some() {
             return Err(refuse("--node-timeout"));
         } else if self.source.host_root.is_some() {
@@ -170,8 +200,10 @@ impl GlobalArgs {
                 TalosTarget::default()
             }
         };
+        let discovery = discovery_of(&source)?;
         Ok(Context::new(
             crate::context::NodeSelection {
+                discovery,
                 endpoints: source.endpoint,
                 endpoints_file: source.endpoints_file,
                 node_timeout: source.node_timeout,
@@ -189,6 +221,38 @@ impl GlobalArgs {
             talos.node,
         ))
     }
+}
+
+/// `--discover` and its settings; a setting without it is a usage error.
+fn discovery_of(source: &NodeSource) -> anyhow::Result<Option<crate::discover::Discovery>> {
+    if !source.discover {
+        let stray = [
+            ("--kubeconfig", source.kubeconfig.is_some()),
+            ("--discover-namespace", source.discover_namespace.is_some()),
+            ("--discover-selector", source.discover_selector.is_some()),
+            ("--discover-scheme", source.discover_scheme.is_some()),
+        ];
+        if let Some((flag, _)) = stray.iter().find(|(_, given)| *given) {
+            anyhow::bail!("{flag} applies with --discover");
+        }
+        return Ok(None);
+    }
+    if source.host_root.is_some() {
+        anyhow::bail!("--discover and --host-root exclude each other");
+    }
+    use crate::discover::{DEFAULT_NAMESPACE, DEFAULT_SELECTOR, Discovery, Scheme};
+    Ok(Some(Discovery {
+        kubeconfig: source.kubeconfig.clone(),
+        namespace: source
+            .discover_namespace
+            .clone()
+            .unwrap_or_else(|| DEFAULT_NAMESPACE.to_owned()),
+        selector: source
+            .discover_selector
+            .clone()
+            .unwrap_or_else(|| DEFAULT_SELECTOR.to_owned()),
+        scheme: source.discover_scheme.unwrap_or(Scheme::Https),
+    }))
 }
 
 #[derive(Debug, Subcommand)]

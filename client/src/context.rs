@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use crate::nodes::Nodes;
+use crate::nodes::{NodeAddress, Nodes};
 use crate::render::Format;
 use crate::talos::api::TalosClient;
 use crate::talos::talosconfig;
@@ -10,6 +10,8 @@ use crate::talos::talosconfig;
 /// The agents a command asks, as given on the command line.
 #[derive(Debug, Clone, Default)]
 pub struct NodeSelection {
+    /// `--discover`: the DaemonSet's pods found through Kubernetes.
+    pub discovery: Option<crate::discover::Discovery>,
     pub endpoints: Vec<String>,
     pub endpoints_file: Option<PathBuf>,
     pub node_timeout: Option<std::time::Duration>,
@@ -48,24 +50,45 @@ impl Context {
         }
     }
 
-    /// The nodes to read: agents at `--endpoint`, or the agent in this process on `/` or
-    /// `--host-root DIR`.
-    pub fn nodes(&self) -> anyhow::Result<Nodes> {
-        let mut endpoints = self.selection.endpoints.clone();
+    /// The nodes to read: agents at `--endpoint`, in `--endpoints-file` and found by
+    /// `--discover`, or the agent in this process on `/` or `--host-root DIR`.
+    pub async fn nodes(&self) -> anyhow::Result<Nodes> {
+        let mut addresses: Vec<NodeAddress> = self
+            .selection
+            .endpoints
+            .iter()
+            .cloned()
+            .map(NodeAddress::given)
+            .collect();
         if let Some(path) = &self.selection.endpoints_file {
-            endpoints.extend(crate::nodes::read_endpoints_file(path)?);
+            let listed = crate::nodes::read_endpoints_file(path)?;
+            addresses.extend(listed.into_iter().map(NodeAddress::given));
         }
         let mut tls = self.selection.tls.clone();
-        if endpoints.iter().any(|e| e.starts_with("https://")) {
+        if let Some(discovery) = &self.selection.discovery {
+            let found = crate::discover::discover(discovery).await?;
+            addresses.extend(found.into_iter().map(|agent| NodeAddress {
+                node: Some(agent.node),
+                endpoint: agent.endpoint,
+            }));
+            if discovery.scheme == crate::discover::Scheme::Https && tls.server_name.is_none() {
+                // Pod IPs are in no certificate: the agents' one names the headless Service.
+                tls.server_name = Some(format!("nodectl-agent.{}.svc", discovery.namespace));
+            }
+        }
+        let https = |a: &NodeAddress| a.endpoint.as_ref().is_ok_and(|e| e.starts_with("https://"));
+        if addresses.iter().any(https) {
             tls = tls.or(crate::config::ConfigFile::load()?.tls);
         }
-        Nodes::new(&endpoints, self.host_root.clone(), &tls)
+        Nodes::new(addresses, self.host_root.clone(), &tls)
     }
 
-    /// Whether agents were named (`--endpoint`, `--endpoints-file`); else the node is this host
-    /// or a tree.
+    /// Whether agents were named (`--endpoint`, `--endpoints-file`, `--discover`); else the
+    /// node is this host or a tree.
     pub fn names_agents(&self) -> bool {
-        !self.selection.endpoints.is_empty() || self.selection.endpoints_file.is_some()
+        !self.selection.endpoints.is_empty()
+            || self.selection.endpoints_file.is_some()
+            || self.selection.discovery.is_some()
     }
 
     /// The agent endpoints given on the command line (not those of `--endpoints-file`).

@@ -5,6 +5,7 @@ pub mod cli;
 pub mod cmd;
 pub mod config;
 pub mod context;
+pub mod discover;
 pub mod embedded;
 pub mod exit;
 pub mod experiments;

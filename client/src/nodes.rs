@@ -84,6 +84,8 @@ impl AgentTlsFiles {
 #[derive(Debug, Clone)]
 pub struct AgentEndpoint {
     pub url: String,
+    /// The node's name when it is known (`--discover`); else the node is shown as its URL.
+    pub node: Option<String>,
     tls: Option<Arc<rustls::ClientConfig>>,
     server_name: Option<String>,
 }
@@ -93,6 +95,7 @@ impl AgentEndpoint {
     pub fn plain(url: &str) -> Self {
         AgentEndpoint {
             url: url.to_owned(),
+            node: None,
             tls: None,
             server_name: None,
         }
@@ -104,8 +107,9 @@ impl AgentEndpoint {
 pub enum Nodes {
     /// The agent service in this process, on a host root (`/` or `--host-root DIR`).
     Embedded(PathBuf),
-    /// Agents at these endpoints (`http://HOST:PORT`, `https://HOST:PORT` or `unix:/path`).
-    Agents(Vec<AgentEndpoint>),
+    /// Agents at endpoints (`http://HOST:PORT`, `https://HOST:PORT` or `unix:/path`), and
+    /// discovered nodes whose agent cannot be asked.
+    Agents(Vec<Target>),
 }
 
 /// One node to read.
@@ -113,38 +117,70 @@ pub enum Nodes {
 pub enum Target {
     Embedded(PathBuf),
     Agent(AgentEndpoint),
+    /// A node `--discover` found whose agent cannot be asked (its pod is pending, failing or
+    /// has no `grpc` port): listed as failed with the reason.
+    Undialable {
+        node: String,
+        reason: String,
+    },
+}
+
+/// A node named for the command: an endpoint, or one `--discover` found.
+#[derive(Debug, Clone)]
+pub struct NodeAddress {
+    pub node: Option<String>,
+    /// The endpoint, or why there is none.
+    pub endpoint: Result<String, String>,
+}
+
+impl NodeAddress {
+    /// An endpoint given on the command line or in `--endpoints-file`.
+    pub fn given(endpoint: String) -> Self {
+        NodeAddress {
+            node: None,
+            endpoint: Ok(endpoint),
+        }
+    }
 }
 
 impl Nodes {
     pub fn new(
-        endpoints: &[String],
+        addresses: Vec<NodeAddress>,
         host_root: Option<PathBuf>,
         tls: &AgentTlsFiles,
     ) -> anyhow::Result<Self> {
-        for endpoint in endpoints {
+        for endpoint in addresses.iter().filter_map(|a| a.endpoint.as_ref().ok()) {
             check_endpoint(endpoint)?;
         }
-        if !endpoints.is_empty() && host_root.is_some() {
+        if !addresses.is_empty() && host_root.is_some() {
             anyhow::bail!("--endpoint and --host-root exclude each other");
         }
-        if endpoints.is_empty() {
+        if addresses.is_empty() {
             return Ok(Nodes::Embedded(
                 host_root.unwrap_or_else(|| PathBuf::from("/")),
             ));
         }
-        let config = if endpoints.iter().any(|e| e.starts_with("https://")) {
+        let https = |a: &NodeAddress| a.endpoint.as_ref().is_ok_and(|e| e.starts_with("https://"));
+        let config = if addresses.iter().any(https) {
             crate::talos::tls::install_crypto_provider();
             Some(Arc::new(tls.client_config()?))
         } else {
             None
         };
         Ok(Nodes::Agents(
-            endpoints
-                .iter()
-                .map(|url| AgentEndpoint {
-                    url: url.clone(),
-                    tls: config.clone().filter(|_| url.starts_with("https://")),
-                    server_name: tls.server_name.clone(),
+            addresses
+                .into_iter()
+                .map(|address| match address.endpoint {
+                    Ok(url) => Target::Agent(AgentEndpoint {
+                        tls: config.clone().filter(|_| url.starts_with("https://")),
+                        url,
+                        node: address.node,
+                        server_name: tls.server_name.clone(),
+                    }),
+                    Err(reason) => Target::Undialable {
+                        node: address.node.unwrap_or_default(),
+                        reason,
+                    },
                 })
                 .collect(),
         ))
@@ -154,16 +190,18 @@ impl Nodes {
     pub fn targets(&self) -> Vec<Target> {
         match self {
             Nodes::Embedded(root) => vec![Target::Embedded(root.clone())],
-            Nodes::Agents(endpoints) => endpoints.iter().cloned().map(Target::Agent).collect(),
+            Nodes::Agents(targets) => targets.clone(),
         }
     }
 }
 
 impl Target {
-    /// What the node is shown as: its endpoint, `local`, or the tree.
+    /// What the node is shown as: its name when discovered, else its endpoint; `local`, or the
+    /// tree.
     pub fn label(&self) -> String {
         match self {
-            Target::Agent(agent) => agent.url.clone(),
+            Target::Agent(agent) => agent.node.clone().unwrap_or_else(|| agent.url.clone()),
+            Target::Undialable { node, .. } => node.clone(),
             Target::Embedded(root) if root == std::path::Path::new("/") => "local".to_owned(),
             Target::Embedded(root) => root.display().to_string(),
         }
@@ -173,6 +211,7 @@ impl Target {
     pub fn selection(&self) -> String {
         match self {
             Target::Agent(agent) => format!(" --endpoint {}", agent.url),
+            Target::Undialable { .. } => " --discover".to_owned(),
             Target::Embedded(root) if root == std::path::Path::new("/") => String::new(),
             Target::Embedded(root) => format!(" --host-root {}", root.display()),
         }
@@ -181,6 +220,7 @@ impl Target {
     /// Connects to the node's agent (starting it in this process for an embedded target).
     pub async fn connect(&self, options: &EmbeddedOptions) -> anyhow::Result<NodeClient> {
         match self {
+            Target::Undialable { reason, .. } => Err(Unreachable(reason.clone()).into()),
             Target::Agent(agent) => Ok(NodeClient {
                 label: agent.url.clone(),
                 remote: true,
@@ -377,7 +417,10 @@ pub struct NodeSnapshot {
 /// An agent's error status as nodectl reports it: `Unavailable` means unreachable (exit 3).
 fn status_error(label: &str, remote: bool, status: &tonic::Status) -> anyhow::Error {
     if let Some(mut reason) = transport_failure(status) {
-        if label.starts_with("https://") && reason.contains("connection closed") {
+        // The alert that says why may not be read at all: the request written after the
+        // handshake meets the closed socket first (a broken pipe or a reset).
+        let closed = ["connection closed", "broken pipe", "connection reset"];
+        if label.starts_with("https://") && closed.iter().any(|c| reason.contains(c)) {
             reason.push_str(
                 " (the agent closed the connection after the TLS handshake: an agent with --client-ca does so when the client certificate, --cert, is missing or not signed by that CA)",
             );
@@ -549,7 +592,7 @@ pub async fn snapshot_of(
     let mut client = target.connect(&EmbeddedOptions::default()).await?;
     let snapshot = client.snapshot(count, interval).await?;
     Ok(NodeSnapshot {
-        source: client.label.clone(),
+        source: target.label(),
         selection: target.selection(),
         snapshot,
     })

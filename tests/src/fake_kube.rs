@@ -1,4 +1,4 @@
-//! A fake Kubernetes API server on loopback with the few endpoints the agent uses: get a Node, patch it and its status, create Events; and faults (500, no answer) on demand.
+//! A fake Kubernetes API server on loopback with the few endpoints nodectl uses: get a Node, patch it and its status, create Events, list Pods by label; and faults (500, no answer) on demand.
 //!
 //! No API server can run where the tests run. This one behaves as the Kubernetes API documents
 //! for these calls: bearer-token authentication (401 otherwise); `application/merge-patch+json`
@@ -6,7 +6,9 @@
 //! merge key, here `status.conditions` and `status.addresses` by `type`, merge item by item;
 //! others, such as `spec.taints`, are replaced); a `metadata.resourceVersion` in a patch is a
 //! precondition (409 Conflict when stale); every write bumps the resourceVersion; creating an
-//! object whose name is taken is 409 AlreadyExists; errors are `Status` objects.
+//! object whose name is taken is 409 AlreadyExists; a list takes a `labelSelector` (equality,
+//! inequality, existence and set requirements, comma-separated; a malformed one is 400) and
+//! pages by `limit` and `continue`; errors are `Status` objects.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -17,7 +19,7 @@ use std::time::Instant;
 use anyhow::Context as _;
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -70,6 +72,8 @@ struct Cluster {
     nodes: BTreeMap<String, Value>,
     /// By (namespace, name).
     events: BTreeMap<(String, String), Value>,
+    /// By (namespace, name).
+    pods: BTreeMap<(String, String), Value>,
     calls: Vec<Call>,
     /// Each node as it was after each write to it, in order.
     node_history: Vec<Value>,
@@ -97,6 +101,7 @@ impl FakeKube {
             resource_version: 100,
             nodes: BTreeMap::new(),
             events: BTreeMap::new(),
+            pods: BTreeMap::new(),
             calls: Vec::new(),
             node_history: Vec::new(),
         };
@@ -124,6 +129,7 @@ impl FakeKube {
                 get(get_node).patch(patch_node_status),
             )
             .route("/api/v1/namespaces/{namespace}/events", post(create_event))
+            .route("/api/v1/namespaces/{namespace}/pods", get(list_pods))
             .with_state(Arc::clone(&shared));
         let stop = crate::serve_until_cancelled(listener, router);
         Ok(FakeKube { addr, shared, stop })
@@ -141,6 +147,24 @@ impl FakeKube {
             ),
         )?;
         Ok(path)
+    }
+
+    /// Adds a Pod (with at least `metadata.name`) in `namespace`, as the DaemonSet controller
+    /// and the kubelet leave it.
+    pub fn add_pod(&self, namespace: &str, mut pod: Value) -> anyhow::Result<()> {
+        let name = pod["metadata"]["name"]
+            .as_str()
+            .context("a pod without metadata.name")?
+            .to_owned();
+        let mut cluster = lock(&self.shared);
+        cluster.resource_version += 1;
+        pod["metadata"]["namespace"] = json!(namespace);
+        pod["metadata"]["resourceVersion"] = json!(cluster.resource_version.to_string());
+        pod["metadata"]["uid"] = json!(format!("uid-{namespace}-{name}"));
+        pod["kind"] = json!("Pod");
+        pod["apiVersion"] = json!("v1");
+        cluster.pods.insert((namespace.to_owned(), name), pod);
+        Ok(())
     }
 
     pub fn set_mode(&self, mode: Mode) {
@@ -570,4 +594,238 @@ fn store_event(shared: &Shared, namespace: &str, body: &[u8]) -> Response {
     event["apiVersion"] = json!("v1");
     cluster.events.insert(key, event.clone());
     object(StatusCode::CREATED, &event)
+}
+
+/// The query of a list request.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ListQuery {
+    label_selector: Option<String>,
+    limit: Option<usize>,
+    #[serde(rename = "continue")]
+    continue_token: Option<String>,
+}
+
+async fn list_pods(
+    State(shared): State<Shared>,
+    Path(namespace): Path<String>,
+    Query(query): Query<ListQuery>,
+    headers: HeaderMap,
+) -> Response {
+    let path = format!(
+        "/api/v1/namespaces/{namespace}/pods?labelSelector={}",
+        query.label_selector.as_deref().unwrap_or_default()
+    );
+    let index = match admit(&shared, Method::GET, path, &headers).await {
+        Ok(index) => index,
+        Err(answer) => return answer,
+    };
+    let answer = pod_list(&shared, &namespace, &query);
+    finish(&shared, index, answer)
+}
+
+fn pod_list(shared: &Shared, namespace: &str, query: &ListQuery) -> Response {
+    let selector = match LabelSelector::parse(query.label_selector.as_deref().unwrap_or_default()) {
+        Ok(selector) => selector,
+        Err(reason) => {
+            return status(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                format!("unable to parse requirement: {reason}"),
+            );
+        }
+    };
+    let start: usize = match query.continue_token.as_deref().filter(|t| !t.is_empty()) {
+        None => 0,
+        Some(token) => match token.parse() {
+            Ok(start) => start,
+            Err(_) => {
+                return status(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "continue key is not valid".to_owned(),
+                );
+            }
+        },
+    };
+    let cluster = lock(shared);
+    let matching: Vec<&Value> = cluster
+        .pods
+        .iter()
+        .filter(|((ns, _), pod)| ns == namespace && selector.matches(&pod["metadata"]["labels"]))
+        .map(|(_, pod)| pod)
+        .collect();
+    let limit = query.limit.filter(|l| *l > 0).unwrap_or(usize::MAX);
+    let page: Vec<&Value> = matching.iter().skip(start).take(limit).copied().collect();
+    let end = start.saturating_add(page.len());
+    let mut metadata = json!({ "resourceVersion": cluster.resource_version.to_string() });
+    if end < matching.len() {
+        metadata["continue"] = json!(end.to_string());
+        metadata["remainingItemCount"] = json!(matching.len() - end);
+    }
+    object(
+        StatusCode::OK,
+        &json!({ "kind": "PodList", "apiVersion": "v1", "metadata": metadata, "items": page }),
+    )
+}
+
+/// A label selector as the API server reads one: `k=v`, `k==v`, `k!=v`, `k`, `!k`,
+/// `k in (a,b)`, `k notin (a,b)`, joined by commas, all of which must hold.
+#[derive(Debug)]
+struct LabelSelector(Vec<Requirement>);
+
+#[derive(Debug)]
+enum Requirement {
+    Equals(String, String),
+    NotEquals(String, String),
+    Exists(String),
+    Absent(String),
+    In(String, Vec<String>),
+    NotIn(String, Vec<String>),
+}
+
+impl LabelSelector {
+    fn parse(text: &str) -> Result<Self, String> {
+        let mut requirements = Vec::new();
+        for part in split_requirements(text) {
+            let part = part.trim();
+            if part.is_empty() {
+                if text.trim().is_empty() {
+                    continue;
+                }
+                return Err(format!("empty requirement in {text:?}"));
+            }
+            requirements.push(Requirement::parse(part)?);
+        }
+        Ok(LabelSelector(requirements))
+    }
+
+    fn matches(&self, labels: &Value) -> bool {
+        self.0.iter().all(|r| r.matches(labels))
+    }
+}
+
+/// Splits at the commas outside parentheses.
+fn split_requirements(text: &str) -> Vec<&str> {
+    let (mut parts, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (at, c) in text.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(&text[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    parts.push(&text[start..]);
+    parts
+}
+
+fn valid_key(key: &str) -> Result<String, String> {
+    let ok = !key.is_empty()
+        && key.len() <= 317
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c));
+    if ok {
+        Ok(key.to_owned())
+    } else {
+        Err(format!("invalid label key {key:?}"))
+    }
+}
+
+fn valid_value(value: &str) -> Result<String, String> {
+    let value = value.trim();
+    let ok = value.len() <= 63
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "-_.".contains(c));
+    if ok {
+        Ok(value.to_owned())
+    } else {
+        Err(format!("invalid label value {value:?}"))
+    }
+}
+
+impl Requirement {
+    fn parse(part: &str) -> Result<Self, String> {
+        if let Some(key) = part.strip_prefix('!') {
+            return Ok(Requirement::Absent(valid_key(key.trim())?));
+        }
+        if let Some((key, value)) = part.split_once("!=") {
+            return Ok(Requirement::NotEquals(
+                valid_key(key.trim())?,
+                valid_value(value)?,
+            ));
+        }
+        if let Some((key, value)) = part.split_once("==").or_else(|| part.split_once('=')) {
+            return Ok(Requirement::Equals(
+                valid_key(key.trim())?,
+                valid_value(value)?,
+            ));
+        }
+        let words: Vec<&str> = part.splitn(2, char::is_whitespace).collect();
+        if let [key, rest] = words.as_slice() {
+            let rest = rest.trim();
+            let (negated, set) = if let Some(set) = rest.strip_prefix("notin") {
+                (true, set)
+            } else if let Some(set) = rest.strip_prefix("in") {
+                (false, set)
+            } else {
+                return Err(format!("expected in or notin after {key:?} in {part:?}"));
+            };
+            let inner = set
+                .trim()
+                .strip_prefix('(')
+                .and_then(|s| s.strip_suffix(')'))
+                .ok_or_else(|| format!("expected a (value, ...) set in {part:?}"))?;
+            let values = inner
+                .split(',')
+                .map(valid_value)
+                .collect::<Result<Vec<_>, _>>()?;
+            let key = valid_key(key)?;
+            return Ok(if negated {
+                Requirement::NotIn(key, values)
+            } else {
+                Requirement::In(key, values)
+            });
+        }
+        Ok(Requirement::Exists(valid_key(part)?))
+    }
+
+    fn matches(&self, labels: &Value) -> bool {
+        let label = |key: &str| labels[key].as_str().map(str::to_owned);
+        match self {
+            Requirement::Equals(k, v) => label(k).as_deref() == Some(v),
+            Requirement::NotEquals(k, v) => label(k).as_deref() != Some(v),
+            Requirement::Exists(k) => label(k).is_some(),
+            Requirement::Absent(k) => label(k).is_none(),
+            Requirement::In(k, set) => label(k).is_some_and(|v| set.contains(&v)),
+            Requirement::NotIn(k, set) => label(k).is_none_or(|v| !set.contains(&v)),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn label_selectors_read_as_the_api_server_reads_them() {
+        let labels = json!({ "app.kubernetes.io/name": "nodectl-agent", "tier": "gpu" });
+        let holds = |s: &str| LabelSelector::parse(s).unwrap().matches(&labels);
+        assert!(holds("app.kubernetes.io/name=nodectl-agent"));
+        assert!(holds("app.kubernetes.io/name==nodectl-agent,tier"));
+        assert!(holds("tier in (cpu, gpu),!missing"));
+        assert!(holds(""));
+        assert!(!holds("tier notin (gpu)"));
+        assert!(!holds("app.kubernetes.io/name!=nodectl-agent"));
+        assert!(!holds("app.kubernetes.io/name=other"));
+        assert!(LabelSelector::parse("tier in gpu").is_err());
+        assert!(LabelSelector::parse("a=b,,c").is_err());
+        assert!(LabelSelector::parse("a=b c").is_err());
+    }
 }

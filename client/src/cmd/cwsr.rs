@@ -192,7 +192,7 @@ async fn status(args: &StatusArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let agent = if ctx.endpoints().is_empty() {
         None
     } else {
-        ctx.nodes()?.targets().into_iter().next()
+        ctx.nodes().await?.targets().into_iter().next()
     };
     if let Some(agent) = &agent {
         match agent_effective(agent).await {

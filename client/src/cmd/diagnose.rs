@@ -230,7 +230,7 @@ struct Run {
 }
 
 pub async fn run(args: DiagnoseArgs, ctx: &Context) -> anyhow::Result<ExitOutcome> {
-    let targets = ctx.nodes()?.targets();
+    let targets = ctx.nodes().await?.targets();
     let [target] = targets.as_slice() else {
         return run_fleet(args, targets, ctx).await;
     };

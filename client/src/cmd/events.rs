@@ -139,7 +139,7 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     if let Some(file) = &args.file {
         return file::run(&args, &classes, ctx.format, file);
     }
-    let nodes = ctx.nodes()?;
+    let nodes = ctx.nodes().await?;
     if let Nodes::Agents(endpoints) = &nodes {
         if args.rules.is_some() {
             anyhow::bail!("--rules applies in-process; an agent uses its own --rules");

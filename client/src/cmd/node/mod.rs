@@ -94,7 +94,7 @@ pub async fn run(command: NodeCommand, ctx: &Context) -> anyhow::Result<Outcome>
         NodeCommand::Show(_) => sample_options(None),
         NodeCommand::Check(args) => sample_options(args.sample),
     };
-    let targets = ctx.nodes()?.targets();
+    let targets = ctx.nodes().await?.targets();
     if let [target] = targets.as_slice() {
         // One node: its snapshot, or the error that kept it (exit 2 or 3).
         let node = nodes::snapshot_of(target, count, interval).await?;

@@ -110,7 +110,7 @@ impl SectionOutcome {
 const REPORTS_AT_ONCE: usize = 4;
 
 pub async fn run(args: ReportArgs, ctx: &Context) -> anyhow::Result<Outcome> {
-    let targets = ctx.nodes()?.targets();
+    let targets = ctx.nodes().await?.targets();
     let [target] = targets.as_slice() else {
         return run_fleet(args, targets, ctx).await;
     };
