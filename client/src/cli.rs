@@ -82,7 +82,7 @@ pub struct NodeSource {
     pub discover_scheme: Option<crate::discover::Scheme>,
     /// How long each agent has to answer before it is listed as failed and the others are
     /// shown without it (default 10s; a --sample window is added).
-    #[arg(long, value_name = "DURATION", value_parser = crate::talos::workflow::parse_timeout)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration)]
     pub node_timeout: Option<std::time::Duration>,
     /// CA certificate (PEM) that signed the agents' certificates, for `https://` endpoints
     /// (also NODECTL_CA, or `ca` in the config file).

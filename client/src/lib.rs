@@ -6,6 +6,7 @@ pub mod cmd;
 pub mod config;
 pub mod context;
 pub mod discover;
+pub mod duration;
 pub mod embedded;
 pub mod exit;
 pub mod experiments;

@@ -64,7 +64,7 @@ pub struct DiagnoseArgs {
     pub url: Option<String>,
     /// How long a log must be quiet before a run that is not ready counts as stalled
     /// (seconds, or with a unit: 90s, 2m, 1h).
-    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", default_value = "120s", value_parser = crate::duration::parse_duration)]
     pub stall_after: Duration,
     /// The experiment log whose failed runs on this node rank their strategies last
     /// (default: the one `nodectl experiment` writes, when it exists).
@@ -74,24 +74,6 @@ pub struct DiagnoseArgs {
 
 /// `--stall-after`'s default.
 pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(120);
-
-/// `120`, `90s`, `2m`, `1h`.
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let (number, unit) = text
-        .find(|c: char| !c.is_ascii_digit())
-        .map_or((text, ""), |at| text.split_at(at));
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?}: expected seconds, or a number with s, m or h"))?;
-    let seconds = match unit {
-        "" | "s" => n,
-        "m" | "min" => n.saturating_mul(60),
-        "h" => n.saturating_mul(3600),
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use s, m or h")),
-    };
-    Ok(Duration::from_secs(seconds))
-}
 
 /// How sure the phase is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -1395,16 +1377,6 @@ fn diagnosis_text(d: &Diagnosis) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_with_units() {
-        assert_eq!(parse_duration("120").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("1h").unwrap(), Duration::from_secs(3600));
-        assert!(parse_duration("2x").is_err());
-        assert!(parse_duration("soon").is_err());
-    }
 
     #[test]
     fn pods_by_namespace_name_and_container() {

@@ -70,7 +70,7 @@ pub struct ChangeArgs {
     #[arg(long, value_name = "URL", default_value = DEFAULT_FACTORY_URL)]
     pub factory: String,
     /// How long to wait for the node to reboot and come back (e.g. 30s, 15m).
-    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = workflow::parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = crate::duration::parse_duration)]
     pub timeout: Duration,
 }
 
@@ -172,7 +172,7 @@ pub struct ApplyPatchArgs {
     #[arg(long, short = 'y')]
     pub yes: bool,
     /// How long to wait when apid reboots the node (e.g. 30s, 15m).
-    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = workflow::parse_timeout)]
+    #[arg(long, value_name = "DURATION", default_value = DEFAULT_TIMEOUT, value_parser = crate::duration::parse_duration)]
     pub timeout: Duration,
 }
 

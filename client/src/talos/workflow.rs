@@ -11,18 +11,6 @@ use crate::exit::Unreachable;
 /// The default `--timeout` for waiting on a node.
 pub const DEFAULT_TIMEOUT: &str = "15m";
 
-/// Parses `15m`, `30s`, `1h 30m` or ISO 8601 (`PT15M`) into a duration.
-pub fn parse_timeout(text: &str) -> Result<Duration, String> {
-    let signed: jiff::SignedDuration = text
-        .trim()
-        .parse()
-        .map_err(|e| format!("`{text}` is not a duration like 30s, 15m or 1h: {e}"))?;
-    if signed.is_negative() || signed.is_zero() {
-        return Err(format!("`{text}`: the timeout must be positive"));
-    }
-    Duration::try_from(signed).map_err(|e| format!("`{text}`: {e}"))
-}
-
 /// Asks before a write. `--yes` skips the question; without a terminal on stdin the write is
 /// refused (exit 2) rather than guessed.
 pub fn confirm(yes: bool, question: &str) -> anyhow::Result<bool> {
@@ -138,15 +126,4 @@ where
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timeouts_parse() {
-        assert_eq!(parse_timeout("15m").unwrap(), Duration::from_secs(900));
-        assert_eq!(parse_timeout("30s").unwrap(), Duration::from_secs(30));
-        assert_eq!(parse_timeout("1h 30m").unwrap(), Duration::from_secs(5400));
-        assert_eq!(parse_timeout("PT2M").unwrap(), Duration::from_secs(120));
-        assert!(parse_timeout("soon").is_err());
-        assert!(parse_timeout("0s").is_err());
-        assert!(parse_timeout("-5s").is_err());
-    }
 }

@@ -37,19 +37,12 @@ pub struct CheckArgs {
     #[command(flatten)]
     pub source: crate::cli::NodeSource,
     /// Watch clocks and busy % over this long (e.g. `3s`) for the trend checks (gpu_clock_stuck_low).
-    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    #[arg(long, value_name = "DURATION", value_parser = crate::duration::parse_duration)]
     pub sample: Option<Duration>,
 }
 
 /// Readings are taken this far apart while sampling.
 const SAMPLE_INTERVAL: Duration = Duration::from_millis(500);
-
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    let signed: jiff::SignedDuration = text
-        .parse()
-        .map_err(|e| format!("not a duration like 3s or 500ms: {e}"))?;
-    Duration::try_from(signed).map_err(|_| "must not be negative".to_owned())
-}
 
 /// Readings per card and their spacing: one reading, or enough to cover the window.
 fn sample_options(sample: Option<Duration>) -> (u32, Duration) {
