@@ -6,6 +6,8 @@
 
 use std::time::Duration;
 
+use nodectl_model::log_wrapper;
+pub use nodectl_model::log_wrapper::JournalYear;
 use serde::{Deserialize, Serialize};
 
 /// Bounds on what one log can make the parser keep: a log is outside data, and a serving
@@ -591,9 +593,14 @@ impl Hits {
     }
 }
 
-/// Reads a whole log, line by line.
+/// Reads a whole log, line by line (journald lines dated by today).
 pub fn parse<'a>(lines: impl IntoIterator<Item = &'a str>) -> LlamaLog {
-    let mut parser = Parser::default();
+    parse_dated(lines, JournalYear::given_or_today(None))
+}
+
+/// Reads a whole log, line by line, its journald lines dated by `years`.
+pub fn parse_dated<'a>(lines: impl IntoIterator<Item = &'a str>, years: JournalYear) -> LlamaLog {
+    let mut parser = Parser::dated(years);
     for line in lines {
         parser.push(line);
     }
@@ -633,9 +640,19 @@ pub struct Parser {
     partial: String,
     pending_wall: Option<jiff::Timestamp>,
     gpu_seen: bool,
+    /// The year of journald lines, which print none; today's when not given.
+    years: Option<JournalYear>,
 }
 
 impl Parser {
+    /// A parser whose journald lines are dated by `years` (`--year`).
+    pub fn dated(years: JournalYear) -> Self {
+        Parser {
+            years: Some(years),
+            ..Parser::default()
+        }
+    }
+
     /// One line as bytes, without its `\n`: valid UTF-8 as it is, else with replacements.
     pub fn push_bytes(&mut self, raw: &[u8]) {
         match std::str::from_utf8(raw) {
@@ -696,7 +713,10 @@ impl Parser {
             self.log.lines_recognised += 1;
             return;
         }
-        let mut stripped = strip(text);
+        let years = self
+            .years
+            .get_or_insert_with(|| JournalYear::given_or_today(None));
+        let mut stripped = strip(text, years);
         if stripped.time.wall.is_none() {
             stripped.time.wall = wall.or_else(|| self.pending_wall.take());
         }
@@ -1062,9 +1082,13 @@ impl Parser {
 /// noise); a line longer than [`MAX_JOINED_LINE_BYTES`] is read that far and the rest skipped;
 /// nothing past `max_bytes` is read. Lines are cut out of the reader's own buffer, so a line
 /// costs no copy unless it spans two reads.
-pub fn parse_reader(reader: impl std::io::BufRead, max_bytes: u64) -> std::io::Result<LlamaLog> {
+pub fn parse_reader(
+    reader: impl std::io::BufRead,
+    max_bytes: u64,
+    years: JournalYear,
+) -> std::io::Result<LlamaLog> {
     let mut reader = std::io::Read::take(reader, max_bytes);
-    let mut parser = Parser::default();
+    let mut parser = Parser::dated(years);
     // The start of a line the last read ended inside.
     let mut carried: Vec<u8> = Vec::new();
     loop {
@@ -1280,28 +1304,34 @@ fn civil_utc(text: &str) -> Option<jiff::Timestamp> {
         .map(|z| z.timestamp())
 }
 
-/// Takes off, in order: kubectl's RFC 3339 stamp, journald's `Mon DD HH:MM:SS host ident[pid]: `,
+/// Takes off, in order: kubectl's RFC 3339 stamp, journald's `Mon DD HH:MM:SS host ident[pid]: `
+/// (or its short-iso form; both keep their time),
 /// lemonade's `YYYY-MM-DD HH:MM:SS.mmm [Level] (Process) `, ollama's `time=… level=… msg="…"`,
 /// a router child's `[pid] `, llama.cpp's `M.SS.mmm.uuu L `, its 4-char tag and right-aligned
 /// function column, and progress dots glued to the front.
-fn strip(line: &str) -> Stripped<'_> {
+fn strip<'l>(line: &'l str, years: &mut JournalYear) -> Stripped<'l> {
     let mut out = Stripped {
         body: line,
         ..Stripped::default()
     };
     let mut rest = line;
     // kubectl logs --timestamps
-    if starts_with_date(rest)
-        && let Some((stamp, after)) = rest.split_once(' ')
-        && stamp.len() >= 20
-        && let Ok(wall) = stamp.parse::<jiff::Timestamp>()
-    {
+    if let Some((wall, after)) = log_wrapper::rfc3339_head(rest) {
         out.time.wall = Some(wall);
         rest = after;
     }
-    // journald short: `Dec 02 12:10:21 host ident[pid]: `
-    if let Some(after) = journald_prefix(rest) {
-        rest = after;
+    // journald short (`Dec 02 12:10:21 host ident[pid]: `) or short-iso
+    let journal = if rest.as_bytes().first().is_some_and(u8::is_ascii_alphabetic) {
+        log_wrapper::journal_short(rest, years)
+    } else {
+        log_wrapper::journal_iso(rest)
+    };
+    // journald's time is when it received the line: the program's own stamp inside, when
+    // it has one, is finer (lemonade's milliseconds).
+    let mut journal_wall = None;
+    if let Some(journal) = journal {
+        journal_wall = journal.wall;
+        rest = journal.message;
     }
     // lemonade: `2026-04-27 09:37:02.919 [Info] (Process) `
     if rest.len() > 24
@@ -1326,6 +1356,7 @@ fn strip(line: &str) -> Stripped<'_> {
         }
         out.owned = Some(msg);
         out.body = "";
+        out.time.wall = out.time.wall.or(journal_wall);
         return out;
     }
     // `[41303] `
@@ -1379,6 +1410,7 @@ fn strip(line: &str) -> Stripped<'_> {
         rest = undotted;
     }
     out.body = rest;
+    out.time.wall = out.time.wall.or(journal_wall);
     out
 }
 
@@ -1426,27 +1458,6 @@ fn llama_stamp(stamp: &str) -> Option<f64> {
     let seconds_total =
         minutes as f64 * 60.0 + seconds as f64 + millis as f64 / 1e3 + micros as f64 / 1e6;
     Some(seconds_total)
-}
-
-/// The rest after `Mon DD HH:MM:SS host ident[pid]: `.
-fn journald_prefix(line: &str) -> Option<&str> {
-    let month = line.get(..3)?;
-    if !month.chars().all(|c| c.is_ascii_alphabetic()) || line.as_bytes().get(3) != Some(&b' ') {
-        return None;
-    }
-    // Day may be space-padded (`Dec  2`), which splitn leaves as an empty field.
-    let after_month = line[3..].trim_start();
-    let (day, after_day) = after_month.split_once(' ')?;
-    if day.is_empty() || day.len() > 2 || !day.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let (time, after_time) = after_day.split_once(' ')?;
-    if time.len() < 8 || time.as_bytes().get(2) != Some(&b':') {
-        return None;
-    }
-    let (_host, after_host) = after_time.split_once(' ')?;
-    let (ident, message) = after_host.split_once(": ")?;
-    (!ident.contains(' ')).then_some(message)
 }
 
 /// ollama's `msg="…"` (or unquoted `msg=word`), unescaped.
@@ -1771,14 +1782,19 @@ Apr 27 09:37:02  lemond[19598]: 2026-04-27 09:37:02.919 [Info] (Process) sched_r
         for capacity in [1, 7, 64, 1 << 16] {
             let reader = std::io::BufReader::with_capacity(capacity, raw.as_slice());
             assert_eq!(
-                parse_reader(reader, u64::MAX).unwrap(),
+                parse_reader(reader, u64::MAX, JournalYear::given(2026)).unwrap(),
                 expected,
                 "{capacity}"
             );
         }
         // Nothing past the byte limit.
         let first = TRACE_ROCM.lines().next().unwrap();
-        let cut = parse_reader(raw.as_slice(), first.len() as u64 + 1).unwrap();
+        let cut = parse_reader(
+            raw.as_slice(),
+            first.len() as u64 + 1,
+            JournalYear::given(2026),
+        )
+        .unwrap();
         assert_eq!(cut.lines_read, 1);
     }
 

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use nodectl::llama_log;
+
 use nodectl_e2e::harness::{assert_golden, fixture};
 use serde_json::Value;
 
@@ -24,7 +25,7 @@ fn every_fixture_log_reaches_its_phase_and_outcome() -> anyhow::Result<()> {
     for case in &cases {
         let file = case["file"].as_str().unwrap_or_default();
         let text = std::fs::read_to_string(dir.join(file))?;
-        let log = llama_log::parse(text.lines());
+        let log = llama_log::parse_dated(text.lines(), llama_log::JournalYear::given(2026));
         let outcome = log.outcome(Some(LONG_AFTER), STALL_AFTER);
         let phase = log.last_phase().map(llama_log::Phase::as_str);
         let expected_phase = case["expect_last_phase"].as_str();

@@ -15,6 +15,7 @@ use nodectl_model::diagnosis::{DiagnosisStamp, RunKey};
 use nodectl_model::inference::{
     Activity, InferenceProcess, InferenceProcesses, MemoryTrend, PodLog,
 };
+use nodectl_model::log_wrapper::JournalYear;
 use nodectl_model::snapshot::Severity;
 use nodectl_model::{Incident, Snapshot, StreamMessage};
 use serde::Serialize;
@@ -70,6 +71,10 @@ pub struct DiagnoseArgs {
     /// (default: the one `nodectl experiment` writes, when it exists).
     #[arg(long, value_name = "PATH")]
     pub experiments: Option<PathBuf>,
+    /// Year of the first journald line of --log, which prints none (as `events --year`).
+    /// Default: the latest year that puts the first line no later than tomorrow.
+    #[arg(long, value_name = "YEAR")]
+    pub year: Option<i16>,
 }
 
 /// `--stall-after`'s default.
@@ -328,7 +333,7 @@ pub async fn diagnoses(
     let pod = args.pod.as_deref().map(parse_pod).transpose()?;
     // The log is read first: a bad --log is an input error before any node is asked.
     let file_log = match &args.log {
-        Some(path) => Some(read_log_file(path)?),
+        Some(path) => Some(read_log_file(path, args.year)?),
         None => None,
     };
     let options = EmbeddedOptions {
@@ -550,7 +555,10 @@ fn process_label(p: &InferenceProcess) -> String {
 }
 
 /// A log file (or standard input) parsed line by line, with the file's mtime.
-fn read_log_file(path: &str) -> anyhow::Result<(LlamaLog, LogSource, Option<jiff::Timestamp>)> {
+fn read_log_file(
+    path: &str,
+    year: Option<i16>,
+) -> anyhow::Result<(LlamaLog, LogSource, Option<jiff::Timestamp>)> {
     let (reader, name, mtime): (Box<dyn std::io::BufRead>, String, Option<jiff::Timestamp>) =
         if path == "-" {
             (
@@ -577,7 +585,8 @@ fn read_log_file(path: &str) -> anyhow::Result<(LlamaLog, LogSource, Option<jiff
                 mtime,
             )
         };
-    let log = parse_reader(reader).with_context(|| format!("--log {name}"))?;
+    let log = llama_log::parse_reader(reader, MAX_LOG_BYTES, JournalYear::given_or_today(year))
+        .with_context(|| format!("--log {name}"))?;
     check_log(&log, &name)?;
     Ok((
         log,
@@ -589,9 +598,10 @@ fn read_log_file(path: &str) -> anyhow::Result<(LlamaLog, LogSource, Option<jiff
     ))
 }
 
-/// Parses a stream as [`llama_log::parse_reader`] does, up to [`MAX_LOG_BYTES`].
+/// Parses a stream as [`llama_log::parse_reader`] does, up to [`MAX_LOG_BYTES`], its journald
+/// lines dated by today.
 pub fn parse_reader(reader: impl std::io::BufRead) -> std::io::Result<LlamaLog> {
-    llama_log::parse_reader(reader, MAX_LOG_BYTES)
+    llama_log::parse_reader(reader, MAX_LOG_BYTES, JournalYear::given_or_today(None))
 }
 
 /// An empty log, or one with nothing of llama.cpp's in it, is an input error.

@@ -121,9 +121,3 @@ where
         delay = (delay * 2).min(Duration::from_secs(5));
     }
 }
-
-#[cfg(test)]
-#[allow(clippy::unwrap_used, clippy::expect_used)]
-mod tests {
-    use super::*;
-}

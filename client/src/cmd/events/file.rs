@@ -59,10 +59,7 @@ pub(super) fn run(
     file: &str,
 ) -> anyhow::Result<Outcome> {
     let name = if file == "-" { "standard input" } else { file };
-    let years = match args.year {
-        Some(year) => JournalYear::given(year),
-        None => JournalYear::before(jiff::ZonedDateTime::now().date()),
-    };
+    let years = JournalYear::given_or_today(args.year);
     let lines = args.follow && !args.summary;
     let document: Box<dyn Document> = match format {
         _ if lines => Box::new(Lines { format }),

@@ -303,6 +303,7 @@ async fn report_one(
                 url: args.url.clone(),
                 stall_after: diagnose::DEFAULT_STALL_AFTER,
                 experiments: args.experiments.clone(),
+                year: None,
             };
             match tokio::time::timeout(
                 NODE_PART_DEADLINE,
