@@ -6,8 +6,8 @@
 
 use std::time::Duration;
 
-use nodectl_model::log_wrapper;
 pub use nodectl_model::log_wrapper::JournalYear;
+use nodectl_model::{line_reader, log_wrapper};
 use serde::{Deserialize, Serialize};
 
 /// Bounds on what one log can make the parser keep: a log is outside data, and a serving
@@ -1087,58 +1087,26 @@ pub fn parse_reader(
     max_bytes: u64,
     years: JournalYear,
 ) -> std::io::Result<LlamaLog> {
-    let mut reader = std::io::Read::take(reader, max_bytes);
     let mut parser = Parser::dated(years);
-    // The start of a line the last read ended inside.
-    let mut carried: Vec<u8> = Vec::new();
-    loop {
-        let buffer = std::io::BufRead::fill_buf(&mut reader)?;
-        if buffer.is_empty() {
-            break;
-        }
-        let read = buffer.len();
-        let mut start = 0;
-        if !carried.is_empty()
-            && let Some(end) = memchr::memchr(b'\n', buffer)
-        {
-            carry(&mut carried, &buffer[..end]);
-            parser.push_bytes(&carried);
-            carried.clear();
-            start = end + 1;
-        }
-        // The whole lines of this read: checked as UTF-8 at once (most logs are), else a line
-        // at a time.
-        let whole = memchr::memrchr(b'\n', &buffer[start..]).map_or(start, |n| start + n + 1);
-        match std::str::from_utf8(&buffer[start..whole]) {
-            Ok(text) => {
-                let mut from = 0;
-                for end in memchr::memchr_iter(b'\n', text.as_bytes()) {
-                    // `\n` is one byte of UTF-8, so both ends are char boundaries.
-                    parser.push_bytes_valid(text.get(from..end).unwrap_or_default());
-                    from = end + 1;
-                }
-            }
-            Err(_) => {
-                let mut from = start;
-                for end in memchr::memchr_iter(b'\n', &buffer[start..whole]) {
-                    parser.push_bytes(&buffer[from..start + end]);
-                    from = start + end + 1;
-                }
-            }
-        }
-        carry(&mut carried, &buffer[whole..]);
-        std::io::BufRead::consume(&mut reader, read);
-    }
-    if !carried.is_empty() {
-        parser.push_bytes(&carried);
-    }
+    line_reader::read_lines(
+        std::io::Read::take(reader, max_bytes),
+        MAX_JOINED_LINE_BYTES,
+        &mut parser,
+    )?;
     Ok(parser.finish())
 }
 
-/// Adds a piece of a line to its start, up to the longest line kept.
-fn carry(carried: &mut Vec<u8>, piece: &[u8]) {
-    let room = MAX_JOINED_LINE_BYTES.saturating_sub(carried.len());
-    carried.extend_from_slice(&piece[..piece.len().min(room)]);
+impl line_reader::LineSink for Parser {
+    fn text_line(&mut self, line: &str) -> std::ops::ControlFlow<()> {
+        self.push_bytes_valid(line);
+        std::ops::ControlFlow::Continue(())
+    }
+
+    fn raw_line(&mut self, line: line_reader::RawLine<'_>) -> std::ops::ControlFlow<()> {
+        // A line cut at the bound is read as far as it goes.
+        self.push_bytes(line.bytes);
+        std::ops::ControlFlow::Continue(())
+    }
 }
 
 /// The error a line reports, if it reports one.

@@ -12,6 +12,7 @@ use super::offline::{JournalYear, LineFormat, LogLine};
 use super::reader::follows_plausibly;
 use super::record::{Record, pci_of_device};
 use crate::limits::{MAX_HELD_INCIDENTS, MAX_SAVED_LINE_BYTES};
+use nodectl_model::line_reader;
 
 /// One kernel log entry, before classification.
 #[derive(Debug, Clone, Default)]
@@ -331,90 +332,85 @@ static GPU_MARKER_FINDERS: std::sync::LazyLock<Vec<memchr::memmem::Finder<'stati
 /// each read finds the lines with a GPU marker, the only ones whose message is read; the rest
 /// are read only for their format and sequence number. `years` dates journal lines.
 pub fn analyze_reader(
-    mut reader: impl std::io::BufRead,
+    reader: impl std::io::BufRead,
     classifier: Arc<Classifier>,
     years: JournalYear,
     unclassified_wanted: bool,
     sink: impl FnMut(Found) -> ControlFlow<()>,
 ) -> std::io::Result<LogCounts> {
-    let mut log = SavedLog::new(classifier, years, sink);
-    // The start of a line the last read ended inside, and whether it is already cut.
-    let mut carried: Vec<u8> = Vec::new();
-    let mut carried_cut = false;
-    let mut markers: Vec<usize> = Vec::new();
-    loop {
-        let buffer = match reader.fill_buf() {
-            Ok(buffer) => buffer,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if buffer.is_empty() {
-            break;
-        }
-        let read = buffer.len();
-        let mut start = 0;
-        if !carried.is_empty() {
-            let Some(end) = memchr::memchr(b'\n', buffer) else {
-                carry(&mut carried, &mut carried_cut, buffer);
-                reader.consume(read);
-                continue;
-            };
-            carry(&mut carried, &mut carried_cut, &buffer[..end]);
-            log.push_bytes(&carried, carried_cut);
-            carried.clear();
-            carried_cut = false;
-            start = end + 1;
-        }
-        let whole = memchr::memrchr(b'\n', &buffer[start..]).map_or(start, |n| start + n + 1);
-        let region = &buffer[start..whole];
-        match std::str::from_utf8(region) {
-            Ok(text) if !unclassified_wanted => {
-                markers.clear();
-                for finder in GPU_MARKER_FINDERS.iter() {
-                    markers.extend(finder.find_iter(text.as_bytes()));
-                }
-                markers.sort_unstable();
-                let mut next_marker = markers.iter().copied().peekable();
-                let mut from = 0;
-                for end in memchr::memchr_iter(b'\n', text.as_bytes()) {
-                    while next_marker.next_if(|&at| at < from).is_some() {}
-                    let marked = next_marker.peek().is_some_and(|&at| at < end);
-                    let line = text.get(from..end).unwrap_or_default();
-                    if line.len() > MAX_SAVED_LINE_BYTES {
-                        log.push_bytes(line.as_bytes(), false);
-                    } else if marked {
-                        log.push(line);
-                    } else {
-                        log.push_unmarked(line);
-                    }
-                    from = end + 1;
-                }
-            }
-            _ => {
-                let mut from = 0;
-                for end in memchr::memchr_iter(b'\n', region) {
-                    log.push_bytes(&region[from..end], false);
-                    from = end + 1;
-                }
-            }
-        }
-        carry(&mut carried, &mut carried_cut, &buffer[whole..]);
-        reader.consume(read);
-        if log.stopped {
-            return Ok(log.summary);
-        }
+    let mut lines = SavedLogLines {
+        log: SavedLog::new(classifier, years, sink),
+        unclassified_wanted,
+        markers: Vec::new(),
+    };
+    line_reader::read_lines(reader, MAX_SAVED_LINE_BYTES, &mut lines)?;
+    if lines.log.stopped {
+        return Ok(lines.log.summary);
     }
-    if !carried.is_empty() {
-        log.push_bytes(&carried, carried_cut);
-    }
-    Ok(log.finish())
+    Ok(lines.log.finish())
 }
 
-/// Adds a piece of a line to its start, up to [`MAX_SAVED_LINE_BYTES`].
-fn carry(carried: &mut Vec<u8>, cut: &mut bool, piece: &[u8]) {
-    let room = MAX_SAVED_LINE_BYTES.saturating_sub(carried.len());
-    *cut |= piece.len() > room;
-    carried.extend_from_slice(&piece[..piece.len().min(room)]);
+/// A saved log fed by the line reader: the runs of whole lines searched once for GPU markers
+/// when only classified events are wanted.
+struct SavedLogLines<S> {
+    log: SavedLog<S>,
+    unclassified_wanted: bool,
+    /// Where the markers of the current run are, reused from run to run.
+    markers: Vec<usize>,
+}
+
+impl<S: FnMut(Found) -> ControlFlow<()>> line_reader::LineSink for SavedLogLines<S> {
+    fn text_lines(&mut self, text: &str) -> ControlFlow<()> {
+        if self.unclassified_wanted {
+            let mut from = 0;
+            for end in memchr::memchr_iter(b'\n', text.as_bytes()) {
+                self.text_line(text.get(from..end).unwrap_or_default())?;
+                from = end + 1;
+            }
+            return self.flow();
+        }
+        self.markers.clear();
+        for finder in GPU_MARKER_FINDERS.iter() {
+            self.markers.extend(finder.find_iter(text.as_bytes()));
+        }
+        self.markers.sort_unstable();
+        let mut next_marker = self.markers.iter().copied().peekable();
+        let mut from = 0;
+        for end in memchr::memchr_iter(b'\n', text.as_bytes()) {
+            while next_marker.next_if(|&at| at < from).is_some() {}
+            let marked = next_marker.peek().is_some_and(|&at| at < end);
+            let line = text.get(from..end).unwrap_or_default();
+            if line.len() > MAX_SAVED_LINE_BYTES {
+                self.log.push_bytes(line.as_bytes(), false);
+            } else if marked {
+                self.log.push(line);
+            } else {
+                self.log.push_unmarked(line);
+            }
+            from = end + 1;
+        }
+        self.flow()
+    }
+
+    fn text_line(&mut self, line: &str) -> ControlFlow<()> {
+        self.log.push_bytes(line.as_bytes(), false);
+        self.flow()
+    }
+
+    fn raw_line(&mut self, line: line_reader::RawLine<'_>) -> ControlFlow<()> {
+        self.log.push_bytes(line.bytes, line.cut);
+        self.flow()
+    }
+}
+
+impl<S> SavedLogLines<S> {
+    fn flow(&self) -> ControlFlow<()> {
+        if self.log.stopped {
+            ControlFlow::Break(())
+        } else {
+            ControlFlow::Continue(())
+        }
+    }
 }
 
 /// The state of one saved log being analysed, a line at a time.
