@@ -66,15 +66,15 @@ impl Context {
         }
         let mut tls = self.selection.tls.clone();
         if let Some(discovery) = &self.selection.discovery {
+            // Pod IPs are in no certificate: the agents' one names the headless Service. Only
+            // the discovered agents are checked against it, not the endpoints named beside them.
+            let service = format!("nodectl-agent.{}.svc", discovery.namespace);
             let found = crate::discover::discover(discovery).await?;
             addresses.extend(found.into_iter().map(|agent| NodeAddress {
                 node: Some(agent.node),
                 endpoint: agent.endpoint,
+                server_name: Some(service.clone()),
             }));
-            if discovery.scheme == crate::discover::Scheme::Https && tls.server_name.is_none() {
-                // Pod IPs are in no certificate: the agents' one names the headless Service.
-                tls.server_name = Some(format!("nodectl-agent.{}.svc", discovery.namespace));
-            }
         }
         let https = |a: &NodeAddress| a.endpoint.as_ref().is_ok_and(|e| e.starts_with("https://"));
         if addresses.iter().any(https) {

@@ -131,6 +131,8 @@ pub struct NodeAddress {
     pub node: Option<String>,
     /// The endpoint, or why there is none.
     pub endpoint: Result<String, String>,
+    /// The name its certificate is checked against when `--tls-server-name` gives none.
+    pub server_name: Option<String>,
 }
 
 impl NodeAddress {
@@ -139,6 +141,7 @@ impl NodeAddress {
         NodeAddress {
             node: None,
             endpoint: Ok(endpoint),
+            server_name: None,
         }
     }
 }
@@ -175,7 +178,7 @@ impl Nodes {
                         tls: config.clone().filter(|_| url.starts_with("https://")),
                         url,
                         node: address.node,
-                        server_name: tls.server_name.clone(),
+                        server_name: tls.server_name.clone().or(address.server_name),
                     }),
                     Err(reason) => Target::Undialable {
                         node: address.node.unwrap_or_default(),
