@@ -6,7 +6,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::cmd;
 use crate::context::Context;
-use crate::exit::Outcome;
+use crate::exit::ExitStatus;
 use crate::render::Format;
 
 /// Node diagnostics and Talos configuration for AMD Strix Halo (gfx1151) nodes that serve LLMs.
@@ -285,7 +285,7 @@ pub enum Command {
 
 impl Cli {
     /// Runs the chosen command. Standard output closing early (`| head`) ends it quietly.
-    pub async fn run(self) -> anyhow::Result<Outcome> {
+    pub async fn run(self) -> anyhow::Result<ExitStatus> {
         let ctx = self.global.context(&self.command.flags())?;
         let outcome = match self.command {
             Command::Node(command) => cmd::node::run(command, &ctx).await,
@@ -297,7 +297,9 @@ impl Cli {
             Command::Report(args) => cmd::report::run(args, &ctx).await,
         };
         match outcome {
-            Err(e) if e.chain().any(|c| c.is::<crate::render::OutputClosed>()) => Ok(Outcome::Ok),
+            Err(e) if e.chain().any(|c| c.is::<crate::render::OutputClosed>()) => {
+                Ok(ExitStatus::Ok)
+            }
             other => other,
         }
     }

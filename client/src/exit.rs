@@ -8,7 +8,7 @@ pub const EXIT_CODES: &str = "Exit codes: 0 ok; 1 a check, diagnosis or verifica
 /// What a command found, when it ran to the end; declared from best to worst, so the worst of
 /// several nodes is their `max`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Outcome {
+pub enum ExitStatus {
     /// Nothing critical.
     Ok,
     /// No critical finding, but a critical check could not run: its inputs were unreadable, or
@@ -20,13 +20,13 @@ pub enum Outcome {
     Unreachable,
 }
 
-impl Outcome {
+impl ExitStatus {
     pub fn exit_code(self) -> ExitCode {
         match self {
-            Outcome::Ok => ExitCode::SUCCESS,
-            Outcome::Critical => ExitCode::from(1),
-            Outcome::CriticalUnknown => ExitCode::from(4),
-            Outcome::Unreachable => ExitCode::from(3),
+            ExitStatus::Ok => ExitCode::SUCCESS,
+            ExitStatus::Critical => ExitCode::from(1),
+            ExitStatus::CriticalUnknown => ExitCode::from(4),
+            ExitStatus::Unreachable => ExitCode::from(3),
         }
     }
 }

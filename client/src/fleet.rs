@@ -4,7 +4,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::exit::Outcome;
+use crate::exit::ExitStatus;
 use crate::nodes::Target;
 
 /// `--node-timeout`'s default: a snapshot takes well under a second; a hung SMU costs an
@@ -140,9 +140,9 @@ fn humanize(duration: Duration) -> String {
 /// node that gave no answer counts as a check that could not run (exit 4) unless one that
 /// answered had a critical finding; when no node answered, the nodes could not be reached
 /// (exit 3).
-pub fn outcome_of<T>(answers: &[Answer<T>], outcome: impl Fn(&T) -> Outcome) -> Outcome {
+pub fn outcome_of<T>(answers: &[Answer<T>], outcome: impl Fn(&T) -> ExitStatus) -> ExitStatus {
     let mut answered = 0usize;
-    let mut worst = Outcome::Ok;
+    let mut worst = ExitStatus::Ok;
     let mut any_failed = false;
     for answer in answers {
         match &answer.result {
@@ -154,10 +154,10 @@ pub fn outcome_of<T>(answers: &[Answer<T>], outcome: impl Fn(&T) -> Outcome) -> 
         }
     }
     if answered == 0 && any_failed {
-        return Outcome::Unreachable;
+        return ExitStatus::Unreachable;
     }
     if any_failed {
-        worst = worst.max(Outcome::CriticalUnknown);
+        worst = worst.max(ExitStatus::CriticalUnknown);
     }
     worst
 }
@@ -220,7 +220,7 @@ impl<T> Answer<T> {
 mod tests {
     use super::*;
 
-    fn answer(result: Result<Outcome, &str>) -> Answer<Outcome> {
+    fn answer(result: Result<ExitStatus, &str>) -> Answer<ExitStatus> {
         Answer {
             label: "x".to_owned(),
             target: Target::Agent(crate::nodes::AgentEndpoint::plain("http://127.0.0.1:1")),
@@ -233,21 +233,24 @@ mod tests {
 
     #[test]
     fn the_exit_is_the_worst_answer_and_three_only_when_nobody_answered() {
-        let of = |answers: Vec<Answer<Outcome>>| outcome_of(&answers, |o| *o);
-        assert_eq!(of(vec![answer(Ok(Outcome::Ok))]), Outcome::Ok);
+        let of = |answers: Vec<Answer<ExitStatus>>| outcome_of(&answers, |o| *o);
+        assert_eq!(of(vec![answer(Ok(ExitStatus::Ok))]), ExitStatus::Ok);
         assert_eq!(
-            of(vec![answer(Ok(Outcome::Ok)), answer(Err("refused"))]),
-            Outcome::CriticalUnknown
+            of(vec![answer(Ok(ExitStatus::Ok)), answer(Err("refused"))]),
+            ExitStatus::CriticalUnknown
         );
         assert_eq!(
-            of(vec![answer(Ok(Outcome::Critical)), answer(Err("refused"))]),
-            Outcome::Critical
+            of(vec![
+                answer(Ok(ExitStatus::Critical)),
+                answer(Err("refused"))
+            ]),
+            ExitStatus::Critical
         );
         assert_eq!(
             of(vec![answer(Err("refused")), answer(Err("timed out"))]),
-            Outcome::Unreachable
+            ExitStatus::Unreachable
         );
-        assert_eq!(of(vec![]), Outcome::Ok);
+        assert_eq!(of(vec![]), ExitStatus::Ok);
     }
 
     #[tokio::test]

@@ -1,6 +1,5 @@
 //! nodectl: the client library behind the `nodectl` binary (CLI, node access, rendering, Talos plans).
 
-pub mod catalog;
 pub mod cli;
 pub mod cmd;
 pub mod config;
@@ -9,10 +8,7 @@ pub mod discover;
 pub mod duration;
 pub mod embedded;
 pub mod exit;
-pub mod experiments;
 pub mod fleet;
-pub mod llama_bench;
-pub mod llama_log;
 pub mod llama_probe;
 pub mod nodes;
 pub mod render;

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use serde::Serialize;
+use nodectl_diagnosis::probe::{Health, Probe};
 
 /// How long one endpoint may take: a loading server answers `/health` at once (its HTTP
 /// threads start before the model loads); one that does not answer in this time is noted so.
@@ -11,47 +11,6 @@ const PROBE_CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// Bytes read of one answer: `/props` holds the chat template (a few KiB to ~100 KiB), `/slots`
 /// a few KiB per slot, `/metrics` a few KiB.
 const MAX_PROBE_BODY_BYTES: usize = 1024 * 1024;
-
-/// What `/health` said.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Health {
-    /// Nothing listens: the process is not up (or not yet bound).
-    Refused,
-    /// 503: the model is loading (any phase before ready).
-    Loading,
-    /// 200: ready.
-    Ready,
-    /// The connection was accepted but no answer came in time: the HTTP threads are stuck too.
-    NoAnswer,
-    /// Another status or error.
-    Other,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct Probe {
-    pub url: String,
-    pub health: Health,
-    /// `/health`'s status code and text, or the error.
-    pub health_detail: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub build_info: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub model_path: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub n_ctx: Option<u64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub total_slots: Option<u64>,
-    /// Slots processing a request now (from `/slots`).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub slots_processing: Option<u64>,
-    /// `/metrics` answered (the server runs with `--metrics`).
-    pub metrics_enabled: bool,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub requests_processing: Option<f64>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tokens_predicted_total: Option<f64>,
-}
 
 /// `http://HOST:PORT` (a trailing `/` allowed); anything else is an input error.
 pub fn check_url(url: &str) -> anyhow::Result<String> {

@@ -11,6 +11,7 @@ pub mod kernel_log;
 pub mod line_reader;
 pub mod log_wrapper;
 pub mod snapshot;
+pub mod text;
 pub mod wire;
 
 pub use kernel_args::KernelArgument;

@@ -13,7 +13,7 @@ fn main() -> anyhow::Result<()> {
         log.lines_recognised,
         log.timeline.len(),
         log.last_phase()
-            .map_or("none", nodectl::llama_log::Phase::as_str)
+            .map_or("none", nodectl_diagnosis::llama_log::Phase::as_str)
     );
     Ok(())
 }

@@ -206,7 +206,7 @@ fn four_runs_and_a_baseline_give_the_investigation_table() -> anyhow::Result<()>
 
     // The ratios, to two decimals, from the real llama-bench figures.
     let figures = |path: &Path| -> anyhow::Result<(f64, f64)> {
-        let results = nodectl::llama_bench::parse(&std::fs::read_to_string(path)?)?;
+        let results = nodectl_diagnosis::llama_bench::parse(&std::fs::read_to_string(path)?)?;
         let pick = |prefix: &str| {
             results
                 .iter()
@@ -325,7 +325,7 @@ fn bad_input_is_an_input_error_naming_it() -> anyhow::Result<()> {
 fn captured_llama_bench_outputs_parse_in_every_form() -> anyhow::Result<()> {
     for name in ["cpu-tiny.md", "cpu-tiny.json", "cpu-tiny.jsonl"] {
         let text = std::fs::read_to_string(fixture(&format!("llama-bench/{name}")))?;
-        let results = nodectl::llama_bench::parse(&text)?;
+        let results = nodectl_diagnosis::llama_bench::parse(&text)?;
         let tests: Vec<&str> = results.iter().map(|r| r.test.as_str()).collect();
         assert_eq!(tests, ["pp512", "tg128"], "{name}");
         assert!(results.iter().all(|r| r.tokens_per_s > 0.0), "{name}");

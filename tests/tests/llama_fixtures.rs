@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use nodectl::llama_log;
+use nodectl_diagnosis::llama_log;
 
 use nodectl_e2e::harness::{assert_golden, fixture};
 use serde_json::Value;

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use crate::cmd::talos::ChangeArgs;
 use crate::context::Context;
-use crate::exit::Outcome;
+use crate::exit::ExitStatus;
 use crate::nodes::Target;
 use crate::render::{self, Format};
 use crate::talos::factory::{self, DEFAULT_FACTORY_URL, Factory};
@@ -43,7 +43,7 @@ pub struct StatusArgs {
     pub factory: String,
 }
 
-pub async fn run(command: CwsrCommand, ctx: &Context) -> anyhow::Result<Outcome> {
+pub async fn run(command: CwsrCommand, ctx: &Context) -> anyhow::Result<ExitStatus> {
     match command {
         CwsrCommand::Status(args) => status(&args, ctx).await,
         CwsrCommand::Disable(args) => change(&args, ctx, true).await,
@@ -132,7 +132,7 @@ pub struct Configured {
     pub error: Option<String>,
 }
 
-async fn status(args: &StatusArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+async fn status(args: &StatusArgs, ctx: &Context) -> anyhow::Result<ExitStatus> {
     let client = ctx.talos().await?;
     let facts = NodeFacts::read(&client, Some(CWSR_PARAMETER_PATH)).await?;
     let boot_path = facts.boot_path();
@@ -246,7 +246,7 @@ async fn status(args: &StatusArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         notes,
     };
     print_status(&report, ctx.format)?;
-    Ok(Outcome::Ok)
+    Ok(ExitStatus::Ok)
 }
 
 fn yes_no(value: Option<bool>, yes: &str, no: &str) -> String {
@@ -331,7 +331,7 @@ fn report_boot_path(path: BootPath) -> String {
     path.describe().to_owned()
 }
 
-async fn change(args: &ChangeArgs, ctx: &Context, disable: bool) -> anyhow::Result<Outcome> {
+async fn change(args: &ChangeArgs, ctx: &Context, disable: bool) -> anyhow::Result<ExitStatus> {
     args.run(ctx, &cwsr_change(disable)).await
 }
 

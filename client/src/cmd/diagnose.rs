@@ -1,9 +1,7 @@
-//! `nodectl diagnose`: where a llama.cpp run stopped, what the node and the process did then, which known problem it is, and what to try next.
+//! `nodectl diagnose`: gathers what a diagnosis needs (a run's log, a pod's log, a live server's answers, the node's snapshot, processes and kernel incidents, the experiment log) and renders what `nodectl_diagnosis` makes of it.
 //!
-//! One diagnosis joins a run's log (a file, a pod's log, or none), the live server's answers
-//! (`--url`), the inference process the agent sees, the kernel incidents of the run's window
-//! and the node's findings; the phase comes from the log when it says, else from the node, with
-//! how sure it is.
+//! The correlation itself (phase, outcome, incidents of the window, known issues, strategies)
+//! is [`nodectl_diagnosis::diagnose`], a pure function; this file only reads and prints.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -11,23 +9,22 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Args;
-use nodectl_model::diagnosis::{DiagnosisStamp, RunKey};
-use nodectl_model::inference::{
-    Activity, InferenceProcess, InferenceProcesses, MemoryTrend, PodLog,
+use nodectl_diagnosis::catalog::Catalog;
+use nodectl_diagnosis::correlate::process_label;
+use nodectl_diagnosis::experiments::{self, Experiment};
+use nodectl_diagnosis::llama_log::{self, JournalYear, LlamaLog, Phase, RunOutcome};
+use nodectl_diagnosis::{
+    Confidence, Diagnosis, LogSource, NodeInputs, RunInputs, RunLog, diagnose,
 };
-use nodectl_model::log_wrapper::JournalYear;
-use nodectl_model::snapshot::Severity;
-use nodectl_model::{Incident, Snapshot, StreamMessage};
+use nodectl_model::inference::{InferenceProcess, PodLog};
+use nodectl_model::{Incident, StreamMessage};
 use serde::Serialize;
 use tokio_stream::StreamExt as _;
 
-use crate::catalog::{Catalog, Facts, LeftOut, MatchedIssue, Proposed};
 use crate::context::Context;
 use crate::embedded::EmbeddedOptions;
-use crate::exit::Outcome as ExitOutcome;
-use crate::experiments::{self, Experiment};
-use crate::llama_log::{self, LlamaLog, Outcome, Phase};
-use crate::llama_probe::{self, Health, Probe};
+use crate::exit::ExitStatus;
+use crate::llama_probe;
 use crate::nodes::{KernelEventsRequest, NodeClient, PodLogRequest, Target};
 use crate::render;
 
@@ -39,8 +36,6 @@ const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024 * 1024;
 /// A log's read size: lines are cut out of the buffer, and one that spans two reads is copied,
 /// so reads much longer than a line.
 const LOG_READ_BUFFER_BYTES: usize = 256 * 1024;
-/// How long before a run's first line a kernel incident still belongs to its window.
-const WINDOW_LEAD: Duration = Duration::from_secs(60);
 /// How long waiting for the agent's kernel event history may take.
 const KERNEL_EVENTS_TIMEOUT: Duration = Duration::from_secs(20);
 /// Evidence and error lines the table output shows, at most (JSON has them all).
@@ -77,106 +72,6 @@ pub struct DiagnoseArgs {
     pub year: Option<i16>,
 }
 
-/// `--stall-after`'s default.
-pub const DEFAULT_STALL_AFTER: Duration = Duration::from_secs(120);
-
-/// How sure the phase is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Confidence {
-    /// The log names the phase.
-    High,
-    /// The log cannot tell; the node's state points to it.
-    Medium,
-    /// Neither the log nor the node tells; the phase is the last one the log shows.
-    Low,
-}
-
-/// Where a run's log came from.
-#[derive(Debug, Clone, Serialize)]
-pub struct LogSource {
-    /// `FILE`, `standard input`, or `pod NS/POD/CONTAINER (PATH)`.
-    pub name: String,
-    /// The agent sent only the end of a long pod log.
-    #[serde(skip_serializing_if = "is_zero")]
-    pub bytes_skipped: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
-}
-
-/// A kernel incident of the run's window, placed against the run's last log line.
-#[derive(Debug, Clone, Serialize)]
-pub struct WindowIncident {
-    #[serde(flatten)]
-    pub incident: Incident,
-    /// Seconds from the run's last log line to the incident's start (negative: before it).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub after_last_line_s: Option<i64>,
-}
-
-/// One step of the joined timeline.
-#[derive(Debug, Clone, Serialize)]
-pub struct TimelineEntry {
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub time: Option<String>,
-    /// Seconds since the process started, from llama.cpp's own stamps.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub since_start_s: Option<f64>,
-    /// `phase`, `incident`, `last_line`, `node`.
-    pub kind: &'static str,
-    pub what: String,
-}
-
-/// The diagnosis of one run.
-#[derive(Debug, Clone, Serialize)]
-pub struct Diagnosis {
-    /// When, on which node, and which run (`made_at`, `node`, `run`): reads back as a
-    /// `nodectl_model::diagnosis::DiagnosisStamp`.
-    #[serde(flatten)]
-    pub stamp: DiagnosisStamp,
-    /// What this diagnosis is of: the process, the log or the URL.
-    pub subject: String,
-    /// The phase the run reached (the last one, serving included).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub phase: Option<Phase>,
-    pub phase_confidence: Confidence,
-    /// What decided the phase.
-    pub phase_evidence: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<Outcome>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub stalled_for_s: Option<u64>,
-    /// Seconds since the log's last line (its clock, else the file's mtime).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub quiet_for_s: Option<u64>,
-    /// The answer in one sentence.
-    pub verdict: String,
-    /// What the node did then: the process's state and the GPU memory, in words.
-    pub node_state: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log_source: Option<LogSource>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub log: Option<LlamaLog>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub probe: Option<Probe>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub process: Option<InferenceProcess>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub activity: Option<Activity>,
-    pub timeline: Vec<TimelineEntry>,
-    pub incidents: Vec<WindowIncident>,
-    /// Node checks that fired (warning or worse), by id, and those that could not run.
-    pub findings: Vec<String>,
-    pub known_issues: Vec<MatchedIssue>,
-    pub strategies: Vec<Proposed>,
-    /// Strategies of the matched issues that are in effect already.
-    pub already_in_effect: Vec<LeftOut>,
-    /// What could not be read, so what this diagnosis could not use.
-    pub unknowns: Vec<String>,
-}
-
 /// `-o json` of the whole node when no log, pod or URL was named.
 #[derive(Debug, Serialize)]
 pub struct NodeDiagnoses {
@@ -193,30 +88,7 @@ fn is_zero_u32(n: &u32) -> bool {
     *n == 0
 }
 
-/// What the node says, read once for every run diagnosed.
-struct NodeState {
-    label: String,
-    snapshot: Option<Snapshot>,
-    processes: Option<InferenceProcesses>,
-    /// Why the processes could not be listed: with nothing named to diagnose, that is the answer.
-    processes_error: Option<anyhow::Error>,
-    /// The agent's incidents (latest update of each), and the event ids seen in each.
-    incidents: Option<Vec<Incident>>,
-    /// Strategies tried before, from the experiment log.
-    experiments: Vec<Experiment>,
-    unknowns: Vec<String>,
-}
-
-/// One run to diagnose, before the diagnosis.
-struct Run {
-    subject: String,
-    log: Option<(LlamaLog, LogSource, Option<jiff::Timestamp>)>,
-    probe: Option<Probe>,
-    process: Option<InferenceProcess>,
-    unknowns: Vec<String>,
-}
-
-pub async fn run(args: DiagnoseArgs, ctx: &Context) -> anyhow::Result<ExitOutcome> {
+pub async fn run(args: DiagnoseArgs, ctx: &Context) -> anyhow::Result<ExitStatus> {
     let targets = ctx.nodes().await?.targets();
     let [target] = targets.as_slice() else {
         return run_fleet(args, targets, ctx).await;
@@ -232,9 +104,9 @@ pub async fn run(args: DiagnoseArgs, ctx: &Context) -> anyhow::Result<ExitOutcom
         Diagnoses::Node(document) => print_node(&document, ctx)?,
     }
     Ok(if bad {
-        ExitOutcome::Critical
+        ExitStatus::Critical
     } else {
-        ExitOutcome::Ok
+        ExitStatus::Ok
     })
 }
 
@@ -244,7 +116,7 @@ async fn run_fleet(
     args: DiagnoseArgs,
     targets: Vec<Target>,
     ctx: &Context,
-) -> anyhow::Result<ExitOutcome> {
+) -> anyhow::Result<ExitStatus> {
     if args.log.is_some() || args.pod.is_some() || args.url.is_some() {
         anyhow::bail!(
             "--log, --pod and --url name one run on one node; give one --endpoint, or none of them to diagnose every run of every node"
@@ -278,9 +150,9 @@ async fn run_fleet(
     }
     Ok(crate::fleet::outcome_of(&answers, |found| {
         if found.any_stalled_or_crashed() {
-            ExitOutcome::Critical
+            ExitStatus::Critical
         } else {
-            ExitOutcome::Ok
+            ExitStatus::Ok
         }
     }))
 }
@@ -305,7 +177,7 @@ impl Diagnoses {
     pub fn any_stalled_or_crashed(&self) -> bool {
         self.all()
             .iter()
-            .any(|d| matches!(d.outcome, Some(Outcome::Stalled | Outcome::Crashed)))
+            .any(|d| matches!(d.outcome, Some(RunOutcome::Stalled | RunOutcome::Crashed)))
     }
 
     /// The diagnoses as text, as `diagnose` prints them.
@@ -324,7 +196,7 @@ pub async fn diagnoses(
     target: &Target,
     shown_as: Option<&str>,
 ) -> anyhow::Result<Diagnoses> {
-    let catalog = Catalog::embedded()?;
+    let catalog = Catalog::embedded().context("the built-in catalog")?;
     let url = args
         .url
         .as_deref()
@@ -343,28 +215,26 @@ pub async fn diagnoses(
     let mut client = target.connect(&options).await?;
     let mut node = read_node(&mut client, target).await;
     if let Some(label) = shown_as {
-        node.label = label.to_owned();
+        node.inputs.label = label.to_owned();
     }
-    node.experiments = read_experiments(args.experiments.as_deref(), &mut node.unknowns);
+    let experiments = read_experiments(args.experiments.as_deref(), &mut node.inputs.unknowns);
+    node.inputs.experiments = experiments;
 
     let mut runs = Vec::new();
     let named = file_log.is_some() || pod.is_some() || url.is_some();
     if !named && let Some(e) = node.processes_error.take() {
         // Not "no process found": the node could not say.
-        return Err(e.context(format!("listing the inference processes of {}", node.label)));
+        return Err(e.context(format!(
+            "listing the inference processes of {}",
+            node.inputs.label
+        )));
     }
     if named {
-        let mut run = Run {
-            subject: String::new(),
-            log: None,
-            probe: None,
-            process: None,
-            unknowns: Vec::new(),
-        };
+        let mut run = RunInputs::default();
         let mut subject = Vec::new();
-        if let Some((log, source, mtime)) = file_log {
-            subject.push(source.name.clone());
-            run.log = Some((log, source, mtime));
+        if let Some(log) = file_log {
+            subject.push(log.source.name.clone());
+            run.log = Some(log);
         }
         if let Some(request) = &pod {
             let shown = pod_shown(request);
@@ -377,7 +247,7 @@ pub async fn diagnoses(
             } else {
                 run.log = Some(parse_pod_log(&log));
             }
-            run.process = node.processes.as_ref().and_then(|p| {
+            run.process = node.inputs.processes.as_ref().and_then(|p| {
                 p.processes
                     .iter()
                     .find(|proc| {
@@ -391,12 +261,9 @@ pub async fn diagnoses(
             run.probe = Some(llama_probe::probe(url).await?);
         }
         if run.process.is_none()
-            && let Some(processes) = &node.processes
+            && let Some(processes) = &node.inputs.processes
         {
-            let model = run
-                .log
-                .as_ref()
-                .and_then(|(log, _, _)| log.model.as_deref());
+            let model = run.log.as_ref().and_then(|l| l.log.model.as_deref());
             let serving_model: Vec<&InferenceProcess> = processes
                 .processes
                 .iter()
@@ -413,7 +280,7 @@ pub async fn diagnoses(
             }
         }
         if run.process.is_none()
-            && let Some(processes) = &node.processes
+            && let Some(processes) = &node.inputs.processes
             && processes.processes_not_listed > 0
         {
             // The run's process may be one of those the agent did not list.
@@ -425,14 +292,12 @@ pub async fn diagnoses(
         }
         run.subject = subject.join(", ");
         runs.push(run);
-    } else if let Some(processes) = &node.processes {
+    } else if let Some(processes) = &node.inputs.processes {
         for process in &processes.processes {
-            let mut run = Run {
+            let mut run = RunInputs {
                 subject: process_label(process),
-                log: None,
-                probe: None,
                 process: Some(process.clone()),
-                unknowns: Vec::new(),
+                ..RunInputs::default()
             };
             if let Some(uid) = &process.pod_uid {
                 let request = PodLogRequest {
@@ -453,13 +318,14 @@ pub async fn diagnoses(
 
     // The node's clock: a saved tree (a bundle) is diagnosed as of the moment it was taken.
     let now = node
+        .inputs
         .snapshot
         .as_ref()
         .and_then(|s| s.taken_at.parse::<jiff::Timestamp>().ok())
         .unwrap_or_else(jiff::Timestamp::now);
     let diagnoses: Vec<Diagnosis> = runs
         .into_iter()
-        .map(|run| diagnose(run, &node, &catalog, args.stall_after, now))
+        .map(|run| diagnose(run, &node.inputs, &catalog, args.stall_after, now))
         .collect();
     if named {
         let Some(one) = diagnoses.into_iter().next() else {
@@ -468,13 +334,14 @@ pub async fn diagnoses(
         return Ok(Diagnoses::One(Box::new(one)));
     }
     Ok(Diagnoses::Node(NodeDiagnoses {
-        node: node.label.clone(),
+        node: node.inputs.label.clone(),
         diagnoses,
         processes_not_listed: node
+            .inputs
             .processes
             .as_ref()
             .map_or(0, |p| p.processes_not_listed),
-        unknowns: node.unknowns.clone(),
+        unknowns: node.inputs.unknowns.clone(),
     }))
 }
 
@@ -547,18 +414,8 @@ fn pod_shown(request: &PodLogRequest) -> String {
     }
 }
 
-fn process_label(p: &InferenceProcess) -> String {
-    match &p.pod {
-        Some(pod) => format!("{} pid {} (pod {pod})", p.program, p.pid),
-        None => format!("{} pid {}", p.program, p.pid),
-    }
-}
-
 /// A log file (or standard input) parsed line by line, with the file's mtime.
-fn read_log_file(
-    path: &str,
-    year: Option<i16>,
-) -> anyhow::Result<(LlamaLog, LogSource, Option<jiff::Timestamp>)> {
+fn read_log_file(path: &str, year: Option<i16>) -> anyhow::Result<RunLog> {
     let (reader, name, mtime): (Box<dyn std::io::BufRead>, String, Option<jiff::Timestamp>) =
         if path == "-" {
             (
@@ -588,14 +445,14 @@ fn read_log_file(
     let log = llama_log::parse_reader(reader, MAX_LOG_BYTES, JournalYear::given_or_today(year))
         .with_context(|| format!("--log {name}"))?;
     check_log(&log, &name)?;
-    Ok((
+    Ok(RunLog {
         log,
-        LogSource {
+        source: LogSource {
             name,
             bytes_skipped: 0,
         },
-        mtime,
-    ))
+        modified_at: mtime,
+    })
 }
 
 /// Parses a stream as [`llama_log::parse_reader`] does, up to [`MAX_LOG_BYTES`], its journald
@@ -618,24 +475,29 @@ fn check_log(log: &LlamaLog, name: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_pod_log(log: &PodLog) -> (LlamaLog, LogSource, Option<jiff::Timestamp>) {
-    let parsed = llama_log::parse(String::from_utf8_lossy(&log.tail).lines());
-    let mtime = log.modified_at.as_deref().and_then(|t| t.parse().ok());
-    (
-        parsed,
-        LogSource {
+fn parse_pod_log(log: &PodLog) -> RunLog {
+    RunLog {
+        log: llama_log::parse(String::from_utf8_lossy(&log.tail).lines()),
+        source: LogSource {
             name: format!(
                 "pod {}/{}/{} ({})",
                 log.namespace, log.pod, log.container, log.path
             ),
             bytes_skipped: log.bytes_skipped,
         },
-        mtime,
-    )
+        modified_at: log.modified_at.as_deref().and_then(|t| t.parse().ok()),
+    }
+}
+
+/// What the node said, and why its processes could not be listed: with nothing named to
+/// diagnose, that is the answer.
+struct NodeRead {
+    inputs: NodeInputs,
+    processes_error: Option<anyhow::Error>,
 }
 
 /// Reads what the node can tell; what fails is an unknown of the diagnosis, not its end.
-async fn read_node(client: &mut NodeClient, target: &Target) -> NodeState {
+async fn read_node(client: &mut NodeClient, target: &Target) -> NodeRead {
     let mut unknowns = Vec::new();
     let snapshot = match client.snapshot(1, Duration::ZERO).await {
         Ok(s) => Some(s),
@@ -673,14 +535,16 @@ async fn read_node(client: &mut NodeClient, target: &Target) -> NodeState {
                 None
             }
         };
-    NodeState {
-        label: target.label(),
-        snapshot,
-        processes,
+    NodeRead {
+        inputs: NodeInputs {
+            label: target.label(),
+            snapshot,
+            processes,
+            incidents,
+            experiments: Vec::new(),
+            unknowns,
+        },
         processes_error,
-        incidents,
-        experiments: Vec::new(),
-        unknowns,
     }
 }
 
@@ -717,510 +581,6 @@ async fn kernel_incidents(client: &mut NodeClient) -> anyhow::Result<Vec<Inciden
         }
     }
     Ok(incidents.into_values().collect())
-}
-
-fn diagnose(
-    run: Run,
-    node: &NodeState,
-    catalog: &Catalog,
-    stall_after: Duration,
-    now: jiff::Timestamp,
-) -> Diagnosis {
-    let mut unknowns = node.unknowns.clone();
-    unknowns.extend(run.unknowns);
-    let sample_ms = node.processes.as_ref().map_or(0, |p| p.sample_ms);
-    let activity = run.process.as_ref().map(|p| p.activity(sample_ms));
-
-    // How long the log has been quiet, and when its last line was written.
-    let (log, log_source, mtime) = match run.log {
-        Some((log, source, mtime)) => (Some(log), Some(source), mtime),
-        None => (None, None, None),
-    };
-    let quiet_for = log.as_ref().and_then(|l| l.quiet_for(now, mtime));
-    let last_line_at = log.as_ref().and_then(|l| l.last_time.wall.or(mtime));
-    let mut outcome = log.as_ref().map(|l| l.outcome(quiet_for, stall_after));
-    // A live server's answer settles what an old log cannot.
-    if let Some(probe) = &run.probe {
-        match (probe.health, outcome) {
-            (Health::Ready, None | Some(Outcome::Incomplete | Outcome::Stalled)) => {
-                outcome = Some(Outcome::Ready);
-            }
-            (Health::Loading, None) => outcome = Some(Outcome::Incomplete),
-            _ => {}
-        }
-    }
-
-    // The memory trend of the cards over the same window.
-    let trends: Vec<(String, MemoryTrend, i128)> = node
-        .processes
-        .iter()
-        .flat_map(|p| &p.cards)
-        .filter_map(|c| Some((c.card.clone(), c.trend()?, c.growth_bytes()?)))
-        .collect();
-    let memory_rising = trends.iter().any(|(_, t, _)| *t == MemoryTrend::Rising);
-
-    // The phase: the log's when it says, else the node's.
-    let log_phase = log.as_ref().and_then(LlamaLog::last_phase);
-    let terse = log
-        .as_ref()
-        .is_some_and(|l| l.verbosity.is_none_or(|v| v <= 3) && !shows_loading_phases(l));
-    let loading = matches!(outcome, Some(Outcome::Stalled | Outcome::Incomplete))
-        || (outcome.is_none()
-            && run
-                .probe
-                .as_ref()
-                .is_some_and(|p| p.health == Health::Loading));
-    let mut phase = log_phase;
-    let mut confidence = if log_phase.is_some() {
-        Confidence::High
-    } else {
-        Confidence::Low
-    };
-    let mut phase_evidence = Vec::new();
-    if let Some(l) = &log
-        && let Some(p) = log_phase
-    {
-        let line = l.timeline.last().map_or(0, |m| m.line);
-        phase_evidence.push(format!("the log enters {} at line {line}", p.as_str()));
-    }
-    if loading && (terse || log.is_none()) {
-        confidence = Confidence::Low;
-        if terse {
-            phase_evidence.push(
-                "the log is at the default verbosity: it prints nothing between `loading model` and `model loaded`"
-                    .to_owned(),
-            );
-        }
-        if memory_rising {
-            phase = Some(Phase::Upload);
-            confidence = Confidence::Medium;
-            for (card, _, growth) in trends.iter().filter(|(_, t, _)| *t == MemoryTrend::Rising) {
-                phase_evidence.push(format!(
-                    "{card}: VRAM+GTT in use grew by {} in {} ms: the weights are still being loaded",
-                    render::human_bytes(u64::try_from(*growth).unwrap_or(0)),
-                    sample_ms
-                ));
-            }
-        } else if matches!(activity, Some(Activity::BlockedInKfd | Activity::Spinning)) {
-            confidence = Confidence::Medium;
-            phase_evidence.push(match activity {
-                Some(Activity::BlockedInKfd) => {
-                    "GPU memory flat and a thread waits in an ioctl on /dev/kfd: a GPU operation that does not finish (upload, graph reserve or warmup)".to_owned()
-                }
-                _ => "GPU memory flat and a core busy-waiting (ROCr's hsa_signal_wait): a GPU operation that does not finish (upload, graph reserve or warmup)".to_owned(),
-            });
-        }
-    }
-
-    // Kernel incidents of the run's window.
-    let window_start = log
-        .as_ref()
-        .and_then(|l| l.timeline.iter().find_map(|m| m.time.wall))
-        .or_else(|| {
-            run.process
-                .as_ref()
-                .and_then(|p| p.started_at.as_deref())
-                .and_then(|t| t.parse().ok())
-        })
-        .map(|t: jiff::Timestamp| {
-            t - jiff::SignedDuration::try_from(WINDOW_LEAD).unwrap_or_default()
-        });
-    let mut incidents = Vec::new();
-    if let Some(all) = &node.incidents {
-        for incident in all {
-            let start = incident.first_time.or(incident.last_time);
-            let in_window = match (window_start, start) {
-                (Some(from), Some(at)) => at >= from,
-                // Without a start of the run (or a wall time of the incident), every
-                // incident of this boot is shown: better one too many than a missed one.
-                _ => true,
-            };
-            if in_window {
-                let after_last_line_s = last_line_at
-                    .zip(start)
-                    .map(|(last, at)| at.duration_since(last).as_secs_f64().round() as i64);
-                incidents.push(WindowIncident {
-                    incident: incident.clone(),
-                    after_last_line_s,
-                });
-            }
-        }
-    }
-
-    // The node's findings.
-    let mut findings = Vec::new();
-    let mut params = BTreeMap::new();
-    if let Some(snapshot) = &node.snapshot {
-        for f in &snapshot.findings {
-            match f.severity {
-                Severity::Warning | Severity::Critical => findings.push(f.id.clone()),
-                Severity::Unknown => findings.push(format!("{} (could not run)", f.id)),
-                _ => {}
-            }
-        }
-        for (module, values) in [
-            ("amdgpu", &snapshot.module_parameters.amdgpu),
-            ("ttm", &snapshot.module_parameters.ttm),
-        ] {
-            for (name, value) in values {
-                params.insert(format!("{module}.{name}"), value.raw());
-            }
-        }
-    }
-
-    // The catalogs.
-    let process = run.process;
-    let load_mode = log
-        .as_ref()
-        .and_then(|l| l.load_mode.clone())
-        .or_else(|| {
-            process
-                .as_ref()
-                .and_then(|p| p.arg_value(&["-lm", "--load-mode"]).map(str::to_owned))
-        })
-        .or_else(|| {
-            process
-                .as_ref()
-                .filter(|p| p.has_arg(&["--no-mmap"]))
-                .map(|_| "none".to_owned())
-        });
-    let facts = Facts {
-        phase,
-        outcome,
-        backend: log.as_ref().and_then(|l| l.backend),
-        incident_kinds: incidents
-            .iter()
-            .map(|i| i.incident.kind.to_string())
-            .collect(),
-        event_ids: incidents
-            .iter()
-            .flat_map(|i| i.incident.event_counts.keys().map(|k| k.to_string()))
-            .collect(),
-        findings: findings.iter().cloned().collect(),
-        errors: log
-            .iter()
-            .flat_map(|l| l.errors.iter().map(|e| e.kind))
-            .collect(),
-        activity,
-        load_mode,
-        flash_attention: log.as_ref().and_then(|l| l.flash_attention.clone()),
-        params,
-        env: process.as_ref().map(|p| p.env.clone()).unwrap_or_default(),
-        args: process.as_ref().map(|p| p.args.clone()).unwrap_or_default(),
-    };
-    let known_issues = if matches!(outcome, Some(Outcome::Stalled | Outcome::Crashed))
-        || !facts.incident_kinds.is_empty()
-        || !facts.findings.is_empty()
-    {
-        catalog.match_issues(&facts)
-    } else {
-        Vec::new()
-    };
-    let (mut strategies, already_in_effect) = catalog.propose(&known_issues, &facts);
-    if terse && confidence != Confidence::High && loading {
-        let verbose_already = process
-            .as_ref()
-            .and_then(|p| p.arg_value(&["-lv", "--verbosity", "--log-verbosity"]))
-            .and_then(|v| v.parse::<u8>().ok())
-            .is_some_and(|v| v >= 4);
-        if !verbose_already
-            && catalog.in_effect("log_verbosity_4", &facts).is_none()
-            && let Some(s) = catalog.strategy("log_verbosity_4")
-        {
-            strategies.push(Proposed {
-                strategy: s.clone(),
-                for_issues: Vec::new(),
-                tried_before: None,
-            });
-        }
-    }
-
-    experiments::rank_tried_last(&mut strategies, &node.experiments, &node.label, catalog);
-
-    let stalled_for_s = (outcome == Some(Outcome::Stalled))
-        .then_some(quiet_for.as_ref().map(Duration::as_secs))
-        .flatten();
-    let node_state = node_state_words(process.as_ref(), activity, sample_ms, &trends);
-    let timeline = joined_timeline(log.as_ref(), &incidents, last_line_at);
-    let verdict = verdict(
-        phase,
-        confidence,
-        outcome,
-        stalled_for_s,
-        &incidents,
-        activity,
-        &run.probe,
-        log.is_some(),
-    );
-    let run_key = RunKey {
-        pod_uid: process.as_ref().and_then(|p| p.pod_uid.clone()),
-        pod: process.as_ref().and_then(|p| p.pod.clone()),
-        pid: process.as_ref().map(|p| p.pid),
-        model: log.as_ref().and_then(|l| l.model.clone()).or_else(|| {
-            process
-                .as_ref()
-                .and_then(|p| p.arg_value(&["-m", "--model"]).map(str::to_owned))
-        }),
-        build: log.as_ref().and_then(|l| l.build.clone()),
-    };
-    Diagnosis {
-        stamp: DiagnosisStamp {
-            made_at: now.to_string(),
-            node: node.label.clone(),
-            run: run_key,
-        },
-        subject: run.subject,
-        phase,
-        phase_confidence: confidence,
-        phase_evidence,
-        outcome,
-        stalled_for_s,
-        quiet_for_s: quiet_for.as_ref().map(Duration::as_secs),
-        verdict,
-        node_state,
-        log_source,
-        log,
-        probe: run.probe,
-        activity,
-        process,
-        timeline,
-        incidents,
-        findings,
-        known_issues,
-        strategies,
-        already_in_effect,
-        unknowns,
-    }
-}
-
-/// Whether the log shows any of the loading phases that only `-lv 4` prints.
-fn shows_loading_phases(log: &LlamaLog) -> bool {
-    log.timeline.iter().any(|m| {
-        matches!(
-            m.phase,
-            Phase::ModelMetadata
-                | Phase::TensorLoad
-                | Phase::Upload
-                | Phase::Context
-                | Phase::GraphReserve
-                | Phase::Warmup
-        )
-    })
-}
-
-fn node_state_words(
-    process: Option<&InferenceProcess>,
-    activity: Option<Activity>,
-    sample_ms: u32,
-    trends: &[(String, MemoryTrend, i128)],
-) -> Vec<String> {
-    let mut words = Vec::new();
-    if let (Some(p), Some(a)) = (process, activity) {
-        let what = match a {
-            Activity::Stopped => {
-                "is stopped (SIGSTOP or a debugger): it makes no progress until continued"
-                    .to_owned()
-            }
-            Activity::BlockedInKfd => {
-                let waiting: Vec<String> = p
-                    .threads
-                    .iter()
-                    .filter(|t| t.in_kfd_ioctl)
-                    .map(|t| format!("{} {}", t.tid, t.wchan.as_deref().unwrap_or("?")))
-                    .collect();
-                format!(
-                    "waits in an ioctl on /dev/kfd (threads {})",
-                    waiting.join(", ")
-                )
-            }
-            Activity::BlockedInKernel => {
-                let waiting: Vec<String> = p
-                    .threads
-                    .iter()
-                    .filter(|t| t.is_blocked(p.pid))
-                    .map(|t| {
-                        format!(
-                            "{} {} in {}",
-                            t.tid,
-                            t.state,
-                            t.wchan.as_deref().unwrap_or("?")
-                        )
-                    })
-                    .collect();
-                format!("is held in the kernel (threads {})", waiting.join(", "))
-            }
-            Activity::Spinning => format!(
-                "is busy: {} ms of CPU in {sample_ms} ms (a busy-wait such as hsa_signal_wait, or work)",
-                p.cpu_ms_in_sample.unwrap_or(0)
-            ),
-            Activity::Idle => match p.cpu_ms_in_sample {
-                Some(cpu) => format!("sleeps: {cpu} ms of CPU in {sample_ms} ms"),
-                None => "sleeps".to_owned(),
-            },
-            Activity::Running => "is running".to_owned(),
-            Activity::Zombie => "has exited (zombie)".to_owned(),
-        };
-        let mut handles = Vec::new();
-        if p.kfd_handles > 0 {
-            handles.push("/dev/kfd".to_owned());
-        }
-        handles.extend(p.dri_handles.iter().map(|d| format!("/dev/dri/{d}")));
-        let handles = if handles.is_empty() {
-            "no GPU device open".to_owned()
-        } else {
-            format!("holds {}", handles.join(", "))
-        };
-        words.push(format!("{} {what}; {handles}", process_label(p)));
-        if let Some(kfd) = &p.kfd
-            && let Some(evicted) = kfd.evicted_ms_in_sample.filter(|e| *e > 0)
-        {
-            words.push(format!(
-                "its GPU queues were evicted for {evicted} ms of the {sample_ms} ms watched"
-            ));
-        }
-    }
-    for (card, trend, growth) in trends {
-        let change = match trend {
-            MemoryTrend::Rising => format!(
-                "rising (+{})",
-                render::human_bytes(u64::try_from(*growth).unwrap_or(0))
-            ),
-            MemoryTrend::Falling => format!(
-                "falling (-{})",
-                render::human_bytes(u64::try_from(-*growth).unwrap_or(0))
-            ),
-            MemoryTrend::Flat => "flat".to_owned(),
-        };
-        words.push(format!(
-            "{card}: GPU memory in use {change} over {sample_ms} ms"
-        ));
-    }
-    words
-}
-
-fn joined_timeline(
-    log: Option<&LlamaLog>,
-    incidents: &[WindowIncident],
-    last_line_at: Option<jiff::Timestamp>,
-) -> Vec<TimelineEntry> {
-    let mut entries: Vec<(Option<jiff::Timestamp>, u8, TimelineEntry)> = Vec::new();
-    if let Some(log) = log {
-        for mark in &log.timeline {
-            entries.push((
-                mark.time.wall,
-                0,
-                TimelineEntry {
-                    time: mark.time.wall.map(|t| t.to_string()),
-                    since_start_s: mark.time.since_start_s,
-                    kind: "phase",
-                    what: format!("{} (line {})", mark.phase.as_str(), mark.line),
-                },
-            ));
-        }
-        if let Some((line, text)) = &log.last_line {
-            entries.push((
-                log.last_time.wall.or(last_line_at),
-                1,
-                TimelineEntry {
-                    time: log.last_time.wall.or(last_line_at).map(|t| t.to_string()),
-                    since_start_s: log.last_time.since_start_s,
-                    kind: "last_line",
-                    what: format!("line {line}: {}", render::cell(text)),
-                },
-            ));
-        }
-    }
-    for i in incidents {
-        let at = i.incident.first_time.or(i.incident.last_time);
-        let relative = i
-            .after_last_line_s
-            .map(|s| format!(" ({s:+} s after the last log line)"))
-            .unwrap_or_default();
-        entries.push((
-            at,
-            2,
-            TimelineEntry {
-                time: at.map(|t| t.to_string()),
-                since_start_s: None,
-                kind: "incident",
-                what: format!(
-                    "kernel incident {} {}{}{}",
-                    i.incident.incident_id,
-                    i.incident.kind,
-                    i.incident
-                        .device
-                        .as_deref()
-                        .map(|d| format!(" on {d}"))
-                        .unwrap_or_default(),
-                    relative
-                ),
-            },
-        ));
-    }
-    // In time order where times are known; the log's own order otherwise (a stable sort keeps it).
-    if entries.iter().all(|(t, _, _)| t.is_some()) {
-        entries.sort_by_key(|(t, order, _)| (*t, *order));
-    }
-    entries.into_iter().map(|(_, _, e)| e).collect()
-}
-
-#[allow(clippy::too_many_arguments)]
-fn verdict(
-    phase: Option<Phase>,
-    confidence: Confidence,
-    outcome: Option<Outcome>,
-    stalled_for_s: Option<u64>,
-    incidents: &[WindowIncident],
-    activity: Option<Activity>,
-    probe: &Option<Probe>,
-    has_log: bool,
-) -> String {
-    let phase_text = phase.map_or("an unknown phase", Phase::as_str);
-    let hedge = match confidence {
-        Confidence::High => "",
-        Confidence::Medium => " (from the node's state)",
-        Confidence::Low => " (the log cannot tell which loading phase)",
-    };
-    let mut text = match outcome {
-        Some(Outcome::Stalled) => format!(
-            "stalled in {phase_text}{hedge} for {}",
-            render::human_duration(stalled_for_s.unwrap_or(0))
-        ),
-        Some(Outcome::Crashed) => format!("crashed in {phase_text}"),
-        Some(Outcome::Ready) => "ready".to_owned(),
-        Some(Outcome::Serving) => format!("serving (last: {phase_text})"),
-        Some(Outcome::Incomplete) => {
-            format!("in {phase_text}{hedge}, not quiet long enough to call it stalled")
-        }
-        None if !has_log && probe.is_none() => "no log: the process state alone".to_owned(),
-        None => "no outcome".to_owned(),
-    };
-    if let Some(a) = activity {
-        text.push_str(&format!(
-            "; the process is {}",
-            a.as_str().replace('_', " ")
-        ));
-    }
-    let near: Vec<&WindowIncident> = incidents
-        .iter()
-        .filter(|i| i.after_last_line_s.is_none_or(|s| s > -300))
-        .collect();
-    match near.as_slice() {
-        [] => {}
-        [one] => text.push_str(&format!(
-            "; the kernel logged incident {} {}",
-            one.incident.incident_id, one.incident.kind
-        )),
-        many => text.push_str(&format!(
-            "; the kernel logged {} incidents ({})",
-            many.len(),
-            many.iter()
-                .map(|i| i.incident.kind.to_string())
-                .collect::<Vec<_>>()
-                .join(", ")
-        )),
-    }
-    text
 }
 
 fn diagnosis_text(d: &Diagnosis) -> String {

@@ -11,7 +11,7 @@ use tokio_stream::StreamExt as _;
 
 use crate::context::Context;
 use crate::embedded::EmbeddedOptions;
-use crate::exit::Outcome;
+use crate::exit::ExitStatus;
 use crate::nodes::{KernelEventsRequest, Nodes};
 use crate::render::{self, Format, table};
 
@@ -130,7 +130,7 @@ fn parse_classes(names: &[String]) -> anyhow::Result<Vec<Class>> {
 }
 
 /// Runs `nodectl events`.
-pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<ExitStatus> {
     let classes = parse_classes(&args.class)?;
     if args.file.is_some() && ctx.names_agents() {
         anyhow::bail!("--file and --endpoint exclude each other");
@@ -305,16 +305,16 @@ impl Printer {
         self.report
     }
 
-    fn finish(self) -> anyhow::Result<Outcome> {
+    fn finish(self) -> anyhow::Result<ExitStatus> {
         if self.follow && !self.summary {
-            return Ok(Outcome::Ok);
+            return Ok(ExitStatus::Ok);
         }
         let format = self.format;
         let report = self.into_report();
         if !render::print_structured(&report, format)? {
             render::emit(&render_table(&report))?;
         }
-        Ok(Outcome::Ok)
+        Ok(ExitStatus::Ok)
     }
 }
 

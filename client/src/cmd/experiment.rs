@@ -6,10 +6,10 @@ use anyhow::Context as _;
 use clap::{Args, Subcommand};
 
 use crate::context::Context;
-use crate::exit::Outcome;
-use crate::experiments::{self, Experiment};
-use crate::llama_bench::BenchResult;
+use crate::exit::ExitStatus;
 use crate::render::{self, Format};
+use nodectl_diagnosis::experiments::{self, Experiment};
+use nodectl_diagnosis::llama_bench::{self, BenchResult};
 
 #[derive(Debug, Subcommand)]
 pub enum ExperimentCommand {
@@ -106,7 +106,7 @@ fn log_path(log: &LogArgs) -> anyhow::Result<PathBuf> {
     )
 }
 
-pub async fn run(command: ExperimentCommand, ctx: &Context) -> anyhow::Result<Outcome> {
+pub async fn run(command: ExperimentCommand, ctx: &Context) -> anyhow::Result<ExitStatus> {
     match command {
         ExperimentCommand::Record(args) => record(args, ctx),
         ExperimentCommand::List(args) => list(&args, ctx),
@@ -114,7 +114,7 @@ pub async fn run(command: ExperimentCommand, ctx: &Context) -> anyhow::Result<Ou
     }
 }
 
-fn record(args: RecordArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+fn record(args: RecordArgs, ctx: &Context) -> anyhow::Result<ExitStatus> {
     let path = log_path(&args.log)?;
     for setting in &args.env {
         experiments::check_env_setting(setting).map_err(anyhow::Error::msg)?;
@@ -131,7 +131,7 @@ fn record(args: RecordArgs, ctx: &Context) -> anyhow::Result<Outcome> {
     let bench = match &args.bench {
         Some(file) => {
             let text = read_input(file, "--bench")?;
-            crate::llama_bench::parse(&text)
+            llama_bench::parse(&text)
                 .map_err(|e| anyhow::anyhow!("--bench {}: {e}", file.display()))?
         }
         None => Vec::new(),
@@ -157,21 +157,21 @@ fn record(args: RecordArgs, ctx: &Context) -> anyhow::Result<Outcome> {
             path.display()
         ))?;
     }
-    Ok(Outcome::Ok)
+    Ok(ExitStatus::Ok)
 }
 
-fn list(args: &LogArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+fn list(args: &LogArgs, ctx: &Context) -> anyhow::Result<ExitStatus> {
     let path = log_path(args)?;
     let records = experiments::read(&path)?;
     if render::print_structured(&records, ctx.format)? {
-        return Ok(Outcome::Ok);
+        return Ok(ExitStatus::Ok);
     }
     if records.is_empty() {
         render::line(format!(
             "no experiments in {} (record one with `nodectl experiment record`)",
             path.display()
         ))?;
-        return Ok(Outcome::Ok);
+        return Ok(ExitStatus::Ok);
     }
     let mut t = render::table(&["#", "RECORDED", "NODE", "STRATEGY", "IMAGE", "RESULT"]);
     for (i, e) in records.iter().enumerate() {
@@ -185,7 +185,7 @@ fn list(args: &LogArgs, ctx: &Context) -> anyhow::Result<Outcome> {
         ]);
     }
     render::line(t.to_string())?;
-    Ok(Outcome::Ok)
+    Ok(ExitStatus::Ok)
 }
 
 /// One row of the investigation table.
@@ -266,16 +266,16 @@ fn rows(records: &[Experiment], baseline: Option<&str>) -> anyhow::Result<Vec<Ro
         .collect())
 }
 
-fn table(args: &TableArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+fn table(args: &TableArgs, ctx: &Context) -> anyhow::Result<ExitStatus> {
     let path = log_path(&args.log)?;
     let records = experiments::read(&path)?;
     let rows = rows(&records, args.baseline.as_deref())?;
     if matches!(ctx.format, Format::Json | Format::Yaml) {
         render::print_structured(&rows, ctx.format)?;
-        return Ok(Outcome::Ok);
+        return Ok(ExitStatus::Ok);
     }
     render::emit(&markdown(&records, &rows, args.baseline.as_deref()))?;
-    Ok(Outcome::Ok)
+    Ok(ExitStatus::Ok)
 }
 
 /// The table `experiment table` prints, against the default baseline (for a bundle).

@@ -8,7 +8,7 @@ use clap::{Args, Subcommand, ValueEnum};
 use nodectl_model::KernelArgument;
 
 use crate::context::Context;
-use crate::exit::Outcome;
+use crate::exit::ExitStatus;
 use crate::render::{self, Format};
 use crate::talos::api::{ApplyMode, TalosClient};
 use crate::talos::factory::{DEFAULT_FACTORY_URL, Factory};
@@ -76,7 +76,7 @@ pub struct ChangeArgs {
 
 impl ChangeArgs {
     /// Plans, confirms, executes and verifies `change` on the context's Talos node.
-    pub async fn run(&self, ctx: &Context, change: &KernelArgChange) -> anyhow::Result<Outcome> {
+    pub async fn run(&self, ctx: &Context, change: &KernelArgChange) -> anyhow::Result<ExitStatus> {
         let client = ctx.talos().await?;
         let factory = Factory::new(&self.factory)?;
         plan::change_kernel_arg(
@@ -176,7 +176,7 @@ pub struct ApplyPatchArgs {
     pub timeout: Duration,
 }
 
-pub async fn run(command: TalosCommand, ctx: &Context) -> anyhow::Result<Outcome> {
+pub async fn run(command: TalosCommand, ctx: &Context) -> anyhow::Result<ExitStatus> {
     match command {
         TalosCommand::ApplyPatch(args) => apply_patch(&args, ctx).await,
         TalosCommand::KernelArg(KernelArgCommand::Set(args)) => {
@@ -227,7 +227,7 @@ struct PatchResult {
     detail: String,
 }
 
-async fn apply_patch(args: &ApplyPatchArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+async fn apply_patch(args: &ApplyPatchArgs, ctx: &Context) -> anyhow::Result<ExitStatus> {
     let mut patches = Vec::new();
     for file in &args.files {
         let text = std::fs::read_to_string(file)
@@ -267,7 +267,7 @@ async fn apply_patch(args: &ApplyPatchArgs, ctx: &Context) -> anyhow::Result<Out
     }
     if report.plan.up_to_date {
         render::print_structured(&report, ctx.format)?;
-        return Ok(Outcome::Ok);
+        return Ok(ExitStatus::Ok);
     }
     let new_yaml = patched.to_yaml()?;
     if args.dry_run {
@@ -289,11 +289,11 @@ async fn apply_patch(args: &ApplyPatchArgs, ctx: &Context) -> anyhow::Result<Out
             render::emit(&render::indented(&dry.summary, 5))?;
             out!("dry run: nothing was changed");
         }
-        return Ok(Outcome::Ok);
+        return Ok(ExitStatus::Ok);
     }
     if !workflow::confirm(args.yes, &format!("Apply to node {}?", client.node))? {
         progress.say("not confirmed: nothing was changed")?;
-        return Ok(Outcome::Ok);
+        return Ok(ExitStatus::Ok);
     }
     let result = execute_patch(
         &client,
@@ -307,9 +307,9 @@ async fn apply_patch(args: &ApplyPatchArgs, ctx: &Context) -> anyhow::Result<Out
     .await?;
     progress.say(&result.detail)?;
     let outcome = if result.verified {
-        Outcome::Ok
+        ExitStatus::Ok
     } else {
-        Outcome::Critical
+        ExitStatus::Critical
     };
     report.result = Some(result);
     render::print_structured(&report, ctx.format)?;

@@ -18,7 +18,7 @@ use super::factory::{self, Factory};
 use super::kernel_args;
 use super::machine_config::{MachineConfig, write_documents};
 use super::workflow::{self, Waited};
-use crate::exit::Outcome;
+use crate::exit::ExitStatus;
 use crate::render::{self, Format, unified_diff};
 
 /// The kernel command line as the running kernel got it.
@@ -697,7 +697,7 @@ pub async fn change_kernel_arg(
     factory: &Factory,
     change: &KernelArgChange,
     execution: Execution,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<ExitStatus> {
     let parameter_path = change.parameter.as_ref().map(|p| p.path.as_str());
     let facts = NodeFacts::read(client, parameter_path).await?;
     let schematic = match (&facts.schematic_id, facts.boot_path().uses_schematic()) {
@@ -723,7 +723,7 @@ pub async fn change_kernel_arg(
     }
     if report.plan.up_to_date {
         render::print_structured(&report, execution.format)?;
-        return Ok(Outcome::Ok);
+        return Ok(ExitStatus::Ok);
     }
     if execution.dry_run {
         if let Some(Step::ApplyConfiguration { config, .. }) = report
@@ -751,7 +751,7 @@ pub async fn change_kernel_arg(
         if !render::print_structured(&report, execution.format)? {
             render::line("dry run: nothing was changed")?;
         }
-        return Ok(Outcome::Ok);
+        return Ok(ExitStatus::Ok);
     }
     if !workflow::confirm(
         execution.yes,
@@ -762,13 +762,13 @@ pub async fn change_kernel_arg(
         ),
     )? {
         progress.say("not confirmed: nothing was changed")?;
-        return Ok(Outcome::Ok);
+        return Ok(ExitStatus::Ok);
     }
     let verification = execute(client, factory, &facts, &report.plan, &progress).await?;
     let outcome = if verification.verified {
-        Outcome::Ok
+        ExitStatus::Ok
     } else {
-        Outcome::Critical
+        ExitStatus::Critical
     };
     report.result = Some(verification);
     render::print_structured(&report, execution.format)?;

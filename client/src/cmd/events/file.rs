@@ -20,7 +20,7 @@ use super::{
     event_line, incident_cells, incident_line, notes,
 };
 use crate::embedded::{self, Found, JournalYear, LogCounts};
-use crate::exit::Outcome;
+use crate::exit::ExitStatus;
 use crate::render::{self, Format, Output, StreamingTable};
 
 /// Events held before anything is printed: enough to lay out the table's columns from, and
@@ -57,7 +57,7 @@ pub(super) fn run(
     classes: &[Class],
     format: Format,
     file: &str,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<ExitStatus> {
     let name = if file == "-" { "standard input" } else { file };
     let years = JournalYear::given_or_today(args.year);
     let lines = args.follow && !args.summary;
@@ -124,7 +124,7 @@ pub(super) fn run(
     if let Some(problem) = problem {
         anyhow::bail!("{problem}");
     }
-    Ok(Outcome::Ok)
+    Ok(ExitStatus::Ok)
 }
 
 /// What makes the input an error rather than a log without events.

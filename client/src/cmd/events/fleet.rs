@@ -6,7 +6,7 @@ use tokio_stream::StreamExt as _;
 use super::{EventsArgs, EventsLayout, EventsReport, Printer};
 use crate::context::Context;
 use crate::embedded::EmbeddedOptions;
-use crate::exit::Outcome;
+use crate::exit::ExitStatus;
 use crate::fleet::{Answer, ask_each};
 use crate::nodes::{KernelEventsRequest, Target};
 use crate::render;
@@ -31,7 +31,7 @@ pub(super) async fn run(
     classes: Vec<Class>,
     targets: Vec<Target>,
     ctx: &Context,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<ExitStatus> {
     let request = KernelEventsRequest {
         since_seq: args.since_seq,
         follow: false,
@@ -68,7 +68,7 @@ pub(super) async fn run(
     if !render::print_structured(&document, format)? {
         render::emit(&fleet_table(&answers, &events))?;
     }
-    Ok(crate::fleet::outcome_of(&answers, |_| Outcome::Ok))
+    Ok(crate::fleet::outcome_of(&answers, |_| ExitStatus::Ok))
 }
 
 /// One node's events and incidents, as `events` without --follow collects them.

@@ -6,7 +6,7 @@ use clap::{Args, Subcommand};
 use nodectl_model::snapshot::{self as model, Severity};
 
 use crate::context::Context;
-use crate::exit::Outcome;
+use crate::exit::ExitStatus;
 use crate::nodes::{self, NodeSnapshot};
 use crate::render::{self, table};
 
@@ -59,19 +59,19 @@ fn sample_options(sample: Option<Duration>) -> (u32, Duration) {
 }
 
 /// The outcome of a node's snapshot under `command`: check's critical or unknown findings.
-fn check_outcome(command: &NodeCommand, snapshot: &model::Snapshot) -> Outcome {
+fn check_outcome(command: &NodeCommand, snapshot: &model::Snapshot) -> ExitStatus {
     if !matches!(command, NodeCommand::Check(_)) {
-        return Outcome::Ok;
+        return ExitStatus::Ok;
     }
     let any = |wanted: &dyn Fn(&model::Finding) -> bool| snapshot.findings.iter().any(wanted);
     if any(&|f| f.severity == Severity::Critical) {
-        Outcome::Critical
+        ExitStatus::Critical
     } else if any(&|f| {
         f.severity == Severity::Unknown && f.severity_if_found == Some(Severity::Critical)
     }) {
-        Outcome::CriticalUnknown
+        ExitStatus::CriticalUnknown
     } else {
-        Outcome::Ok
+        ExitStatus::Ok
     }
 }
 
@@ -82,7 +82,7 @@ fn render_node(command: &NodeCommand, node: &NodeSnapshot) -> String {
     }
 }
 
-pub async fn run(command: NodeCommand, ctx: &Context) -> anyhow::Result<Outcome> {
+pub async fn run(command: NodeCommand, ctx: &Context) -> anyhow::Result<ExitStatus> {
     let (count, interval) = match &command {
         NodeCommand::Show(_) => sample_options(None),
         NodeCommand::Check(args) => sample_options(args.sample),

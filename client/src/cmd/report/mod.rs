@@ -23,7 +23,7 @@ use crate::cli::NodeSource;
 use crate::cmd::diagnose::{self, DiagnoseArgs};
 use crate::context::Context;
 use crate::embedded::{BundleRedactor, EmbeddedOptions};
-use crate::exit::Outcome;
+use crate::exit::ExitStatus;
 use crate::nodes::{ReportRequest, Target};
 use crate::render;
 use bundle::Bundle;
@@ -109,14 +109,14 @@ impl SectionOutcome {
 /// Nodes whose bundles are made at once: each holds up to a few tens of MiB while it is made.
 const REPORTS_AT_ONCE: usize = 4;
 
-pub async fn run(args: ReportArgs, ctx: &Context) -> anyhow::Result<Outcome> {
+pub async fn run(args: ReportArgs, ctx: &Context) -> anyhow::Result<ExitStatus> {
     let targets = ctx.nodes().await?.targets();
     let [target] = targets.as_slice() else {
         return run_fleet(args, targets, ctx).await;
     };
     let written = report_one(&args, target, Some(ctx), args.out.clone()).await?;
     render::emit(&written)?;
-    Ok(Outcome::Ok)
+    Ok(ExitStatus::Ok)
 }
 
 /// One bundle per node, in `--out DIR` (default: here), the nodes asked a few at a time; a node
@@ -125,7 +125,7 @@ async fn run_fleet(
     args: ReportArgs,
     targets: Vec<Target>,
     ctx: &Context,
-) -> anyhow::Result<Outcome> {
+) -> anyhow::Result<ExitStatus> {
     if args.log.is_some() || args.pod.is_some() || args.url.is_some() {
         anyhow::bail!("--log, --pod and --url name one run on one node; give one --endpoint");
     }
@@ -163,7 +163,7 @@ async fn run_fleet(
     }
     out.push_str(&crate::fleet::failures_text(&answers));
     render::emit(&out)?;
-    Ok(crate::fleet::outcome_of(&answers, |_| Outcome::Ok))
+    Ok(crate::fleet::outcome_of(&answers, |_| ExitStatus::Ok))
 }
 
 /// Makes and writes one node's bundle (at `out`, or a name of its own here); the text says
@@ -301,7 +301,7 @@ async fn report_one(
                     .map(|(local, _)| local.display().to_string()),
                 pod: args.pod.clone(),
                 url: args.url.clone(),
-                stall_after: diagnose::DEFAULT_STALL_AFTER,
+                stall_after: nodectl_diagnosis::DEFAULT_STALL_AFTER,
                 experiments: args.experiments.clone(),
                 year: None,
             };
@@ -551,12 +551,12 @@ fn read_log(path: &Path) -> anyhow::Result<String> {
 fn experiments_table(named: Option<&Path>) -> anyhow::Result<Option<String>> {
     let path = match named {
         Some(path) => path.to_path_buf(),
-        None => match crate::experiments::default_path() {
+        None => match nodectl_diagnosis::experiments::default_path() {
             Some(path) if path.exists() => path,
             _ => return Ok(None),
         },
     };
-    let records = crate::experiments::read(&path)?;
+    let records = nodectl_diagnosis::experiments::read(&path)?;
     if records.is_empty() {
         return Ok(None);
     }

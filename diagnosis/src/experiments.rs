@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::catalog::{Catalog, Facts, Proposed};
 use crate::llama_bench::BenchResult;
-use crate::llama_log::{Outcome, Phase};
+use crate::llama_log::{Phase, RunOutcome};
 
 /// Longest line of an experiment log read: a record is a few KiB (its bench results included);
 /// a longer line is not one, and is an error naming it rather than memory.
@@ -60,7 +60,7 @@ pub struct RunSummary {
     pub phase_confidence: Option<String>,
     /// The run's outcome (stalled, crashed, serving, …).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<RunOutcome>,
     /// The log showed the upload of the weights (the first place ROCm runs hung).
     #[serde(default)]
     pub passed_upload: bool,
@@ -94,7 +94,7 @@ struct DiagnosisJson {
     #[serde(default)]
     phase_confidence: Option<String>,
     #[serde(default)]
-    outcome: Option<Outcome>,
+    outcome: Option<RunOutcome>,
     #[serde(default)]
     stalled_for_s: Option<u64>,
     #[serde(default)]
@@ -174,16 +174,16 @@ impl Experiment {
         let phase = self.phase_reached();
         let past_upload = run.passed_upload && run.phase.is_some_and(|p| p > Phase::Upload);
         let text = match (run.outcome, phase) {
-            (Some(Outcome::Stalled), Some(p)) => format!("stalled at {p}"),
-            (Some(Outcome::Crashed), Some(p)) => format!("crashed in {p}"),
-            (Some(Outcome::Incomplete), Some(p)) => format!("incomplete, last in {p}"),
+            (Some(RunOutcome::Stalled), Some(p)) => format!("stalled at {p}"),
+            (Some(RunOutcome::Crashed), Some(p)) => format!("crashed in {p}"),
+            (Some(RunOutcome::Incomplete), Some(p)) => format!("incomplete, last in {p}"),
             (Some(outcome), _) => outcome.as_str().to_owned(),
             (None, Some(p)) => format!("reached {p}"),
             (None, None) => return None,
         };
         let stopped = matches!(
             run.outcome,
-            Some(Outcome::Stalled | Outcome::Crashed | Outcome::Incomplete)
+            Some(RunOutcome::Stalled | RunOutcome::Crashed | RunOutcome::Incomplete)
         );
         Some(if past_upload && stopped {
             format!("past the upload, {text}")
@@ -196,7 +196,7 @@ impl Experiment {
     pub fn failed(&self) -> bool {
         self.run
             .as_ref()
-            .is_some_and(|r| matches!(r.outcome, Some(Outcome::Stalled | Outcome::Crashed)))
+            .is_some_and(|r| matches!(r.outcome, Some(RunOutcome::Stalled | RunOutcome::Crashed)))
     }
 
     /// The changes tried, as the catalog's signs of a strategy in effect read them.
@@ -312,7 +312,7 @@ pub fn append(path: &Path, experiment: &Experiment) -> Result<(), ExperimentErro
     let mut file = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
         .open(path)
         .map_err(file_error)?;
     check_regular(&file, path)?;
@@ -337,7 +337,7 @@ pub fn read(path: &Path) -> Result<Vec<Experiment>, ExperimentError> {
     // instead of holding `diagnose` in open() until someone writes to it.
     let file = match std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(nix::fcntl::OFlag::O_NONBLOCK.bits())
         .open(path)
     {
         Ok(file) => file,
@@ -419,7 +419,7 @@ mod tests {
             run: Some(RunSummary {
                 phase: Some(Phase::GraphReserve),
                 phase_confidence: Some("high".to_owned()),
-                outcome: Some(Outcome::Stalled),
+                outcome: Some(RunOutcome::Stalled),
                 passed_upload: true,
                 stalled_for_s: Some(600),
                 backend: Some("rocm".to_owned()),
@@ -490,7 +490,7 @@ mod tests {
         let (node, run) = summary_of_diagnosis(json).unwrap();
         assert_eq!(node.as_deref(), Some("n1"));
         assert!(run.passed_upload);
-        assert_eq!(run.outcome, Some(Outcome::Stalled));
+        assert_eq!(run.outcome, Some(RunOutcome::Stalled));
         let two = r#"{"node": "n", "diagnoses": [{"phase": "ready"}, {"phase": "ready"}]}"#;
         assert!(
             summary_of_diagnosis(two)

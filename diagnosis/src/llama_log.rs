@@ -203,7 +203,7 @@ pub struct LlamaLog {
 /// How a run ended, or where it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
-pub enum Outcome {
+pub enum RunOutcome {
     Ready,
     Serving,
     Crashed,
@@ -212,14 +212,14 @@ pub enum Outcome {
     Incomplete,
 }
 
-impl Outcome {
+impl RunOutcome {
     pub fn as_str(self) -> &'static str {
         match self {
-            Outcome::Ready => "ready",
-            Outcome::Serving => "serving",
-            Outcome::Crashed => "crashed",
-            Outcome::Stalled => "stalled",
-            Outcome::Incomplete => "incomplete",
+            RunOutcome::Ready => "ready",
+            RunOutcome::Serving => "serving",
+            RunOutcome::Crashed => "crashed",
+            RunOutcome::Stalled => "stalled",
+            RunOutcome::Incomplete => "incomplete",
         }
     }
 }
@@ -249,16 +249,16 @@ impl LlamaLog {
     }
 
     /// The outcome, given how long the log has been quiet (`None`: unknown).
-    pub fn outcome(&self, quiet_for: Option<Duration>, stall_after: Duration) -> Outcome {
+    pub fn outcome(&self, quiet_for: Option<Duration>, stall_after: Duration) -> RunOutcome {
         if self.errors_total > 0 {
-            return Outcome::Crashed;
+            return RunOutcome::Crashed;
         }
         match self.furthest_phase() {
-            Some(p) if p > Phase::Ready => Outcome::Serving,
-            Some(Phase::Ready) => Outcome::Ready,
+            Some(p) if p > Phase::Ready => RunOutcome::Serving,
+            Some(Phase::Ready) => RunOutcome::Ready,
             _ => match quiet_for {
-                Some(quiet) if quiet >= stall_after => Outcome::Stalled,
-                _ => Outcome::Incomplete,
+                Some(quiet) if quiet >= stall_after => RunOutcome::Stalled,
+                _ => RunOutcome::Incomplete,
             },
         }
     }
@@ -1515,11 +1515,11 @@ mod tests {
         assert!((since_start - 0.0082).abs() < 1e-9, "{since_start}");
         assert_eq!(
             log.outcome(Some(Duration::from_secs(600)), Duration::from_secs(120)),
-            Outcome::Stalled
+            RunOutcome::Stalled
         );
         assert_eq!(
             log.outcome(Some(Duration::from_secs(5)), Duration::from_secs(120)),
-            Outcome::Incomplete
+            RunOutcome::Incomplete
         );
         // Without wall times in the log, the file's mtime is when it last moved.
         let now: jiff::Timestamp = "2026-01-02T03:10:00Z".parse().unwrap();
@@ -1559,7 +1559,7 @@ mod tests {
         assert_eq!(log.n_ctx, Some(256));
         assert_eq!(
             log.outcome(None, Duration::from_secs(120)),
-            Outcome::Serving
+            RunOutcome::Serving
         );
         assert_eq!(log.lines_recognised, log.lines_read);
     }
@@ -1628,7 +1628,10 @@ ggml_vulkan: Device memory allocation of size 123 failed.
         assert_eq!(log.devices[0].gfx_target.as_deref(), Some("gfx1151"));
         assert_eq!(log.errors[0].kind, ErrorKind::AllocationFailure);
         assert_eq!(log.last_phase(), Some(Phase::Warmup));
-        assert_eq!(log.outcome(None, Duration::from_secs(1)), Outcome::Crashed);
+        assert_eq!(
+            log.outcome(None, Duration::from_secs(1)),
+            RunOutcome::Crashed
+        );
 
         let ollama = parse(
             "\

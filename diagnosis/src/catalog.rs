@@ -4,7 +4,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use crate::llama_log::{Backend, ErrorKind, Outcome, Phase};
+use crate::llama_log::{Backend, ErrorKind, Phase, RunOutcome};
 use nodectl_model::inference::Activity;
 
 const KNOWN_ISSUES_TOML: &str = include_str!("../catalog/known-issues.toml");
@@ -14,7 +14,7 @@ const STRATEGIES_TOML: &str = include_str!("../catalog/strategies.toml");
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     pub phase: Option<Phase>,
-    pub outcome: Option<Outcome>,
+    pub outcome: Option<RunOutcome>,
     pub backend: Option<Backend>,
     pub incident_kinds: BTreeSet<String>,
     pub event_ids: BTreeSet<String>,
@@ -61,7 +61,7 @@ struct Conditions {
     #[serde(default)]
     phase: Vec<Phase>,
     #[serde(default)]
-    outcome: Vec<Outcome>,
+    outcome: Vec<RunOutcome>,
     #[serde(default)]
     backend: Vec<Backend>,
     #[serde(default)]
@@ -154,24 +154,40 @@ fn value_text(value: &toml::Value) -> String {
     }
 }
 
+/// A catalog file that does not read, or names what is not there.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    #[error("{file}: {reason}")]
+    Parse { file: &'static str, reason: String },
+    #[error(
+        "catalog/known-issues.toml: issue {issue} names strategy {strategy}, which strategies.toml does not have"
+    )]
+    UnknownStrategy { issue: String, strategy: String },
+}
+
 impl Catalog {
     /// The catalogs built into nodectl.
-    pub fn embedded() -> anyhow::Result<Catalog> {
+    pub fn embedded() -> Result<Catalog, CatalogError> {
         Catalog::parse(KNOWN_ISSUES_TOML, STRATEGIES_TOML)
     }
 
-    pub fn parse(issues: &str, strategies: &str) -> anyhow::Result<Catalog> {
-        let issues: KnownIssuesFile = toml::from_str(issues)
-            .map_err(|e| anyhow::anyhow!("catalog/known-issues.toml: {e}"))?;
-        let strategies: StrategiesFile = toml::from_str(strategies)
-            .map_err(|e| anyhow::anyhow!("catalog/strategies.toml: {e}"))?;
+    pub fn parse(issues: &str, strategies: &str) -> Result<Catalog, CatalogError> {
+        let issues: KnownIssuesFile = toml::from_str(issues).map_err(|e| CatalogError::Parse {
+            file: "catalog/known-issues.toml",
+            reason: e.to_string(),
+        })?;
+        let strategies: StrategiesFile =
+            toml::from_str(strategies).map_err(|e| CatalogError::Parse {
+                file: "catalog/strategies.toml",
+                reason: e.to_string(),
+            })?;
         for issue in &issues.issue {
             for id in &issue.strategies {
                 if !strategies.strategy.iter().any(|s| &s.id == id) {
-                    anyhow::bail!(
-                        "catalog/known-issues.toml: issue {} names strategy {id}, which strategies.toml does not have",
-                        issue.id
-                    );
+                    return Err(CatalogError::UnknownStrategy {
+                        issue: issue.id.clone(),
+                        strategy: id.clone(),
+                    });
                 }
             }
         }
@@ -394,7 +410,7 @@ mod tests {
     fn upload_stall() -> Facts {
         Facts {
             phase: Some(Phase::Upload),
-            outcome: Some(Outcome::Stalled),
+            outcome: Some(RunOutcome::Stalled),
             backend: Some(Backend::Rocm),
             incident_kinds: ["mes_hang_reset".to_owned()].into(),
             params: [("amdgpu.cwsr_enable".to_owned(), "1".to_owned())].into(),
