@@ -971,6 +971,28 @@ mod tests {
     }
 
     #[test]
+    fn a_gpu_that_did_not_initialise_names_the_firmware_extension() {
+        let process = server("S", 0, false);
+        let mut node = node_with(&process, 0);
+        node.incidents = Some(vec![incident(7, "gpu_init_failed", "2026-12-01T09:59:30Z")]);
+        let d = diagnose(
+            run_of(Some(terse_loading_log()), Some(process)),
+            &node,
+            &catalog(),
+            DEFAULT_STALL_AFTER,
+            at(TEN_MINUTES_LATER),
+        );
+        let issues: Vec<&str> = d.known_issues.iter().map(|m| m.issue.id.as_str()).collect();
+        assert!(issues.contains(&"gpu_init_firmware"), "{issues:?}");
+        assert_eq!(
+            d.strategies.first().map(|s| s.strategy.id.as_str()),
+            Some("talos_amdgpu_extension"),
+            "{:?}",
+            d.strategies
+        );
+    }
+
+    #[test]
     fn a_ready_server_settles_what_an_old_log_calls_a_stall() {
         let mut run = run_of(Some(terse_loading_log()), None);
         run.probe = Some(Probe {

@@ -125,6 +125,90 @@ fn the_scenario_classifies_the_same_in_every_timestamp_style() -> anyhow::Result
     Ok(())
 }
 
+/// Excerpts from public reports (reports/README.md names each source): firmware that did not
+/// load and a GPU that did not initialise, KIQ failures during a reset, display engine timeouts.
+#[test]
+fn report_excerpts_give_their_incidents() -> anyhow::Result<()> {
+    let cases: [(&str, &[&str], &[&str]); 6] = [
+        (
+            "firmware-psp-missing.dmesg.log",
+            &["gpu_init_failed"],
+            &[
+                "firmware_load_failed",
+                "ip_block_init_failed",
+                "gpu_init_failed",
+            ],
+        ),
+        (
+            "firmware-gpu-info-missing.dmesg.log",
+            &["gpu_init_failed"],
+            &["firmware_load_failed", "gpu_init_failed"],
+        ),
+        (
+            "firmware-mc-missing.dmesg.log",
+            &["gpu_init_failed"],
+            &[
+                "firmware_load_failed",
+                "ip_block_init_failed",
+                "gpu_init_failed",
+            ],
+        ),
+        (
+            "kiq-ring-test-during-reset.dmesg.log",
+            &["ring_timeout_reset"],
+            &[
+                "ring_test_failed",
+                "kiq_queue_disable_failed",
+                "cp_gfx_halt_failed",
+                "gpu_reset_mode",
+            ],
+        ),
+        (
+            "kiq-then-baco-reset.journal.log",
+            &["gpu_reset"],
+            &[
+                "ring_test_failed",
+                "kiq_queue_disable_failed",
+                "gpu_reset_mode",
+            ],
+        ),
+        (
+            "dmub-idle-timeout.journal.log",
+            &["display_firmware_hang"],
+            &["dmub_timeout"],
+        ),
+    ];
+    for (name, kinds, ids_seen) in cases {
+        let path = fixture(&format!("kmsg/reports/{name}"));
+        let json = events_json(&path, &[])?;
+        assert_golden(&path, &json)?;
+        assert_eq!(harness::incident_kinds(&json), kinds, "{name}");
+        let seen: BTreeSet<String> = ids(&json).into_iter().collect();
+        for id in ids_seen {
+            assert!(seen.contains(*id), "{name}: no {id} in {seen:?}");
+        }
+    }
+    // The file the kernel asked for is kept, so the action can name it.
+    let json = events_json(
+        &fixture("kmsg/reports/firmware-gpu-info-missing.dmesg.log"),
+        &[],
+    )?;
+    let files: Vec<&str> = json["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .filter_map(|e| e["fields"]["firmware"].as_str())
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "amdgpu/arcturus_gpu_info.bin",
+            "amdgpu/arcturus_gpu_info.bin"
+        ]
+    );
+    Ok(())
+}
+
 /// Text pasted out of a report, with a prefix of no known format: the same events, found at
 /// their GPU marker; a FreeBSD drm-kmod excerpt with its own prefixes and an older MES wording.
 #[test]
