@@ -689,7 +689,11 @@ fn joined_timeline(
 /// The answer in one sentence: the outcome and phase, the process's state, the kernel incidents
 /// near the run's end.
 fn verdict(d: &Diagnosis) -> String {
-    let phase_text = d.phase.map_or("an unknown phase", Phase::as_str);
+    let phase_text = match d.phase {
+        Some(Phase::FitGraphReserve) => "graph_reserve (during the memory-fit pre-pass)",
+        Some(p) => p.as_str(),
+        None => "an unknown phase",
+    };
     let hedge = match d.phase_confidence {
         Confidence::High => "",
         Confidence::Medium => " (from the node's state)",

@@ -30,8 +30,15 @@ const MAX_JOINED_LINE_BYTES: usize = 64 * 1024;
 pub enum Phase {
     Startup,
     DeviceInit,
+    /// `load_model: loading model`: the load began. At the default verbosity nothing more is
+    /// printed until the model is loaded, so a run cut here is somewhere between the tensor
+    /// load and the end of warmup; the node's state narrows it.
+    Loading,
     /// The `-fit` pre-pass: a mock load sized with `0.00 MiB` buffers, not the real one.
     MemoryFit,
+    /// The compute-graph reserve of the `-fit` pre-pass's mock load: the first GPU work of a
+    /// run, before any weight is uploaded.
+    FitGraphReserve,
     ModelMetadata,
     TensorLoad,
     /// Tensors copied to the device (the progress dots, or `load_all_data:`).
@@ -51,7 +58,9 @@ impl Phase {
         match self {
             Phase::Startup => "startup",
             Phase::DeviceInit => "device_init",
+            Phase::Loading => "loading",
             Phase::MemoryFit => "memory_fit",
+            Phase::FitGraphReserve => "fit_graph_reserve",
             Phase::ModelMetadata => "model_metadata",
             Phase::TensorLoad => "tensor_load",
             Phase::Upload => "upload",
@@ -98,14 +107,20 @@ impl Backend {
 pub enum ErrorKind {
     /// `ROCm error: …`, `ggml_cuda_compute_forward: … failed`.
     RocmError,
-    /// `invalid device function`, `No compatible code objects found`: a build for another gfx.
+    /// `invalid device function`, `No compatible code objects found`, `hipErrorNoBinaryForGpu`,
+    /// rocBLAS's `Cannot read …TensileLibrary.dat … for GPU arch : gfx1151`: the binary, or a
+    /// library it loads, was built for other gfx targets.
     InvalidDeviceFunction,
     /// A buffer could not be allocated (ROCm or Vulkan).
     AllocationFailure,
     /// The HSA runtime or the GPU reported a fault.
     HsaFault,
-    /// `GGML_ABORT`/`GGML_ASSERT`, `Aborted (core dumped)`.
+    /// `GGML_ABORT`/`GGML_ASSERT`, `Aborted (core dumped)`, zsh's `IOT instruction (core
+    /// dumped)`, fish's `SIGABRT`, or ggml's own backtrace (`ggml_abort`, `ggml_print_backtrace`).
     GgmlAbort,
+    /// The process died of SIGSEGV: the shell's `Segmentation fault`, in any language glibc
+    /// translates it to, or fish's `SIGSEGV`.
+    SegmentationFault,
     /// The model did not load (the reason is usually the line before).
     LoadFailed,
 }
@@ -118,6 +133,7 @@ impl ErrorKind {
             ErrorKind::AllocationFailure => "allocation_failure",
             ErrorKind::HsaFault => "hsa_fault",
             ErrorKind::GgmlAbort => "ggml_abort",
+            ErrorKind::SegmentationFault => "segmentation_fault",
             ErrorKind::LoadFailed => "load_failed",
         }
     }
@@ -324,6 +340,33 @@ literals! {
         GgmlAbort = "GGML_ABORT",
         GgmlAssert = "GGML_ASSERT",
         CoreDumped = "Aborted (core dumped)",
+        IotInstruction = "IOT instruction",
+        Sigabrt = "SIGABRT",
+        GgmlAbortFrame = "ggml_abort",
+        PrintBacktrace = "ggml_print_backtrace",
+        /// `Segmentation fault` and `segmentation fault`.
+        SegmentationFault = "egmentation fault",
+        Sigsegv = "SIGSEGV",
+        // strsignal(SIGSEGV) as glibc translates it (po/de, fr, es, it, pt_BR, ru, zh_CN, pl).
+        SegfaultDe = "Speicherzugriffsfehler",
+        SegfaultFr = "Erreur de segmentation",
+        SegfaultEs = "Violación de segmento",
+        SegfaultIt = "Errore di segmentazione",
+        SegfaultPt = "Falha de segmentação",
+        SegfaultRu = "Ошибка сегментирования",
+        SegfaultZh = "段错误",
+        SegfaultPl = "Naruszenie ochrony pamięci",
+        NoBinaryForGpu = "hipErrorNoBinaryForGpu",
+        TensileLibrary = "TensileLibrary",
+        ForGpuArch = "for GPU arch",
+        /// Frames of a backtrace that only a request being served reaches: ggml's own
+        /// (`libllama.so.0(llama_decode+0xf)[…]`) and gdb's (`#7 0x… in llama_decode () from …`).
+        LlamaDecodeFrame = "(llama_decode+",
+        LlamaDecodeGdbFrame = " in llama_decode ",
+        StateSeqGetDataFrame = "(llama_state_seq_get_data",
+        StateSeqGetDataGdbFrame = " in llama_state_seq_get_data",
+        /// `  - CPU     : …`: the CPU in the device listing.
+        CpuListItem = "- CPU ",
         FailedToLoadModel = "failed to load model",
         ErrorLoadingModel = "error loading model",
         RouterMode = "starting server in router mode",
@@ -833,6 +876,36 @@ impl Parser {
             }
             return Some(Phase::MemoryFit);
         }
+        // A crash known from its backtrace: `llama_state_seq_get_data` runs only for a request
+        // being served (a slot's state saved, a context checkpoint); `llama_decode` too, unless
+        // the log shows the load under way, whose one decode is the warmup's.
+        let up = self.furthest.is_some_and(Phase::is_up);
+        if !up && (has(N::StateSeqGetDataFrame) || has(N::StateSeqGetDataGdbFrame)) {
+            return Some(Phase::PromptProcessing);
+        }
+        if !up && (has(N::LlamaDecodeFrame) || has(N::LlamaDecodeGdbFrame)) {
+            return Some(if self.furthest.is_none_or(|p| p < Phase::Loading) {
+                Phase::PromptProcessing
+            } else {
+                Phase::Warmup
+            });
+        }
+        let graph_reserve_line = matches!(
+            function,
+            Some(
+                F::SchedReserve
+                    | F::GraphReserve
+                    | F::ResolveFusedOps
+                    | F::LlamaContextReserving
+                    | F::LlamaContextWorstCase
+            )
+        ) || ((context_line
+            || function == Some(F::LlamaNewContextWithModel))
+            && (has(N::ComputeBufferSize) || has(N::GraphNodes) || has(N::GraphSplits)))
+            || has(N::OllamaComputeGraph);
+        if self.in_fit && graph_reserve_line {
+            return Some(Phase::FitGraphReserve);
+        }
         if self.in_fit
             && (context_line
                 || matches!(
@@ -843,9 +916,6 @@ impl Parser {
                             | F::LoadTensors
                             | F::CreateTensor
                             | F::LlamaKvCache
-                            | F::SchedReserve
-                            | F::GraphReserve
-                            | F::ResolveFusedOps
                             | F::LlamaPrepareModelDevices
                             | F::LlamaModelLoadFromFileImpl
                             | F::LlamaLoadModelFromFile
@@ -863,19 +933,7 @@ impl Parser {
             Phase::DeviceInit
         } else if has(N::WarmingUp) {
             Phase::Warmup
-        } else if matches!(
-            function,
-            Some(
-                F::SchedReserve
-                    | F::GraphReserve
-                    | F::ResolveFusedOps
-                    | F::LlamaContextReserving
-                    | F::LlamaContextWorstCase
-            )
-        ) || ((context_line || function == Some(F::LlamaNewContextWithModel))
-            && (has(N::ComputeBufferSize) || has(N::GraphNodes) || has(N::GraphSplits)))
-            || has(N::OllamaComputeGraph)
-        {
+        } else if graph_reserve_line {
             Phase::GraphReserve
         } else if context_line
             || matches!(
@@ -936,6 +994,8 @@ impl Parser {
             || has(N::PromptProcessing)
         {
             Phase::PromptProcessing
+        } else if function == Some(F::LoadModel) {
+            Phase::Loading
         } else if matches!(
             function,
             Some(
@@ -948,7 +1008,6 @@ impl Parser {
                     | F::LlamaServer
                     | F::LlamaServerListening
                     | F::Main
-                    | F::LoadModel
                     | F::Init
                     | F::LogInfo
             )
@@ -994,11 +1053,16 @@ impl Parser {
             self.gpu_seen = true;
             found = true;
         } else if hits.has(N::CudaDevices) || hits.has(N::Cuda) && find(body, "CUDA0").is_some() {
-            log.backend.get_or_insert(Backend::Cuda);
+            if log.backend.is_none_or(|b| b == Backend::Cpu) {
+                log.backend = Some(Backend::Cuda);
+            }
             self.gpu_seen = true;
             found = true;
-        } else if !self.gpu_seen && hits.has(N::CpuMappedBuffer) {
+        } else if !self.gpu_seen && (hits.has(N::CpuMappedBuffer) || hits.has(N::CpuListItem)) {
+            // The CPU alone in the device listing (`- CPU : …`, no `- ROCm0`) is a CPU run
+            // until a GPU line says otherwise.
             log.backend.get_or_insert(Backend::Cpu);
+            found = true;
         }
         if let Some(device) = device_line(body)
             && log.devices.len() < MAX_DEVICES
@@ -1114,7 +1178,11 @@ fn error_kind(hits: Hits) -> Option<ErrorKind> {
     use Needle as N;
     let has = |n: Needle| hits.has(n);
     Some(
-        if has(N::InvalidDeviceFunction) || has(N::NoCompatibleCodeObjects) {
+        if has(N::InvalidDeviceFunction)
+            || has(N::NoCompatibleCodeObjects)
+            || has(N::NoBinaryForGpu)
+            || (has(N::TensileLibrary) && has(N::ForGpuArch))
+        {
             ErrorKind::InvalidDeviceFunction
         } else if has(N::RocmError) || (has(N::ComputeForward) && has(N::Failed)) {
             ErrorKind::RocmError
@@ -1130,7 +1198,26 @@ fn error_kind(hits: Hits) -> Option<ErrorKind> {
             || has(N::MemoryCriticalError)
         {
             ErrorKind::HsaFault
-        } else if has(N::GgmlAbort) || has(N::GgmlAssert) || has(N::CoreDumped) {
+        } else if has(N::SegmentationFault)
+            || has(N::Sigsegv)
+            || has(N::SegfaultDe)
+            || has(N::SegfaultFr)
+            || has(N::SegfaultEs)
+            || has(N::SegfaultIt)
+            || has(N::SegfaultPt)
+            || has(N::SegfaultRu)
+            || has(N::SegfaultZh)
+            || has(N::SegfaultPl)
+        {
+            ErrorKind::SegmentationFault
+        } else if has(N::GgmlAbort)
+            || has(N::GgmlAssert)
+            || has(N::CoreDumped)
+            || has(N::IotInstruction)
+            || has(N::Sigabrt)
+            || has(N::GgmlAbortFrame)
+            || has(N::PrintBacktrace)
+        {
             ErrorKind::GgmlAbort
         } else if has(N::FailedToLoadModel) || has(N::ErrorLoadingModel) {
             ErrorKind::LoadFailed
@@ -1467,6 +1554,137 @@ mod tests {
         log.timeline.iter().map(|m| m.phase).collect()
     }
 
+    #[test]
+    fn a_segmentation_fault_in_any_language_glibc_prints_is_a_crash() {
+        // strsignal(SIGSEGV) in glibc's translations (po/de, fr, es, it, pt_BR, ru, zh_CN, pl).
+        for words in [
+            "Segmentation fault (core dumped)",
+            "zsh: segmentation fault  llama-server -m m.gguf",
+            "Speicherzugriffsfehler (Speicherabzug geschrieben)",
+            "Erreur de segmentation (core dumped)",
+            "Violación de segmento (`core' generado)",
+            "Errore di segmentazione (core dump creato)",
+            "Falha de segmentação (imagem do núcleo gravada)",
+            "Ошибка сегментирования (стек памяти сброшен на диск)",
+            "段错误 (核心已转储)",
+            "Naruszenie ochrony pamięci (zrzut pamięci)",
+            "fish: Job 1, 'llama-server -m m.gguf' terminated by signal SIGSEGV (Address boundary error)",
+        ] {
+            let log = parse(["srv    load_model: loading model 'm.gguf'", words]);
+            let kinds: Vec<ErrorKind> = log.errors.iter().map(|e| e.kind).collect();
+            assert_eq!(kinds, [ErrorKind::SegmentationFault], "{words}");
+            assert_eq!(
+                log.outcome(None, Duration::from_secs(1)),
+                RunOutcome::Crashed
+            );
+        }
+    }
+
+    #[test]
+    fn aborts_as_shells_print_them_and_missing_gpu_code_are_crashes() {
+        for (words, kind) in [
+            (
+                "zsh: IOT instruction (core dumped)  llama-cli -m m.gguf",
+                ErrorKind::GgmlAbort,
+            ),
+            (
+                "fish: Job 1, './server -m m.gguf' terminated by signal SIGABRT (Abort)",
+                ErrorKind::GgmlAbort,
+            ),
+            (
+                "libggml-base.so.0(ggml_abort+0x15b)[0x7f7a1d06482b]",
+                ErrorKind::GgmlAbort,
+            ),
+            (
+                "rocBLAS error: Cannot read /opt/rocm/lib/rocblas/library/TensileLibrary.dat: No such file or directory for GPU arch : gfx1151",
+                ErrorKind::InvalidDeviceFunction,
+            ),
+            (
+                "ggml_cuda_compute_forward: ROCm error: hipErrorNoBinaryForGpu",
+                ErrorKind::InvalidDeviceFunction,
+            ),
+        ] {
+            let log = parse([words]);
+            let kinds: Vec<ErrorKind> = log.errors.iter().map(|e| e.kind).collect();
+            assert_eq!(kinds, [kind], "{words}");
+        }
+    }
+
+    #[test]
+    fn a_backtrace_places_a_crash_in_serving_unless_the_load_was_under_way() {
+        let frames = [
+            "libggml-base.so.0(ggml_print_backtrace+0x21c)[0x7f7a1d06464c]",
+            "libggml-base.so.0(ggml_abort+0x15b)[0x7f7a1d06482b]",
+            "libllama.so.0(llama_decode+0xf)[0x7f7a1d22445f]",
+        ];
+        let log = parse(frames);
+        assert_eq!(phases(&log), [Phase::PromptProcessing]);
+        assert_eq!(
+            log.outcome(None, Duration::from_secs(1)),
+            RunOutcome::Crashed
+        );
+        // A slot's state is only saved while serving.
+        let log = parse([
+            "srv    load_model: loading model 'm.gguf'",
+            "#6  0x00007f3a in llama_state_seq_get_data () from /app/libllama.so",
+        ]);
+        assert_eq!(phases(&log), [Phase::Loading, Phase::PromptProcessing]);
+        // During the load, a decode is the warmup's.
+        let mut lines = vec!["srv    load_model: loading model 'm.gguf'"];
+        lines.extend(frames);
+        let log = parse(lines);
+        assert_eq!(phases(&log), [Phase::Loading, Phase::Warmup]);
+        // Once serving, a backtrace does not move the phase.
+        let log = parse([
+            "srv  llama_server: listening on http://127.0.0.1:8080",
+            "slot update_slots: id  0 | task 0 | prompt done, n_tokens = 20",
+            "libllama.so.0(llama_decode+0xf)[0x7f7a1d22445f]",
+        ]);
+        assert_eq!(phases(&log), [Phase::Ready, Phase::Generation]);
+    }
+
+    #[test]
+    fn the_graph_reserve_of_the_fit_pre_pass_is_named_apart() {
+        let lines = [
+            "0.00.003.000 I srv    load_model: loading model '/models/m.gguf'",
+            "0.00.004.000 I cmn  common_init_: fitting params to device memory, ...",
+            "0.00.005.000 D llama_model_loader: loaded meta data with 35 key-value pairs",
+            "0.00.006.000 I sched_reserve: reserving ...",
+            "0.00.006.100 D graph_reserve: reserving a graph for ubatch with n_tokens =    4, n_seqs =  4, n_outputs =    4",
+        ];
+        let log = parse(lines);
+        assert_eq!(
+            phases(&log),
+            [Phase::Loading, Phase::MemoryFit, Phase::FitGraphReserve]
+        );
+        // The real load moves past it.
+        let mut more = lines.to_vec();
+        more.extend([
+            "0.00.007.000 I common_fit_params: successfully fit params to free device memory",
+            "0.00.008.000 I llama_model_loader: loaded meta data with 35 key-value pairs",
+            "0.00.009.000 I sched_reserve: reserving ...",
+        ]);
+        let log = parse(more);
+        assert_eq!(log.last_phase(), Some(Phase::GraphReserve));
+    }
+
+    #[test]
+    fn the_device_listing_alone_names_the_backend() {
+        let cpu = parse([
+            "0.00.004.972 I cmn  common_param: device_info:",
+            "0.00.004.984 I cmn  common_param:   - CPU     : AMD RYZEN AI MAX+ 395 (128000 MiB, 120000 MiB free)",
+        ]);
+        assert_eq!(cpu.backend, Some(Backend::Cpu));
+        let rocm = parse([
+            "0.00.004.972 I cmn  common_param: device_info:",
+            "0.00.004.980 I cmn  common_param:   - ROCm0   : AMD Radeon 8060S Graphics (98304 MiB, 97218 MiB free)",
+            "0.00.004.984 I cmn  common_param:   - CPU     : AMD RYZEN AI MAX+ 395 (31920 MiB, 29874 MiB free)",
+        ]);
+        assert_eq!(rocm.backend, Some(Backend::Rocm));
+        let found = parse(["ggml_cuda_init: found 1 ROCm devices:"]);
+        assert_eq!(found.backend, Some(Backend::Rocm));
+    }
+
     /// A current build at `-lv 4` on ROCm, cut inside the upload.
     const TRACE_ROCM: &str = "\
 0.00.001.000 I ggml_cuda_init: found 1 ROCm devices (Total VRAM: 98304 MiB):
@@ -1492,6 +1710,7 @@ mod tests {
             phases(&log),
             [
                 Phase::DeviceInit,
+                Phase::Loading,
                 Phase::MemoryFit,
                 Phase::ModelMetadata,
                 Phase::TensorLoad,
@@ -1501,7 +1720,7 @@ mod tests {
             log.timeline
         );
         // The mock load's `load_tensors` line is the fit pass, so tensor load starts at line 11.
-        assert_eq!(log.timeline[3].line, 11);
+        assert_eq!(log.timeline[4].line, 11);
         assert_eq!(log.backend, Some(Backend::Rocm));
         assert_eq!(log.devices[0].gfx_target.as_deref(), Some("gfx1151"));
         assert_eq!(log.model.as_deref(), Some("/models/gpt-oss-120b.gguf"));
@@ -1550,6 +1769,7 @@ mod tests {
             phases(&log),
             [
                 Phase::Startup,
+                Phase::Loading,
                 Phase::Ready,
                 Phase::PromptProcessing,
                 Phase::Idle
@@ -1584,7 +1804,7 @@ mod tests {
             let log = parse(lines.iter().map(String::as_str));
             assert_eq!(
                 phases(&log),
-                [Phase::Startup, Phase::TensorLoad, Phase::Upload],
+                [Phase::Loading, Phase::TensorLoad, Phase::Upload],
                 "{lines:?}"
             );
             assert_eq!(log.load_mode.as_deref(), Some("mmap"), "{lines:?}");
@@ -1728,11 +1948,11 @@ Apr 27 09:37:02  lemond[19598]: 2026-04-27 09:37:02.919 [Info] (Process) sched_r
             .iter()
             .chain(FUNCTIONS)
             .flat_map(|l| {
-                [
-                    l.to_string(),
-                    l[..l.len() / 2].to_owned(),
-                    l[l.len() / 2..].to_owned(),
-                ]
+                let mut half = l.len() / 2;
+                while !l.is_char_boundary(half) {
+                    half -= 1;
+                }
+                [l.to_string(), l[..half].to_owned(), l[half..].to_owned()]
             })
             .chain([" ", "x", "é", "0", "12", "=", "#", "ROCm1", "n_ctx = 4"].map(str::to_owned))
             .collect();
