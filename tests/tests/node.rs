@@ -110,6 +110,7 @@ fn check_on_the_risky_node_lists_every_finding_and_exits_1() -> anyhow::Result<(
         "cwsr_hang_risk",
         "gtt_size_conflict",
         "unknown_module_parameter",
+        "kernel_before_6_18_4",
         "amd_iommu_off",
     ] {
         assert!(
@@ -119,6 +120,11 @@ fn check_on_the_risky_node_lists_every_finding_and_exits_1() -> anyhow::Result<(
         );
     }
     assert!(run.stdout.contains("amdgpu.gtt_size=131072"));
+    assert!(
+        run.stdout.contains("did you mean amdgpu.gttsize?"),
+        "{}",
+        run.stdout
+    );
     assert!(
         !run.stdout.contains("gpu_clock_stuck_low"),
         "one reading is not a trend"
@@ -145,12 +151,13 @@ fn check_on_the_risky_node_lists_every_finding_and_exits_1() -> anyhow::Result<(
             "cwsr_hang_risk",
             "gpu_clock_stuck_low",
             "gtt_size_conflict",
+            "kernel_before_6_18_4",
             "unknown_module_parameter",
             "amd_iommu_off",
         ]
     );
     assert_eq!(json["findings"][0]["severity"], "critical");
-    assert_eq!(json["findings"][5]["severity"], "info");
+    assert_eq!(json["findings"][6]["severity"], "info");
     assert!(
         json["cards"][0]["samples"]
             .as_array()

@@ -3,7 +3,7 @@
 use serde::Deserialize;
 
 use crate::collect::kfd;
-use nodectl_model::snapshot::{Finding, ParameterValue, Problem, Severity, Snapshot};
+use nodectl_model::snapshot::{Card, Finding, ParameterValue, Problem, Severity, Snapshot};
 
 /// The table of known issues, embedded at build time.
 const KNOWN_ISSUES_TOML: &str = include_str!("known_issues.toml");
@@ -88,6 +88,9 @@ const RULES: &[(&str, Rule)] = &[
     ("unknown_module_parameter", unknown_module_parameter),
     ("gpu_clock_stuck_low", gpu_clock_stuck_low),
     ("amd_iommu_off", amd_iommu_off),
+    ("cwsr_off_with_sizing_fix", cwsr_off_with_sizing_fix),
+    ("kernel_before_6_18_4", kernel_before_6_18_4),
+    ("misspelt_module_argument", misspelt_module_argument),
 ];
 
 /// Runs every known issue's rule; a table row without a rule is a problem, not a silent skip.
@@ -351,11 +354,168 @@ fn unknown_module_parameter(_issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
                 Some(v) => format!("{}={v}", arg.key),
                 None => arg.key.clone(),
             };
+            let mut evidence = vec![
+                format!("{shown} (/proc/cmdline)"),
+                format!("{canonical}: not in /sys/module/amdgpu/parameters"),
+            ];
+            if let Some(meant) = nearest(&canonical, known.keys().map(String::as_str), 2) {
+                evidence.push(format!("did you mean amdgpu.{meant}?"));
+            }
+            Some(Hit::found(None, evidence))
+        })
+        .collect()
+}
+
+/// The candidate closest to `word` within `max_edits` (Levenshtein), when one alone is closest.
+fn nearest<'a>(
+    word: &str,
+    candidates: impl Iterator<Item = &'a str>,
+    max_edits: usize,
+) -> Option<&'a str> {
+    let mut best: Option<(usize, &str)> = None;
+    let mut tie = false;
+    for candidate in candidates {
+        let distance = strsim::levenshtein(word, candidate);
+        if distance == 0 || distance > max_edits {
+            continue;
+        }
+        match best {
+            Some((d, _)) if distance > d => {}
+            Some((d, _)) if distance == d => tie = true,
+            _ => {
+                best = Some((distance, candidate));
+                tie = false;
+            }
+        }
+    }
+    best.filter(|_| !tie).map(|(_, c)| c)
+}
+
+/// The cards of the row's `gfx_targets`.
+fn cards_of<'a>(issue: &KnownIssue, s: &'a Snapshot) -> Vec<&'a Card> {
+    let targets = str_list(issue, "gfx_targets");
+    s.cards
+        .iter()
+        .filter(|c| {
+            c.gfx_target
+                .as_deref()
+                .is_some_and(|t| targets.iter().any(|x| x == t))
+        })
+        .collect()
+}
+
+fn cwsr_off_with_sizing_fix(issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
+    let Some(cwsr) = s.module_parameters.amdgpu.get("cwsr_enable") else {
+        return Vec::new();
+    };
+    if cwsr.as_i64() != Some(0) {
+        return Vec::new();
+    }
+    cards_of(issue, s)
+        .into_iter()
+        .filter_map(|card| {
+            let node = kfd::node_for_card(card.bdf.as_deref(), card.render_minor, &s.kfd_nodes)?;
+            if !node.has_cwsr_size {
+                return None;
+            }
+            let mut evidence = vec![
+                param_evidence("amdgpu", "cwsr_enable", cwsr),
+                format!(
+                    "cwsr_size: present (/sys/class/kfd/kfd/topology/nodes/{}/properties)",
+                    node.node_id
+                ),
+            ];
+            if let Some(kernel) = &s.host.kernel_release {
+                evidence.push(format!("kernel: {kernel} (/proc/sys/kernel/osrelease)"));
+            }
+            Some(Hit::found(Some(card.name.clone()), evidence))
+        })
+        .collect()
+}
+
+/// `6.18.4-talos` is `[6, 18, 4]`: the leading dotted numbers of a kernel release.
+fn kernel_version(release: &str) -> Option<Vec<u64>> {
+    let numeric = release
+        .split(|c: char| !c.is_ascii_digit() && c != '.')
+        .next()?;
+    let parts: Vec<u64> = numeric.split('.').map_while(|p| p.parse().ok()).collect();
+    (parts.len() >= 2).then_some(parts)
+}
+
+fn kernel_before_6_18_4(issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
+    const OSRELEASE: &str = "/proc/sys/kernel/osrelease";
+    let cards = cards_of(issue, s);
+    if cards.is_empty() {
+        return Vec::new();
+    }
+    let Some(release) = &s.host.kernel_release else {
+        return problem_at(s, OSRELEASE)
+            .map(|p| vec![Hit::unknown(None, p)])
+            .unwrap_or_default();
+    };
+    let minimum = issue
+        .params
+        .get("min_kernel")
+        .and_then(toml::Value::as_str)
+        .and_then(kernel_version)
+        .unwrap_or_default();
+    let Some(version) = kernel_version(release) else {
+        return vec![Hit::unknown(
+            None,
+            &Problem {
+                path: OSRELEASE.to_owned(),
+                reason: format!("{release:?} does not start with a kernel version"),
+            },
+        )];
+    };
+    if version >= minimum {
+        return Vec::new();
+    }
+    cards
+        .into_iter()
+        .map(|card| {
+            Hit::found(
+                Some(card.name.clone()),
+                vec![
+                    format!("kernel: {release} ({OSRELEASE})"),
+                    format!(
+                        "gfx_target: {}",
+                        card.gfx_target.as_deref().unwrap_or_default()
+                    ),
+                ],
+            )
+        })
+        .collect()
+}
+
+fn misspelt_module_argument(issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
+    let modules = str_list(issue, "modules");
+    let max_edits = usize::try_from(int_param(issue, "max_edits", 2)).unwrap_or(2);
+    let known = &s.module_parameters.amdgpu;
+    s.host
+        .kernel_arguments
+        .iter()
+        .filter_map(|arg| {
+            let (module, parameter) = arg.key.split_once('.')?;
+            let meant = nearest(module, modules.iter().map(String::as_str), max_edits)?;
+            // A near miss names a parameter the module has (any, when amdgpu is not loaded
+            // and its list is unknown); `amdgpu_foo.x` of another driver is not one.
+            let parameter = parameter.replace('-', "_");
+            if meant == "amdgpu" && !known.is_empty() && !known.contains_key(&parameter) {
+                return None;
+            }
+            let (shown, intended) = match &arg.value {
+                Some(v) => (
+                    format!("{}={v}", arg.key),
+                    format!("{meant}.{parameter}={v}"),
+                ),
+                None => (arg.key.clone(), format!("{meant}.{parameter}")),
+            };
             Some(Hit::found(
                 None,
                 vec![
                     format!("{shown} (/proc/cmdline)"),
-                    format!("{canonical}: not in /sys/module/amdgpu/parameters"),
+                    format!("no module {module}: did you mean {intended}?"),
                 ],
             ))
         })
@@ -528,6 +688,102 @@ mod tests {
         s.kfd_nodes[0].has_cwsr_size = false;
         s.cards[0].gfx_target = Some("gfx1100".into());
         assert!(ids(&s).is_empty());
+    }
+
+    #[test]
+    fn cwsr_off_on_a_kernel_with_the_sizing_fix_is_info() {
+        let mut s = strix_halo();
+        assert!(ids(&s).is_empty(), "no cwsr_size: off is the advice");
+        s.kfd_nodes[0].has_cwsr_size = true;
+        let (findings, _) = evaluate(&s);
+        assert_eq!(findings.len(), 1);
+        assert_eq!(findings[0].id, "cwsr_off_with_sizing_fix");
+        assert_eq!(findings[0].severity, Severity::Info);
+        assert!(findings[0].evidence[1].starts_with("cwsr_size: present"));
+        s.module_parameters
+            .amdgpu
+            .insert("cwsr_enable".into(), ParameterValue::Integer(1));
+        assert!(ids(&s).is_empty(), "on with the fix: nothing to say");
+    }
+
+    #[test]
+    fn kernels_before_6_18_4_on_gfx1151_are_a_warning() {
+        let mut s = strix_halo();
+        for (release, fires) in [
+            ("6.17.9-talos", true),
+            ("6.18.2-talos", true),
+            ("6.18.4-talos", false),
+            ("6.18.6-200.fc43.x86_64", false),
+            ("6.19", false),
+            ("7.0.1", false),
+            ("6.18", true),
+        ] {
+            s.host.kernel_release = Some(release.into());
+            assert_eq!(
+                ids(&s) == ["kernel_before_6_18_4"],
+                fires,
+                "{release}: {:?}",
+                ids(&s)
+            );
+        }
+        // Another GPU: not this row's business.
+        s.host.kernel_release = Some("6.14.11".into());
+        s.cards[0].gfx_target = Some("gfx1100".into());
+        assert!(ids(&s).is_empty());
+        // An unreadable or unparsable release is unknown, never fine.
+        s.cards[0].gfx_target = Some("gfx1151".into());
+        s.host.kernel_release = Some("talos".into());
+        let (findings, _) = evaluate(&s);
+        assert_eq!(findings[0].severity, Severity::Unknown);
+        s.host.kernel_release = None;
+        s.problems.push(problem("/proc/sys/kernel/osrelease"));
+        let (findings, _) = evaluate(&s);
+        assert_eq!(findings[0].severity, Severity::Unknown);
+        assert_eq!(findings[0].severity_if_found, Some(Severity::Warning));
+    }
+
+    #[test]
+    fn a_misspelt_module_or_parameter_names_the_intended_argument() {
+        let mut s = strix_halo();
+        s.module_parameters
+            .amdgpu
+            .insert("gpu_recovery".into(), ParameterValue::Integer(-1));
+        s.host
+            .kernel_arguments
+            .push(arg("aamdgpu.cwsr_enable", "0"));
+        s.host
+            .kernel_arguments
+            .push(arg("amdgpu.cwsr_enabled", "0"));
+        // Another driver's argument, and amdgpu's own, are left alone.
+        s.host.kernel_arguments.push(arg("amdxcp.foo", "1"));
+        s.host.kernel_arguments.push(arg("radeon.cik_support", "0"));
+        s.host.kernel_arguments.push(arg("amdgpu.cwsr_enable", "0"));
+        let (findings, _) = evaluate(&s);
+        let by_id = |id: &str| {
+            findings
+                .iter()
+                .filter(|f| f.id == id)
+                .map(|f| f.evidence.join(" | "))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            by_id("misspelt_module_argument"),
+            [
+                "aamdgpu.cwsr_enable=0 (/proc/cmdline) | no module aamdgpu: did you mean amdgpu.cwsr_enable=0?"
+            ]
+        );
+        assert_eq!(
+            by_id("unknown_module_parameter"),
+            [
+                "amdgpu.cwsr_enabled=0 (/proc/cmdline) | cwsr_enabled: not in /sys/module/amdgpu/parameters | did you mean amdgpu.cwsr_enable?"
+            ]
+        );
+        // A module name close to amdgpu with a parameter amdgpu lacks is not a near miss.
+        s.host.kernel_arguments.clear();
+        s.host
+            .kernel_arguments
+            .push(arg("amdgpv.no_such_thing", "1"));
+        assert!(ids(&s).is_empty(), "{:?}", ids(&s));
     }
 
     #[test]
