@@ -322,7 +322,7 @@ pub fn diagnose(
         already_in_effect,
         unknowns,
     };
-    diagnosis.verdict = verdict(&diagnosis);
+    diagnosis.verdict = verdict(&diagnosis, node.incidents.is_some());
     diagnosis
 }
 
@@ -687,8 +687,9 @@ fn joined_timeline(
 }
 
 /// The answer in one sentence: the outcome and phase, the process's state, the kernel incidents
-/// near the run's end.
-fn verdict(d: &Diagnosis) -> String {
+/// near the run's end, or that the kernel, read, said nothing of a stall (amdgpu's hang check
+/// never fired: a silent hang).
+fn verdict(d: &Diagnosis, kernel_log_read: bool) -> String {
     let phase_text = match d.phase {
         Some(Phase::FitGraphReserve) => "graph_reserve (during the memory-fit pre-pass)",
         Some(p) => p.as_str(),
@@ -727,6 +728,9 @@ fn verdict(d: &Diagnosis) -> String {
         .filter(|i| i.after_last_line_s.is_none_or(|s| s > -300))
         .collect();
     match near.as_slice() {
+        [] if kernel_log_read && d.outcome == Some(RunOutcome::Stalled) => {
+            text.push_str("; the kernel logged nothing (a silent hang)");
+        }
         [] => {}
         [one] => text.push_str(&format!(
             "; the kernel logged incident {} {}",
@@ -886,11 +890,9 @@ mod tests {
             d.phase_evidence
         );
         assert_eq!(d.stalled_for_s, Some(599));
-        assert!(
-            d.verdict
-                .starts_with("stalled in upload (from the node's state) for 9 min 59 s"),
-            "{}",
-            d.verdict
+        assert_eq!(
+            d.verdict,
+            "stalled in upload (from the node's state) for 9 min 59 s; the process is idle; the kernel logged nothing (a silent hang)"
         );
         // The terse log cannot say more: raising the verbosity is proposed.
         assert!(
@@ -972,6 +974,35 @@ mod tests {
         let kinds: Vec<&str> = d.timeline.iter().map(|e| e.kind).collect();
         assert_eq!(kinds.last(), Some(&"incident"));
         assert_eq!(kinds.iter().filter(|k| **k == "last_line").count(), 1);
+    }
+
+    #[test]
+    fn a_spinning_mmap_load_with_a_silent_kernel_is_the_hip_mmap_upload_hang() {
+        let mut process = server("R", 990, false);
+        process
+            .args
+            .extend(["--load-mode".to_owned(), "mmap".to_owned()]);
+        let node = node_with(&process, 0);
+        let d = diagnose(
+            run_of(Some(terse_loading_log()), Some(process)),
+            &node,
+            &catalog(),
+            DEFAULT_STALL_AFTER,
+            at(TEN_MINUTES_LATER),
+        );
+        assert_eq!(d.activity, Some(Activity::Spinning));
+        assert_eq!(d.phase, Some(Phase::Loading));
+        assert_eq!(
+            d.known_issues.first().map(|m| m.issue.id.as_str()),
+            Some("mmap_upload_hang_hip"),
+            "{:?}",
+            d.known_issues
+        );
+        assert_eq!(
+            d.strategies.first().map(|s| s.strategy.id.as_str()),
+            Some("load_mode_none")
+        );
+        assert!(d.verdict.contains("a silent hang"), "{}", d.verdict);
     }
 
     #[test]
