@@ -44,6 +44,7 @@ pub async fn probe(base: &str) -> anyhow::Result<Probe> {
         n_ctx: None,
         total_slots: None,
         slots_processing: None,
+        slots_no_answer: false,
         metrics_enabled: false,
         requests_processing: None,
         tokens_predicted_total: None,
@@ -77,14 +78,19 @@ pub async fn probe(base: &str) -> anyhow::Result<Probe> {
         out.total_slots = props["total_slots"].as_u64();
         out.n_ctx = props["default_generation_settings"]["n_ctx"].as_u64();
     }
-    if let Ok((200, body)) = get(&http, &format!("{base}/slots")).await
-        && let Ok(serde_json::Value::Array(slots)) = serde_json::from_slice(&body)
-    {
-        let busy = slots
-            .iter()
-            .filter(|s| s["is_processing"].as_bool().unwrap_or(false))
-            .count();
-        out.slots_processing = Some(busy as u64);
+    match get(&http, &format!("{base}/slots")).await {
+        Ok((200, body)) => {
+            if let Ok(serde_json::Value::Array(slots)) = serde_json::from_slice(&body) {
+                let busy = slots
+                    .iter()
+                    .filter(|s| s["is_processing"].as_bool().unwrap_or(false))
+                    .count();
+                out.slots_processing = Some(busy as u64);
+            }
+        }
+        // Disabled (`--no-slots`: 501) or another status is no verdict; silence is.
+        Ok(_) => {}
+        Err(e) => out.slots_no_answer = e.is_timeout(),
     }
     if let Ok((200, body)) = get(&http, &format!("{base}/metrics")).await {
         let text = String::from_utf8_lossy(&body);
@@ -143,5 +149,50 @@ mod tests {
         assert_eq!(metric(text, "llamacpp:requests_processing"), Some(2.0));
         assert_eq!(metric(text, "llamacpp:tokens_predicted_total"), Some(17.0));
         assert_eq!(metric(text, "llamacpp:n_decode_total"), None);
+    }
+
+    /// A server on loopback whose `/health` answers at once and whose `/slots` never does, as
+    /// one whose task loop is stuck: the probe says so after its deadline, and still reads the rest.
+    #[tokio::test]
+    async fn slots_that_never_answer_are_said_so() {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut socket, _)) = listener.accept().await else {
+                    return;
+                };
+                tokio::spawn(async move {
+                    let mut request = vec![0u8; 4096];
+                    let n = socket.read(&mut request).await.unwrap_or(0);
+                    let head = String::from_utf8_lossy(&request[..n]).into_owned();
+                    let body = if head.starts_with("GET /slots") {
+                        // Held open, never answered.
+                        tokio::time::sleep(PROBE_TIMEOUT * 3).await;
+                        return;
+                    } else if head.starts_with("GET /health") {
+                        "{\"status\":\"ok\"}"
+                    } else {
+                        ""
+                    };
+                    let status = if body.is_empty() {
+                        "404 Not Found"
+                    } else {
+                        "200 OK"
+                    };
+                    let reply = format!(
+                        "HTTP/1.1 {status}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                        body.len()
+                    );
+                    let _ = socket.write_all(reply.as_bytes()).await;
+                });
+            }
+        });
+        let probe = probe(&base).await.unwrap();
+        assert_eq!(probe.health, Health::Ready);
+        assert!(probe.slots_no_answer);
+        assert_eq!(probe.slots_processing, None);
+        assert!(!probe.metrics_enabled);
     }
 }

@@ -204,7 +204,13 @@ pub fn diagnose(
     // How long the log has been quiet, and when its last line was written.
     let quiet_for = log.as_ref().and_then(|l| l.quiet_for(now, modified_at));
     let last_line_at = log.as_ref().and_then(|l| l.last_time.wall.or(modified_at));
-    let outcome = run_outcome(log.as_ref(), quiet_for, stall_after, run.probe.as_ref());
+    let outcome = run_outcome(
+        log.as_ref(),
+        quiet_for,
+        stall_after,
+        run.probe.as_ref(),
+        activity,
+    );
     let cards = card_memory(node.processes.as_ref());
     let placed = place_phase(
         log.as_ref(),
@@ -326,14 +332,20 @@ pub fn diagnose(
     diagnosis
 }
 
-/// The run's outcome from its log; a live server's answer settles what an old log cannot.
+/// The run's outcome from its log; a live server's answer settles what an old log cannot. A
+/// server whose `/health` answers while `/slots` does not, with its process asleep or held in
+/// the kernel (not computing), is stuck while serving.
 fn run_outcome(
     log: Option<&LlamaLog>,
     quiet_for: Option<Duration>,
     stall_after: Duration,
     probe: Option<&Probe>,
+    activity: Option<Activity>,
 ) -> Option<RunOutcome> {
     let from_log = log.map(|l| l.outcome(quiet_for, stall_after));
+    if serving_hang(probe, activity) && from_log != Some(RunOutcome::Crashed) {
+        return Some(RunOutcome::Stalled);
+    }
     match (probe.map(|p| p.health), from_log) {
         (Some(Health::Ready), None | Some(RunOutcome::Incomplete | RunOutcome::Stalled)) => {
             Some(RunOutcome::Ready)
@@ -341,6 +353,16 @@ fn run_outcome(
         (Some(Health::Loading), None) => Some(RunOutcome::Incomplete),
         (_, from_log) => from_log,
     }
+}
+
+/// `/health` says ready, `/slots` (which waits for the task loop) gave no answer, and the
+/// process does not compute: the task loop is stuck, not busy with a long prompt.
+fn serving_hang(probe: Option<&Probe>, activity: Option<Activity>) -> bool {
+    probe.is_some_and(|p| p.health == Health::Ready && p.slots_no_answer)
+        && matches!(
+            activity,
+            Some(Activity::Idle | Activity::BlockedInKfd | Activity::BlockedInKernel)
+        )
 }
 
 /// The memory trend of each card over the process sample.
@@ -390,6 +412,18 @@ fn place_phase(
         placed
             .evidence
             .push(format!("the log enters {} at line {line}", p.as_str()));
+    }
+    if serving_hang(probe, activity) {
+        placed.evidence.push(
+            "/health answered 200 but /slots gave no answer within the probe's deadline, and the process does not compute: the server's task loop does not come back (a serving hang)"
+                .to_owned(),
+        );
+        if placed.phase.is_none_or(|p| p <= Phase::Ready) {
+            placed.phase = Some(Phase::PromptProcessing);
+            placed.confidence = Confidence::Medium;
+        }
+        placed.loading = false;
+        return placed;
     }
     if !(loading && (terse || log.is_none())) {
         return placed;
@@ -701,10 +735,13 @@ fn verdict(d: &Diagnosis, kernel_log_read: bool) -> String {
         Confidence::Low => " (the log cannot tell which loading phase)",
     };
     let mut text = match d.outcome {
-        Some(RunOutcome::Stalled) => format!(
-            "stalled in {phase_text}{hedge} for {}",
-            human_duration(d.stalled_for_s.unwrap_or(0))
-        ),
+        Some(RunOutcome::Stalled) => match d.stalled_for_s {
+            Some(quiet) => format!(
+                "stalled in {phase_text}{hedge} for {}",
+                human_duration(quiet)
+            ),
+            None => format!("stalled in {phase_text}{hedge}"),
+        },
         Some(RunOutcome::Crashed) => format!("crashed in {phase_text}"),
         Some(RunOutcome::Ready) => "ready".to_owned(),
         Some(RunOutcome::Serving) => format!("serving (last: {phase_text})"),
@@ -1039,6 +1076,7 @@ mod tests {
             n_ctx: None,
             total_slots: None,
             slots_processing: None,
+            slots_no_answer: false,
             metrics_enabled: false,
             requests_processing: None,
             tokens_predicted_total: None,
@@ -1054,6 +1092,77 @@ mod tests {
         assert_eq!(d.stalled_for_s, None);
         assert!(d.known_issues.is_empty());
         assert_eq!(d.verdict, "ready");
+    }
+
+    #[test]
+    fn health_ok_while_slots_never_answers_and_the_process_sleeps_is_a_serving_hang() {
+        let probe = |slots_no_answer| Probe {
+            url: "http://127.0.0.1:8080".to_owned(),
+            health: Health::Ready,
+            health_detail: "200 {\"status\":\"ok\"}".to_owned(),
+            build_info: None,
+            model_path: None,
+            n_ctx: None,
+            total_slots: None,
+            slots_processing: None,
+            slots_no_answer,
+            metrics_enabled: false,
+            requests_processing: None,
+            tokens_predicted_total: None,
+        };
+        let sleeping = server("S", 0, false);
+        let node = node_with(&sleeping, 0);
+        let mut run = run_of(None, Some(sleeping.clone()));
+        run.probe = Some(probe(true));
+        let d = diagnose(
+            run,
+            &node,
+            &catalog(),
+            DEFAULT_STALL_AFTER,
+            at(TEN_MINUTES_LATER),
+        );
+        assert_eq!(d.outcome, Some(RunOutcome::Stalled));
+        assert_eq!(d.phase, Some(Phase::PromptProcessing));
+        assert_eq!(d.phase_confidence, Confidence::Medium);
+        assert!(
+            d.phase_evidence[0].contains("a serving hang"),
+            "{:?}",
+            d.phase_evidence
+        );
+        assert_eq!(
+            d.verdict,
+            "stalled in prompt_processing (from the node's state); the process is idle; the kernel logged nothing (a silent hang)"
+        );
+        assert!(
+            d.known_issues
+                .iter()
+                .any(|m| m.issue.id == "silent_mes_hang"),
+            "{:?}",
+            d.known_issues
+        );
+        // Computing (a long prompt keeps the task loop busy): not a hang.
+        let computing = server("R", 990, false);
+        let mut run = run_of(None, Some(computing.clone()));
+        run.probe = Some(probe(true));
+        let d = diagnose(
+            run,
+            &node_with(&computing, 0),
+            &catalog(),
+            DEFAULT_STALL_AFTER,
+            at(TEN_MINUTES_LATER),
+        );
+        assert_eq!(d.outcome, Some(RunOutcome::Ready));
+        // /slots answered: ready.
+        let mut run = run_of(None, Some(sleeping));
+        run.probe = Some(probe(false));
+        let d = diagnose(
+            run,
+            &node,
+            &catalog(),
+            DEFAULT_STALL_AFTER,
+            at(TEN_MINUTES_LATER),
+        );
+        assert_eq!(d.outcome, Some(RunOutcome::Ready));
     }
 
     #[test]

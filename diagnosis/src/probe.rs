@@ -35,6 +35,10 @@ pub struct Probe {
     /// Slots processing a request now (from `/slots`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub slots_processing: Option<u64>,
+    /// `/health` answered but `/slots` did not within the probe's deadline: `/slots` goes
+    /// through the server's task loop, so the loop is busy or stuck.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub slots_no_answer: bool,
     /// `/metrics` answered (the server runs with `--metrics`).
     pub metrics_enabled: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
