@@ -35,20 +35,7 @@ pub async fn probe(base: &str) -> anyhow::Result<Probe> {
         .connect_timeout(PROBE_CONNECT_TIMEOUT)
         .build()
         .map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {e}"))?;
-    let mut out = Probe {
-        url: base.to_owned(),
-        health: Health::Other,
-        health_detail: String::new(),
-        build_info: None,
-        model_path: None,
-        n_ctx: None,
-        total_slots: None,
-        slots_processing: None,
-        slots_no_answer: false,
-        metrics_enabled: false,
-        requests_processing: None,
-        tokens_predicted_total: None,
-    };
+    let mut out = Probe::new(base.to_owned());
     match get(&http, &format!("{base}/health")).await {
         Ok((status, body)) => {
             out.health = match status {

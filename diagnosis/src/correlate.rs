@@ -1068,18 +1068,9 @@ mod tests {
     fn a_ready_server_settles_what_an_old_log_calls_a_stall() {
         let mut run = run_of(Some(terse_loading_log()), None);
         run.probe = Some(Probe {
-            url: "http://127.0.0.1:8080".to_owned(),
             health: Health::Ready,
             health_detail: "200 OK".to_owned(),
-            build_info: None,
-            model_path: None,
-            n_ctx: None,
-            total_slots: None,
-            slots_processing: None,
-            slots_no_answer: false,
-            metrics_enabled: false,
-            requests_processing: None,
-            tokens_predicted_total: None,
+            ..Probe::new("http://127.0.0.1:8080".to_owned())
         });
         let d = diagnose(
             run,
@@ -1097,18 +1088,10 @@ mod tests {
     #[test]
     fn health_ok_while_slots_never_answers_and_the_process_sleeps_is_a_serving_hang() {
         let probe = |slots_no_answer| Probe {
-            url: "http://127.0.0.1:8080".to_owned(),
             health: Health::Ready,
             health_detail: "200 {\"status\":\"ok\"}".to_owned(),
-            build_info: None,
-            model_path: None,
-            n_ctx: None,
-            total_slots: None,
-            slots_processing: None,
             slots_no_answer,
-            metrics_enabled: false,
-            requests_processing: None,
-            tokens_predicted_total: None,
+            ..Probe::new("http://127.0.0.1:8080".to_owned())
         };
         let sleeping = server("S", 0, false);
         let node = node_with(&sleeping, 0);

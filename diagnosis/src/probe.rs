@@ -46,3 +46,23 @@ pub struct Probe {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens_predicted_total: Option<f64>,
 }
+
+impl Probe {
+    /// A probe of `url` before anything answered: every reading absent.
+    pub fn new(url: String) -> Self {
+        Probe {
+            url,
+            health: Health::Other,
+            health_detail: String::new(),
+            build_info: None,
+            model_path: None,
+            n_ctx: None,
+            total_slots: None,
+            slots_processing: None,
+            slots_no_answer: false,
+            metrics_enabled: false,
+            requests_processing: None,
+            tokens_predicted_total: None,
+        }
+    }
+}

@@ -249,18 +249,13 @@ fn card_number(name: &str) -> &str {
 }
 
 fn cwsr_hang_risk(issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
-    let targets = str_list(issue, "gfx_targets");
+    let cards = cards_of(issue, s);
     let Some(cwsr) = s.module_parameters.amdgpu.get("cwsr_enable") else {
         // Unreadable rather than absent: CWSR may be on.
         return problem_at(s, "/sys/module/amdgpu/parameters/cwsr_enable")
             .map(|p| {
-                s.cards
+                cards
                     .iter()
-                    .filter(|c| {
-                        c.gfx_target
-                            .as_deref()
-                            .is_some_and(|t| targets.iter().any(|x| x == t))
-                    })
                     .map(|c| Hit::unknown(Some(c.name.clone()), p))
                     .collect()
             })
@@ -269,13 +264,10 @@ fn cwsr_hang_risk(issue: &KnownIssue, s: &Snapshot) -> Vec<Hit> {
     if cwsr.as_i64() != Some(1) {
         return Vec::new();
     }
-    s.cards
-        .iter()
+    cards
+        .into_iter()
         .filter_map(|card| {
             let target = card.gfx_target.as_deref()?;
-            if !targets.iter().any(|t| t == target) {
-                return None;
-            }
             let node = kfd::node_for_card(card.bdf.as_deref(), card.render_minor, &s.kfd_nodes)?;
             if node.has_cwsr_size {
                 return None;
