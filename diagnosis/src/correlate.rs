@@ -905,17 +905,22 @@ mod tests {
 
     const TEN_MINUTES_LATER: &str = "2026-12-01T10:10:00Z";
 
+    /// The diagnosis ten minutes after the run's last line, with the built-in catalog.
+    fn diagnosed(run: RunInputs, node: &NodeInputs) -> Diagnosis {
+        diagnose(
+            run,
+            node,
+            &catalog(),
+            DEFAULT_STALL_AFTER,
+            at(TEN_MINUTES_LATER),
+        )
+    }
+
     #[test]
     fn a_terse_stall_with_rising_gpu_memory_is_the_upload_from_the_node() {
         let process = server("S", 10, false);
         let node = node_with(&process, 400 * MIB);
-        let d = diagnose(
-            run_of(Some(terse_loading_log()), Some(process)),
-            &node,
-            &catalog(),
-            DEFAULT_STALL_AFTER,
-            at(TEN_MINUTES_LATER),
-        );
+        let d = diagnosed(run_of(Some(terse_loading_log()), Some(process)), &node);
         assert_eq!(d.outcome, Some(RunOutcome::Stalled));
         assert_eq!(d.phase, Some(Phase::Upload));
         assert_eq!(d.phase_confidence, Confidence::Medium);
@@ -943,13 +948,7 @@ mod tests {
     fn a_terse_stall_with_flat_memory_and_a_thread_in_kfd_stays_with_the_log_phase() {
         let process = server("D", 0, true);
         let node = node_with(&process, 0);
-        let d = diagnose(
-            run_of(Some(terse_loading_log()), Some(process)),
-            &node,
-            &catalog(),
-            DEFAULT_STALL_AFTER,
-            at(TEN_MINUTES_LATER),
-        );
+        let d = diagnosed(run_of(Some(terse_loading_log()), Some(process)), &node);
         assert_eq!(d.activity, Some(Activity::BlockedInKfd));
         assert_eq!(d.phase, d.log.as_ref().and_then(LlamaLog::last_phase));
         assert_eq!(d.phase_confidence, Confidence::Medium);
@@ -985,13 +984,7 @@ mod tests {
             // Ninety seconds after its last line.
             incident(200, "mes_hang_reset", "2026-12-01T10:01:30.310Z"),
         ]);
-        let d = diagnose(
-            run_of(Some(terse_loading_log()), Some(process)),
-            &node,
-            &catalog(),
-            DEFAULT_STALL_AFTER,
-            at(TEN_MINUTES_LATER),
-        );
+        let d = diagnosed(run_of(Some(terse_loading_log()), Some(process)), &node);
         let ids: Vec<u64> = d.incidents.iter().map(|i| i.incident.incident_id).collect();
         assert_eq!(ids, [200]);
         assert_eq!(d.incidents[0].after_last_line_s, Some(90));
@@ -1020,13 +1013,7 @@ mod tests {
             .args
             .extend(["--load-mode".to_owned(), "mmap".to_owned()]);
         let node = node_with(&process, 0);
-        let d = diagnose(
-            run_of(Some(terse_loading_log()), Some(process)),
-            &node,
-            &catalog(),
-            DEFAULT_STALL_AFTER,
-            at(TEN_MINUTES_LATER),
-        );
+        let d = diagnosed(run_of(Some(terse_loading_log()), Some(process)), &node);
         assert_eq!(d.activity, Some(Activity::Spinning));
         assert_eq!(d.phase, Some(Phase::Loading));
         assert_eq!(
@@ -1047,13 +1034,7 @@ mod tests {
         let process = server("S", 0, false);
         let mut node = node_with(&process, 0);
         node.incidents = Some(vec![incident(7, "gpu_init_failed", "2026-12-01T09:59:30Z")]);
-        let d = diagnose(
-            run_of(Some(terse_loading_log()), Some(process)),
-            &node,
-            &catalog(),
-            DEFAULT_STALL_AFTER,
-            at(TEN_MINUTES_LATER),
-        );
+        let d = diagnosed(run_of(Some(terse_loading_log()), Some(process)), &node);
         let issues: Vec<&str> = d.known_issues.iter().map(|m| m.issue.id.as_str()).collect();
         assert!(issues.contains(&"gpu_init_firmware"), "{issues:?}");
         assert_eq!(
@@ -1072,13 +1053,7 @@ mod tests {
             health_detail: "200 OK".to_owned(),
             ..Probe::new("http://127.0.0.1:8080".to_owned())
         });
-        let d = diagnose(
-            run,
-            &NodeInputs::default(),
-            &catalog(),
-            DEFAULT_STALL_AFTER,
-            at(TEN_MINUTES_LATER),
-        );
+        let d = diagnosed(run, &NodeInputs::default());
         assert_eq!(d.outcome, Some(RunOutcome::Ready));
         assert_eq!(d.stalled_for_s, None);
         assert!(d.known_issues.is_empty());
@@ -1097,13 +1072,7 @@ mod tests {
         let node = node_with(&sleeping, 0);
         let mut run = run_of(None, Some(sleeping.clone()));
         run.probe = Some(probe(true));
-        let d = diagnose(
-            run,
-            &node,
-            &catalog(),
-            DEFAULT_STALL_AFTER,
-            at(TEN_MINUTES_LATER),
-        );
+        let d = diagnosed(run, &node);
         assert_eq!(d.outcome, Some(RunOutcome::Stalled));
         assert_eq!(d.phase, Some(Phase::PromptProcessing));
         assert_eq!(d.phase_confidence, Confidence::Medium);
@@ -1127,24 +1096,12 @@ mod tests {
         let computing = server("R", 990, false);
         let mut run = run_of(None, Some(computing.clone()));
         run.probe = Some(probe(true));
-        let d = diagnose(
-            run,
-            &node_with(&computing, 0),
-            &catalog(),
-            DEFAULT_STALL_AFTER,
-            at(TEN_MINUTES_LATER),
-        );
+        let d = diagnosed(run, &node_with(&computing, 0));
         assert_eq!(d.outcome, Some(RunOutcome::Ready));
         // /slots answered: ready.
         let mut run = run_of(None, Some(sleeping));
         run.probe = Some(probe(false));
-        let d = diagnose(
-            run,
-            &node,
-            &catalog(),
-            DEFAULT_STALL_AFTER,
-            at(TEN_MINUTES_LATER),
-        );
+        let d = diagnosed(run, &node);
         assert_eq!(d.outcome, Some(RunOutcome::Ready));
     }
 
@@ -1166,13 +1123,7 @@ mod tests {
     fn without_a_log_the_process_state_alone_is_said_so() {
         let process = server("S", 2, false);
         let node = node_with(&process, 0);
-        let d = diagnose(
-            run_of(None, Some(process)),
-            &node,
-            &catalog(),
-            DEFAULT_STALL_AFTER,
-            at(TEN_MINUTES_LATER),
-        );
+        let d = diagnosed(run_of(None, Some(process)), &node);
         assert_eq!(d.outcome, None);
         assert_eq!(d.phase, None);
         assert_eq!(d.phase_confidence, Confidence::Low);
@@ -1189,13 +1140,7 @@ mod tests {
         let process = server("S", 10, false);
         let mut node = node_with(&process, 400 * MIB);
         let run = || run_of(Some(terse_loading_log()), Some(process.clone()));
-        let first = diagnose(
-            run(),
-            &node,
-            &catalog(),
-            DEFAULT_STALL_AFTER,
-            at(TEN_MINUTES_LATER),
-        );
+        let first = diagnosed(run(), &node);
         assert!(first.strategies.len() >= 2, "{:?}", first.strategies);
         let top = first.strategies[0].strategy.id.clone();
         node.experiments = vec![Experiment {
@@ -1218,13 +1163,7 @@ mod tests {
             }),
             bench: Vec::new(),
         }];
-        let second = diagnose(
-            run(),
-            &node,
-            &catalog(),
-            DEFAULT_STALL_AFTER,
-            at(TEN_MINUTES_LATER),
-        );
+        let second = diagnosed(run(), &node);
         let last = second.strategies.last().unwrap();
         assert_eq!(last.strategy.id, top);
         let tried = last.tried_before.as_deref().unwrap();
