@@ -545,7 +545,9 @@ fn shows_loading_phases(log: &LlamaLog) -> bool {
     log.timeline.iter().any(|m| {
         matches!(
             m.phase,
-            Phase::ModelMetadata
+            Phase::MemoryFit
+                | Phase::FitGraphReserve
+                | Phase::ModelMetadata
                 | Phase::TensorLoad
                 | Phase::Upload
                 | Phase::Context
@@ -1103,6 +1105,39 @@ mod tests {
         run.probe = Some(probe(false));
         let d = diagnosed(run, &node);
         assert_eq!(d.outcome, Some(RunOutcome::Ready));
+    }
+
+    #[test]
+    fn a_stall_in_the_fit_pre_pass_graph_reserve_says_so() {
+        let lines = [
+            "2026-12-01T10:00:00.000000000Z 0.00.003.000 I srv    load_model: loading model '/models/m.gguf'",
+            "2026-12-01T10:00:00.100000000Z 0.00.004.000 I cmn  common_init_: fitting params to device memory, ...",
+            "2026-12-01T10:00:00.200000000Z 0.00.006.000 I sched_reserve: reserving ...",
+            "2026-12-01T10:00:00.300000000Z 0.00.006.100 D graph_reserve: reserving a graph for ubatch with n_tokens =    4, n_seqs =  4, n_outputs =    4",
+        ];
+        let log = RunLog {
+            log: crate::llama_log::parse(lines),
+            source: LogSource {
+                name: "fit.log".to_owned(),
+                bytes_skipped: 0,
+            },
+            modified_at: None,
+        };
+        let d = diagnosed(run_of(Some(log), None), &NodeInputs::default());
+        assert_eq!(d.phase, Some(Phase::FitGraphReserve));
+        assert!(
+            d.verdict
+                .starts_with("stalled in graph_reserve (during the memory-fit pre-pass) for"),
+            "{}",
+            d.verdict
+        );
+        assert!(
+            d.known_issues
+                .iter()
+                .any(|m| m.issue.id == "graph_reserve_hang"),
+            "{:?}",
+            d.known_issues
+        );
     }
 
     #[test]

@@ -111,6 +111,7 @@ fn check_on_the_risky_node_lists_every_finding_and_exits_1() -> anyhow::Result<(
         "gtt_size_conflict",
         "unknown_module_parameter",
         "kernel_before_6_18_4",
+        "misspelt_module_argument",
         "amd_iommu_off",
     ] {
         assert!(
@@ -120,6 +121,12 @@ fn check_on_the_risky_node_lists_every_finding_and_exits_1() -> anyhow::Result<(
         );
     }
     assert!(run.stdout.contains("amdgpu.gtt_size=131072"));
+    assert!(
+        run.stdout
+            .contains("no module aamdgpu: did you mean amdgpu.cwsr_enable=0?"),
+        "{}",
+        run.stdout
+    );
     assert!(
         run.stdout.contains("did you mean amdgpu.gttsize?"),
         "{}",
@@ -152,12 +159,13 @@ fn check_on_the_risky_node_lists_every_finding_and_exits_1() -> anyhow::Result<(
             "gpu_clock_stuck_low",
             "gtt_size_conflict",
             "kernel_before_6_18_4",
+            "misspelt_module_argument",
             "unknown_module_parameter",
             "amd_iommu_off",
         ]
     );
     assert_eq!(json["findings"][0]["severity"], "critical");
-    assert_eq!(json["findings"][6]["severity"], "info");
+    assert_eq!(json["findings"][7]["severity"], "info");
     assert!(
         json["cards"][0]["samples"]
             .as_array()
