@@ -21,6 +21,8 @@ pub struct Facts {
     /// Node checks that fired (warning or worse).
     pub findings: BTreeSet<String>,
     pub errors: BTreeSet<ErrorKind>,
+    /// What the log showed around its errors: `crash_after_checkpoint_restore`.
+    pub log_signs: BTreeSet<String>,
     pub activity: Option<Activity>,
     /// `mmap`, `none`, `dio`, … from the log or the arguments.
     pub load_mode: Option<String>,
@@ -74,6 +76,8 @@ struct Conditions {
     findings_any: Vec<String>,
     #[serde(default)]
     errors_any: Vec<ErrorKind>,
+    #[serde(default)]
+    log_signs_any: Vec<String>,
     #[serde(default)]
     activity_any: Vec<Activity>,
     #[serde(default)]
@@ -307,6 +311,13 @@ impl Conditions {
         if !self.errors_any.is_empty() {
             let kind = self.errors_any.iter().find(|k| f.errors.contains(*k))?;
             because.push(format!("log error {}", kind.as_str()));
+        }
+        if !self.log_signs_any.is_empty() {
+            let sign = self
+                .log_signs_any
+                .iter()
+                .find(|s| f.log_signs.contains(*s))?;
+            because.push(format!("log shows {}", sign.replace('_', " ")));
         }
         if !self.activity_any.is_empty() {
             match f.activity {

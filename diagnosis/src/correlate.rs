@@ -245,6 +245,11 @@ pub fn diagnose(
             .iter()
             .flat_map(|l| l.errors.iter().map(|e| e.kind))
             .collect(),
+        log_signs: log
+            .iter()
+            .filter(|l| l.error_after_checkpoint_restore.is_some())
+            .map(|_| "crash_after_checkpoint_restore".to_owned())
+            .collect(),
         activity,
         load_mode: load_mode_of(log.as_ref(), process.as_ref()),
         flash_attention: log.as_ref().and_then(|l| l.flash_attention.clone()),
@@ -1137,6 +1142,58 @@ mod tests {
                 .any(|m| m.issue.id == "graph_reserve_hang"),
             "{:?}",
             d.known_issues
+        );
+    }
+
+    #[test]
+    fn a_crash_right_after_a_checkpoint_restore_proposes_running_without_checkpoints() {
+        let lines = [
+            "2026-12-01T10:00:00.000000000Z 9.22.451.312 I slot   operator(): id  0 | task 6364 | restored context checkpoint (pos_min = 23285, pos_max = 23285, n_tokens = 23286, n_past = 23286, size = 241.031 MiB)",
+            "2026-12-01T10:00:00.100000000Z ROCm error: an illegal memory access was encountered",
+        ];
+        let log = || RunLog {
+            log: crate::llama_log::parse(lines),
+            source: LogSource {
+                name: "crash.log".to_owned(),
+                bytes_skipped: 0,
+            },
+            modified_at: None,
+        };
+        let d = diagnosed(run_of(Some(log()), None), &NodeInputs::default());
+        assert_eq!(d.outcome, Some(RunOutcome::Crashed));
+        let matched = d
+            .known_issues
+            .iter()
+            .find(|m| m.issue.id == "checkpoint_restore_crash")
+            .unwrap_or_else(|| panic!("{:?}", d.known_issues));
+        assert!(
+            matched
+                .because
+                .contains(&"log shows crash after checkpoint restore".to_owned())
+        );
+        assert!(
+            d.strategies
+                .iter()
+                .any(|s| s.strategy.id == "ctx_checkpoints_0")
+        );
+        // Already run without checkpoints: said so, not proposed again.
+        let mut process = server("S", 0, false);
+        process
+            .args
+            .extend(["--ctx-checkpoints".to_owned(), "0".to_owned()]);
+        let d = diagnosed(
+            run_of(Some(log()), Some(process.clone())),
+            &node_with(&process, 0),
+        );
+        assert!(
+            !d.strategies
+                .iter()
+                .any(|s| s.strategy.id == "ctx_checkpoints_0")
+        );
+        assert!(
+            d.already_in_effect
+                .iter()
+                .any(|l| l.id == "ctx_checkpoints_0")
         );
     }
 

@@ -20,6 +20,9 @@ const MAX_TIMELINE_MARKS: usize = 256;
 const MAX_ERRORS_KEPT: usize = 64;
 /// Devices kept (a node has a handful).
 const MAX_DEVICES: usize = 64;
+/// Lines from a context checkpoint's restore to an error that still make the error its: the
+/// restore's own lines and the crash's few (a backtrace is a dozen) lie in between.
+pub const RESTORE_THEN_CRASH_LINES: u64 = 50;
 /// Bytes of a CRI line joined from its `P` parts: the kubelet splits at 16 KiB, and a
 /// llama.cpp line is far shorter; the rest of a longer one is dropped.
 const MAX_JOINED_LINE_BYTES: usize = 64 * 1024;
@@ -204,6 +207,10 @@ pub struct LlamaLog {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verbosity: Option<u8>,
     pub timeline: Vec<PhaseMark>,
+    /// The line of the context checkpoint restored (`restored context checkpoint`) just before
+    /// the log's first error, when that error came within [`RESTORE_THEN_CRASH_LINES`] lines.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error_after_checkpoint_restore: Option<u64>,
     pub errors: Vec<LogError>,
     /// Errors seen, kept or not.
     pub errors_total: u64,
@@ -365,6 +372,8 @@ literals! {
         LlamaDecodeGdbFrame = " in llama_decode ",
         StateSeqGetDataFrame = "(llama_state_seq_get_data",
         StateSeqGetDataGdbFrame = " in llama_state_seq_get_data",
+        /// A slot's context checkpoint put back (`restored context checkpoint (pos_min = …`).
+        RestoredCheckpoint = "restored context checkpoint",
         /// `  - CPU     : …`: the CPU in the device listing.
         CpuListItem = "- CPU ",
         FailedToLoadModel = "failed to load model",
@@ -683,6 +692,8 @@ pub struct Parser {
     partial: String,
     pending_wall: Option<jiff::Timestamp>,
     gpu_seen: bool,
+    /// The line of the last `restored context checkpoint`.
+    last_checkpoint_restore: Option<u64>,
     /// The year of journald lines, which print none; today's when not given.
     years: Option<JournalYear>,
 }
@@ -1025,7 +1036,17 @@ impl Parser {
         use Needle as N;
         let log = &mut self.log;
         let mut found = false;
+        if hits.has(N::RestoredCheckpoint) {
+            self.last_checkpoint_restore = Some(number);
+            found = true;
+        }
         if let Some(kind) = error_kind(hits) {
+            if log.errors_total == 0
+                && let Some(restored) = self.last_checkpoint_restore
+                && number.saturating_sub(restored) <= RESTORE_THEN_CRASH_LINES
+            {
+                log.error_after_checkpoint_restore = Some(restored);
+            }
             log.errors_total += 1;
             if log.errors.len() < MAX_ERRORS_KEPT {
                 log.errors.push(LogError {
@@ -1641,6 +1662,24 @@ mod tests {
             "libllama.so.0(llama_decode+0xf)[0x7f7a1d22445f]",
         ]);
         assert_eq!(phases(&log), [Phase::Ready, Phase::Generation]);
+    }
+
+    #[test]
+    fn a_crash_right_after_a_checkpoint_restore_is_noted() {
+        let restore = "slot   operator(): id  0 | task 6364 | restored context checkpoint (pos_min = 23285, pos_max = 23285, n_tokens = 23286, n_past = 23286, size = 241.031 MiB)";
+        let log = parse([
+            restore,
+            "ROCm error: an illegal memory access was encountered",
+        ]);
+        assert_eq!(log.error_after_checkpoint_restore, Some(1));
+        // A crash long after the restore is not its.
+        let mut lines = vec![restore];
+        lines.extend(std::iter::repeat_n(
+            "slot update_slots: id  0 | task 1 | n_tokens = 1",
+            60,
+        ));
+        lines.push("ROCm error: an illegal memory access was encountered");
+        assert_eq!(parse(lines).error_after_checkpoint_restore, None);
     }
 
     #[test]
