@@ -1198,6 +1198,35 @@ mod tests {
     }
 
     #[test]
+    fn vulkan_losing_the_device_proposes_a_longer_compute_timeout_and_a_smaller_ubatch() {
+        let lines = [
+            "2026-12-01T10:00:00.000000000Z radv/amdgpu: The CS has been cancelled because the context is lost. This context is innocent.",
+            "2026-12-01T10:00:00.100000000Z 3.45.098.561 E srv  update_slots: decode() failed: vk::Queue::submit: ErrorDeviceLost",
+        ];
+        let log = RunLog {
+            log: crate::llama_log::parse(lines),
+            source: LogSource {
+                name: "lost.log".to_owned(),
+                bytes_skipped: 0,
+            },
+            modified_at: None,
+        };
+        let d = diagnosed(run_of(Some(log), None), &NodeInputs::default());
+        assert_eq!(d.outcome, Some(RunOutcome::Crashed));
+        let ids: Vec<&str> = d
+            .strategies
+            .iter()
+            .map(|s| s.strategy.id.as_str())
+            .collect();
+        assert_eq!(
+            ids,
+            ["lockup_timeout_compute_60s", "smaller_ubatch"],
+            "{:?}",
+            d.known_issues
+        );
+    }
+
+    #[test]
     fn not_quiet_long_enough_is_incomplete_not_stalled() {
         let d = diagnose(
             run_of(Some(terse_loading_log()), None),

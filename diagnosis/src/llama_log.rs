@@ -126,6 +126,9 @@ pub enum ErrorKind {
     SegmentationFault,
     /// The model did not load (the reason is usually the line before).
     LoadFailed,
+    /// Vulkan lost the device (`vk::Queue::submit: ErrorDeviceLost`, radv's `the context is
+    /// lost`): the kernel reset a job that ran past its timeout.
+    DeviceLost,
 }
 
 impl ErrorKind {
@@ -138,6 +141,7 @@ impl ErrorKind {
             ErrorKind::GgmlAbort => "ggml_abort",
             ErrorKind::SegmentationFault => "segmentation_fault",
             ErrorKind::LoadFailed => "load_failed",
+            ErrorKind::DeviceLost => "device_lost",
         }
     }
 }
@@ -374,6 +378,10 @@ literals! {
         StateSeqGetDataGdbFrame = " in llama_state_seq_get_data",
         /// A slot's context checkpoint put back (`restored context checkpoint (pos_min = …`).
         RestoredCheckpoint = "restored context checkpoint",
+        ErrorDeviceLost = "ErrorDeviceLost",
+        DeviceLostError = "DeviceLostError",
+        VulkanDeviceLost = "device lost on Vulkan",
+        RadvContextLost = "because the context is lost",
         /// `  - CPU     : …`: the CPU in the device listing.
         CpuListItem = "- CPU ",
         FailedToLoadModel = "failed to load model",
@@ -1199,7 +1207,13 @@ fn error_kind(hits: Hits) -> Option<ErrorKind> {
     use Needle as N;
     let has = |n: Needle| hits.has(n);
     Some(
-        if has(N::InvalidDeviceFunction)
+        if has(N::ErrorDeviceLost)
+            || has(N::DeviceLostError)
+            || has(N::VulkanDeviceLost)
+            || has(N::RadvContextLost)
+        {
+            ErrorKind::DeviceLost
+        } else if has(N::InvalidDeviceFunction)
             || has(N::NoCompatibleCodeObjects)
             || has(N::NoBinaryForGpu)
             || (has(N::TensileLibrary) && has(N::ForGpuArch))
