@@ -378,6 +378,10 @@ literals! {
         StateSeqGetDataGdbFrame = " in llama_state_seq_get_data",
         /// A slot's context checkpoint put back (`restored context checkpoint (pos_min = …`).
         RestoredCheckpoint = "restored context checkpoint",
+        /// `FILE.cpp:LINE: message`: what `ggml_abort` prints first (see [`abort_line`]).
+        CppColon = ".cpp:",
+        CColon = ".c:",
+        CuColon = ".cu:",
         ErrorDeviceLost = "ErrorDeviceLost",
         DeviceLostError = "DeviceLostError",
         VulkanDeviceLost = "device lost on Vulkan",
@@ -1051,7 +1055,13 @@ impl Parser {
             self.last_checkpoint_restore = Some(number);
             found = true;
         }
-        if let Some(kind) = error_kind(hits) {
+        let kind = error_kind(hits).or_else(|| {
+            (hits.has(N::CppColon) || hits.has(N::CColon) || hits.has(N::CuColon))
+                .then(|| abort_line(body))
+                .filter(|&abort| abort)
+                .map(|_| ErrorKind::GgmlAbort)
+        });
+        if let Some(kind) = kind {
             if log.errors_total == 0
                 && let Some(restored) = self.last_checkpoint_restore
                 && number.saturating_sub(restored) <= RESTORE_THEN_CRASH_LINES
@@ -1263,6 +1273,22 @@ fn error_kind(hits: Hits) -> Option<ErrorKind> {
             return None;
         },
     )
+}
+
+/// ggml's abort line, `FILE:LINE: message` (`ggml_abort` prints it before its backtrace, as in
+/// `/src/common/common.cpp:2119: checkpoint size mismatch: expected 55920, got 0`).
+fn abort_line(body: &str) -> bool {
+    let Some((place, message)) = body.split_once(": ") else {
+        return false;
+    };
+    let Some((file, line)) = place.rsplit_once(':') else {
+        return false;
+    };
+    !message.trim().is_empty()
+        && !line.is_empty()
+        && line.bytes().all(|b| b.is_ascii_digit())
+        && !file.contains(' ')
+        && [".c", ".cpp", ".cu"].iter().any(|ext| file.ends_with(ext))
 }
 
 /// `  Device 0: Radeon 8060S Graphics, gfx1151 (0x1151), …`,
@@ -1645,6 +1671,31 @@ mod tests {
             let log = parse([words]);
             let kinds: Vec<ErrorKind> = log.errors.iter().map(|e| e.kind).collect();
             assert_eq!(kinds, [kind], "{words}");
+        }
+    }
+
+    #[test]
+    fn ggml_abort_lines_are_crashes_and_other_file_lines_are_not() {
+        for (line, crash) in [
+            (
+                "/root/bench/ROCmFPX/common/common.cpp:2119: checkpoint size mismatch: expected 55920, got 0",
+                true,
+            ),
+            (
+                "ggml-rpc.cpp:519: Remote RPC server crashed or returned malformed response",
+                true,
+            ),
+            ("/src/ggml/src/ggml.c:1712: fatal error", true),
+            ("ggml-cuda.cu:88: unspecified launch failure", true),
+            (
+                ":1:hip_fatbin.cpp           :687 : 114369963532 us:  Loading",
+                false,
+            ),
+            ("see common.cpp:12 for the reason", false),
+            ("main.cpp:12:", false),
+        ] {
+            let log = parse([line]);
+            assert_eq!(log.errors_total == 1, crash, "{line}");
         }
     }
 
