@@ -636,6 +636,11 @@ impl Hits {
         self.found & (1 << needle as u32) != 0
     }
 
+    /// Whether any of `needles` is in the line.
+    fn any(self, needles: &[Needle]) -> bool {
+        needles.iter().any(|&n| self.has(n))
+    }
+
     fn text(needle: Needle) -> &'static str {
         NEEDLES.get(needle as usize).copied().unwrap_or_default()
     }
@@ -1056,10 +1061,8 @@ impl Parser {
             found = true;
         }
         let kind = error_kind(hits).or_else(|| {
-            (hits.has(N::CppColon) || hits.has(N::CColon) || hits.has(N::CuColon))
-                .then(|| abort_line(body))
-                .filter(|&abort| abort)
-                .map(|_| ErrorKind::GgmlAbort)
+            (hits.any(&[N::CppColon, N::CColon, N::CuColon]) && abort_line(body))
+                .then_some(ErrorKind::GgmlAbort)
         });
         if let Some(kind) = kind {
             if log.errors_total == 0
@@ -1218,56 +1221,62 @@ impl line_reader::LineSink for Parser {
 /// The error a line reports, if it reports one.
 fn error_kind(hits: Hits) -> Option<ErrorKind> {
     use Needle as N;
-    let has = |n: Needle| hits.has(n);
+    let any = |needles: &[Needle]| hits.any(needles);
     Some(
-        if has(N::ErrorDeviceLost)
-            || has(N::DeviceLostError)
-            || has(N::VulkanDeviceLost)
-            || has(N::RadvContextLost)
-        {
+        if any(&[
+            N::ErrorDeviceLost,
+            N::DeviceLostError,
+            N::VulkanDeviceLost,
+            N::RadvContextLost,
+        ]) {
             ErrorKind::DeviceLost
-        } else if has(N::InvalidDeviceFunction)
-            || has(N::NoCompatibleCodeObjects)
-            || has(N::NoBinaryForGpu)
-            || (has(N::TensileLibrary) && has(N::ForGpuArch))
+        } else if any(&[
+            N::InvalidDeviceFunction,
+            N::NoCompatibleCodeObjects,
+            N::NoBinaryForGpu,
+        ]) || hits.has(N::TensileLibrary) && hits.has(N::ForGpuArch)
         {
             ErrorKind::InvalidDeviceFunction
-        } else if has(N::RocmError) || (has(N::ComputeForward) && has(N::Failed)) {
+        } else if hits.has(N::RocmError) || hits.has(N::ComputeForward) && hits.has(N::Failed) {
             ErrorKind::RocmError
-        } else if has(N::FailedToAllocate)
-            || has(N::UnableToAllocate)
-            || has(N::OutOfDeviceMemory)
-            || (has(N::DeviceMemoryAllocation) && has(N::Failed))
+        } else if any(&[
+            N::FailedToAllocate,
+            N::UnableToAllocate,
+            N::OutOfDeviceMemory,
+        ]) || hits.has(N::DeviceMemoryAllocation) && hits.has(N::Failed)
         {
             ErrorKind::AllocationFailure
-        } else if has(N::HsaStatusError)
-            || has(N::MemoryAccessFault)
-            || has(N::HwException)
-            || has(N::MemoryCriticalError)
-        {
+        } else if any(&[
+            N::HsaStatusError,
+            N::MemoryAccessFault,
+            N::HwException,
+            N::MemoryCriticalError,
+        ]) {
             ErrorKind::HsaFault
-        } else if has(N::SegmentationFault)
-            || has(N::Sigsegv)
-            || has(N::SegfaultDe)
-            || has(N::SegfaultFr)
-            || has(N::SegfaultEs)
-            || has(N::SegfaultIt)
-            || has(N::SegfaultPt)
-            || has(N::SegfaultRu)
-            || has(N::SegfaultZh)
-            || has(N::SegfaultPl)
-        {
+        } else if any(&[
+            N::SegmentationFault,
+            N::Sigsegv,
+            N::SegfaultDe,
+            N::SegfaultFr,
+            N::SegfaultEs,
+            N::SegfaultIt,
+            N::SegfaultPt,
+            N::SegfaultRu,
+            N::SegfaultZh,
+            N::SegfaultPl,
+        ]) {
             ErrorKind::SegmentationFault
-        } else if has(N::GgmlAbort)
-            || has(N::GgmlAssert)
-            || has(N::CoreDumped)
-            || has(N::IotInstruction)
-            || has(N::Sigabrt)
-            || has(N::GgmlAbortFrame)
-            || has(N::PrintBacktrace)
-        {
+        } else if any(&[
+            N::GgmlAbort,
+            N::GgmlAssert,
+            N::CoreDumped,
+            N::IotInstruction,
+            N::Sigabrt,
+            N::GgmlAbortFrame,
+            N::PrintBacktrace,
+        ]) {
             ErrorKind::GgmlAbort
-        } else if has(N::FailedToLoadModel) || has(N::ErrorLoadingModel) {
+        } else if any(&[N::FailedToLoadModel, N::ErrorLoadingModel]) {
             ErrorKind::LoadFailed
         } else {
             return None;
