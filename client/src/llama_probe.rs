@@ -21,6 +21,13 @@ pub fn check_url(url: &str) -> anyhow::Result<String> {
     else {
         anyhow::bail!("--url {url}: expected http://HOST:PORT of a llama-server");
     };
+    if rest.contains('@') {
+        // Credentials in a URL would be echoed in the diagnosis and a bundle: refused, and
+        // not repeated in the error either.
+        anyhow::bail!(
+            "--url: a user or password in the URL is not taken (it would be shown and stored); give http://HOST:PORT"
+        );
+    }
     if rest.is_empty() || rest.contains('/') {
         anyhow::bail!("--url {url}: expected http://HOST:PORT of a llama-server, without a path");
     }
@@ -128,6 +135,10 @@ mod tests {
         );
         assert!(check_url("127.0.0.1:8080").is_err());
         assert!(check_url("http://h:1/health").is_err());
+        let e = check_url("http://admin:s3cret@h:1")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cret"), "{e}");
     }
 
     #[test]
