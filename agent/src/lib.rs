@@ -11,6 +11,7 @@ pub mod feed;
 pub mod held_replies;
 pub mod host_root;
 pub mod kmsg;
+pub mod knowledge;
 pub mod limits;
 pub(crate) mod listener;
 pub mod logging;

@@ -57,9 +57,10 @@ struct Args {
     /// classified amdgpu/KFD events (the log may hold what `dmesg_restrict` keeps from users).
     #[arg(long)]
     full_kernel_log: bool,
-    /// Kernel message rules (TOML, the format of the embedded rules) instead of the embedded ones.
-    #[arg(long, value_name = "FILE")]
-    rules: Option<PathBuf>,
+    /// Knowledge files (a TOML file, or a folder of them) over the embedded catalog: kernel
+    /// rules, incident kinds, check settings and strategies (knowledge/README.md). Repeatable.
+    #[arg(long, value_name = "PATH", alias = "rules")]
+    knowledge: Vec<PathBuf>,
     /// Keep the Node's `AMDGPUHealthy` condition: False while a GPU incident is open or a
     /// critical finding holds, with one Event per incident (in-cluster service account, or
     /// --kubeconfig).
@@ -153,7 +154,12 @@ async fn run(args: Args) -> anyhow::Result<()> {
     shutdown::cancel_on_signal(token.clone()).context("installing signal handlers")?;
     let root = HostRoot::checked(&args.host_root)
         .with_context(|| format!("--host-root {}", args.host_root.display()))?;
-    let classifier = kmsg::Classifier::load(args.rules.as_deref())?;
+    if !args.knowledge.is_empty() {
+        let knowledge = nodectl_agent::knowledge::load(&args.knowledge)
+            .map_err(|e| anyhow::anyhow!("--knowledge:\n{e}"))?;
+        nodectl_model::knowledge::Knowledge::install(knowledge);
+    }
+    let classifier = kmsg::Classifier::embedded()?;
     if let Some(dir) = &args.state_dir {
         if dir.exists() && !dir.is_dir() {
             anyhow::bail!(

@@ -2,6 +2,7 @@
 
 use std::path::PathBuf;
 
+use anyhow::Context as _;
 use clap::{Args, Parser, Subcommand};
 
 use crate::cmd;
@@ -48,6 +49,11 @@ pub struct GlobalArgs {
     /// Talos flags given before the command.
     #[command(flatten)]
     pub talos: TalosTarget,
+    /// Knowledge files (a TOML file, or a folder of them) over the embedded catalog, for what
+    /// runs in this process: kernel rules, checks, known issues, strategies
+    /// (`nodectl knowledge check PATH` validates them). Repeatable. An agent uses its own.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub knowledge: Vec<PathBuf>,
 }
 
 /// Where node state comes from: `node show|check`, `events`.
@@ -281,11 +287,24 @@ pub enum Command {
     /// `nodectl --host-root` replays, its findings, kernel incidents, processes, the diagnosis,
     /// report.md (paste it) and report.json; redacted unless --no-redact.
     Report(cmd::report::ReportArgs),
+    /// The knowledge catalog: kernel rules, incident kinds, node checks, known issues and the
+    /// strategies they name; list it, show an entry, check a user's files.
+    #[command(subcommand)]
+    Knowledge(cmd::knowledge::KnowledgeCommand),
 }
 
 impl Cli {
     /// Runs the chosen command. Standard output closing early (`| head`) ends it quietly.
     pub async fn run(self) -> anyhow::Result<ExitStatus> {
+        let mut knowledge = self.global.knowledge.clone();
+        if let Command::Events(args) = &self.command {
+            knowledge.extend(args.rules.iter().cloned());
+        }
+        // `knowledge check PATH` checks its own paths over the embedded catalog.
+        if !knowledge.is_empty() {
+            let loaded = cmd::knowledge::load(&knowledge).context("--knowledge")?;
+            nodectl_model::knowledge::Knowledge::install(loaded);
+        }
         let ctx = self.global.context(&self.command.flags())?;
         let outcome = match self.command {
             Command::Node(command) => cmd::node::run(command, &ctx).await,
@@ -295,6 +314,7 @@ impl Cli {
             Command::Diagnose(args) => cmd::diagnose::run(args, &ctx).await,
             Command::Experiment(command) => cmd::experiment::run(command, &ctx).await,
             Command::Report(args) => cmd::report::run(args, &ctx).await,
+            Command::Knowledge(command) => cmd::knowledge::run(command, &ctx).await,
         };
         match outcome {
             Err(e) if e.chain().any(|c| c.is::<crate::render::OutputClosed>()) => {
@@ -341,6 +361,10 @@ impl Command {
             // The log is a local file: no node, no Talos.
             Command::Experiment(_) => CommandFlags {
                 name: "experiment",
+                ..CommandFlags::default()
+            },
+            Command::Knowledge(_) => CommandFlags {
+                name: "knowledge",
                 ..CommandFlags::default()
             },
             Command::Cwsr(CwsrCommand::Status(args)) => CommandFlags {

@@ -5,7 +5,7 @@
 //! DaemonSet and the tests share one code path.
 
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context as _;
@@ -34,8 +34,6 @@ const DUPLEX_BUFFER_BYTES: usize = 64 * 1024;
 pub struct EmbeddedOptions {
     /// Read the root's kernel log (only `events` needs it; it reads the whole ring).
     pub kernel_log: bool,
-    /// Kernel message rules instead of the embedded ones.
-    pub rules: Option<PathBuf>,
 }
 
 /// The agent service running in this process; stopped when dropped.
@@ -52,7 +50,7 @@ impl Embedded {
         let host_root =
             HostRoot::checked(root).with_context(|| format!("--host-root {}", root.display()))?;
         let cancel = CancellationToken::new();
-        let classifier = Arc::new(Classifier::load(options.rules.as_deref())?);
+        let classifier = Arc::new(Classifier::embedded()?);
         let kernel_log = if options.kernel_log {
             let log = KernelLog::start(
                 &host_root,
@@ -134,13 +132,12 @@ impl Drop for Embedded {
 /// one of `classes` are given (all when it is empty), as an agent streams them.
 pub fn analyze_saved_log(
     input: impl std::io::BufRead,
-    rules: Option<&Path>,
     years: JournalYear,
     classes: &[Class],
     unclassified_wanted: bool,
     mut sink: impl FnMut(Found) -> ControlFlow<()>,
 ) -> anyhow::Result<LogCounts> {
-    let classifier = Arc::new(Classifier::load(rules)?);
+    let classifier = Arc::new(Classifier::embedded()?);
     let wanted = Arc::clone(&classifier);
     analyze_reader(
         input,

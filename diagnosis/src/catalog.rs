@@ -1,4 +1,4 @@
-//! The known llama.cpp-on-gfx1151 problems and the strategies against them, kept as data (`catalog/*.toml`), matched against what a diagnosis found.
+//! The known llama.cpp-on-gfx1151 problems and the strategies against them, the `[[known_issue]]` and `[[strategy]]` rows of the knowledge catalog, matched against what a diagnosis found.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -7,8 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::llama_log::{Backend, ErrorKind, Phase, RunOutcome};
 use nodectl_model::inference::Activity;
 
-const KNOWN_ISSUES_TOML: &str = include_str!("../catalog/known-issues.toml");
-const STRATEGIES_TOML: &str = include_str!("../catalog/strategies.toml");
+use nodectl_model::knowledge::{Kind, Knowledge, KnowledgeError};
 
 /// What a diagnosis found, as the catalogs' conditions ask for it.
 #[derive(Debug, Clone, Default)]
@@ -33,27 +32,25 @@ pub struct Facts {
     pub args: Vec<String>,
 }
 
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KnownIssuesFile {
-    issue: Vec<KnownIssue>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct StrategiesFile {
-    strategy: Vec<Strategy>,
-}
-
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// A known issue as a diagnosis shows it (the JSON names predate the knowledge catalog's).
+#[derive(Debug, Clone, Serialize)]
 pub struct KnownIssue {
     pub id: String,
     pub title: String,
+    /// The row's `explanation`.
     pub summary: String,
+    /// The row's `references`.
     pub links: Vec<String>,
+    /// The row's `actions`.
     pub strategies: Vec<String>,
     #[serde(skip_serializing)]
+    when: Conditions,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct KnownIssueKeys {
+    #[serde(default)]
     when: Conditions,
 }
 
@@ -86,15 +83,27 @@ struct Conditions {
     param_not: BTreeMap<String, toml::Value>,
 }
 
-#[derive(Debug, Clone, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// A strategy as a diagnosis proposes it.
+#[derive(Debug, Clone, Serialize)]
 pub struct Strategy {
     pub id: String,
     pub title: String,
     pub action: String,
+    /// The row's `explanation`.
     pub why: String,
-    #[serde(default, skip_serializing)]
+    #[serde(skip_serializing)]
     in_effect: InEffect,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct StrategyKeys {
+    action: String,
+    #[serde(default)]
+    in_effect: InEffect,
+    #[serde(default)]
+    #[allow(dead_code)]
+    proposed_by: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -158,47 +167,49 @@ fn value_text(value: &toml::Value) -> String {
     }
 }
 
-/// A catalog file that does not read, or names what is not there.
+/// A known issue or strategy row the diagnosis cannot use; it names the file and line.
 #[derive(Debug, thiserror::Error)]
 pub enum CatalogError {
-    #[error("{file}: {reason}")]
-    Parse { file: &'static str, reason: String },
-    #[error(
-        "catalog/known-issues.toml: issue {issue} names strategy {strategy}, which strategies.toml does not have"
-    )]
-    UnknownStrategy { issue: String, strategy: String },
+    #[error("{0}")]
+    Row(#[from] KnowledgeError),
+    #[error("{0}")]
+    Knowledge(String),
 }
 
 impl Catalog {
-    /// The catalogs built into nodectl.
+    /// The known issues and strategies of the knowledge in effect ([`Knowledge::current`]).
     pub fn embedded() -> Result<Catalog, CatalogError> {
-        Catalog::parse(KNOWN_ISSUES_TOML, STRATEGIES_TOML)
+        let knowledge = Knowledge::current().map_err(|e| CatalogError::Knowledge(e.to_string()))?;
+        Catalog::from_knowledge(knowledge)
     }
 
-    pub fn parse(issues: &str, strategies: &str) -> Result<Catalog, CatalogError> {
-        let issues: KnownIssuesFile = toml::from_str(issues).map_err(|e| CatalogError::Parse {
-            file: "catalog/known-issues.toml",
-            reason: e.to_string(),
-        })?;
-        let strategies: StrategiesFile =
-            toml::from_str(strategies).map_err(|e| CatalogError::Parse {
-                file: "catalog/strategies.toml",
-                reason: e.to_string(),
-            })?;
-        for issue in &issues.issue {
-            for id in &issue.strategies {
-                if !strategies.strategy.iter().any(|s| &s.id == id) {
-                    return Err(CatalogError::UnknownStrategy {
-                        issue: issue.id.clone(),
-                        strategy: id.clone(),
-                    });
-                }
-            }
+    /// The known issues and strategies of a knowledge catalog (whose cross-references were
+    /// checked when it was loaded).
+    pub fn from_knowledge(knowledge: &Knowledge) -> Result<Catalog, CatalogError> {
+        let mut issues = Vec::new();
+        for entry in knowledge.of_kind(Kind::KnownIssue) {
+            let keys: KnownIssueKeys = entry.body()?;
+            issues.push(KnownIssue {
+                id: entry.id.clone(),
+                title: entry.title.clone(),
+                summary: entry.explanation.clone(),
+                links: entry.references.clone(),
+                strategies: entry.actions.clone(),
+                when: keys.when,
+            });
         }
-        Ok(Catalog {
-            issues: issues.issue,
-            strategies: strategies.strategy,
-        })
+        let mut strategies = Vec::new();
+        for entry in knowledge.of_kind(Kind::Strategy) {
+            let keys: StrategyKeys = entry.body()?;
+            strategies.push(Strategy {
+                id: entry.id.clone(),
+                title: entry.title.clone(),
+                action: keys.action,
+                why: entry.explanation.clone(),
+                in_effect: keys.in_effect,
+            });
+        }
+        Ok(Catalog { issues, strategies })
     }
 
     pub fn strategy(&self, id: &str) -> Option<&Strategy> {
@@ -401,21 +412,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_embedded_catalogs_load_and_name_only_known_strategies() {
+    fn the_embedded_catalog_loads_and_a_misspelt_condition_names_its_row() {
         let catalog = Catalog::embedded().unwrap();
         assert!(catalog.issues.len() >= 8);
-        let e = Catalog::parse(
-            "[[issue]]\nid='x'\ntitle='t'\nsummary='s'\nlinks=[]\nstrategies=['nope']\n[issue.when]\n",
-            STRATEGIES_TOML,
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("nope"), "{e}");
-        let e = Catalog::parse(
-            "[[issue]]\nid='x'\ntitle='t'\nsummary='s'\nlinks=[]\nstrategies=[]\n[issue.when]\nphaze=['upload']\n",
-            STRATEGIES_TOML,
-        )
-        .unwrap_err();
-        assert!(e.to_string().contains("phaze"), "{e}");
+        let knowledge = Knowledge::overlay(&[(
+            "mine.toml".to_owned(),
+            "\n[[known_issue]]\nid='x'\ntitle='t'\nactions=['cwsr_disable']\n[known_issue.when]\nphaze=['upload']\n".to_owned(),
+        )])
+        .unwrap();
+        let e = Catalog::from_knowledge(&knowledge).unwrap_err().to_string();
+        assert!(
+            e.contains("mine.toml:2: known_issue `x`") && e.contains("phaze"),
+            "{e}"
+        );
     }
 
     fn upload_stall() -> Facts {

@@ -338,10 +338,12 @@ fn class_filter_stdin_and_bad_rules() -> anyhow::Result<()> {
 
     let dir = tempfile::tempdir()?;
     let rules = dir.path().join("rules.toml");
-    std::fs::write(
-        &rules,
-        "[[rule]]\nid = \"broken_rule\"\nclass = \"hang\"\npattern = '(x'\n",
-    )?;
+    let row = |id: &str, pattern: &str| {
+        format!(
+            "[[rule]]\nid = \"{id}\"\nseverity = \"info\"\ntitle = \"mine\"\nclass = \"info\"\npattern = '{pattern}'\nexample = 'amdgpu: hello world'\n"
+        )
+    };
+    std::fs::write(&rules, format!("\n{}", row("broken_rule", "(x")))?;
     let rules_arg = rules.to_str().context("path")?;
     let run = nodectl_with(
         &["events", "--file", "-", "--rules", rules_arg],
@@ -350,20 +352,33 @@ fn class_filter_stdin_and_bad_rules() -> anyhow::Result<()> {
     )?;
     assert_eq!(run.code, 2);
     assert!(
-        run.stderr.contains("rules.toml") && run.stderr.contains("broken_rule"),
+        run.stderr
+            .contains("rules.toml:2: rule `broken_rule`: bad pattern"),
         "{}",
         run.stderr
     );
 
-    // A rules file of the same format replaces the embedded rules.
-    std::fs::write(
-        &rules,
-        "[[rule]]\nid = \"my_line\"\nclass = \"info\"\npattern = '^hello'\n",
-    )?;
+    // A knowledge file's rule goes before the embedded ones, which still classify the rest.
+    std::fs::write(&rules, row("my_line", "^hello"))?;
     let run = nodectl_with(
         &["events", "--file", "-", "--rules", rules_arg, "-o", "json"],
         &[],
         Some("[ 1.0] amdgpu: hello world\n[ 2.0] amdgpu: MES ring buffer is full.\n"),
+    )?;
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    assert_eq!(ids(&json), ["my_line", "mes_ring_full"]);
+    let run = nodectl_with(
+        &[
+            "--knowledge",
+            rules_arg,
+            "events",
+            "--file",
+            "-",
+            "-o",
+            "json",
+        ],
+        &[],
+        Some("[ 1.0] amdgpu: hello world\n"),
     )?;
     let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
     assert_eq!(ids(&json), ["my_line"]);

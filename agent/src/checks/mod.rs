@@ -1,45 +1,53 @@
-//! Checks: the known issues of `known_issues.toml` (data) evaluated over a snapshot (logic, by id) into findings.
+//! Checks: the `[[check]]` rows of the knowledge catalog (data) evaluated over a snapshot (logic, by id) into findings.
 
-use serde::Deserialize;
+use nodectl_model::knowledge::{Kind, Knowledge};
 
 use crate::collect::kfd;
 use nodectl_model::snapshot::{Card, Finding, ParameterValue, Problem, Severity, Snapshot};
 
-/// The table of known issues, embedded at build time.
-const KNOWN_ISSUES_TOML: &str = include_str!("known_issues.toml");
-
-/// One row of `known_issues.toml`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// One `[[check]]` row, with its remedy: the text of its actions.
+#[derive(Debug, Clone)]
 pub struct KnownIssue {
     pub id: String,
     pub severity: Severity,
     pub title: String,
     pub references: Vec<String>,
     pub remedy: String,
-    #[serde(default)]
     pub params: toml::Table,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Table {
-    issue: Vec<KnownIssue>,
+struct CheckKeys {
+    #[serde(default)]
+    params: toml::Table,
 }
 
-/// The embedded table, parsed on first use: every snapshot runs the checks, and the table
-/// cannot change while the process runs.
-pub fn known_issues() -> Result<&'static [KnownIssue], &'static str> {
-    static PARSED: std::sync::LazyLock<Result<Vec<KnownIssue>, String>> =
-        std::sync::LazyLock::new(|| {
-            toml::from_str::<Table>(KNOWN_ISSUES_TOML)
-                .map(|t| t.issue)
-                .map_err(|e| e.to_string())
+/// The checks of a knowledge catalog; an error names the row.
+pub fn known_issues_of(knowledge: &Knowledge) -> Result<Vec<KnownIssue>, String> {
+    let mut issues = Vec::new();
+    for entry in knowledge.of_kind(Kind::Check) {
+        let keys: CheckKeys = entry.body().map_err(|e| e.to_string())?;
+        issues.push(KnownIssue {
+            id: entry.id.clone(),
+            severity: entry.severity.unwrap_or(Severity::Info),
+            title: entry.title.clone(),
+            references: entry.references.clone(),
+            remedy: knowledge.action_text(&entry.actions),
+            params: keys.params,
         });
-    match &*PARSED {
-        Ok(issues) => Ok(issues),
-        Err(e) => Err(e),
     }
+    Ok(issues)
+}
+
+/// The checks of the knowledge in effect.
+pub fn known_issues() -> Result<Vec<KnownIssue>, String> {
+    known_issues_of(Knowledge::current().map_err(|e| e.to_string())?)
+}
+
+/// The check ids this agent has logic for: a `[[check]]` row of another id cannot run.
+pub fn check_ids() -> impl Iterator<Item = &'static str> {
+    RULES.iter().map(|(id, _)| *id)
 }
 
 /// What made a rule fire, for one card or for the node.
@@ -101,18 +109,18 @@ pub fn evaluate(snapshot: &Snapshot) -> (Vec<Finding>, Vec<Problem>) {
             return (
                 Vec::new(),
                 vec![Problem {
-                    path: "(embedded known_issues.toml)".to_owned(),
-                    reason: e.to_owned(),
+                    path: "(knowledge checks)".to_owned(),
+                    reason: e,
                 }],
             );
         }
     };
     let mut findings = Vec::new();
     let mut problems = Vec::new();
-    for issue in issues {
+    for issue in &issues {
         let Some((_, rule)) = RULES.iter().find(|(id, _)| *id == issue.id) else {
             problems.push(Problem {
-                path: "(embedded known_issues.toml)".to_owned(),
+                path: "(knowledge checks)".to_owned(),
                 reason: format!("known issue {} has no rule", issue.id),
             });
             continue;

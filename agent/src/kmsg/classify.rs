@@ -1,14 +1,13 @@
 //! Classifies amdgpu/KFD kernel messages with rules kept as data (embedded TOML, or a user file of the same format).
 
 use std::collections::BTreeMap;
-use std::path::Path;
 use std::sync::Arc;
+
+use nodectl_model::knowledge::{Kind, Knowledge, KnowledgeError, KnowledgeErrors, Location};
+use nodectl_model::snapshot::Severity;
 
 pub use nodectl_model::Class;
 use regex::{Regex, RegexSet};
-
-/// The embedded rules: the message catalogue of amdgpu and KFD.
-pub const EMBEDDED_RULES: &str = include_str!("rules.toml");
 
 /// How an event takes part in incidents.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
@@ -30,74 +29,51 @@ pub enum Recovery {
     Failed,
 }
 
+/// A rule's own keys (the header is the knowledge row's).
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RuleRow {
-    id: String,
+struct RuleKeys {
     class: Class,
     pattern: String,
     incident: Option<IncidentRole>,
     recovery: Option<Recovery>,
-    #[allow(dead_code)]
-    summary: Option<String>,
-    #[serde(default)]
-    references: Vec<String>,
     example: Option<String>,
 }
 
+/// An incident kind's own keys.
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-struct KindRow {
-    kind: String,
+struct KindKeys {
     #[serde(default)]
     require: Vec<Vec<String>>,
     #[serde(default)]
     min_counts: BTreeMap<String, u32>,
-    #[serde(default)]
-    critical: bool,
-    title: Option<String>,
-    action: Option<String>,
 }
 
-#[derive(Debug, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RulesFile {
-    incident_gap_seconds: Option<u64>,
-    #[serde(default)]
-    rule: Vec<RuleRow>,
-    #[serde(default)]
-    incident_kind: Vec<KindRow>,
-}
-
-/// A rules file that cannot be used; the message names the file and the rule.
+/// Rules that cannot be used; each message names the file and line of the row.
 #[derive(Debug, thiserror::Error)]
 pub enum RulesError {
-    #[error("{file}: cannot read: {source}")]
-    Read {
-        file: String,
-        source: std::io::Error,
-    },
-    #[error("{file}: not valid rules TOML: {reason}")]
-    Toml { file: String, reason: String },
-    #[error("{file}: rule {index} (`{id}`): bad pattern: {reason}")]
+    #[error("{0}")]
+    Knowledge(#[from] KnowledgeErrors),
+    #[error("{0}")]
+    Row(#[from] KnowledgeError),
+    #[error("{at}: rule `{id}`: bad pattern: {reason}")]
     Pattern {
-        file: String,
-        index: usize,
+        at: Location,
         id: String,
         reason: String,
     },
-    #[error("{file}: rule {index}: {reason}")]
-    Rule {
-        file: String,
-        index: usize,
-        reason: String,
+    #[error(
+        "{at}: rule `{id}`: its example `{example}` is classified {got} by the rules in effect"
+    )]
+    Example {
+        at: Location,
+        id: String,
+        example: String,
+        got: String,
     },
-    #[error("{file}: incident_kind `{kind}`: {reason}")]
-    Kind {
-        file: String,
-        kind: String,
-        reason: String,
-    },
+    #[error("the rule set does not compile: {0}")]
+    Set(String),
 }
 
 /// One rule, compiled.
@@ -153,6 +129,8 @@ pub struct Classifier {
     rules: Vec<Rule>,
     set: RegexSet,
     kinds: Vec<IncidentKind>,
+    /// What to do about an incident no kind names (`unnamed_incident_actions`).
+    pub unnamed_incident_action: Option<String>,
     pub incident_gap_usec: u64,
 }
 
@@ -179,96 +157,60 @@ pub fn is_gpu_stack_message(message: &str) -> bool {
 }
 
 impl Classifier {
-    /// The embedded rules.
+    /// The rules of the knowledge in effect ([`Knowledge::current`]): the embedded catalog,
+    /// or what `--knowledge` made of it at start-up.
     pub fn embedded() -> Result<Self, RulesError> {
-        Self::from_toml(EMBEDDED_RULES, "embedded rules")
+        let knowledge = Knowledge::current().map_err(|e| RulesError::Knowledge(e.clone()))?;
+        Self::from_knowledge(knowledge)
     }
 
-    /// Rules from a file (`--rules FILE`).
-    pub fn from_file(path: &Path) -> Result<Self, RulesError> {
-        let file = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| RulesError::Read {
-            file: file.clone(),
-            source,
-        })?;
-        Self::from_toml(&text, &file)
-    }
-
-    /// The embedded rules, or the file's when one is given.
-    pub fn load(path: Option<&Path>) -> Result<Self, RulesError> {
-        match path {
-            Some(path) => Self::from_file(path),
-            None => Self::embedded(),
-        }
-    }
-
-    /// Parses and compiles rules; `file` names the source in errors.
+    /// The embedded rules overlaid with a knowledge file's text; `file` names it in errors.
     pub fn from_toml(text: &str, file: &str) -> Result<Self, RulesError> {
-        let parsed: RulesFile = toml::from_str(text).map_err(|e| RulesError::Toml {
-            file: file.to_owned(),
-            reason: e.to_string(),
-        })?;
-        let mut rules = Vec::with_capacity(parsed.rule.len());
-        for (index, row) in parsed.rule.into_iter().enumerate() {
-            let index = index + 1;
-            if row.id.is_empty()
-                || !row
-                    .id
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            {
-                return Err(RulesError::Rule {
-                    file: file.to_owned(),
-                    index,
-                    reason: format!("id `{}` must be lower_snake_case", row.id),
-                });
-            }
-            let regex = Regex::new(&row.pattern).map_err(|e| RulesError::Pattern {
-                file: file.to_owned(),
-                index,
-                id: row.id.clone(),
+        let knowledge = Knowledge::overlay(&[(file.to_owned(), text.to_owned())])?;
+        Self::from_knowledge(&knowledge)
+    }
+
+    /// Compiles the rules and incident kinds of a knowledge catalog.
+    pub fn from_knowledge(knowledge: &Knowledge) -> Result<Self, RulesError> {
+        let mut rules = Vec::new();
+        for entry in knowledge.of_kind(Kind::Rule) {
+            let keys: RuleKeys = entry.body()?;
+            let regex = Regex::new(&keys.pattern).map_err(|e| RulesError::Pattern {
+                at: entry.at.clone(),
+                id: entry.id.clone(),
                 reason: e.to_string(),
             })?;
             let has_captures = regex.captures_len() > 1;
-            let incident = row.incident.unwrap_or(if row.class == Class::Info {
+            let incident = keys.incident.unwrap_or(if keys.class == Class::Info {
                 IncidentRole::None
             } else {
                 IncidentRole::Open
             });
             rules.push(Rule {
-                id: Arc::from(row.id),
-                class: row.class,
+                id: Arc::from(entry.id.as_str()),
+                class: keys.class,
                 incident,
-                recovery: row.recovery,
-                references: row.references,
-                example: row.example,
+                recovery: keys.recovery,
+                references: entry.references.clone(),
+                example: keys.example,
                 regex,
                 has_captures,
             });
         }
-        let ids: std::collections::BTreeSet<&str> = rules.iter().map(|r| &*r.id).collect();
-        let mut kinds = Vec::with_capacity(parsed.incident_kind.len());
-        for row in parsed.incident_kind {
-            let unknown = row
-                .require
-                .iter()
-                .flatten()
-                .chain(row.min_counts.keys())
-                .find(|id| !ids.contains(id.as_str()));
-            if let Some(id) = unknown {
-                return Err(RulesError::Kind {
-                    file: file.to_owned(),
-                    kind: row.kind,
-                    reason: format!("names `{id}`, which no rule has"),
-                });
-            }
+        let mut kinds = Vec::new();
+        for entry in knowledge.of_kind(Kind::IncidentKind) {
+            let keys: KindKeys = entry.body()?;
             kinds.push(IncidentKind {
-                kind: Arc::from(row.kind),
-                require: row.require,
-                min_counts: row.min_counts,
-                critical: row.critical,
-                title: row.title,
-                action: row.action,
+                kind: Arc::from(entry.id.as_str()),
+                require: keys.require,
+                min_counts: keys.min_counts,
+                critical: entry.severity == Some(Severity::Critical),
+                title: Some(entry.title.clone()),
+                action: entry
+                    .actions
+                    .first()
+                    .and_then(|id| knowledge.action_of(id))
+                    .map(str::to_owned),
             });
         }
         // A larger lazy-DFA cache: with ~70 patterns the default one is rebuilt over and
@@ -276,19 +218,44 @@ impl Classifier {
         let set = regex::RegexSetBuilder::new(rules.iter().map(|r| r.regex.as_str()))
             .dfa_size_limit(DFA_CACHE_BYTES)
             .build()
-            .map_err(|e| RulesError::Toml {
-                file: file.to_owned(),
-                reason: e.to_string(),
-            })?;
+            .map_err(|e| RulesError::Set(e.to_string()))?;
         Ok(Classifier {
             rules,
             set,
             kinds,
-            incident_gap_usec: parsed
+            unnamed_incident_action: knowledge
+                .settings
+                .unnamed_incident_actions
+                .as_deref()
+                .map(|actions| knowledge.action_text(actions))
+                .filter(|text| !text.is_empty()),
+            incident_gap_usec: knowledge
+                .settings
                 .incident_gap_seconds
                 .unwrap_or(DEFAULT_INCIDENT_GAP_SECONDS)
                 .saturating_mul(1_000_000),
         })
+    }
+
+    /// Every rule row's example classified by the whole rule set: an example another rule
+    /// takes first (or none does) means the row never fires as written.
+    pub fn example_errors(&self, knowledge: &Knowledge) -> Vec<RulesError> {
+        let mut errors = Vec::new();
+        for (entry, rule) in knowledge.of_kind(Kind::Rule).zip(&self.rules) {
+            let Some(example) = rule.example.as_deref() else {
+                continue;
+            };
+            let got = self.classify(example).and_then(|c| self.rule(c.rule));
+            if got.is_none_or(|r| r.id != rule.id) {
+                errors.push(RulesError::Example {
+                    at: entry.at.clone(),
+                    id: entry.id.clone(),
+                    example: example.to_owned(),
+                    got: got.map_or("as nothing".to_owned(), |r| format!("as `{}`", r.id)),
+                });
+            }
+        }
+        errors
     }
 
     pub fn rules(&self) -> &[Rule] {
@@ -580,31 +547,55 @@ mod tests {
     }
 
     #[test]
-    fn bad_rules_name_the_file_and_the_rule() {
-        let text = "[[rule]]\nid = \"ok\"\nclass = \"hang\"\npattern = 'a'\n[[rule]]\nid = \"broken\"\nclass = \"hang\"\npattern = '(unclosed'\n";
-        let e = Classifier::from_toml(text, "my.toml")
+    fn bad_rules_name_the_file_and_the_line() {
+        let row = |id: &str, class: &str, pattern: &str| {
+            format!(
+                "[[rule]]\nid = \"{id}\"\nseverity = \"info\"\ntitle = \"t\"\nclass = \"{class}\"\npattern = '{pattern}'\nexample = 'amdgpu: a'\n"
+            )
+        };
+        let text = format!(
+            "{}\n{}",
+            row("ok", "info", "^a"),
+            row("broken", "info", "(unclosed")
+        );
+        let e = Classifier::from_toml(&text, "my.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("my.toml:9: rule `broken`: bad pattern"), "{e}");
+        let e = Classifier::from_toml(&row("x", "nope", "a"), "f.toml")
             .unwrap_err()
             .to_string();
         assert!(
-            e.contains("my.toml") && e.contains("rule 2") && e.contains("broken"),
+            e.contains("f.toml:1: rule `x`") && e.contains("nope"),
             "{e}"
         );
         let e = Classifier::from_toml(
-            "[[rule]]\nid = \"x\"\nclass = \"nope\"\npattern = 'a'\n",
-            "f.toml",
-        )
-        .unwrap_err()
-        .to_string();
-        assert!(e.contains("f.toml"), "{e}");
-        let e = Classifier::from_toml(
-            "[[rule]]\nid = \"x\"\nclass = \"hang\"\npattern = 'a'\n[[incident_kind]]\nkind = \"k\"\nrequire = [[\"y\"]]\n",
+            "[[incident_kind]]\nid = \"k\"\nseverity = \"warning\"\ntitle = \"t\"\nactions = [\"reboot_node\"]\nrequire = [[\"y\"]]\n",
             "g.toml",
         )
         .unwrap_err()
         .to_string();
         assert!(
-            e.contains("g.toml") && e.contains("`k`") && e.contains("`y`"),
+            e.contains("g.toml:1: incident_kind `k`") && e.contains("`y`"),
             "{e}"
+        );
+    }
+
+    #[test]
+    fn every_shipped_example_is_classified_by_its_own_rule() {
+        let k = Knowledge::embedded().unwrap();
+        let c = Classifier::from_knowledge(k).unwrap();
+        let errors: Vec<String> = c.example_errors(k).iter().map(|e| e.to_string()).collect();
+        assert!(errors.is_empty(), "{errors:#?}");
+        let shadowed = "[[rule]]\nid = \"greedy\"\nseverity = \"info\"\ntitle = \"t\"\nclass = \"info\"\npattern = '^MES'\nexample = 'amdgpu: MES x'\n";
+        let k = Knowledge::overlay(&[("mine.toml".into(), shadowed.into())]).unwrap();
+        let c = Classifier::from_knowledge(&k).unwrap();
+        let errors: Vec<String> = c.example_errors(&k).iter().map(|e| e.to_string()).collect();
+        assert!(
+            errors
+                .iter()
+                .any(|e| e.contains("rule `mes_timeout`") && e.contains("as `greedy`")),
+            "{errors:#?}"
         );
     }
 

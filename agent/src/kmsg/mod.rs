@@ -17,6 +17,6 @@ pub(crate) mod state;
 pub(crate) mod stream;
 
 pub use analyze::{Analyzer, KernelEvent, Output};
-pub use classify::{Class, Classifier};
+pub use classify::{Class, Classifier, RulesError};
 pub use incident::Incident;
 pub use offline::JournalYear;

@@ -111,10 +111,11 @@ impl IncidentText {
             title: named
                 .and_then(|k| k.title.clone())
                 .unwrap_or_else(|| format!("GPU incident `{kind}`")),
-            action: named.and_then(|k| k.action.clone()).unwrap_or_else(|| {
-                "see its events with nodectl events, and collect a bundle with nodectl report"
-                    .to_owned()
-            }),
+            action: named
+                .and_then(|k| k.action.clone())
+                .or_else(|| classifier.unnamed_incident_action.clone())
+                // Only when a user's knowledge took every action away.
+                .unwrap_or_else(|| "see its events with nodectl events".to_owned()),
             // A fallback kind is critical when its first event was a hang: the GPU stopped
             // answering.
             critical: named.map_or(kind == "gpu_hang", |k| k.critical),

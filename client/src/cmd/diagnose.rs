@@ -208,10 +208,7 @@ pub async fn diagnoses(
         Some(path) => Some(read_log_file(path, args.year)?),
         None => None,
     };
-    let options = EmbeddedOptions {
-        kernel_log: true,
-        rules: None,
-    };
+    let options = EmbeddedOptions { kernel_log: true };
     let mut client = target.connect(&options).await?;
     let mut node = read_node(&mut client, target).await;
     if let Some(label) = shown_as {

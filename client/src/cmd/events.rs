@@ -39,7 +39,8 @@ pub struct EventsArgs {
     /// --full-kernel-log sends only the GPU driver's own lines).
     #[arg(long)]
     pub include_unclassified: bool,
-    /// Kernel message rules (TOML, same format as the embedded ones) for in-process and offline use.
+    /// A knowledge file of kernel rules (the format of knowledge/kernel-rules.toml) over the
+    /// embedded ones, for in-process and offline use; the same as --knowledge FILE.
     #[arg(long, value_name = "FILE")]
     pub rules: Option<PathBuf>,
     /// Read a saved log instead of a node (`-` for standard input): kmsg records, dmesg,
@@ -142,7 +143,7 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<ExitStatus> 
     let nodes = ctx.nodes().await?;
     if let Nodes::Agents(endpoints) = &nodes {
         if args.rules.is_some() {
-            anyhow::bail!("--rules applies in-process; an agent uses its own --rules");
+            anyhow::bail!("--rules applies in-process; an agent uses its own --knowledge");
         }
         if args.follow && endpoints.len() > 1 {
             anyhow::bail!("--follow takes one --endpoint");
@@ -151,10 +152,7 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<ExitStatus> 
             return fleet::run(&args, classes, nodes.targets(), ctx).await;
         }
     }
-    let options = EmbeddedOptions {
-        kernel_log: true,
-        rules: args.rules.clone(),
-    };
+    let options = EmbeddedOptions { kernel_log: true };
     for target in nodes.targets() {
         let mut client = target.connect(&options).await?;
         let request = KernelEventsRequest {

@@ -4,6 +4,7 @@ pub mod cwsr;
 pub mod diagnose;
 pub mod events;
 pub mod experiment;
+pub mod knowledge;
 pub mod node;
 pub mod report;
 pub mod talos;

@@ -84,7 +84,6 @@ pub(super) fn run(
     };
     let read = embedded::analyze_saved_log(
         open_input(file)?,
-        args.rules.as_deref(),
         years,
         classes,
         args.include_unclassified,

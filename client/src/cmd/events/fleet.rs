@@ -78,10 +78,7 @@ async fn read_node(
     format: render::Format,
     summary: bool,
 ) -> anyhow::Result<EventsReport> {
-    let options = EmbeddedOptions {
-        kernel_log: true,
-        rules: None,
-    };
+    let options = EmbeddedOptions { kernel_log: true };
     let mut client = target.connect(&options).await?;
     let mut stream = client.kernel_events(request).await?;
     let mut printer = Printer::new(format, false, summary)?;
