@@ -1099,6 +1099,32 @@ mod tests {
             "{:?}",
             d.known_issues
         );
+        // Shorter dispatches first, and the MES's own log for the next time.
+        let proposed: Vec<&str> = d
+            .strategies
+            .iter()
+            .map(|p| p.strategy.id.as_str())
+            .collect();
+        assert_eq!(proposed.first(), Some(&"smaller_ubatch"), "{proposed:?}");
+        assert!(proposed.contains(&"mes_event_log"), "{proposed:?}");
+        // With the MES event log on, it is in effect, not proposed again.
+        let mut logging = node.clone();
+        let mut snapshot = Snapshot::default();
+        snapshot.module_parameters.amdgpu.insert(
+            "mes_log_enable".to_owned(),
+            nodectl_model::snapshot::ParameterValue::Integer(1),
+        );
+        logging.snapshot = Some(snapshot);
+        let mut run = run_of(None, Some(sleeping.clone()));
+        run.probe = Some(probe(true));
+        let d = diagnosed(run, &logging);
+        assert!(
+            d.already_in_effect
+                .iter()
+                .any(|l| l.id == "mes_event_log" && l.in_effect.contains("mes_log_enable")),
+            "{:?}",
+            d.already_in_effect
+        );
         // Computing (a long prompt keeps the task loop busy): not a hang.
         let computing = server("R", 990, false);
         let mut run = run_of(None, Some(computing.clone()));
@@ -1142,6 +1168,38 @@ mod tests {
                 .any(|m| m.issue.id == "graph_reserve_hang"),
             "{:?}",
             d.known_issues
+        );
+    }
+
+    #[test]
+    fn a_hip_vmm_pool_abort_proposes_a_build_without_it() {
+        let lines = [
+            "ggml_cuda.cu:648: HipVMM Failure: invalid argument",
+            "ggml_abort()                              libggml-base.so",
+            "ggml_cuda_pool_vmm::alloc()               libggml-hip.so",
+            "llama_context::decode()                   libllama.so",
+        ];
+        let log = RunLog {
+            log: crate::llama_log::parse(lines),
+            source: LogSource {
+                name: "crash.log".to_owned(),
+                bytes_skipped: 0,
+            },
+            modified_at: None,
+        };
+        let d = diagnosed(run_of(Some(log), None), &NodeInputs::default());
+        assert_eq!(d.outcome, Some(RunOutcome::Crashed));
+        assert_eq!(d.phase, None, "a backtrace frame is no phase");
+        assert!(
+            d.known_issues
+                .iter()
+                .any(|m| m.issue.id == "hip_vmm_pool_failure"),
+            "{:?}",
+            d.known_issues
+        );
+        assert_eq!(
+            d.strategies.first().map(|s| s.strategy.id.as_str()),
+            Some("hip_no_vmm_build")
         );
     }
 

@@ -129,6 +129,9 @@ pub enum ErrorKind {
     /// Vulkan lost the device (`vk::Queue::submit: ErrorDeviceLost`, radv's `the context is
     /// lost`): the kernel reset a job that ran past its timeout.
     DeviceLost,
+    /// ggml's HIP virtual-memory pool failed (`HipVMM Failure: invalid argument`, a
+    /// `ggml_cuda_pool_vmm::alloc` frame): a build with the VMM pool on a runtime where it breaks.
+    VmmFailure,
 }
 
 impl ErrorKind {
@@ -142,6 +145,7 @@ impl ErrorKind {
             ErrorKind::SegmentationFault => "segmentation_fault",
             ErrorKind::LoadFailed => "load_failed",
             ErrorKind::DeviceLost => "device_lost",
+            ErrorKind::VmmFailure => "vmm_failure",
         }
     }
 }
@@ -368,6 +372,10 @@ literals! {
         SegfaultZh = "段错误",
         SegfaultPl = "Naruszenie ochrony pamięci",
         NoBinaryForGpu = "hipErrorNoBinaryForGpu",
+        /// ggml's HIP VMM pool: `CU_CHECK` aborts with `HipVMM Failure: …` (vendors/hip.h), and
+        /// the backtrace names `ggml_cuda_pool_vmm::alloc`.
+        HipVmmFailure = "HipVMM Failure",
+        PoolVmm = "ggml_cuda_pool_vmm",
         TensileLibrary = "TensileLibrary",
         ForGpuArch = "for GPU arch",
         /// Frames of a backtrace that only a request being served reaches: ggml's own
@@ -530,6 +538,12 @@ fn function_of(body: &str) -> Option<Function> {
                 .0
         }
     };
+    // `llama_context::decode()` is a backtrace frame of a C++ scope, not the `llama_context:`
+    // log function: it says nothing of the phase.
+    let prefix = FUNCTIONS.get(index)?;
+    if prefix.ends_with(':') && body.as_bytes().get(prefix.len()) == Some(&b':') {
+        return None;
+    }
     Function::ALL.get(index).copied()
 }
 
@@ -1230,6 +1244,8 @@ fn error_kind(hits: Hits) -> Option<ErrorKind> {
             N::RadvContextLost,
         ]) {
             ErrorKind::DeviceLost
+        } else if any(&[N::HipVmmFailure, N::PoolVmm]) {
+            ErrorKind::VmmFailure
         } else if any(&[
             N::InvalidDeviceFunction,
             N::NoCompatibleCodeObjects,

@@ -771,3 +771,84 @@ async fn talos_facts_come_with_the_machine_config_secrets_replaced() -> anyhow::
     );
     Ok(())
 }
+
+/// With `amdgpu.mes_log_enable=1` the MES keeps an event log in debugfs: the bundle holds the
+/// file and says whether it advanced between two reads a second apart (a log that stops while a
+/// run is stalled is the MES's own trace of a silent hang).
+#[test]
+fn the_mes_event_log_is_kept_and_read_twice() -> anyhow::Result<()> {
+    let tree = harness::node_fixture_copy("strix-halo-mes83")?;
+    let root = tree.path().join("root");
+    let log = root.join("sys/kernel/debug/dri/1/amdgpu_mes_event_log");
+    std::fs::write(&log, "00000000 00000001 00000002 00000003\n")?;
+    let root_text = root.display().to_string();
+    let section = |unpacked: &Path| -> anyhow::Result<Value> {
+        let sections: Value =
+            serde_json::from_slice(&std::fs::read(unpacked.join("node/sections.json"))?)?;
+        sections["sections"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|s| s["name"] == "mes-event-log")
+            .cloned()
+            .context("no mes-event-log section")
+    };
+
+    // Still: kept, not advanced.
+    let work = tempfile::tempdir()?;
+    let (bundle, _) = report(work.path(), &["--host-root", &root_text])?;
+    let unpacked = unpack(&bundle)?;
+    assert_eq!(section(unpacked.path())?["status"], "ok");
+    let logs: Value = serde_json::from_slice(&std::fs::read(
+        unpacked.path().join("node/mes-event-log.json"),
+    )?)?;
+    assert_eq!(
+        logs[0]["path"], "/sys/kernel/debug/dri/1/amdgpu_mes_event_log",
+        "{logs}"
+    );
+    assert_eq!(logs[0]["advanced"], false, "{logs}");
+    assert!(
+        unpacked
+            .path()
+            .join("host/sys/kernel/debug/dri/1/amdgpu_mes_event_log")
+            .is_file()
+    );
+
+    // Written to while the bundle is taken: advanced.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let stop = std::sync::Arc::clone(&stop);
+        let log = log.clone();
+        std::thread::spawn(move || {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let _ = std::fs::write(&log, format!("{n:08x} 00000001\n"));
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        })
+    };
+    let work = tempfile::tempdir()?;
+    let taken = report(work.path(), &["--host-root", &root_text]);
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.join().ok();
+    let unpacked = unpack(&taken?.0)?;
+    let logs: Value = serde_json::from_slice(&std::fs::read(
+        unpacked.path().join("node/mes-event-log.json"),
+    )?)?;
+    assert_eq!(logs[0]["advanced"], true, "{logs}");
+
+    // Without it (mes_log_enable=0): skipped, saying why.
+    std::fs::remove_file(&log)?;
+    let work = tempfile::tempdir()?;
+    let (bundle, _) = report(work.path(), &["--host-root", &root_text])?;
+    let skipped = section(unpack(&bundle)?.path())?;
+    assert_eq!(skipped["status"], "skipped");
+    assert!(
+        skipped["reason"]
+            .as_str()
+            .is_some_and(|r| r.contains("amdgpu.mes_log_enable=1")),
+        "{skipped}"
+    );
+    Ok(())
+}

@@ -194,6 +194,16 @@ impl ReportTaker {
         self.write_host_files(&recording, &mut redactor, &mut tar, &mut host_files)?;
         tar.flush()?;
 
+        // 1b. The MES's own event log, read twice: whether it still advances.
+        sections.push(mes_event_log_section(
+            &root,
+            runtime,
+            &mut redactor,
+            &mut tar,
+        )?);
+        self.write_host_files(&recording, &mut redactor, &mut tar, &mut host_files)?;
+        tar.flush()?;
+
         // 2. The kernel log of this boot: every record kept, events and incidents classified.
         sections.push(self.kernel_section(&root, runtime, &mut redactor, &mut tar)?);
         self.write_host_files(&recording, &mut redactor, &mut tar, &mut host_files)?;
@@ -422,6 +432,103 @@ impl ReportTaker {
         log.join();
         Ok(section)
     }
+}
+
+/// How far apart the MES event log is read twice. A ring that stops advancing while a run is
+/// stalled is the MES's own trace of a hang the driver never noticed (ROCm/legacy-rocm-build#6630);
+/// an idle GPU's does not advance either, so it is evidence beside a stall, not alone.
+const MES_EVENT_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// One card's MES event log, as `node/mes-event-log.json` describes it.
+#[derive(Debug, Serialize)]
+struct MesEventLog {
+    /// debugfs `dri/N/amdgpu_mes_event_log`, as on the host.
+    path: String,
+    bytes: usize,
+    /// The second read differs from the first.
+    advanced: bool,
+}
+
+/// debugfs `dri/*/amdgpu_mes_event_log` of every card, read twice [`MES_EVENT_LOG_INTERVAL`]
+/// apart; the file itself lands in `host/` (the second read). Present only when the kernel runs
+/// with `amdgpu.mes_log_enable=1` and debugfs is mounted, so its absence is a skip with the reason.
+fn mes_event_log_section(
+    root: &HostRoot,
+    runtime: &tokio::runtime::Handle,
+    redactor: &mut BundleRedactor,
+    tar: &mut Tarball,
+) -> Result<Section, TarballError> {
+    const NAME: &str = "mes-event-log";
+    let started = Instant::now();
+    let reader = root.clone();
+    let read = runtime.block_on(async {
+        tokio::time::timeout(
+            REPORT_STEP_DEADLINE,
+            tokio::task::spawn_blocking(move || read_mes_event_logs(&reader)),
+        )
+        .await
+    });
+    match read {
+        Ok(Ok(Ok(logs))) if logs.is_empty() => Ok(Section {
+            name: NAME.to_owned(),
+            status: "skipped",
+            reason: Some(
+                "no dri/*/amdgpu_mes_event_log in debugfs: the kernel writes it only with amdgpu.mes_log_enable=1 (and debugfs mounted)"
+                    .to_owned(),
+            ),
+            duration_ms: elapsed_ms(started),
+            files: Vec::new(),
+        }),
+        Ok(Ok(Ok(logs))) => json_section(NAME, "node/mes-event-log.json", &logs, redactor, tar, started),
+        Ok(Ok(Err(reason))) => Ok(Section {
+            name: NAME.to_owned(),
+            status: "skipped",
+            reason: Some(reason),
+            duration_ms: elapsed_ms(started),
+            files: Vec::new(),
+        }),
+        Ok(Err(e)) => Ok(failed(NAME, format!("the read task failed: {e}"), started)),
+        Err(_) => Ok(timed_out(NAME, started)),
+    }
+}
+
+fn read_mes_event_logs(root: &HostRoot) -> Result<Vec<MesEventLog>, String> {
+    let dri = root.debugfs().join("dri");
+    let cards = match root.read_dir(&dri) {
+        Ok(cards) => cards,
+        // No debugfs, or no DRM device: nothing to read, as without mes_log_enable.
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(format!("{}: {e}", root.host_display(&dri))),
+    };
+    let mut paths: Vec<PathBuf> = cards
+        .into_iter()
+        .filter(|(name, _)| name.parse::<u32>().is_ok())
+        .map(|(_, path)| path.join("amdgpu_mes_event_log"))
+        .filter(|path| root.metadata(path).is_ok())
+        .collect();
+    paths.sort();
+    let first: Vec<Result<Vec<u8>, String>> = paths
+        .iter()
+        .map(|p| root.read_file(p).map_err(|e| e.to_string()))
+        .collect();
+    if !paths.is_empty() {
+        std::thread::sleep(MES_EVENT_LOG_INTERVAL);
+    }
+    let mut logs = Vec::new();
+    for (path, first) in paths.iter().zip(first) {
+        let second = root.read_file(path);
+        let (first, second) = match (first, second) {
+            (Ok(a), Ok(b)) => (a, b),
+            (Err(e), _) => return Err(format!("{}: {e}", root.host_display(path))),
+            (_, Err(e)) => return Err(format!("{}: {e}", root.host_display(path))),
+        };
+        logs.push(MesEventLog {
+            path: root.host_display(path),
+            bytes: second.len(),
+            advanced: first != second,
+        });
+    }
+    Ok(logs)
 }
 
 /// Keeps the log of each pod (through the pod-log reads' own bounds); the tails land in `host/`.
