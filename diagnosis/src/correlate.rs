@@ -809,6 +809,18 @@ mod tests {
 
     const MIB: u64 = 1024 * 1024;
 
+    /// A saved log of these lines, named `name`.
+    fn run_log<'a>(name: &str, lines: impl IntoIterator<Item = &'a str>) -> RunLog {
+        RunLog {
+            log: crate::llama_log::parse(lines),
+            source: LogSource {
+                name: name.to_owned(),
+                bytes_skipped: 0,
+            },
+            modified_at: None,
+        }
+    }
+
     /// A default-verbosity run that stopped after `loading model`, its lines dated by kubectl
     /// `--timestamps` from 10:00:00.
     fn terse_loading_log() -> RunLog {
@@ -817,14 +829,7 @@ mod tests {
             "2026-12-01T10:00:00.300000000Z 0.00.318.852 I cmn  common_param: common_params_print_info: verbosity = 3 (adjust with the `-lv N` CLI arg)",
             "2026-12-01T10:00:00.310000000Z 0.00.321.532 I srv    load_model: loading model '/models/m.gguf'",
         ];
-        RunLog {
-            log: crate::llama_log::parse(lines),
-            source: LogSource {
-                name: "run.log".to_owned(),
-                bytes_skipped: 0,
-            },
-            modified_at: None,
-        }
+        run_log("run.log", lines)
     }
 
     fn at(text: &str) -> jiff::Timestamp {
@@ -1146,14 +1151,7 @@ mod tests {
             "2026-12-01T10:00:00.200000000Z 0.00.006.000 I sched_reserve: reserving ...",
             "2026-12-01T10:00:00.300000000Z 0.00.006.100 D graph_reserve: reserving a graph for ubatch with n_tokens =    4, n_seqs =  4, n_outputs =    4",
         ];
-        let log = RunLog {
-            log: crate::llama_log::parse(lines),
-            source: LogSource {
-                name: "fit.log".to_owned(),
-                bytes_skipped: 0,
-            },
-            modified_at: None,
-        };
+        let log = run_log("fit.log", lines);
         let d = diagnosed(run_of(Some(log), None), &NodeInputs::default());
         assert_eq!(d.phase, Some(Phase::FitGraphReserve));
         assert!(
@@ -1179,14 +1177,7 @@ mod tests {
             "ggml_cuda_pool_vmm::alloc()               libggml-hip.so",
             "llama_context::decode()                   libllama.so",
         ];
-        let log = RunLog {
-            log: crate::llama_log::parse(lines),
-            source: LogSource {
-                name: "crash.log".to_owned(),
-                bytes_skipped: 0,
-            },
-            modified_at: None,
-        };
+        let log = run_log("crash.log", lines);
         let d = diagnosed(run_of(Some(log), None), &NodeInputs::default());
         assert_eq!(d.outcome, Some(RunOutcome::Crashed));
         assert_eq!(d.phase, None, "a backtrace frame is no phase");
@@ -1209,14 +1200,7 @@ mod tests {
             "2026-12-01T10:00:00.000000000Z 9.22.451.312 I slot   operator(): id  0 | task 6364 | restored context checkpoint (pos_min = 23285, pos_max = 23285, n_tokens = 23286, n_past = 23286, size = 241.031 MiB)",
             "2026-12-01T10:00:00.100000000Z ROCm error: an illegal memory access was encountered",
         ];
-        let log = || RunLog {
-            log: crate::llama_log::parse(lines),
-            source: LogSource {
-                name: "crash.log".to_owned(),
-                bytes_skipped: 0,
-            },
-            modified_at: None,
-        };
+        let log = || run_log("crash.log", lines);
         let d = diagnosed(run_of(Some(log()), None), &NodeInputs::default());
         assert_eq!(d.outcome, Some(RunOutcome::Crashed));
         let matched = d
@@ -1261,14 +1245,7 @@ mod tests {
             "2026-12-01T10:00:00.000000000Z radv/amdgpu: The CS has been cancelled because the context is lost. This context is innocent.",
             "2026-12-01T10:00:00.100000000Z 3.45.098.561 E srv  update_slots: decode() failed: vk::Queue::submit: ErrorDeviceLost",
         ];
-        let log = RunLog {
-            log: crate::llama_log::parse(lines),
-            source: LogSource {
-                name: "lost.log".to_owned(),
-                bytes_skipped: 0,
-            },
-            modified_at: None,
-        };
+        let log = run_log("lost.log", lines);
         let d = diagnosed(run_of(Some(log), None), &NodeInputs::default());
         assert_eq!(d.outcome, Some(RunOutcome::Crashed));
         let ids: Vec<&str> = d

@@ -808,6 +808,68 @@ impl Requirement {
     }
 }
 
+/// A node to drill on: a copy of the healthy fixture tree at `root/` with a one-record
+/// `/dev/kmsg`, a fake API server holding its Node (`Ready`), and where the agent's Unix socket
+/// goes.
+pub struct DrillNode {
+    pub dir: tempfile::TempDir,
+    pub tree: PathBuf,
+    pub kube: FakeKube,
+    pub kubeconfig: PathBuf,
+    pub socket: PathBuf,
+}
+
+impl DrillNode {
+    pub async fn start(node: &str) -> anyhow::Result<DrillNode> {
+        use std::io::Write as _;
+        let dir = crate::harness::node_fixture_copy("strix-halo-healthy")?;
+        let tree = dir.path().join("root");
+        std::fs::create_dir_all(tree.join("dev"))?;
+        writeln!(
+            std::fs::File::create(tree.join("dev/kmsg"))?,
+            "6,1,1000000,-;Linux version 6.18.4-talos (root@buildkitsandbox)"
+        )?;
+        let kube = FakeKube::start(vec![json!({
+            "metadata": { "name": node },
+            "status": { "conditions": [{ "type": "Ready", "status": "True" }] }
+        })])
+        .await?;
+        let kubeconfig = kube.write_kubeconfig(dir.path())?;
+        let socket = dir.path().join("agent.sock");
+        Ok(DrillNode {
+            dir,
+            tree,
+            kube,
+            kubeconfig,
+            socket,
+        })
+    }
+
+    /// An agent on the tree, serving the Unix socket and keeping `node`'s conditions, with
+    /// `extra` flags.
+    pub async fn agent(&self, node: &str, extra: &[&str]) -> anyhow::Result<crate::harness::Agent> {
+        let tree = self.tree.clone();
+        let args: Vec<String> = [
+            "--unix",
+            self.socket.to_str().context("path")?,
+            "--kube-node-conditions",
+            "--node-name",
+            node,
+            "--kubeconfig",
+            self.kubeconfig.to_str().context("path")?,
+        ]
+        .iter()
+        .chain(extra)
+        .map(|s| (*s).to_owned())
+        .collect();
+        tokio::task::spawn_blocking(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            crate::harness::Agent::start(&tree, &args)
+        })
+        .await?
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

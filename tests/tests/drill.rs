@@ -1,16 +1,14 @@
 //! `nodectl-agent inject`: a drill through the running agent's Unix socket fires the whole path on a healthy node (event, drill incident, metric, node condition, Event), each marked as a drill and cleared after; TCP callers and unknown rules are refused.
 
-use std::io::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nodectl_e2e::fake_kube::FakeKube;
-use nodectl_e2e::harness::{Agent, binary, http_get, node_fixture_copy};
+use nodectl_e2e::fake_kube::DrillNode;
+use nodectl_e2e::harness::{binary, http_get};
 use nodectl_proto::nodectl::v1 as pb;
 use pb::kernel_stream_message::Message;
 use pb::node_diagnostics_client::NodeDiagnosticsClient;
-use serde_json::json;
 
 const NODE: &str = "gpu-node-1";
 
@@ -29,41 +27,11 @@ fn inject(socket: &std::path::Path, rule: &str) -> anyhow::Result<(bool, String,
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_drill_fires_event_incident_metric_condition_and_event_marked_and_cleared()
 -> anyhow::Result<()> {
-    let dir = node_fixture_copy("strix-halo-healthy")?;
-    let tree = dir.path().join("root");
-    std::fs::create_dir_all(tree.join("dev"))?;
-    writeln!(
-        std::fs::File::create(tree.join("dev/kmsg"))?,
-        "6,1,1000000,-;Linux version 6.18.4-talos (root@buildkitsandbox)"
-    )?;
-    let kube = FakeKube::start(vec![json!({
-        "metadata": { "name": NODE },
-        "status": { "conditions": [{ "type": "Ready", "status": "True" }] }
-    })])
-    .await?;
-    let kubeconfig = kube.write_kubeconfig(dir.path())?;
-    let socket = dir.path().join("agent.sock");
-    let agent = {
-        let tree = tree.clone();
-        let socket = socket.clone();
-        tokio::task::spawn_blocking(move || {
-            Agent::start(
-                &tree,
-                &[
-                    "--unix",
-                    socket.to_str().context("path")?,
-                    "--metrics-listen",
-                    "127.0.0.1:0",
-                    "--kube-node-conditions",
-                    "--node-name",
-                    NODE,
-                    "--kubeconfig",
-                    kubeconfig.to_str().context("path")?,
-                ],
-            )
-        })
-        .await??
-    };
+    let node = DrillNode::start(NODE).await?;
+    let (kube, socket) = (&node.kube, &node.socket);
+    let agent = node
+        .agent(NODE, &["--metrics-listen", "127.0.0.1:0"])
+        .await?;
 
     // Healthy before the drill.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -72,7 +40,7 @@ async fn a_drill_fires_event_incident_metric_condition_and_event_marked_and_clea
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
-    let (ok, stdout, stderr) = inject(&socket, "mes_timeout")?;
+    let (ok, stdout, stderr) = inject(socket, "mes_timeout")?;
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains("injected as a drill") && stdout.contains("MES failed to respond"),
@@ -170,10 +138,10 @@ async fn a_drill_fires_event_incident_metric_condition_and_event_marked_and_clea
         .context("a drill over TCP was taken")?;
     assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
     assert!(refused.message().contains("Unix socket"), "{refused:?}");
-    let (ok, _, stderr) = inject(&socket, "no_such_rule")?;
+    let (ok, _, stderr) = inject(socket, "no_such_rule")?;
     assert!(!ok);
     assert!(stderr.contains("no_such_rule"), "{stderr}");
-    let (ok, _, stderr) = inject(&dir.path().join("absent.sock"), "mes_timeout")?;
+    let (ok, _, stderr) = inject(&node.dir.path().join("absent.sock"), "mes_timeout")?;
     assert!(!ok);
     assert!(stderr.contains("absent.sock"), "{stderr}");
 

@@ -1,15 +1,11 @@
 //! The knowledge catalog from the outside: `nodectl knowledge check` on the shipped catalog and on a user's files (errors with file and line), a user's rows used by `events`, `knowledge show` and a running agent's node condition, and an agent refusing broken knowledge.
 
-use std::io::Write as _;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nodectl_e2e::fake_kube::FakeKube;
-use nodectl_e2e::harness::{
-    Agent, binary, fixture, node_fixture, node_fixture_copy, nodectl, nodectl_json, nodectl_with,
-};
-use serde_json::json;
+use nodectl_e2e::fake_kube::DrillNode;
+use nodectl_e2e::harness::{binary, fixture, node_fixture, nodectl, nodectl_json, nodectl_with};
 
 const NODE: &str = "gpu-node-1";
 
@@ -139,46 +135,14 @@ fn an_agent_refuses_broken_knowledge_with_file_and_line() -> anyhow::Result<()> 
 /// condition's incident says.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_running_agent_uses_the_sites_rule_and_words() -> anyhow::Result<()> {
-    let dir = node_fixture_copy("strix-halo-healthy")?;
-    let tree = dir.path().join("root");
-    std::fs::create_dir_all(tree.join("dev"))?;
-    writeln!(
-        std::fs::File::create(tree.join("dev/kmsg"))?,
-        "6,1,1000000,-;Linux version 6.18.4-talos (root@buildkitsandbox)"
-    )?;
-    let kube = FakeKube::start(vec![json!({
-        "metadata": { "name": NODE },
-        "status": { "conditions": [{ "type": "Ready", "status": "True" }] }
-    })])
-    .await?;
-    let kubeconfig = kube.write_kubeconfig(dir.path())?;
-    let socket = dir.path().join("agent.sock");
+    let node = DrillNode::start(NODE).await?;
+    let (kube, socket) = (&node.kube, &node.socket);
     let site = path("knowledge/site")?;
-    let _agent = {
-        let tree = tree.clone();
-        let socket = socket.clone();
-        tokio::task::spawn_blocking(move || {
-            Agent::start(
-                &tree,
-                &[
-                    "--unix",
-                    socket.to_str().context("path")?,
-                    "--kube-node-conditions",
-                    "--node-name",
-                    NODE,
-                    "--kubeconfig",
-                    kubeconfig.to_str().context("path")?,
-                    "--knowledge",
-                    &site,
-                ],
-            )
-        })
-        .await??
-    };
+    let _agent = node.agent(NODE, &["--knowledge", &site]).await?;
     let inject = |rule: &str| -> anyhow::Result<String> {
         let output = Command::new(binary("nodectl-agent")?)
             .args(["inject", "--kernel-message", rule, "--socket"])
-            .arg(&socket)
+            .arg(socket)
             .output()?;
         anyhow::ensure!(
             output.status.success(),
