@@ -10,6 +10,7 @@ pub mod drill;
 pub mod feed;
 pub mod held_replies;
 pub mod host_root;
+pub mod kfd;
 pub mod kmsg;
 pub mod knowledge;
 pub mod limits;

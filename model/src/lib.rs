@@ -8,6 +8,7 @@ pub mod diagnosis;
 pub mod inference;
 pub mod kernel_args;
 pub mod kernel_log;
+pub mod kfd_smi;
 pub mod knowledge;
 pub mod line_reader;
 pub mod log_wrapper;

@@ -1,0 +1,170 @@
+//! The KFD SMI event channel: each GPU's `gpu_id` from KFD topology, `/dev/kfd` opened (retried while KFD is locked by a reset or suspend), one event fd per GPU with its mask, read as records.
+//!
+//! Only the opening needs a GPU node: what follows the ioctl (reading records off the event fd)
+//! is [`reader`], tested over a pipe; the kernel calls Rust cannot check are in [`sys`]. Without `/dev/kfd` (no ROCm-capable GPU, or a pod without
+//! the device) the channel is [`Unavailable`], with the reason, and nothing else changes.
+
+pub mod reader;
+pub mod sys;
+
+use std::os::fd::{AsFd, OwnedFd};
+use std::time::Duration;
+
+use crate::HostRoot;
+use crate::collect::{Reader, kfd};
+pub use reader::{EventFdReader, Read};
+
+/// Every event (ids 1–13), and with bit 63 every process's per-process events (5–11), which the
+/// kernel grants only to a reader with CAP_SYS_ADMIN; without it the bit is ignored, not refused.
+pub const EVENT_MASK_ALL: u64 = 0x8000_0000_0000_1FFF;
+
+/// How often, and how far apart at most, `/dev/kfd` is tried again while it answers `EAGAIN`
+/// (KFD is locked during a GPU reset or a suspend, which is when its events matter most; a reset
+/// takes seconds).
+pub const OPEN_ATTEMPTS: u32 = 8;
+pub const OPEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The channel cannot be read here, and why: one line for the snapshot's problems and readiness.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("KFD event channel unavailable: {0}")]
+pub struct Unavailable(pub String);
+
+/// One GPU's event fd. `kfd` stays open for the fd's life: KFD ties the event fd to the process
+/// that opened `/dev/kfd`.
+#[derive(Debug)]
+pub struct GpuChannel {
+    pub gpu_id: u32,
+    pub reader: EventFdReader,
+}
+
+/// The open channel: KFD's ioctl version and each GPU's event reader.
+#[derive(Debug)]
+pub struct Channel {
+    _kfd: OwnedFd,
+    pub version: (u32, u32),
+    pub gpus: Vec<GpuChannel>,
+}
+
+/// The `gpu_id`s of the GPU nodes of KFD topology (CPU nodes have 0).
+pub fn gpu_ids(root: &HostRoot) -> Vec<u32> {
+    let mut reader = Reader::new(root);
+    kfd::collect(&mut reader)
+        .into_iter()
+        .map(|node| node.gpu_id)
+        .filter(|id| *id != 0)
+        .collect()
+}
+
+/// Opens the channel for every GPU of KFD topology, with `mask`.
+pub async fn open(root: &HostRoot, mask: u64) -> Result<Channel, Unavailable> {
+    let gpus = gpu_ids(root);
+    if gpus.is_empty() {
+        return Err(Unavailable(
+            "KFD topology lists no GPU (/sys/class/kfd/kfd/topology/nodes/*/gpu_id)".to_owned(),
+        ));
+    }
+    let path = root.path("dev/kfd");
+    let kfd = open_kfd(&path).await.map_err(|e| {
+        Unavailable(format!(
+            "{}: {e}{}",
+            root.host_display(&path),
+            if e.kind() == std::io::ErrorKind::NotFound {
+                " (no ROCm-capable GPU, or the pod lacks the device: the DaemonSet mounts /dev/kfd)"
+            } else {
+                ""
+            }
+        ))
+    })?;
+    let mut version = (0, 0);
+    let mut channels = Vec::with_capacity(gpus.len());
+    for gpu_id in gpus {
+        let (v, fd) = sys::version_and_event_fd(kfd.as_fd(), gpu_id)
+            .map_err(|e| Unavailable(format!("AMDKFD_IOC_SMI_EVENTS for gpu_id {gpu_id}: {e}")))?;
+        version = v;
+        reader::write_mask(fd.as_fd(), mask)
+            .map_err(|e| Unavailable(format!("the event mask of gpu_id {gpu_id}: {e}")))?;
+        let reader = EventFdReader::new(fd)
+            .map_err(|e| Unavailable(format!("the event fd of gpu_id {gpu_id}: {e}")))?;
+        channels.push(GpuChannel { gpu_id, reader });
+    }
+    Ok(Channel {
+        _kfd: kfd,
+        version,
+        gpus: channels,
+    })
+}
+
+/// `/dev/kfd` read-write and close-on-exec; `EAGAIN` (KFD locked) is tried again with a
+/// doubling pause up to [`OPEN_BACKOFF_MAX`], [`OPEN_ATTEMPTS`] times in all.
+async fn open_kfd(path: &std::path::Path) -> std::io::Result<OwnedFd> {
+    use std::os::unix::fs::{FileTypeExt as _, OpenOptionsExt as _};
+    let mut pause = Duration::from_millis(100);
+    let mut attempt = 1;
+    loop {
+        let opened = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(nix::fcntl::OFlag::O_CLOEXEC.bits())
+            .open(path);
+        match opened {
+            Ok(file) => {
+                if !file.metadata()?.file_type().is_char_device() {
+                    return Err(std::io::Error::other("not a character device"));
+                }
+                return Ok(OwnedFd::from(file));
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EAGAIN) && attempt < OPEN_ATTEMPTS => {
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(OPEN_BACKOFF_MAX);
+                attempt += 1;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn fixture(name: &str) -> HostRoot {
+        HostRoot::new(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../tests/fixtures/nodes")
+                .join(name),
+        )
+    }
+
+    #[test]
+    fn the_gpus_come_from_kfd_topology() {
+        assert!(!gpu_ids(&fixture("strix-halo-healthy")).is_empty());
+        assert!(gpu_ids(&fixture("no-gpu")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn without_dev_kfd_the_channel_is_unavailable_and_says_why() {
+        let e = open(&fixture("strix-halo-healthy"), EVENT_MASK_ALL)
+            .await
+            .unwrap_err();
+        assert!(e.to_string().contains("/dev/kfd"), "{e}");
+        assert!(e.to_string().contains("the pod lacks the device"), "{e}");
+        let e = open(&fixture("no-gpu"), EVENT_MASK_ALL).await.unwrap_err();
+        assert!(e.to_string().contains("no GPU"), "{e}");
+    }
+
+    #[tokio::test]
+    async fn a_file_where_the_device_should_be_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("kfd");
+        std::fs::write(&path, b"").unwrap();
+        let e = open_kfd(&path).await.unwrap_err();
+        assert!(e.to_string().contains("not a character device"), "{e}");
+        nix::unistd::mkfifo(
+            &dir.path().join("fifo"),
+            nix::sys::stat::Mode::S_IRUSR | nix::sys::stat::Mode::S_IWUSR,
+        )
+        .unwrap();
+        assert!(open_kfd(&dir.path().join("fifo")).await.is_err());
+    }
+}
