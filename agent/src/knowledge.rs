@@ -58,7 +58,7 @@ mod tests {
     #[test]
     fn the_shipped_catalog_works_in_the_agent_and_every_check_has_a_row() {
         let knowledge = Knowledge::embedded().unwrap();
-        assert_eq!(problems(knowledge), Vec::<String>::new());
+        assert_eq!(problems(&knowledge), Vec::<String>::new());
         for id in crate::checks::check_ids() {
             assert!(
                 knowledge.get(Kind::Check, id).is_some(),

@@ -180,7 +180,7 @@ impl Catalog {
     /// The known issues and strategies of the knowledge in effect ([`Knowledge::current`]).
     pub fn embedded() -> Result<Catalog, CatalogError> {
         let knowledge = Knowledge::current().map_err(|e| CatalogError::Knowledge(e.to_string()))?;
-        Catalog::from_knowledge(knowledge)
+        Catalog::from_knowledge(&knowledge)
     }
 
     /// The known issues and strategies of a knowledge catalog (whose cross-references were

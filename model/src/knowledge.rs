@@ -6,6 +6,7 @@
 //! nodectl that uses the kind. A strategy is the only row whose text says what to do: a finding's
 //! remedy, an incident's action and a diagnosis's proposals are all drawn from strategies.
 
+use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -237,23 +238,19 @@ pub struct Knowledge {
 static CURRENT: OnceLock<Knowledge> = OnceLock::new();
 
 impl Knowledge {
-    /// The catalog built into nodectl, parsed and checked once per process.
-    pub fn embedded() -> Result<&'static Knowledge, &'static KnowledgeErrors> {
-        static EMBEDDED_PARSED: OnceLock<Result<Knowledge, KnowledgeErrors>> = OnceLock::new();
-        EMBEDDED_PARSED
-            .get_or_init(|| {
-                let k = Knowledge::from_layers(&[embedded_layer()?]);
-                k.checked()
-            })
-            .as_ref()
+    /// The catalog built into nodectl, parsed and checked. Not kept: a process builds what it
+    /// needs from it once (the agent its classifier and checks) and should not hold the rows
+    /// for its whole life.
+    pub fn embedded() -> Result<Knowledge, KnowledgeErrors> {
+        Knowledge::from_layers(&[embedded_layer()?]).checked()
     }
 
     /// The knowledge this process runs with: what [`Knowledge::install`] set at start-up, else
     /// the embedded catalog.
-    pub fn current() -> Result<&'static Knowledge, &'static KnowledgeErrors> {
+    pub fn current() -> Result<Cow<'static, Knowledge>, KnowledgeErrors> {
         match CURRENT.get() {
-            Some(k) => Ok(k),
-            None => Knowledge::embedded(),
+            Some(k) => Ok(Cow::Borrowed(k)),
+            None => Knowledge::embedded().map(Cow::Owned),
         }
     }
 

@@ -3,6 +3,12 @@
 use std::io::BufRead;
 use std::ops::ControlFlow;
 
+/// How much of a saved log one read takes. Reads much longer than a line keep the lines that
+/// span two reads (and are copied) rare; reads larger than the CPU's cache cost more in the
+/// kernel's copy than they save in calls: on the 2-vCPU EPYC host of BENCHMARKS.md, reading a
+/// 60 MB log 256 KiB or 1 MiB at a time took three times the system time of 128 KiB reads.
+pub const READ_BUFFER_BYTES: usize = 128 * 1024;
+
 /// One line that could not be handed over as part of a valid UTF-8 run: invalid UTF-8, or a
 /// line that spanned reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -6,7 +6,11 @@ fn main() -> anyhow::Result<()> {
         .ok_or_else(|| anyhow::anyhow!("usage: llama_log_bench LOG"))?;
     let file = std::fs::File::open(&path)?;
     let log =
-        nodectl::cmd::diagnose::parse_reader(std::io::BufReader::with_capacity(1 << 20, file))?;
+        // Read as `nodectl diagnose --log` reads.
+        nodectl::cmd::diagnose::parse_reader(std::io::BufReader::with_capacity(
+            nodectl_model::line_reader::READ_BUFFER_BYTES,
+            file,
+        ))?;
     println!(
         "{} lines, {} recognised, {} phase marks, last phase {}",
         log.lines_read,

@@ -40,9 +40,18 @@ pub fn known_issues_of(knowledge: &Knowledge) -> Result<Vec<KnownIssue>, String>
     Ok(issues)
 }
 
-/// The checks of the knowledge in effect.
-pub fn known_issues() -> Result<Vec<KnownIssue>, String> {
-    known_issues_of(Knowledge::current().map_err(|e| e.to_string())?)
+/// The checks of the knowledge in effect, made once: every snapshot runs them, and the knowledge
+/// is installed at start-up, before the first snapshot.
+pub fn known_issues() -> Result<&'static [KnownIssue], &'static str> {
+    static MADE: std::sync::LazyLock<Result<Vec<KnownIssue>, String>> =
+        std::sync::LazyLock::new(|| {
+            let knowledge = Knowledge::current().map_err(|e| e.to_string())?;
+            known_issues_of(&knowledge)
+        });
+    match &*MADE {
+        Ok(issues) => Ok(issues),
+        Err(e) => Err(e),
+    }
 }
 
 /// The check ids this agent has logic for: a `[[check]]` row of another id cannot run.
@@ -110,14 +119,14 @@ pub fn evaluate(snapshot: &Snapshot) -> (Vec<Finding>, Vec<Problem>) {
                 Vec::new(),
                 vec![Problem {
                     path: "(knowledge checks)".to_owned(),
-                    reason: e,
+                    reason: e.to_owned(),
                 }],
             );
         }
     };
     let mut findings = Vec::new();
     let mut problems = Vec::new();
-    for issue in &issues {
+    for issue in issues {
         let Some((_, rule)) = RULES.iter().find(|(id, _)| *id == issue.id) else {
             problems.push(Problem {
                 path: "(knowledge checks)".to_owned(),

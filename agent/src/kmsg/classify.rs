@@ -160,8 +160,8 @@ impl Classifier {
     /// The rules of the knowledge in effect ([`Knowledge::current`]): the embedded catalog,
     /// or what `--knowledge` made of it at start-up.
     pub fn embedded() -> Result<Self, RulesError> {
-        let knowledge = Knowledge::current().map_err(|e| RulesError::Knowledge(e.clone()))?;
-        Self::from_knowledge(knowledge)
+        let knowledge = Knowledge::current()?;
+        Self::from_knowledge(&knowledge)
     }
 
     /// The embedded rules overlaid with a knowledge file's text; `file` names it in errors.
@@ -584,8 +584,8 @@ mod tests {
     #[test]
     fn every_shipped_example_is_classified_by_its_own_rule() {
         let k = Knowledge::embedded().unwrap();
-        let c = Classifier::from_knowledge(k).unwrap();
-        let errors: Vec<String> = c.example_errors(k).iter().map(|e| e.to_string()).collect();
+        let c = Classifier::from_knowledge(&k).unwrap();
+        let errors: Vec<String> = c.example_errors(&k).iter().map(|e| e.to_string()).collect();
         assert!(errors.is_empty(), "{errors:#?}");
         let shadowed = "[[rule]]\nid = \"greedy\"\nseverity = \"info\"\ntitle = \"t\"\nclass = \"info\"\npattern = '^MES'\nexample = 'amdgpu: MES x'\n";
         let k = Knowledge::overlay(&[("mine.toml".into(), shadowed.into())]).unwrap();

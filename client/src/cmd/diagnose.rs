@@ -33,9 +33,8 @@ use crate::render;
 const PROCESS_SAMPLE: Duration = Duration::from_secs(1);
 /// Bytes of a log read from a file or standard input; a verbose run of days is far less.
 const MAX_LOG_BYTES: u64 = 4 * 1024 * 1024 * 1024;
-/// A log's read size: lines are cut out of the buffer, and one that spans two reads is copied,
-/// so reads much longer than a line.
-const LOG_READ_BUFFER_BYTES: usize = 256 * 1024;
+/// A log's read size (one for every saved log; see there).
+const LOG_READ_BUFFER_BYTES: usize = nodectl_model::line_reader::READ_BUFFER_BYTES;
 /// How long waiting for the agent's kernel event history may take.
 const KERNEL_EVENTS_TIMEOUT: Duration = Duration::from_secs(20);
 /// Evidence and error lines the table output shows, at most (JSON has them all).

@@ -80,8 +80,8 @@ pub fn load(paths: &[PathBuf]) -> anyhow::Result<Knowledge> {
     }
 }
 
-fn current() -> anyhow::Result<&'static Knowledge> {
-    Knowledge::current().map_err(|e| anyhow::anyhow!("{e}"))
+fn current() -> anyhow::Result<std::borrow::Cow<'static, Knowledge>> {
+    Ok(Knowledge::current()?)
 }
 
 fn severity(entry: &Entry) -> &'static str {

@@ -47,9 +47,8 @@ const WINDOW_BYTES: usize = 1 << 20;
 /// unnamed temporary file, so a log of a million incidents costs disk, not memory.
 const SPOOL_MEMORY_BYTES: usize = 1 << 20;
 
-/// A saved log's read size: lines are cut out of the buffer and one search per read finds the
-/// GPU lines, so reads far longer than a line (a line spanning two reads is copied).
-const SAVED_LOG_READ_BYTES: usize = 256 * 1024;
+/// A saved log's read size (one for every saved log; see there).
+const SAVED_LOG_READ_BYTES: usize = nodectl_model::line_reader::READ_BUFFER_BYTES;
 
 /// Runs `nodectl events --file FILE`.
 pub(super) fn run(
