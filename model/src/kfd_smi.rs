@@ -242,7 +242,7 @@ fn parse_body(id: u32, body: &str, r: &mut SmiRecord) -> Option<SmiEventKind> {
             // `SEQ CAUSE` (the cause may hold spaces), `SEQ ` on post-reset, `SEQ` before causes.
             let (seq, cause) = body.split_once(' ').unwrap_or((body, ""));
             r.reset_seq = Some(hex_u32(seq)?);
-            if body.contains(' ') || !cause.is_empty() {
+            if body.contains(' ') {
                 r.reset_cause = Some(cause.to_owned());
             }
             Some(if id == 3 {
@@ -256,17 +256,10 @@ fn parse_body(id: u32, body: &str, r: &mut SmiRecord) -> Option<SmiEventKind> {
             let [at, arrow_text, locations, trigger] = f.as_slice() else {
                 return None;
             };
-            let (address, size) = at_paren(at)?;
-            let (from, to) = arrow(arrow_text)?;
             let (prefetch, preferred) = locations.split_once(':')?;
             hex_u32(prefetch)?;
             hex_u32(preferred)?;
-            set_ns_pid(r, ns, pid);
-            r.address_pages = Some(address);
-            r.size_pages = Some(size);
-            r.from_gpu_id = Some(from);
-            r.to_gpu_id = Some(to);
-            r.trigger = Some(trigger_name(&MIGRATE_TRIGGERS, trigger)?);
+            migration(r, ns, pid, at, arrow_text, trigger)?;
             Some(K::MigrateStart)
         }
         6 => {
@@ -276,14 +269,7 @@ fn parse_body(id: u32, body: &str, r: &mut SmiRecord) -> Option<SmiEventKind> {
                 [at, arrow_text, trigger] => (at, arrow_text, trigger, None),
                 _ => return None,
             };
-            let (address, size) = at_paren(at)?;
-            let (from, to) = arrow(arrow_text)?;
-            set_ns_pid(r, ns, pid);
-            r.address_pages = Some(address);
-            r.size_pages = Some(size);
-            r.from_gpu_id = Some(from);
-            r.to_gpu_id = Some(to);
-            r.trigger = Some(trigger_name(&MIGRATE_TRIGGERS, trigger)?);
+            migration(r, ns, pid, at, arrow_text, trigger)?;
             if let Some(error) = error {
                 r.error_code = Some(error.parse().ok()?);
             }
@@ -377,6 +363,26 @@ fn parse_body(id: u32, body: &str, r: &mut SmiRecord) -> Option<SmiEventKind> {
             None
         }
     }
+}
+
+/// What MIGRATE_START and MIGRATE_END share: `@ADDR(SIZE) FROM->TO` and the trigger.
+fn migration(
+    r: &mut SmiRecord,
+    ns: u64,
+    pid: u32,
+    at: &str,
+    arrow_text: &str,
+    trigger: &str,
+) -> Option<()> {
+    let (address, size) = at_paren(at)?;
+    let (from, to) = arrow(arrow_text)?;
+    set_ns_pid(r, ns, pid);
+    r.address_pages = Some(address);
+    r.size_pages = Some(size);
+    r.from_gpu_id = Some(from);
+    r.to_gpu_id = Some(to);
+    r.trigger = Some(trigger_name(&MIGRATE_TRIGGERS, trigger)?);
+    Some(())
 }
 
 fn set_ns_pid(r: &mut SmiRecord, ns: u64, pid: u32) {
