@@ -104,7 +104,8 @@ async fn open_kfd(path: &std::path::Path) -> std::io::Result<OwnedFd> {
         let opened = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
-            .custom_flags(nix::fcntl::OFlag::O_CLOEXEC.bits())
+            // Not through a link: the device node itself, or nothing.
+            .custom_flags((nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NOFOLLOW).bits())
             .open(path);
         match opened {
             Ok(file) => {
@@ -166,5 +167,7 @@ mod tests {
         )
         .unwrap();
         assert!(open_kfd(&dir.path().join("fifo")).await.is_err());
+        std::os::unix::fs::symlink("/dev/null", dir.path().join("link")).unwrap();
+        assert!(open_kfd(&dir.path().join("link")).await.is_err());
     }
 }
