@@ -94,6 +94,22 @@ impl<T: Sequenced + Send + Sync + 'static> Feed<T> {
         }
     }
 
+    /// Where a subscriber resumes: the sequence number of the newest message of the history
+    /// (all messages, or the important ones) that `had` says it had already, and the oldest
+    /// message the history holds.
+    pub fn locate(&self, all: bool, had: impl Fn(&T) -> bool) -> (Option<u64>, Option<Arc<T>>) {
+        let histories = self.lock();
+        let deque = if all {
+            &histories.all
+        } else {
+            &histories.important
+        };
+        (
+            deque.iter().rev().find(|i| had(i)).map(|i| i.seq()),
+            deque.front().cloned(),
+        )
+    }
+
     /// The history after `since_seq` that `wanted` keeps (from the long history of important
     /// messages unless `all`), then, with `follow`, a receiver of live messages.
     pub fn subscribe(
@@ -241,6 +257,9 @@ mod tests {
         // After 2, the history no longer holds 3..=6.
         let resumed = f.subscribe(2, true, false, |_| true);
         assert_eq!(resumed.missed_before_backlog, 4);
+        let (had, oldest) = f.locate(false, |n| n.0 <= 8);
+        assert_eq!((had, oldest.map(|n| n.0)), (Some(8), Some(4)));
+        assert_eq!(f.locate(true, |n| n.0 < 3).0, None);
         assert_eq!(f.subscribe(u64::MAX, true, false, |_| true).backlog, []);
     }
 

@@ -98,15 +98,21 @@ pub const KERNEL_LOG_BROADCAST: usize = 1024;
 /// Messages buffered per stream between the broadcast and the client's connection.
 pub const KERNEL_STREAM_BUFFER: usize = 64;
 
-/// Size of the saved kernel log position (`--state-dir`): a boot id, a number and the ids of
-/// the open incidents (at most [`MAX_OPEN_INCIDENTS_SAVED`], 21 bytes each) fit, so a larger
+/// Size of the saved event position (`--state-dir`): a boot id, a cursor per source, the next
+/// incident id and the open incidents (at most [`MAX_OPEN_INCIDENTS_SAVED`], each a few hundred
+/// bytes and at worst ~8 KiB: a count for every rule id and a process name) fit, so a larger
 /// file is not one and is replaced.
-pub const MAX_STATE_BYTES: u64 = 4096;
+pub const MAX_STATE_BYTES: u64 = 1 << 20;
 
-/// Open incidents whose ids are saved to be counted after a restart: a node has a GPU or two,
-/// each with an incident or two open; more is a storm, whose surplus goes uncounted rather
-/// than making the state file one that is refused.
-pub const MAX_OPEN_INCIDENTS_SAVED: usize = 128;
+/// A process name kept in an incident: the kernel's task names are 16 bytes, and a longer
+/// one (a line of an odd kernel) is cut here so the saved incidents stay within
+/// [`MAX_STATE_BYTES`].
+pub const MAX_INCIDENT_PROCESS_BYTES: usize = 256;
+
+/// Open incidents saved to be taken up after a restart: a node has a GPU or two, each with an
+/// incident or two open; more is a storm, whose surplus is closed uncounted rather than
+/// making the state file one that is refused.
+pub const MAX_OPEN_INCIDENTS_SAVED: usize = 64;
 
 /// TCP connections open at once per port: well below the default limit of 1024 file
 /// descriptors, which also has to cover host files and the kernel log. Past it, new

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use nodectl_model::inference::{InferenceProcesses, PodLog};
-use nodectl_model::{Class, Snapshot, StreamMessage};
+use nodectl_model::{Class, Snapshot, Source, StreamMessage};
 use nodectl_proto::nodectl::v1 as pb;
 use pb::node_diagnostics_client::NodeDiagnosticsClient;
 use tokio_stream::{Stream, StreamExt as _};
@@ -569,6 +569,12 @@ impl NodeClient {
                 .map(|c| c.as_str().to_owned())
                 .collect(),
             include_unclassified: request.include_unclassified,
+            since_cursor: [(Source::Kmsg.as_str().to_owned(), request.since_seq)]
+                .into_iter()
+                .filter(|(_, cursor)| *cursor > 0)
+                .collect(),
+            // Every source this client knows; an agent before sources sends the kernel log.
+            sources: Source::ALL.iter().map(|s| s.as_str().to_owned()).collect(),
         };
         let stream = self
             .client

@@ -899,6 +899,7 @@ mod tests {
             recovered: Some(true),
             closed: true,
             drill: false,
+            sources: [nodectl_model::Source::Kmsg].into(),
         }
     }
 

@@ -54,9 +54,67 @@ impl Class {
     }
 }
 
-/// A kernel log entry after classification.
+/// Where a kernel event was read.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Hash,
+    PartialOrd,
+    Ord,
+    Serialize,
+    serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Source {
+    /// The kernel log (`/dev/kmsg`, or a saved copy of it).
+    #[default]
+    Kmsg,
+    /// The KFD SMI event channel (`AMDKFD_IOC_SMI_EVENTS` on `/dev/kfd`), or saved records of it.
+    KfdSmi,
+}
+
+impl Source {
+    pub const ALL: [Source; 2] = [Source::Kmsg, Source::KfdSmi];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Kmsg => "kmsg",
+            Source::KfdSmi => "kfd_smi",
+        }
+    }
+
+    /// A source by its name; the empty name is `kmsg` (what agents before sources sent).
+    pub fn parse(text: &str) -> Option<Source> {
+        if text.is_empty() {
+            return Some(Source::Kmsg);
+        }
+        Source::ALL.into_iter().find(|s| s.as_str() == text)
+    }
+
+    /// The known source names, for error messages.
+    pub fn known() -> String {
+        Source::ALL.map(Source::as_str).join(", ")
+    }
+}
+
+impl std::fmt::Display for Source {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A kernel event after classification: a kernel log record, or a KFD SMI record.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct KernelEvent {
+    /// Where it was read.
+    pub source: Source,
+    /// Its place within the source in this boot: a kernel log record's seq, a KFD SMI record's
+    /// number as the agent counted it; `None` in a saved log without one (see `line`).
+    pub cursor: Option<u64>,
     /// The kernel's sequence number (live records, saved kmsg streams).
     pub seq: Option<u64>,
     /// Line number in a saved log.
@@ -90,9 +148,10 @@ pub struct KernelEvent {
 }
 
 /// Related events on one device: one hang, reset, fault storm… and its outcome.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct Incident {
-    /// The seq (or, in a saved log without seq, the line number) of its first event.
+    /// Allocated by the tracker when it opens, counting up from 1 in a boot (a saved log:
+    /// in the file); the agent keeps the count across its restarts.
     pub incident_id: u64,
     /// `mes_hang_reset`, `page_fault_storm`, …
     pub kind: Arc<str>,
@@ -121,6 +180,9 @@ pub struct Incident {
     /// It holds an injected event: a drill (`nodectl-agent inject`), not a GPU fault.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub drill: bool,
+    /// The sources its events came from.
+    #[serde(default)]
+    pub sources: std::collections::BTreeSet<Source>,
 }
 
 impl Incident {
@@ -144,6 +206,19 @@ pub struct StreamHeader {
     pub last_seq: u64,
     /// Records lost since the agent started.
     pub records_lost_total: u64,
+    /// Each source the request named, and whether the agent reads it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceStatus>,
+}
+
+/// Whether the agent reads a source, and how far it holds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SourceStatus {
+    pub source: Source,
+    /// Why the agent does not read it; `None` when it does.
+    pub reason: Option<String>,
+    /// Newest cursor held for the request's filter (0 when none).
+    pub last_cursor: u64,
 }
 
 /// Records `first_lost_seq ..= last_lost_seq` were lost (ring overrun, or while no agent ran).

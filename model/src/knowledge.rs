@@ -18,10 +18,14 @@ use toml::Spanned;
 use crate::snapshot::Severity;
 
 /// The files built into nodectl, in the order their rows are read.
-const EMBEDDED: [(&str, &str); 4] = [
+const EMBEDDED: [(&str, &str); 5] = [
     (
         "knowledge/kernel-rules.toml",
         include_str!("../../knowledge/kernel-rules.toml"),
+    ),
+    (
+        "knowledge/kfd-smi-events.toml",
+        include_str!("../../knowledge/kfd-smi-events.toml"),
     ),
     (
         "knowledge/node-checks.toml",

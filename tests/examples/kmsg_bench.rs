@@ -18,6 +18,7 @@ fn follow_request() -> pb::StreamKernelEventsRequest {
         follow: true,
         classes: Vec::new(),
         include_unclassified: true,
+        ..Default::default()
     }
 }
 

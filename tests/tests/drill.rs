@@ -57,6 +57,7 @@ async fn a_drill_fires_event_incident_metric_condition_and_event_marked_and_clea
                 follow: false,
                 classes: Vec::new(),
                 include_unclassified: false,
+                ..Default::default()
             })
             .await?
             .into_inner();

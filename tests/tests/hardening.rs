@@ -375,6 +375,7 @@ async fn kernel_event_streams_are_bounded_in_number_and_released_when_clients_le
         follow: true,
         classes: Vec::new(),
         include_unclassified: true,
+        ..Default::default()
     };
     // Streams that are opened and never read, over several connections (each connection
     // carries at most 16 at once; one connection used to carry 10,000).

@@ -87,6 +87,7 @@ fn everything_followed() -> pb::StreamKernelEventsRequest {
         follow: true,
         classes: Vec::new(),
         include_unclassified: true,
+        ..Default::default()
     }
 }
 

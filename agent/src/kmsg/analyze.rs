@@ -8,6 +8,8 @@ use super::classify::Classifier;
 pub use nodectl_model::KernelEvent;
 
 use super::incident::{EventPlace, Incident, IncidentTracker};
+use nodectl_model::kfd_smi::SmiRecord;
+use nodectl_model::{Class, Source};
 use super::offline::{JournalYear, LineFormat, LogLine};
 use super::reader::follows_plausibly;
 use super::record::{Record, pci_of_device};
@@ -92,6 +94,24 @@ impl Entry {
     }
 }
 
+/// One KFD SMI record and where it sits.
+#[derive(Debug, Clone, Default)]
+pub struct SmiEntry {
+    pub record: SmiRecord,
+    /// Its number in this boot (the live channel), `None` in a saved file.
+    pub cursor: Option<u64>,
+    /// Line number in a saved file of records.
+    pub line: Option<u64>,
+    /// When it was read, on the kernel log's clock: records of resets carry no time of their
+    /// own, and the reading time is what puts them beside the kernel log's lines.
+    pub monotonic_usec: Option<u64>,
+    pub time: Option<jiff::Timestamp>,
+    /// PCI address of the GPU whose channel gave it.
+    pub device: Option<String>,
+    /// A drill (`nodectl-agent inject` of a KFD SMI rule).
+    pub injected: bool,
+}
+
 /// What the analyzer produces, in order.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Output {
@@ -137,6 +157,8 @@ impl Analyzer {
             .and_then(pci_of_device)
             .map(str::to_owned);
         let mut event = KernelEvent {
+            source: Source::Kmsg,
+            cursor: entry.seq,
             seq: entry.seq,
             line: entry.line,
             monotonic_usec: entry.monotonic_usec,
@@ -168,8 +190,9 @@ impl Analyzer {
         event.fields = classification.fields;
         let mut updates = Vec::new();
         self.incidents.add(
-            rule,
+            rule.role(),
             EventPlace {
+                source: Source::Kmsg,
                 seq: event.seq,
                 line: event.line,
                 monotonic_usec: event.monotonic_usec,
@@ -183,6 +206,84 @@ impl Analyzer {
         );
         out.push(Output::Event(event));
         out.extend(updates.into_iter().map(Output::Incident));
+    }
+
+    /// Classifies one KFD SMI record; pushes its event, then any incident updates it caused.
+    pub fn push_smi(&mut self, smi: SmiEntry, out: &mut Vec<Output>) {
+        let record = smi.record;
+        let mut fields = BTreeMap::new();
+        let mut put = |key: &str, value: Option<String>| {
+            if let Some(value) = value {
+                fields.insert(key.to_owned(), value);
+            }
+        };
+        put("smi_event", Some(record.kind.as_str().to_owned()));
+        put("pid", record.pid.map(|p| p.to_string()));
+        put("process", record.comm.clone());
+        put("gpu_id", record.gpu_id.map(|g| g.to_string()));
+        put("reset_seq", record.reset_seq.map(|n| n.to_string()));
+        put(
+            "reset_cause",
+            record.reset_cause.clone().filter(|c| !c.is_empty()),
+        );
+        put("trigger", record.trigger.clone());
+        put(
+            "address",
+            record.address_pages.map(|a| format!("{:#x}", a << 12)),
+        );
+        put("boottime_ns", record.boottime_ns.map(|n| n.to_string()));
+        put("unparsed", record.unparsed.clone());
+        let rule = self.classifier.classify_smi(&record);
+        let mut event = KernelEvent {
+            source: Source::KfdSmi,
+            cursor: smi.cursor,
+            seq: None,
+            line: smi.line,
+            monotonic_usec: smi.monotonic_usec,
+            time: smi.time,
+            class: rule.map(|r| r.class),
+            id: rule.map(|r| r.id.clone()),
+            device: smi.device,
+            fields,
+            facility: 0,
+            level: None,
+            user_written: false,
+            subsystem: None,
+            message: record.raw,
+            injected: smi.injected,
+        };
+        let Some(rule) = rule else {
+            out.push(Output::Event(event));
+            return;
+        };
+        let mut updates = Vec::new();
+        self.incidents.add(
+            rule.role(),
+            EventPlace {
+                source: Source::KfdSmi,
+                seq: None,
+                line: event.line,
+                monotonic_usec: event.monotonic_usec,
+                time: event.time,
+                device: event.device.as_deref(),
+                process: event.fields.get("process").map(String::as_str),
+                pid: record.pid,
+                injected: event.injected,
+            },
+            &mut updates,
+        );
+        event.level = Some(if rule.class == Class::Info { 6 } else { 3 });
+        out.push(Output::Event(event));
+        out.extend(updates.into_iter().map(Output::Incident));
+    }
+
+    /// The incident tracker: what a restarted pipeline saves and takes up again.
+    pub fn incidents(&self) -> &IncidentTracker {
+        &self.incidents
+    }
+
+    pub fn incidents_mut(&mut self) -> &mut IncidentTracker {
+        &mut self.incidents
     }
 
     /// The ids of the incidents open now.

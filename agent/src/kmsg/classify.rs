@@ -7,6 +7,7 @@ use nodectl_model::knowledge::{Kind, Knowledge, KnowledgeError, KnowledgeErrors,
 use nodectl_model::snapshot::Severity;
 
 pub use nodectl_model::Class;
+use nodectl_model::kfd_smi::{SmiEventKind, SmiRecord};
 use regex::{Regex, RegexSet};
 
 /// How an event takes part in incidents.
@@ -29,12 +30,15 @@ pub enum Recovery {
     Failed,
 }
 
-/// A rule's own keys (the header is the knowledge row's).
+/// A rule's own keys (the header is the knowledge row's): a kernel message rule has a
+/// `pattern`, a KFD SMI event rule an `smi_event` (and may ask for a `reset_cause`).
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleKeys {
     class: Class,
-    pattern: String,
+    pattern: Option<String>,
+    smi_event: Option<SmiEventKind>,
+    reset_cause: Option<String>,
     incident: Option<IncidentRole>,
     recovery: Option<Recovery>,
     example: Option<String>,
@@ -74,6 +78,55 @@ pub enum RulesError {
     },
     #[error("the rule set does not compile: {0}")]
     Set(String),
+    #[error("{at}: rule `{id}`: {reason}")]
+    Shape {
+        at: Location,
+        id: String,
+        reason: String,
+    },
+}
+
+/// How an event takes part in incidents, whatever its source: what the tracker needs of a rule.
+#[derive(Debug, Clone, Copy)]
+pub struct EventRole<'a> {
+    pub id: &'a Arc<str>,
+    pub class: Class,
+    pub incident: IncidentRole,
+    pub recovery: Option<Recovery>,
+}
+
+/// A rule over KFD SMI records: the event kind, and the reset cause it asks for.
+#[derive(Debug)]
+pub struct SmiRule {
+    pub id: Arc<str>,
+    pub class: Class,
+    pub incident: IncidentRole,
+    pub recovery: Option<Recovery>,
+    pub event: SmiEventKind,
+    reset_cause: Option<Regex>,
+    /// A record this rule classifies, as the channel gives it.
+    pub example: Option<String>,
+}
+
+impl SmiRule {
+    pub fn role(&self) -> EventRole<'_> {
+        EventRole {
+            id: &self.id,
+            class: self.class,
+            incident: self.incident,
+            recovery: self.recovery,
+        }
+    }
+
+    fn matches(&self, record: &SmiRecord) -> bool {
+        record.kind == self.event
+            && self.reset_cause.as_ref().is_none_or(|cause| {
+                record
+                    .reset_cause
+                    .as_deref()
+                    .is_some_and(|text| cause.is_match(text))
+            })
+    }
 }
 
 /// One rule, compiled.
@@ -88,6 +141,17 @@ pub struct Rule {
     pub example: Option<String>,
     regex: Regex,
     has_captures: bool,
+}
+
+impl Rule {
+    pub fn role(&self) -> EventRole<'_> {
+        EventRole {
+            id: &self.id,
+            class: self.class,
+            incident: self.incident,
+            recovery: self.recovery,
+        }
+    }
 }
 
 /// An incident kind: the ids an incident must hold to be named so.
@@ -126,7 +190,10 @@ pub struct Classification {
 /// The compiled rule set.
 #[derive(Debug)]
 pub struct Classifier {
+    /// Kernel message rules, in the order of `set`.
     rules: Vec<Rule>,
+    /// KFD SMI event rules; the first that matches a record wins.
+    smi_rules: Vec<SmiRule>,
     set: RegexSet,
     kinds: Vec<IncidentKind>,
     /// What to do about an incident no kind names (`unnamed_incident_actions`).
@@ -173,19 +240,53 @@ impl Classifier {
     /// Compiles the rules and incident kinds of a knowledge catalog.
     pub fn from_knowledge(knowledge: &Knowledge) -> Result<Self, RulesError> {
         let mut rules = Vec::new();
+        let mut smi_rules = Vec::new();
         for entry in knowledge.of_kind(Kind::Rule) {
             let keys: RuleKeys = entry.body()?;
-            let regex = Regex::new(&keys.pattern).map_err(|e| RulesError::Pattern {
-                at: entry.at.clone(),
-                id: entry.id.clone(),
-                reason: e.to_string(),
-            })?;
-            let has_captures = regex.captures_len() > 1;
+            let regex_of = |pattern: &str| {
+                Regex::new(pattern).map_err(|e| RulesError::Pattern {
+                    at: entry.at.clone(),
+                    id: entry.id.clone(),
+                    reason: e.to_string(),
+                })
+            };
             let incident = keys.incident.unwrap_or(if keys.class == Class::Info {
                 IncidentRole::None
             } else {
                 IncidentRole::Open
             });
+            let shape = |reason: &str| RulesError::Shape {
+                at: entry.at.clone(),
+                id: entry.id.clone(),
+                reason: reason.to_owned(),
+            };
+            let pattern = match (keys.pattern, keys.smi_event) {
+                (Some(pattern), None) if keys.reset_cause.is_none() => pattern,
+                (Some(_), None) => {
+                    return Err(shape(
+                        "`reset_cause` belongs to a KFD SMI event rule (`smi_event`)",
+                    ));
+                }
+                (None, Some(event)) => {
+                    smi_rules.push(SmiRule {
+                        id: Arc::from(entry.id.as_str()),
+                        class: keys.class,
+                        incident,
+                        recovery: keys.recovery,
+                        event,
+                        reset_cause: keys.reset_cause.as_deref().map(regex_of).transpose()?,
+                        example: keys.example,
+                    });
+                    continue;
+                }
+                _ => {
+                    return Err(shape(
+                        "needs either a `pattern` (a kernel message rule) or an `smi_event` (a KFD SMI event rule)",
+                    ));
+                }
+            };
+            let regex = regex_of(&pattern)?;
+            let has_captures = regex.captures_len() > 1;
             rules.push(Rule {
                 id: Arc::from(entry.id.as_str()),
                 class: keys.class,
@@ -221,6 +322,7 @@ impl Classifier {
             .map_err(|e| RulesError::Set(e.to_string()))?;
         Ok(Classifier {
             rules,
+            smi_rules,
             set,
             kinds,
             unnamed_incident_action: knowledge
@@ -241,7 +343,24 @@ impl Classifier {
     /// takes first (or none does) means the row never fires as written.
     pub fn example_errors(&self, knowledge: &Knowledge) -> Vec<RulesError> {
         let mut errors = Vec::new();
-        for (entry, rule) in knowledge.of_kind(Kind::Rule).zip(&self.rules) {
+        let (message_rows, smi_rows): (Vec<_>, Vec<_>) = knowledge
+            .of_kind(Kind::Rule)
+            .partition(|entry| entry.body.contains_key("pattern"));
+        for (entry, rule) in smi_rows.into_iter().zip(&self.smi_rules) {
+            let Some(example) = rule.example.as_deref() else {
+                continue;
+            };
+            let got = self.classify_smi(&nodectl_model::kfd_smi::parse_record(example.as_bytes()));
+            if got.is_none_or(|r| r.id != rule.id) {
+                errors.push(RulesError::Example {
+                    at: entry.at.clone(),
+                    id: entry.id.clone(),
+                    example: example.to_owned(),
+                    got: got.map_or("as nothing".to_owned(), |r| format!("as `{}`", r.id)),
+                });
+            }
+        }
+        for (entry, rule) in message_rows.into_iter().zip(&self.rules) {
             let Some(example) = rule.example.as_deref() else {
                 continue;
             };
@@ -266,9 +385,23 @@ impl Classifier {
         self.rules.get(index)
     }
 
-    /// The class of the rule with this id.
+    /// The class of the rule with this id, of either source.
     pub fn class_of(&self, id: &str) -> Option<Class> {
-        self.rules.iter().find(|r| &*r.id == id).map(|r| r.class)
+        self.rules
+            .iter()
+            .find(|r| &*r.id == id)
+            .map(|r| r.class)
+            .or_else(|| self.smi_rules.iter().find(|r| &*r.id == id).map(|r| r.class))
+    }
+
+    /// The first KFD SMI event rule that takes this record.
+    pub fn classify_smi(&self, record: &SmiRecord) -> Option<&SmiRule> {
+        self.smi_rules.iter().find(|rule| rule.matches(record))
+    }
+
+    /// The KFD SMI event rule with this id.
+    pub fn smi_rule(&self, id: &str) -> Option<&SmiRule> {
+        self.smi_rules.iter().find(|r| &*r.id == id)
     }
 
     /// Whether an incident (by its events' ids) holds an event of one of `classes`; every

@@ -1,30 +1,61 @@
-//! Groups classified events that are close in time on one device into incidents with a kind.
+//! Groups classified events of every source that are close in time on one device into incidents with a kind, and names them.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 pub use nodectl_model::Incident;
+use nodectl_model::{Class, Source};
 
-use super::classify::{Classifier, IncidentRole, Recovery, Rule};
-use crate::limits::MAX_OPEN_INCIDENTS;
+use super::classify::{Classifier, EventRole, IncidentRole, Recovery};
+use crate::limits::{MAX_INCIDENT_PROCESS_BYTES, MAX_OPEN_INCIDENTS};
 
-/// An open incident and what the tracker keeps beside it.
-#[derive(Debug)]
-struct OpenIncident {
-    incident: Incident,
+/// An open incident and what the tracker keeps beside it: what a restarted agent takes up
+/// again from its state file.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct OpenIncident {
+    pub incident: Incident,
     /// Class of its first event: names the incident when no kind rule matches.
-    first_class: &'static str,
+    pub first_class: Class,
     /// Closeness key of its last event.
-    last_key_usec: Option<u64>,
+    pub last_key_usec: Option<u64>,
     /// Its events, all ids together.
-    events_total: u32,
+    pub events_total: u32,
     /// When an event last joined it, counted in events added to the tracker.
+    #[serde(skip)]
     last_touch: u64,
+}
+
+/// A process name as an incident keeps it: at most [`MAX_INCIDENT_PROCESS_BYTES`].
+fn process_name(name: &str) -> String {
+    let mut end = name.len().min(MAX_INCIDENT_PROCESS_BYTES);
+    while !name.is_char_boundary(end) {
+        end -= 1;
+    }
+    name[..end].to_owned()
+}
+
+impl OpenIncident {
+    pub fn new(
+        incident: Incident,
+        first_class: Class,
+        last_key_usec: Option<u64>,
+        events_total: u32,
+    ) -> Self {
+        Self {
+            incident,
+            first_class,
+            last_key_usec,
+            events_total,
+            last_touch: 0,
+        }
+    }
 }
 
 /// Where an event sits: what the tracker needs of it.
 #[derive(Debug, Clone, Copy)]
 pub struct EventPlace<'a> {
+    pub source: Source,
     pub seq: Option<u64>,
     pub line: Option<u64>,
     pub monotonic_usec: Option<u64>,
@@ -46,7 +77,7 @@ impl EventPlace<'_> {
     }
 }
 
-/// Open incidents, and the rules that name them.
+/// Open incidents, the rules that name them, and the next incident id.
 #[derive(Debug)]
 pub struct IncidentTracker {
     classifier: Arc<Classifier>,
@@ -54,13 +85,10 @@ pub struct IncidentTracker {
     open: Vec<OpenIncident>,
     /// Events added so far: the clock of `last_touch`.
     touches: u64,
-    /// Drill incidents opened so far: their ids count up from [`DRILL_INCIDENT_ID_BASE`].
-    drills: u64,
+    /// The id the next incident gets: ids count up from 1, whatever source opens them; shared
+    /// with a tracker of replayed records (see [`IncidentTracker::share_ids`]).
+    next_id: Arc<AtomicU64>,
 }
-
-/// Drill incidents have no kernel seq to be named by; their ids start here, far above any seq
-/// a boot reaches, so they never collide with a real incident's.
-pub const DRILL_INCIDENT_ID_BASE: u64 = 1 << 62;
 
 impl IncidentTracker {
     pub fn new(classifier: Arc<Classifier>) -> Self {
@@ -68,8 +96,49 @@ impl IncidentTracker {
             classifier,
             open: Vec::new(),
             touches: 0,
-            drills: 0,
+            next_id: Arc::new(AtomicU64::new(1)),
         }
+    }
+
+    /// The id the next incident will get.
+    pub fn next_id(&self) -> u64 {
+        self.next_id.load(Ordering::Relaxed)
+    }
+
+    /// Takes ids from the same run as `other`: two trackers of one pipeline never give one id
+    /// twice.
+    pub fn share_ids(&mut self, other: &IncidentTracker) {
+        self.next_id = Arc::clone(&other.next_id);
+    }
+
+    fn allocate_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn skip_ids_to(&self, at_least: u64) {
+        self.next_id.fetch_max(at_least, Ordering::Relaxed);
+    }
+
+    /// Goes on from where an earlier tracker (an earlier run of the agent) stopped: its next
+    /// id, and the incidents it had open (at most [`MAX_OPEN_INCIDENTS`] of them).
+    pub fn resume(&mut self, next_id: u64, open: Vec<OpenIncident>) {
+        self.skip_ids_to(next_id);
+        for mut incident in open.into_iter().take(MAX_OPEN_INCIDENTS) {
+            self.skip_ids_to(incident.incident.incident_id.saturating_add(1));
+            self.touches += 1;
+            incident.last_touch = self.touches;
+            self.open.push(incident);
+        }
+    }
+
+    /// The incidents open now, with what the tracker keeps of each.
+    pub fn open_incidents(&self) -> &[OpenIncident] {
+        &self.open
+    }
+
+    /// Takes the incidents open now out of the tracker.
+    pub fn take_open(&mut self) -> Vec<OpenIncident> {
+        std::mem::take(&mut self.open)
     }
 
     /// The kind an incident's counts name; `current` is kept when it is already the fallback
@@ -127,8 +196,8 @@ impl IncidentTracker {
     }
 
     /// Adds a classified event; pushes the incident updates worth sending (opened, kind or
-    /// outcome changed, counts at powers of two, closed).
-    pub fn add(&mut self, rule: &Rule, place: EventPlace<'_>, out: &mut Vec<Incident>) {
+    /// outcome changed, a source added, counts at powers of two, closed).
+    pub fn add(&mut self, rule: EventRole<'_>, place: EventPlace<'_>, out: &mut Vec<Incident>) {
         if rule.incident == IncidentRole::None {
             return;
         }
@@ -168,12 +237,7 @@ impl IncidentTracker {
                 let mut counts = BTreeMap::new();
                 counts.insert(rule.id.clone(), 1);
                 let kind = self.kind_of(&counts, rule.class.as_str(), None);
-                let incident_id = if place.injected {
-                    self.drills += 1;
-                    DRILL_INCIDENT_ID_BASE + self.drills
-                } else {
-                    place.seq.or(place.line).unwrap_or(0)
-                };
+                let incident_id = self.allocate_id();
                 let incident = Incident {
                     incident_id,
                     kind,
@@ -187,16 +251,17 @@ impl IncidentTracker {
                     first_time: place.time,
                     last_time: place.time,
                     event_counts: counts,
-                    process: place.process.map(str::to_owned),
+                    process: place.process.map(process_name),
                     pid: place.pid,
                     recovered: rule.recovery.map(|r| r == Recovery::Succeeded),
                     closed: false,
                     drill: place.injected,
+                    sources: [place.source].into(),
                 };
                 out.push(incident.clone());
                 self.open.push(OpenIncident {
                     incident,
-                    first_class: rule.class.as_str(),
+                    first_class: rule.class,
                     last_key_usec: key,
                     events_total: 1,
                     last_touch: self.touches,
@@ -204,7 +269,7 @@ impl IncidentTracker {
             }
             return;
         };
-        let kind_may_change = {
+        let (kind_may_change, new_source) = {
             let open = &mut self.open[index];
             open.last_key_usec = key.or(open.last_key_usec);
             open.last_touch = self.touches;
@@ -217,23 +282,25 @@ impl IncidentTracker {
             incident.last_monotonic_usec = place.monotonic_usec.or(incident.last_monotonic_usec);
             incident.last_time = place.time.or(incident.last_time);
             if incident.process.is_none() {
-                incident.process = place.process.map(str::to_owned);
+                incident.process = place.process.map(process_name);
             }
             if incident.pid.is_none() {
                 incident.pid = place.pid;
             }
+            let new_source = incident.sources.insert(place.source);
             let count = incident.event_counts.entry(rule.id.clone()).or_insert(0);
             *count += 1;
             open.events_total = open.events_total.saturating_add(1);
             // The kind can change only when an id appears for the first time or reaches a
             // count a kind asks for: a long incident is not looked at anew on every event.
-            *count == 1 || self.classifier.counted_in_kinds(&rule.id)
+            let kind_may_change = *count == 1 || self.classifier.counted_in_kinds(rule.id);
+            (kind_may_change, new_source)
         };
         let open = &self.open[index];
         let kind = if kind_may_change {
             self.kind_of(
                 &open.incident.event_counts,
-                open.first_class,
+                open.first_class.as_str(),
                 Some(&open.incident.kind),
             )
         } else {
@@ -248,7 +315,7 @@ impl IncidentTracker {
         let changed = kind != incident.kind || recovered != incident.recovered;
         incident.kind = kind;
         incident.recovered = recovered;
-        if changed || total.is_power_of_two() {
+        if changed || new_source || total.is_power_of_two() {
             out.push(incident.clone());
         }
     }

@@ -4,17 +4,20 @@
 //! so that a restarted agent counts no record twice, and it closes quiet incidents on the
 //! source's clock.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use nodectl_model::kernel_log::{RecordsLost, StreamHeader, StreamMessage};
+use nodectl_model::Source;
+use nodectl_model::kernel_log::{RecordsLost, SourceStatus, StreamHeader, StreamMessage};
+use nodectl_model::kfd_smi::SmiRecord;
 use nodectl_proto::nodectl::v1 as pb;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use super::analyze::{Analyzer, Entry, Output};
+use super::analyze::{Analyzer, Entry, Output, SmiEntry};
 use super::classify::{Class, Classifier};
 use super::metrics::KmsgMetrics;
 use super::reader::{KmsgReader, ReadOutcome, RecordSource, RootKmsg};
@@ -49,8 +52,12 @@ impl KernelLogConfig {
 /// One message of the history, converted to its wire form once for every subscriber.
 #[derive(Debug)]
 pub struct Item {
-    /// The kernel seq the message belongs to (an event's, the first record after a gap).
-    pub seq: u64,
+    /// Its place in the pipeline's output, counting up from 1 whatever the source: the order
+    /// subscribers get messages in.
+    pub position: u64,
+    /// An event's source and cursor within it; `None` for notices and incident updates.
+    pub source: Option<Source>,
+    pub cursor: Option<u64>,
     /// Class of an event; `None` for unclassified events and non-events.
     pub class: Option<Class>,
     /// An event that no rule classified (or that user space wrote).
@@ -65,6 +72,16 @@ pub struct Item {
 
 impl Item {
     pub fn wanted(&self, filter: &StreamFilter) -> bool {
+        if let Some(source) = self.source {
+            if !filter.wants_source(source) {
+                return false;
+            }
+            if let (Some(cursor), Some(since)) = (self.cursor, filter.since.get(&source))
+                && cursor <= *since
+            {
+                return false;
+            }
+        }
         if self.unclassified {
             return filter.include_unclassified && (filter.full_log || self.context);
         }
@@ -79,7 +96,7 @@ impl Item {
 
 impl Sequenced for Item {
     fn seq(&self) -> u64 {
-        self.seq
+        self.position
     }
 
     /// Classified events and every notice outlive the unclassified records around them.
@@ -91,13 +108,22 @@ impl Sequenced for Item {
 /// What a subscriber asked for.
 #[derive(Debug, Clone, Default)]
 pub struct StreamFilter {
-    pub since_seq: u64,
+    /// Events of a source with a cursor up to this were had already.
+    pub since: BTreeMap<Source, u64>,
+    /// The sources wanted; empty: all of them.
+    pub sources: Vec<Source>,
     pub follow: bool,
     pub classes: Vec<Class>,
     pub include_unclassified: bool,
     /// The agent serves the whole log (`--full-kernel-log`); else unclassified records only
     /// when they are GPU-stack context.
     pub full_log: bool,
+}
+
+impl StreamFilter {
+    pub fn wants_source(&self, source: Source) -> bool {
+        self.sources.is_empty() || self.sources.contains(&source)
+    }
 }
 
 /// The kernel log cannot be read here (no /dev/kmsg in a fixture tree, no permission).
@@ -120,8 +146,54 @@ struct Shared {
     down: watch::Sender<Option<String>>,
     reader_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
     classifier: Arc<Classifier>,
-    /// Drill messages for the reader thread (`None`: no reader runs).
-    injections: Mutex<Option<std::sync::mpsc::SyncSender<String>>>,
+    /// Drills for the reader thread (`None`: no reader runs).
+    injections: Mutex<Option<std::sync::mpsc::SyncSender<Drill>>>,
+    /// KFD SMI records for the reader thread (`None`: no reader runs).
+    smi_records: Mutex<Option<std::sync::mpsc::SyncSender<SmiInput>>>,
+    /// Why the KFD SMI channel is not read (`None`: it is).
+    smi_unavailable: Mutex<Option<String>>,
+    /// SMI records dropped because the reader thread had not taken the ones before.
+    smi_dropped: AtomicU64,
+}
+
+/// A drill for the reader thread: a rule's example, as its source would give it.
+#[derive(Debug)]
+enum Drill {
+    KernelMessage(String),
+    SmiRecord(String),
+}
+
+/// A KFD SMI record as a channel reader hands it to the pipeline.
+#[derive(Debug)]
+pub struct SmiInput {
+    pub record: SmiRecord,
+    /// When it was read: CLOCK_MONOTONIC µs, the kernel log's clock.
+    pub monotonic_usec: Option<u64>,
+    /// PCI address of the GPU whose channel gave it.
+    pub device: Option<String>,
+}
+
+/// Where a channel reader hands its records to the pipeline; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SmiSink {
+    shared: Arc<Shared>,
+    tx: std::sync::mpsc::SyncSender<SmiInput>,
+}
+
+impl SmiSink {
+    /// Hands a record over without waiting; a record the pipeline has no room for is counted
+    /// as dropped (the reader thread is stuck: the records would be stale anyway).
+    pub fn send(&self, input: SmiInput) {
+        if self.tx.try_send(input).is_err() {
+            let before = self.shared.smi_dropped.fetch_add(1, Ordering::Relaxed);
+            if before.is_power_of_two() || before == 0 {
+                tracing::warn!(
+                    "{} KFD SMI records dropped: the kernel event reader is not taking them",
+                    before + 1
+                );
+            }
+        }
+    }
 }
 
 /// Why a drill could not be fed in.
@@ -257,6 +329,11 @@ impl KernelLog {
                 reader_thread: Mutex::new(None),
                 classifier: Arc::clone(&config.classifier),
                 injections: Mutex::new(None),
+                smi_records: Mutex::new(None),
+                smi_unavailable: Mutex::new(Some(
+                    "the agent does not read the KFD SMI channel".to_owned(),
+                )),
+                smi_dropped: AtomicU64::new(0),
             }),
         }
     }
@@ -272,15 +349,18 @@ impl KernelLog {
     ) -> KernelLog {
         let log = Self::new_shared(boot_id, boot_time, None, &config, metrics, cancel);
         let (injections, injected) = std::sync::mpsc::sync_channel(MAX_QUEUED_DRILLS);
-        *log.shared
-            .injections
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(injections);
+        *lock(&log.shared.injections) = Some(injections);
+        let (smi_records, smi_received) = std::sync::mpsc::sync_channel(MAX_QUEUED_SMI_RECORDS);
+        *lock(&log.shared.smi_records) = Some(smi_records);
         let shared = log.shared.clone();
         let spawned = std::thread::Builder::new()
             .name("kmsg-reader".to_owned())
             .spawn(move || {
-                read_loop(&shared, KmsgReader::new(source), &config, &injected);
+                let inputs = Inputs {
+                    drills: injected,
+                    smi_records: smi_received,
+                };
+                read_loop(&shared, KmsgReader::new(source), &config, &inputs);
                 if !shared.cancel.is_cancelled() {
                     shared.down.send_if_modified(|down| {
                         down.get_or_insert_with(|| "the kernel log reader stopped".to_owned());
@@ -340,24 +420,44 @@ impl KernelLog {
         self.shared.down.subscribe()
     }
 
-    /// Feeds the example message of rule `rule_id` into the pipeline as an injected event (a
-    /// drill): it is classified, opens or joins a drill incident, is counted and streamed like
-    /// a kernel event, marked `injected`. Returns the message.
+    /// Where a KFD SMI channel reader hands its records; `None` when no reader thread runs.
+    pub fn smi_sink(&self) -> Option<SmiSink> {
+        lock(&self.shared.smi_records).clone().map(|tx| SmiSink {
+            shared: Arc::clone(&self.shared),
+            tx,
+        })
+    }
+
+    /// Says whether the KFD SMI channel is read (`None`) or why not.
+    pub fn set_smi_unavailable(&self, reason: Option<String>) {
+        *lock(&self.shared.smi_unavailable) = reason;
+    }
+
+    /// Why the KFD SMI channel is not read, or `None` when it is.
+    pub fn smi_unavailable(&self) -> Option<String> {
+        lock(&self.shared.smi_unavailable).clone()
+    }
+
+    /// Feeds the example of rule `rule_id` (a kernel message, or a KFD SMI record) into the
+    /// pipeline as an injected event (a drill): it is classified, opens or joins a drill
+    /// incident, is counted and streamed like a kernel event, marked `injected`. Returns the
+    /// example.
     pub fn inject(&self, rule_id: &str) -> Result<String, InjectError> {
         let classifier = &self.shared.classifier;
         if classifier.class_of(rule_id).is_none() {
             return Err(InjectError::UnknownRule(rule_id.to_owned()));
         }
-        let example = classifier
-            .example(rule_id)
-            .ok_or_else(|| InjectError::NoExample(rule_id.to_owned()))?
-            .to_owned();
-        let sender = self
-            .shared
-            .injections
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .clone();
+        let drill = match classifier.smi_rule(rule_id) {
+            Some(rule) => rule.example.clone().map(Drill::SmiRecord),
+            None => classifier
+                .example(rule_id)
+                .map(|e| Drill::KernelMessage(e.to_owned())),
+        }
+        .ok_or_else(|| InjectError::NoExample(rule_id.to_owned()))?;
+        let example = match &drill {
+            Drill::KernelMessage(text) | Drill::SmiRecord(text) => text.clone(),
+        };
+        let sender = lock(&self.shared.injections).clone();
         let not_running = || {
             InjectError::NotRunning(
                 self.shared
@@ -368,7 +468,7 @@ impl KernelLog {
             )
         };
         let sender = sender.ok_or_else(not_running)?;
-        match sender.try_send(example.clone()) {
+        match sender.try_send(drill) {
             Ok(()) => Ok(example),
             Err(std::sync::mpsc::TrySendError::Full(_)) => {
                 Err(InjectError::Busy(MAX_QUEUED_DRILLS))
@@ -387,18 +487,59 @@ impl KernelLog {
         if let Some(reason) = &self.shared.unavailable {
             return Err(Unavailable(reason.clone()));
         }
-        let feed = self.shared.feed.subscribe(
-            filter.since_seq,
+        // Resume after the newest event the subscriber had, of any source: the messages
+        // between (incident updates, notices, events of other sources) it has not had.
+        let had = |item: &Item| {
+            item.source
+                .zip(item.cursor)
+                .is_some_and(|(source, cursor)| filter.since.get(&source).is_some_and(|s| cursor <= *s))
+        };
+        let (after, oldest) = self.shared.feed.locate(filter.include_unclassified, had);
+        // Events are kept by their cursor (sources need not interleave in cursor order: a
+        // source the subscriber did not ask for before sends its whole history); the rest by
+        // their place after the newest event it had.
+        let after = after.unwrap_or(0);
+        let mut feed = self.shared.feed.subscribe(
+            0,
             filter.include_unclassified,
             filter.follow,
-            |item| item.wanted(filter),
+            |item| item.wanted(filter) && (item.source.is_some() || item.position > after),
         );
+        // The subscriber's place is no longer in the history: the kernel log records between
+        // it and the oldest one held are gone for it.
+        feed.missed_before_backlog = match (after, filter.since.get(&Source::Kmsg), oldest) {
+            (0, Some(&since), Some(oldest)) if since > 0 => oldest
+                .cursor
+                .filter(|_| oldest.source == Some(Source::Kmsg))
+                .filter(|cursor| *cursor > since.saturating_add(1))
+                .map_or(0, |cursor| cursor - since - 1),
+            _ => 0,
+        };
+        let cursors_of = |source: Source| {
+            feed.backlog
+                .iter()
+                .filter(move |i| i.source == Some(source))
+                .filter_map(|i| i.cursor)
+        };
+        let sources = Source::ALL
+            .into_iter()
+            .filter(|s| filter.wants_source(*s))
+            .map(|source| SourceStatus {
+                source,
+                reason: match source {
+                    Source::Kmsg => None,
+                    Source::KfdSmi => self.smi_unavailable(),
+                },
+                last_cursor: cursors_of(source).last().unwrap_or(0),
+            })
+            .collect();
         let header = StreamHeader {
             boot_id: self.shared.boot_id.clone(),
             boot_time: self.shared.boot_time,
-            first_seq: feed.backlog.first().map_or(0, |i| i.seq),
-            last_seq: feed.backlog.last().map_or(0, |i| i.seq),
+            first_seq: cursors_of(Source::Kmsg).next().unwrap_or(0),
+            last_seq: cursors_of(Source::Kmsg).last().unwrap_or(0),
             records_lost_total: self.shared.lost_total.load(Ordering::Relaxed),
+            sources,
         };
         Ok(KernelSubscription {
             header: header.into(),
@@ -407,58 +548,32 @@ impl KernelLog {
     }
 }
 
-/// Turns the analyzer's outputs into items and publishes them to the feed.
-fn flush(
-    shared: &Shared,
-    classifier: &Classifier,
-    outputs: &mut Vec<Output>,
-    tally: &mut Tally,
-    last_read_seq: Option<u64>,
-) {
-    let mut items = Vec::new();
-    let lost = to_items(
-        outputs,
-        classifier,
-        &shared.metrics,
-        tally,
-        last_read_seq.unwrap_or(0),
-        &mut items,
-    );
-    if items.is_empty() && lost == 0 {
-        return;
-    }
-    shared.lost_total.fetch_add(lost, Ordering::Relaxed);
-    shared.feed.publish(items);
-}
-
 /// What one output adds to the metrics.
 #[derive(Debug)]
 enum Count {
     Event { class: Class, id: Arc<str> },
-    Incident { kind: Arc<str>, incident_id: u64 },
+    Incident { kind: Arc<str> },
     Lost { records: u64 },
 }
 
-/// Counts outputs into the metrics, except those an earlier run of this boot counted already.
+/// Counts outputs into the metrics, except kernel log records an earlier run of this boot
+/// counted already.
 ///
 /// The saved position can only be checked against the log once the records there were at
 /// start are read (a position beyond the newest of them is corrupt), so during that first pass
 /// counts are held back and settled at its end.
 #[derive(Debug)]
 struct Tally {
-    /// Records up to this seq were counted by an earlier run.
+    /// Kernel log records up to this seq were counted by an earlier run.
     counted_up_to: Option<u64>,
-    /// Incidents an earlier run left open (uncounted): each is counted once it closes here.
-    left_open: Vec<u64>,
-    /// The first pass: counts not yet made, with the seq each belongs to.
+    /// The first pass: counts not yet made, with the kernel log seq each belongs to.
     held: Option<Vec<(Option<u64>, Count)>>,
 }
 
 impl Tally {
-    fn new(counted_up_to: Option<u64>, left_open: Vec<u64>) -> Self {
+    fn new(counted_up_to: Option<u64>) -> Self {
         Self {
             counted_up_to,
-            left_open,
             held: Some(Vec::new()),
         }
     }
@@ -470,180 +585,384 @@ impl Tally {
         }
     }
 
-    fn count(&mut self, metrics: &KmsgMetrics, seq: Option<u64>, count: Count) {
-        if let Count::Incident { incident_id, .. } = &count
-            && let Some(at) = self.left_open.iter().position(|id| id == incident_id)
-        {
-            // Open when the earlier run stopped: not counted there, so counted here, once.
-            self.left_open.swap_remove(at);
-        } else if let (Some(seq), Some(done)) = (seq, self.counted_up_to)
+    fn count(&self, metrics: &KmsgMetrics, seq: Option<u64>, count: Count) {
+        if let (Some(seq), Some(done)) = (seq, self.counted_up_to)
             && seq <= done
         {
             return;
         }
         match count {
             Count::Event { class, id } => metrics.count_event(class, &id),
-            Count::Incident { kind, .. } => metrics.count_incident(&kind),
+            Count::Incident { kind } => metrics.count_incident(&kind),
             Count::Lost { records } => metrics.count_lost(records),
         }
     }
 
-    /// Ends the first pass, whose newest record is `newest_seq` and after which `open_now` are
-    /// open: a saved position beyond it is corrupt (reported, and nothing is taken as counted),
-    /// then the held counts are made. An incident left open that is not open again had its
-    /// records overwritten while no agent ran: it cannot be read again, and is let go.
-    fn settle(&mut self, metrics: &KmsgMetrics, newest_seq: Option<u64>, open_now: &[u64]) {
+    /// Whether the saved position lies beyond `newest_seq`, the newest record of the first
+    /// pass: then it is corrupt.
+    fn corrupt(&self, newest_seq: Option<u64>) -> bool {
+        matches!((self.counted_up_to, newest_seq), (Some(done), Some(newest)) if done > newest)
+    }
+
+    /// Ends the first pass: a corrupt saved position is reported and nothing is taken as
+    /// counted, then the held counts are made.
+    fn settle(&mut self, metrics: &KmsgMetrics, newest_seq: Option<u64>) {
         let Some(held) = self.held.take() else {
             return;
         };
-        if let (Some(done), Some(newest)) = (self.counted_up_to, newest_seq)
-            && done > newest
-        {
+        if self.corrupt(newest_seq) {
             tracing::warn!(
-                "the saved kernel log position ({done}) is beyond the newest record ({newest}) of this boot: it is corrupt and ignored, and rewritten"
+                "the saved kernel log position ({}) is beyond the newest record ({}) of this boot: it is corrupt and ignored, and rewritten",
+                self.counted_up_to.unwrap_or(0),
+                newest_seq.unwrap_or(0)
             );
             self.counted_up_to = None;
-            self.left_open.clear();
         }
         for (seq, count) in held {
             self.count(metrics, seq, count);
         }
-        self.left_open.retain(|id| open_now.contains(id));
     }
 }
 
-/// Converts analyzer outputs to history items, and tallies what they count.
-///
-/// Items are keyed by the seq of the last record read when they were made (`last_read_seq`
-/// for incidents closed by the clock), so the history stays in seq order and a resume with
-/// since_seq misses no incident update.
-fn to_items(
-    outputs: &mut Vec<Output>,
-    classifier: &Classifier,
-    metrics: &KmsgMetrics,
-    tally: &mut Tally,
-    last_read_seq: u64,
-    items: &mut Vec<Item>,
-) -> u64 {
-    let mut lost_now: u64 = 0;
-    let mut current_seq = last_read_seq;
-    for output in outputs.drain(..) {
-        let mut incident_classes = Vec::new();
-        let mut context = false;
-        let (seq, class, unclassified, message) = match output {
-            Output::Event(event) => {
-                current_seq = event.seq.unwrap_or(current_seq);
-                if let (Some(class), Some(id)) = (event.class, event.id.clone()) {
-                    if event.injected {
-                        metrics.count_injected(class, &id);
+/// The records an earlier run of this boot counted, read again: their events are history,
+/// their incidents are history too (closed, never counted twice), and the incidents that were
+/// open then are the restored ones of the live tracker.
+#[derive(Debug)]
+struct Replay {
+    analyzer: Analyzer,
+    /// Records up to this seq are replayed.
+    up_to_seq: u64,
+}
+
+/// The reader thread's state between two reads.
+struct Reading<'a> {
+    shared: &'a Shared,
+    config: &'a KernelLogConfig,
+    live: Analyzer,
+    replay: Option<Replay>,
+    tally: Tally,
+    outputs: Vec<Output>,
+    /// Position of the last item published.
+    position: u64,
+    /// Number of the last KFD SMI record read this boot.
+    smi_cursor: u64,
+}
+
+impl Reading<'_> {
+    /// Turns outputs into items (counting them unless `replayed`) and publishes them.
+    fn flush(&mut self, replayed: bool) {
+        if self.outputs.is_empty() {
+            return;
+        }
+        let mut items = Vec::with_capacity(self.outputs.len());
+        let mut lost_now: u64 = 0;
+        let metrics = &self.shared.metrics;
+        for output in self.outputs.drain(..) {
+            let mut incident_classes = Vec::new();
+            let mut context = false;
+            let (source, cursor, class, unclassified, message) = match output {
+                Output::Event(event) => {
+                    if let (Some(class), Some(id)) = (event.class, event.id.clone()) {
+                        if event.injected {
+                            metrics.count_injected(class, &id);
+                        }
+                        self.tally
+                            .add(metrics, event.seq, Count::Event { class, id });
                     }
-                    tally.add(metrics, event.seq, Count::Event { class, id });
+                    let (class, unclassified) = (event.class, event.id.is_none());
+                    // The KFD channel is the GPU stack's own, whatever its record says.
+                    context = unclassified
+                        && !event.user_written
+                        && (event.source != Source::Kmsg
+                            || super::classify::is_gpu_stack_message(&event.message));
+                    (
+                        Some(event.source),
+                        event.cursor,
+                        class,
+                        unclassified,
+                        StreamMessage::Event(event),
+                    )
                 }
-                let (class, unclassified) = (event.class, event.id.is_none());
-                context = unclassified
-                    && !event.user_written
-                    && super::classify::is_gpu_stack_message(&event.message);
-                (
-                    current_seq,
-                    class,
-                    unclassified,
-                    StreamMessage::Event(event),
-                )
-            }
-            Output::Incident(incident) => {
-                for id in incident.event_counts.keys() {
-                    if let Some(class) = classifier.class_of(id)
-                        && !incident_classes.contains(&class)
-                    {
-                        incident_classes.push(class);
+                Output::Incident(incident) => {
+                    // A replayed incident still open is one of the restored ones: the live
+                    // tracker speaks for it.
+                    if replayed && !incident.closed {
+                        continue;
                     }
+                    for id in incident.event_counts.keys() {
+                        if let Some(class) = self.config.classifier.class_of(id)
+                            && !incident_classes.contains(&class)
+                        {
+                            incident_classes.push(class);
+                        }
+                    }
+                    if incident.closed && !replayed {
+                        let kind = incident.kind.clone();
+                        self.tally.add(metrics, None, Count::Incident { kind });
+                    }
+                    (None, None, None, false, StreamMessage::Incident(incident))
                 }
-                if incident.closed {
-                    let kind = incident.kind.clone();
-                    let incident_id = incident.incident_id;
-                    tally.add(
+                Output::Lost {
+                    first_seq,
+                    last_seq,
+                } => {
+                    let lost = RecordsLost::between(first_seq, last_seq);
+                    self.tally.add(
                         metrics,
-                        incident.last_seq,
-                        Count::Incident { kind, incident_id },
+                        Some(last_seq),
+                        Count::Lost {
+                            records: lost.count,
+                        },
+                    );
+                    lost_now = lost_now.saturating_add(lost.count);
+                    (None, None, None, false, StreamMessage::RecordsLost(lost))
+                }
+            };
+            self.position += 1;
+            items.push(Item {
+                position: self.position,
+                source,
+                cursor,
+                class,
+                unclassified,
+                context,
+                incident_classes,
+                message: message.into(),
+            });
+        }
+        self.shared
+            .lost_total
+            .fetch_add(lost_now, Ordering::Relaxed);
+        if !items.is_empty() {
+            self.shared.feed.publish(items);
+        }
+    }
+
+    /// One kernel log record: replayed while an earlier run had counted it, else live.
+    fn push_record(&mut self, entry: Entry) {
+        let replaying = self
+            .replay
+            .as_ref()
+            .is_some_and(|r| entry.seq.is_some_and(|seq| seq <= r.up_to_seq));
+        if replaying && let Some(replay) = &mut self.replay {
+            replay.analyzer.push(entry, &mut self.outputs);
+            self.flush(true);
+            return;
+        }
+        self.end_replay(false);
+        self.live.push(entry, &mut self.outputs);
+        self.flush(false);
+    }
+
+    /// The replay is over: incidents it left open that the live tracker does not hold (they
+    /// closed in the earlier run by the clock, not by a later record) are history, closed.
+    /// With a corrupt saved position the replay's open incidents are the true ones, and the
+    /// live tracker takes them up instead of those the file held.
+    fn end_replay(&mut self, corrupt: bool) {
+        let Some(mut replay) = self.replay.take() else {
+            return;
+        };
+        let open = replay.analyzer.incidents_mut().take_open();
+        if corrupt {
+            let live = self.live.incidents_mut();
+            let next_id = live.next_id();
+            live.take_open();
+            live.resume(next_id, open);
+            return;
+        }
+        let restored: Vec<(Option<u64>, Option<u64>)> = self
+            .live
+            .incidents()
+            .open_incidents()
+            .iter()
+            .map(|o| (o.incident.first_seq, o.incident.first_monotonic_usec))
+            .collect();
+        for o in open {
+            let mut incident = o.incident;
+            if restored.contains(&(incident.first_seq, incident.first_monotonic_usec)) {
+                continue;
+            }
+            incident.closed = true;
+            self.outputs.push(Output::Incident(incident));
+        }
+        self.flush(true);
+    }
+
+    /// The KFD SMI records the channel readers handed over, numbered on from the last.
+    fn take_smi_records(&mut self, inputs: &Inputs) {
+        let mut any = false;
+        while let Ok(input) = inputs.smi_records.try_recv() {
+            self.smi_cursor += 1;
+            let entry = SmiEntry {
+                record: input.record,
+                cursor: Some(self.smi_cursor),
+                line: None,
+                monotonic_usec: input.monotonic_usec,
+                time: self.time_of(input.monotonic_usec),
+                device: input.device,
+                injected: false,
+            };
+            self.live.push_smi(entry, &mut self.outputs);
+            any = true;
+        }
+        if any {
+            self.flush(false);
+        }
+    }
+
+    /// Drills join between reads, stamped with this machine's clock (the live log's); they
+    /// are never saved as a position.
+    fn take_drills(&mut self, inputs: &Inputs) {
+        while let Ok(drill) = inputs.drills.try_recv() {
+            let now = nodectl_model::clock::monotonic_usec_now();
+            match drill {
+                Drill::KernelMessage(message) => {
+                    tracing::info!("drill: injecting `{message}`");
+                    self.live.push(
+                        Entry::injected(message, now, self.shared.boot_time),
+                        &mut self.outputs,
                     );
                 }
-                (current_seq, None, false, StreamMessage::Incident(incident))
+                Drill::SmiRecord(text) => {
+                    tracing::info!("drill: injecting the KFD SMI record `{text}`");
+                    let entry = SmiEntry {
+                        record: nodectl_model::kfd_smi::parse_record(text.as_bytes()),
+                        monotonic_usec: now,
+                        time: self.time_of(now),
+                        injected: true,
+                        ..SmiEntry::default()
+                    };
+                    self.live.push_smi(entry, &mut self.outputs);
+                }
             }
-            Output::Lost {
-                first_seq,
-                last_seq,
-            } => {
-                let lost = RecordsLost::between(first_seq, last_seq);
-                tally.add(
-                    metrics,
-                    Some(last_seq),
-                    Count::Lost {
-                        records: lost.count,
-                    },
-                );
-                lost_now = lost_now.saturating_add(lost.count);
-                (
-                    last_seq.saturating_add(1),
-                    None,
-                    false,
-                    StreamMessage::RecordsLost(lost),
-                )
-            }
-        };
-        items.push(Item {
-            seq,
-            class,
-            unclassified,
-            context,
-            incident_classes,
-            message: message.into(),
-        });
+        }
+        self.flush(false);
     }
-    lost_now
+
+    fn time_of(&self, monotonic_usec: Option<u64>) -> Option<jiff::Timestamp> {
+        self.shared
+            .boot_time
+            .zip(monotonic_usec)
+            .and_then(|(boot, usec)| nodectl_model::clock::at_monotonic(boot, usec))
+    }
+
+    /// Saves how far each source was counted, the next incident id and the open incidents.
+    fn save(&self, file: Option<&StateFile>, last_seq: Option<u64>) {
+        let Some(file) = file else {
+            return;
+        };
+        // While replaying, the records read so far were counted already: the position saved
+        // is never behind the one loaded.
+        let last_counted_seq = last_seq.max(self.tally.counted_up_to);
+        let tracker = self.live.incidents();
+        if last_counted_seq.is_none()
+            && self.smi_cursor == 0
+            && tracker.open_incidents().is_empty()
+        {
+            return;
+        }
+        let state = CountedUpTo {
+            boot_id: self.shared.boot_id.clone(),
+            last_counted_seq: last_counted_seq.unwrap_or(0),
+            last_smi_cursor: self.smi_cursor,
+            next_incident_id: tracker.next_id(),
+            open: tracker
+                .open_incidents()
+                .iter()
+                .filter(|o| !o.incident.drill)
+                .take(crate::limits::MAX_OPEN_INCIDENTS_SAVED)
+                .cloned()
+                .collect(),
+        };
+        if let Err(e) = file.save(&state) {
+            tracing::warn!("cannot save the kernel event position: {e}");
+        }
+    }
 }
 
 /// How often the position is saved while records flow.
 const SAVE_INTERVAL: Duration = Duration::from_secs(1);
-/// How long the reader sleeps in poll() before it checks for shutdown and quiet incidents.
+/// How long the reader sleeps in poll() before it checks for shutdown, quiet incidents and
+/// KFD SMI records: the most an SMI record waits to be published.
 const POLL_INTERVAL: Duration = Duration::from_millis(250);
 
 /// Drills queued for the reader thread: an operator injects one at a time.
 const MAX_QUEUED_DRILLS: usize = 16;
 
+/// KFD SMI records queued for the reader thread: a GPU's channel holds at most 8 KiB (some
+/// 400 records) in the kernel, so a node's two GPUs' worth is room enough for a burst.
+const MAX_QUEUED_SMI_RECORDS: usize = 1024;
+
+/// What the reader thread takes besides kernel log records.
+struct Inputs {
+    drills: std::sync::mpsc::Receiver<Drill>,
+    smi_records: std::sync::mpsc::Receiver<SmiInput>,
+}
+
+/// A mutex's value; a panic while it was held leaves it usable (it holds a plain value).
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn read_loop<S: RecordSource>(
     shared: &Shared,
     mut reader: KmsgReader<S>,
     config: &KernelLogConfig,
-    injected: &std::sync::mpsc::Receiver<String>,
+    inputs: &Inputs,
 ) {
-    let mut analyzer = Analyzer::new(config.classifier.clone());
     let state_file = config.state_dir.as_deref().map(StateFile::in_dir);
     let saved = state_file.as_ref().and_then(|f| match f.load() {
         Ok(saved) => saved,
         Err(e) => {
-            tracing::warn!("ignoring the saved kernel log position: {e}");
+            tracing::warn!("ignoring the saved kernel event position: {e}");
             None
         }
     });
-    // Records up to this seq were counted by an earlier run in this boot.
-    let this_boot = saved
-        .as_ref()
-        .filter(|s| s.boot_id == shared.boot_id && !s.boot_id.is_empty());
-    let counted_up_to = this_boot.map(|s| s.last_counted_seq);
-    let left_open = this_boot
-        .map(|s| s.open_incidents.clone())
-        .unwrap_or_default();
-    let mut tally = Tally::new(counted_up_to, left_open);
+    // What an earlier run in this boot counted, and the incidents it had open.
+    let this_boot = saved.filter(|s| s.boot_id == shared.boot_id && !s.boot_id.is_empty());
+    let counted_up_to = this_boot.as_ref().map(|s| s.last_counted_seq);
+    let mut live = Analyzer::new(config.classifier.clone());
+    let mut replay = None;
+    let mut smi_cursor = 0;
+    if let Some(saved) = this_boot {
+        let mut history = Analyzer::new(config.classifier.clone());
+        // One run of ids for both: a replayed incident never takes a live one's id.
+        live.incidents_mut()
+            .resume(saved.next_incident_id, saved.open);
+        history.incidents_mut().share_ids(live.incidents());
+        replay = Some(Replay {
+            analyzer: history,
+            up_to_seq: saved.last_counted_seq,
+        });
+        smi_cursor = saved.last_smi_cursor;
+    }
+    let mut reading = Reading {
+        shared,
+        config,
+        live,
+        replay,
+        tally: Tally::new(counted_up_to),
+        outputs: Vec::new(),
+        position: 0,
+        smi_cursor,
+    };
     // The open incidents as last saved: a change is saved at once (an incident that closed and
     // was counted must not be counted again after a crash).
-    let mut saved_open: Vec<u64> = Vec::new();
+    let mut saved_open: Vec<u64> = reading.live.open_incident_ids();
     let mut first_record = true;
-    let mut outputs = Vec::new();
+    // KFD SMI records wait until the records there were at start are read: they are of now,
+    // and the incidents of the log's past must not take them in.
+    let mut first_pass_done = false;
     let mut last_save: Option<Instant> = None;
     let mut dirty = false;
     loop {
         if shared.cancel.is_cancelled() {
             break;
+        }
+        if first_pass_done {
+            reading.take_smi_records(inputs);
         }
         let outcome = match reader.next_outcome() {
             Ok(outcome) => outcome,
@@ -663,16 +982,24 @@ fn read_loop<S: RecordSource>(
                         && record.seq > done.saturating_add(1)
                     {
                         // Overwritten while no agent ran.
-                        analyzer.lost(done + 1, record.seq - 1, &mut outputs);
+                        reading.end_replay(false);
+                        reading
+                            .live
+                            .lost(done + 1, record.seq - 1, &mut reading.outputs);
                     }
                 }
-                analyzer.push(Entry::from_record(record, shared.boot_time), &mut outputs);
+                reading.push_record(Entry::from_record(record, shared.boot_time));
                 dirty = true;
             }
             ReadOutcome::Lost {
                 first_seq,
                 last_seq,
-            } => analyzer.lost(first_seq, last_seq, &mut outputs),
+            } => {
+                reading
+                    .live
+                    .lost(first_seq, last_seq, &mut reading.outputs);
+                reading.flush(false);
+            }
             ReadOutcome::Malformed { reason } => {
                 tracing::warn!("kernel log record skipped: {reason}");
             }
@@ -682,104 +1009,38 @@ fn read_loop<S: RecordSource>(
                 );
             }
             ReadOutcome::Drained => {
-                // Drills join between reads, stamped with this machine's clock (the live
-                // log's); they are never saved as a position.
-                while let Ok(message) = injected.try_recv() {
-                    tracing::info!("drill: injecting `{message}`");
-                    analyzer.push(
-                        Entry::injected(
-                            message,
-                            nodectl_model::clock::monotonic_usec_now(),
-                            shared.boot_time,
-                        ),
-                        &mut outputs,
-                    );
-                }
+                let corrupt = reading.tally.corrupt(reader.last_seq());
+                reading.end_replay(corrupt);
+                first_pass_done = true;
+                reading.take_smi_records(inputs);
+                reading.take_drills(inputs);
                 if let Some(now) = reader.source_mut().now_usec() {
-                    analyzer.tick(now, &mut outputs);
+                    reading.live.tick(now, &mut reading.outputs);
+                    reading.flush(false);
                 }
-                flush(
-                    shared,
-                    &config.classifier,
-                    &mut outputs,
-                    &mut tally,
-                    reader.last_seq(),
-                );
-                let open_now = analyzer.open_incident_ids();
-                tally.settle(&shared.metrics, reader.last_seq(), &open_now);
+                reading.tally.settle(&shared.metrics, reader.last_seq());
                 shared.caught_up.send_replace(true);
+                let open_now = reading.live.open_incident_ids();
                 if (dirty && last_save.is_none_or(|t| t.elapsed() >= SAVE_INTERVAL))
                     || open_now != saved_open
                 {
-                    save_position(
-                        state_file.as_ref(),
-                        shared,
-                        reader.last_seq(),
-                        &open_now,
-                        &tally,
-                    );
+                    reading.save(state_file.as_ref(), reader.last_seq());
                     last_save = Some(Instant::now());
                     dirty = false;
                     saved_open = open_now;
                 }
-                match reader.wait(POLL_INTERVAL) {
-                    Ok(_) => {}
-                    Err(e) => {
-                        tracing::error!("waiting for kernel log records failed: {e}");
-                        shared.down.send_replace(Some(format!(
-                            "waiting for kernel log records failed: {e}"
-                        )));
-                        break;
-                    }
+                if let Err(e) = reader.wait(POLL_INTERVAL) {
+                    tracing::error!("waiting for kernel log records failed: {e}");
+                    shared.down.send_replace(Some(format!(
+                        "waiting for kernel log records failed: {e}"
+                    )));
+                    break;
                 }
-                continue;
             }
         }
-        // Publish as soon as a record is read: a subscriber sees it without waiting for a drain.
-        flush(
-            shared,
-            &config.classifier,
-            &mut outputs,
-            &mut tally,
-            reader.last_seq(),
-        );
     }
-    save_position(
-        state_file.as_ref(),
-        shared,
-        reader.last_seq(),
-        &analyzer.open_incident_ids(),
-        &tally,
-    );
-}
-
-/// Saves how far records were counted and which incidents are open (with those an earlier
-/// run left open whose records were not read again yet: still owed a count).
-fn save_position(
-    file: Option<&StateFile>,
-    shared: &Shared,
-    last_seq: Option<u64>,
-    open: &[u64],
-    tally: &Tally,
-) {
-    let (Some(file), Some(seq)) = (file, last_seq) else {
-        return;
-    };
-    let mut open_incidents = open.to_vec();
-    for id in &tally.left_open {
-        if !open_incidents.contains(id) {
-            open_incidents.push(id.to_owned());
-        }
-    }
-    open_incidents.truncate(crate::limits::MAX_OPEN_INCIDENTS_SAVED);
-    let state = CountedUpTo {
-        boot_id: shared.boot_id.clone(),
-        last_counted_seq: seq,
-        open_incidents,
-    };
-    if let Err(e) = file.save(&state) {
-        tracing::warn!("cannot save the kernel log position: {e}");
-    }
+    reading.take_smi_records(inputs);
+    reading.save(state_file.as_ref(), reader.last_seq());
 }
 
 #[cfg(test)]
@@ -800,6 +1061,10 @@ mod tests {
 
     fn plain(seq: u64) -> Option<Vec<u8>> {
         Some(format!("6,{seq},{seq},-;usb {seq}\n").into_bytes())
+    }
+
+    fn open_ids(state: &CountedUpTo) -> Vec<u64> {
+        state.open.iter().map(|o| o.incident.incident_id).collect()
     }
 
     fn config() -> KernelLogConfig {
@@ -865,11 +1130,11 @@ mod tests {
         // Resume after seq 2: the lost notice, 9 and 10 follow, and nothing from before.
         let resumed = log
             .subscribe(&StreamFilter {
-                since_seq: 2,
+                since: [(Source::Kmsg, 2)].into(),
                 ..all.clone()
             })
             .unwrap();
-        assert!(resumed.feed.backlog.iter().all(|i| i.seq > 2));
+        assert!(resumed.feed.backlog.iter().all(|i| i.cursor.is_none_or(|c| c > 2)));
         let seqs: Vec<u64> = resumed
             .feed
             .backlog
@@ -933,11 +1198,11 @@ mod tests {
             .load()
             .ok()
             .flatten()
-            .is_some_and(|s| s.open_incidents == [7])));
+            .is_some_and(|s| open_ids(&s) == [1])));
         cancel.cancel();
         log.join();
         assert_eq!(first.incidents(&kind), 0);
-        assert_eq!(state.load().unwrap().unwrap().open_incidents, [7]);
+        assert_eq!(open_ids(&state.load().unwrap().unwrap()), [1]);
 
         // After the restart the ring still holds its record: it closes and is counted, once.
         let second = KmsgMetrics::default();
@@ -947,7 +1212,7 @@ mod tests {
             .load()
             .ok()
             .flatten()
-            .is_some_and(|s| s.open_incidents.is_empty())));
+            .is_some_and(|s| s.open.is_empty())));
         cancel.cancel();
         log.join();
         assert_eq!(second.incidents(&kind), 1);
@@ -971,7 +1236,9 @@ mod tests {
             .save(&CountedUpTo {
                 boot_id: "b".into(),
                 last_counted_seq: 5,
-                open_incidents: Vec::new(),
+                last_smi_cursor: 0,
+                next_incident_id: 0,
+                open: Vec::new(),
             })
             .unwrap();
         let mut cfg = config();
@@ -1013,6 +1280,147 @@ mod tests {
         assert_eq!(settle(|| metrics.events(Class::Hang, "mes_timeout"), 1), 1);
         cancel.cancel();
         log.join();
+    }
+
+    /// The incident updates of a history, by id.
+    fn incidents_of(items: &[Arc<Item>]) -> Vec<pb::IncidentUpdate> {
+        items
+            .iter()
+            .filter_map(|i| match &i.message.message {
+                Some(pb::kernel_stream_message::Message::Incident(u)) => Some(u.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_reset_in_the_kernel_log_and_the_kfd_channel_is_one_incident_across_a_restart() {
+        // The kernel log's MES timeout, then the agent restarts, then the KFD channel's
+        // pre- and post-reset records of the same reset (saved records of the fixture).
+        let classifier =
+            Arc::new(Classifier::from_toml("incident_gap_seconds = 5\n", "test rules").unwrap());
+        let dir = tempfile::tempdir().unwrap();
+        let mut cfg = KernelLogConfig::new(classifier);
+        cfg.state_dir = Some(dir.path().to_owned());
+        let state = StateFile::in_dir(dir.path());
+        let now = nodectl_model::clock::monotonic_usec_now().unwrap();
+        let ring = || {
+            ScriptedSource::new((1..=6).map(plain).chain([Some(
+                format!(
+                    "3,7,{now},-;amdgpu 0000:c1:00.0: amdgpu: MES failed to respond to msg=REMOVE_QUEUE\n"
+                )
+                .into_bytes(),
+            )]))
+        };
+        let run = |metrics: &KmsgMetrics| {
+            let cancel = CancellationToken::new();
+            let log = KernelLog::start_with_source(
+                ring(),
+                "b".into(),
+                None,
+                cfg.clone(),
+                metrics.clone(),
+                cancel.clone(),
+            );
+            (log, cancel)
+        };
+        let wait = |done: &dyn Fn() -> bool| {
+            for _ in 0..1500 {
+                if done() {
+                    return true;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            false
+        };
+        let first = KmsgMetrics::default();
+        let (log, cancel) = run(&first);
+        assert!(wait(&|| state.load().ok().flatten().is_some_and(|s| open_ids(&s) == [1])));
+        cancel.cancel();
+        log.join();
+
+        let second = KmsgMetrics::default();
+        let (log, cancel) = run(&second);
+        let sink = log.smi_sink().unwrap();
+        let saved = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../tests/fixtures/kfd-smi/mes-hang-reset.records"
+        ))
+        .unwrap();
+        for line in saved.lines() {
+            sink.send(SmiInput {
+                record: nodectl_model::kfd_smi::parse_record(line.as_bytes()),
+                monotonic_usec: nodectl_model::clock::monotonic_usec_now(),
+                device: Some("0000:c1:00.0".into()),
+            });
+        }
+        assert!(wait(&|| second.incidents("mes_hang_reset") == 1));
+        let history = wait_for(&log, &StreamFilter::default(), 1);
+        let updates = incidents_of(&history);
+        let last = updates.last().unwrap();
+        assert!(updates.iter().all(|u| u.incident_id == 1), "{updates:?}");
+        assert!(last.closed);
+        assert_eq!(last.kind, "mes_hang_reset");
+        assert_eq!(last.sources, ["kmsg", "kfd_smi"]);
+        assert_eq!(last.recovered, Some(true));
+        assert_eq!(
+            last.event_counts,
+            BTreeMap::from([
+                ("kfd_smi_gpu_post_reset".to_owned(), 1),
+                ("kfd_smi_mes_hang_reset".to_owned(), 1),
+                ("mes_timeout".to_owned(), 1),
+            ])
+        );
+        // The kernel log's record was counted before the restart, the channel's after it.
+        assert_eq!(second.events(Class::Hang, "mes_timeout"), 0);
+        assert_eq!(second.events(Class::Hang, "kfd_smi_mes_hang_reset"), 1);
+        assert_eq!(second.events(Class::Reset, "kfd_smi_gpu_post_reset"), 1);
+        // The channel's records are numbered, and a client resumes after the first of them.
+        let smi_cursors: Vec<u64> = history
+            .iter()
+            .filter(|i| i.source == Some(Source::KfdSmi))
+            .filter_map(|i| i.cursor)
+            .collect();
+        assert_eq!(smi_cursors, [1, 2]);
+        let resumed = log
+            .subscribe(&StreamFilter {
+                since: [(Source::Kmsg, 7), (Source::KfdSmi, 1)].into(),
+                ..StreamFilter::default()
+            })
+            .unwrap();
+        let events: Vec<(Option<Source>, Option<u64>)> = resumed
+            .feed
+            .backlog
+            .iter()
+            .filter(|i| i.source.is_some())
+            .map(|i| (i.source, i.cursor))
+            .collect();
+        assert_eq!(events, [(Some(Source::KfdSmi), Some(2))]);
+        cancel.cancel();
+        log.join();
+        let saved = state.load().unwrap().unwrap();
+        assert_eq!(saved.last_smi_cursor, 2);
+        // Id 1 is never given again (the replay's own copy of the incident took one more).
+        assert!(saved.next_incident_id > 1);
+        assert!(saved.open.is_empty());
+
+        // A third run reads the kernel log's record again: nothing is counted, no incident
+        // opens, and the channel's numbering goes on.
+        let third = KmsgMetrics::default();
+        let (log, cancel) = run(&third);
+        assert!(wait(&|| log.subscribe(&StreamFilter::default()).is_ok_and(|s| !s.feed.backlog.is_empty())));
+        std::thread::sleep(Duration::from_millis(300));
+        log.smi_sink().unwrap().send(SmiInput {
+            record: nodectl_model::kfd_smi::parse_record(b"2 4:1a"),
+            monotonic_usec: nodectl_model::clock::monotonic_usec_now(),
+            device: None,
+        });
+        assert!(wait(&|| third.events(Class::Info, "kfd_smi_thermal_throttle") == 1));
+        cancel.cancel();
+        log.join();
+        assert_eq!(third.incidents("mes_hang_reset"), 0);
+        assert_eq!(third.events(Class::Hang, "mes_timeout"), 0);
+        assert_eq!(state.load().unwrap().unwrap().last_smi_cursor, 3);
     }
 
     #[test]

@@ -1,19 +1,29 @@
-//! Keeps `(boot_id, last counted seq, incidents open)` in the state directory so a restarted agent counts no record twice and every incident once.
+//! Keeps `(boot_id, cursor per source, next incident id, incidents open)` in the state directory so a restarted agent counts no event twice, every incident once, and goes on with the ids it gave.
 
 use std::path::{Path, PathBuf};
 
+use super::incident::OpenIncident;
 use crate::limits::MAX_STATE_BYTES;
 
 /// What the agent had counted when it last saved.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct CountedUpTo {
     pub boot_id: String,
+    /// Kernel log records up to this seq were counted (and are read again after a restart,
+    /// since the kernel keeps its log: they are history then, not counted twice).
     pub last_counted_seq: u64,
-    /// Incidents (by id: the seq of their first record) still open, so not yet counted: a
-    /// restarted agent reads their records again and counts each once it closes, although its
-    /// records are at or before `last_counted_seq`. Absent in files of earlier versions.
+    /// KFD SMI records numbered up to this were counted. The channel keeps no history: a
+    /// restarted agent numbers the records it reads after this one.
+    #[serde(default)]
+    pub last_smi_cursor: u64,
+    /// The id the next incident gets (files of earlier versions: 0, start from 1).
+    #[serde(default)]
+    pub next_incident_id: u64,
+    /// Incidents open when the agent saved, as the tracker held them: a restarted agent takes
+    /// them up again, with their ids and their events of every source, and counts each once it
+    /// closes.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub open_incidents: Vec<u64>,
+    pub open: Vec<OpenIncident>,
 }
 
 /// The state file in `--state-dir DIR`.
@@ -92,24 +102,63 @@ impl StateFile {
 mod tests {
     use super::*;
 
+    fn state(open: Vec<OpenIncident>) -> CountedUpTo {
+        CountedUpTo {
+            boot_id: "5c1e0f4e-8a4b-4c4e-9f3a-2d1b0c9e8f7a".into(),
+            last_counted_seq: 42,
+            last_smi_cursor: 3,
+            next_incident_id: 9,
+            open,
+        }
+    }
+
+    /// An incident as large as one gets: a count for every rule id, the longest process name.
+    fn largest_incident(id: u64) -> OpenIncident {
+        let classifier = crate::kmsg::Classifier::embedded().unwrap();
+        let mut incident = nodectl_model::Incident {
+            incident_id: id,
+            kind: "mes_hang_reset".into(),
+            device: Some("0000:c1:00.0".into()),
+            first_seq: Some(u64::MAX),
+            last_seq: Some(u64::MAX),
+            first_line: None,
+            last_line: None,
+            first_monotonic_usec: Some(u64::MAX),
+            last_monotonic_usec: Some(u64::MAX),
+            first_time: Some(jiff::Timestamp::MAX),
+            last_time: Some(jiff::Timestamp::MAX),
+            event_counts: classifier
+                .rules()
+                .iter()
+                .map(|r| (r.id.clone(), u32::MAX))
+                .collect(),
+            process: Some("p".repeat(crate::limits::MAX_INCIDENT_PROCESS_BYTES)),
+            pid: Some(u32::MAX),
+            recovered: Some(false),
+            closed: false,
+            drill: false,
+            sources: nodectl_model::Source::ALL.into(),
+        };
+        incident.event_counts.insert("kfd_smi_mes_hang_reset".into(), u32::MAX);
+        OpenIncident::new(incident, nodectl_model::Class::Hang, Some(u64::MAX), u32::MAX)
+    }
+
     #[test]
     fn saves_and_loads() {
         let dir = tempfile::tempdir().unwrap();
         let file = StateFile::in_dir(dir.path());
         assert_eq!(file.load().unwrap(), None);
-        let s = CountedUpTo {
-            boot_id: "b".into(),
-            last_counted_seq: 42,
-            open_incidents: vec![40],
-        };
+        let s = state(vec![largest_incident(8)]);
         file.save(&s).unwrap();
         assert_eq!(file.load().unwrap(), Some(s));
-        // A file of an earlier version, without open incidents.
-        std::fs::write(file.path(), r#"{"boot_id":"b","last_counted_seq":3}"#).unwrap();
-        assert_eq!(
-            file.load().unwrap().unwrap().open_incidents,
-            Vec::<u64>::new()
-        );
+        // A file of an earlier version: no SMI cursor, no incident ids, only open ids.
+        std::fs::write(
+            file.path(),
+            r#"{"boot_id":"b","last_counted_seq":3,"open_incidents":[2]}"#,
+        )
+        .unwrap();
+        let old = file.load().unwrap().unwrap();
+        assert_eq!((old.last_counted_seq, old.next_incident_id, old.open.len()), (3, 0, 0));
         std::fs::write(file.path(), "{").unwrap();
         assert!(
             file.load()
@@ -123,13 +172,13 @@ mod tests {
     fn the_most_open_incidents_saved_fit_the_bound() {
         let dir = tempfile::tempdir().unwrap();
         let file = StateFile::in_dir(dir.path());
-        let state = CountedUpTo {
-            boot_id: "5c1e0f4e-8a4b-4c4e-9f3a-2d1b0c9e8f7a".into(),
-            last_counted_seq: u64::MAX,
-            open_incidents: vec![u64::MAX; crate::limits::MAX_OPEN_INCIDENTS_SAVED],
-        };
-        file.save(&state).unwrap();
-        assert_eq!(file.load().unwrap(), Some(state));
+        let s = state(
+            (0..crate::limits::MAX_OPEN_INCIDENTS_SAVED as u64)
+                .map(largest_incident)
+                .collect(),
+        );
+        file.save(&s).unwrap();
+        assert_eq!(file.load().unwrap(), Some(s));
     }
 
     #[test]
@@ -139,14 +188,12 @@ mod tests {
         nix::unistd::mkfifo(file.path(), nix::sys::stat::Mode::S_IRWXU).unwrap();
         let e = file.load().unwrap_err();
         assert!(e.to_string().contains("not a regular file"), "{e}");
-        let state = CountedUpTo {
-            boot_id: "b".into(),
-            last_counted_seq: 7,
-            open_incidents: Vec::new(),
-        };
-        file.save(&state).unwrap();
-        assert_eq!(file.load().unwrap(), Some(state));
-        std::fs::write(file.path(), vec![b' '; 10_000]).unwrap();
-        assert!(file.load().is_err());
+        let s = state(Vec::new());
+        file.save(&s).unwrap();
+        assert_eq!(file.load().unwrap(), Some(s));
+        let oversized = usize::try_from(MAX_STATE_BYTES).unwrap() + 1;
+        std::fs::write(file.path(), vec![b' '; oversized]).unwrap();
+        let e = file.load().unwrap_err();
+        assert!(e.to_string().contains("more than a saved position takes"), "{e}");
     }
 }

@@ -1,4 +1,4 @@
-//! Serves one StreamKernelEvents call: header, history after since_seq, then live messages, with `lagged` for a slow client.
+//! Serves one StreamKernelEvents call: header, history after the client's cursor per source, then live messages, with `lagged` for a slow client.
 
 use std::pin::Pin;
 
@@ -8,6 +8,10 @@ use tokio_stream::Stream;
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
+
+use std::collections::BTreeMap;
+
+use nodectl_model::Source;
 
 use super::classify::Class;
 use super::pipeline::{Item, KernelLog, StreamFilter};
@@ -32,8 +36,42 @@ pub fn open(
         })?;
         classes.push(class);
     }
+    let mut sources = Vec::with_capacity(request.sources.len().max(1));
+    for name in &request.sources {
+        let source = Source::parse(name)
+            .filter(|_| !name.is_empty())
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "sources: unknown source `{name}`; known: {}",
+                    Source::known()
+                ))
+            })?;
+        if !sources.contains(&source) {
+            sources.push(source);
+        }
+    }
+    // A client before sources names none: it knows the kernel log alone.
+    if sources.is_empty() {
+        sources.push(Source::Kmsg);
+    }
+    let mut since = BTreeMap::new();
+    for (name, cursor) in &request.since_cursor {
+        let source = Source::parse(name)
+            .filter(|_| !name.is_empty())
+            .ok_or_else(|| {
+                Status::invalid_argument(format!(
+                    "since_cursor: unknown source `{name}`; known: {}",
+                    Source::known()
+                ))
+            })?;
+        since.insert(source, *cursor);
+    }
+    if request.since_seq > 0 {
+        since.entry(Source::Kmsg).or_insert(request.since_seq);
+    }
     let filter = StreamFilter {
-        since_seq: request.since_seq,
+        since,
+        sources,
         follow: request.follow,
         classes,
         include_unclassified: request.include_unclassified,
@@ -140,6 +178,7 @@ mod tests {
             follow: true,
             classes: Vec::new(),
             include_unclassified: true,
+            ..Default::default()
         };
         let permits = Arc::new(tokio::sync::Semaphore::new(2));
         let mut active = open(

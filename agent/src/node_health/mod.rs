@@ -114,7 +114,6 @@ struct Follow {
 impl Follow {
     fn start(log: &KernelLog, incidents: &mut Incidents) -> Option<Follow> {
         let filter = StreamFilter {
-            since_seq: 0,
             follow: true,
             ..StreamFilter::default()
         };

@@ -361,13 +361,7 @@ impl ReportTaker {
         );
         let deadline = KERNEL_LOG_FIRST_PASS.min(REPORT_STEP_DEADLINE);
         let caught_up = runtime.block_on(log.caught_up(deadline));
-        let filter = crate::kmsg::pipeline::StreamFilter {
-            since_seq: 0,
-            follow: false,
-            classes: Vec::new(),
-            include_unclassified: false,
-            full_log: false,
-        };
+        let filter = crate::kmsg::pipeline::StreamFilter::default();
         let section = match log.subscribe(&filter) {
             Err(unavailable) => Section {
                 name: "kernel-log".to_owned(),

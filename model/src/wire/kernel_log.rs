@@ -6,7 +6,9 @@ use nodectl_proto::nodectl::v1 as pb;
 use pb::kernel_stream_message::Message;
 
 use super::{WireError, invalid, timestamp_from_pb, timestamp_to_pb};
-use crate::kernel_log::{Class, Incident, KernelEvent, RecordsLost, StreamHeader, StreamMessage};
+use crate::kernel_log::{
+    Class, Incident, KernelEvent, RecordsLost, Source, SourceStatus, StreamHeader, StreamMessage,
+};
 
 fn time_from_pb(
     t: Option<prost_types::Timestamp>,
@@ -33,6 +35,8 @@ impl From<KernelEvent> for pb::KernelEvent {
             device: e.device,
             subsystem: e.subsystem,
             injected: e.injected,
+            source: e.source.as_str().to_owned(),
+            cursor: e.cursor.unwrap_or(0),
         }
     }
 }
@@ -59,6 +63,7 @@ impl From<Incident> for pb::IncidentUpdate {
             recovered: i.recovered,
             closed: i.closed,
             drill: i.drill,
+            sources: i.sources.iter().map(|s| s.as_str().to_owned()).collect(),
         }
     }
 }
@@ -71,6 +76,16 @@ impl From<StreamHeader> for pb::KernelStreamHeader {
             first_seq: h.first_seq,
             last_seq: h.last_seq,
             records_lost_total: h.records_lost_total,
+            sources: h
+                .sources
+                .into_iter()
+                .map(|s| pb::EventSourceStatus {
+                    source: s.source.as_str().to_owned(),
+                    available: s.reason.is_none(),
+                    reason: s.reason.unwrap_or_default(),
+                    last_cursor: s.last_cursor,
+                })
+                .collect(),
         }
     }
 }
@@ -115,8 +130,22 @@ impl TryFrom<pb::KernelEvent> for KernelEvent {
             .ok()
             .filter(|l| *l <= 7)
             .ok_or_else(|| invalid("event.level", format!("{} is not 0..=7", e.level)))?;
+        let source = Source::parse(&e.source).ok_or_else(|| {
+            invalid(
+                "event.source",
+                format!("`{}` is not one of {}", e.source, Source::known()),
+            )
+        })?;
+        let is_kmsg = source == Source::Kmsg;
         Ok(KernelEvent {
-            seq: Some(e.seq),
+            source,
+            // An agent before sources sent no cursor: a kernel log record's is its seq.
+            cursor: Some(if is_kmsg && e.cursor == 0 {
+                e.seq
+            } else {
+                e.cursor
+            }),
+            seq: is_kmsg.then_some(e.seq),
             line: None,
             monotonic_usec: Some(e.monotonic_usec),
             time: time_from_pb(e.time, "event.time")?,
@@ -160,6 +189,18 @@ impl TryFrom<pb::IncidentUpdate> for Incident {
             recovered: i.recovered,
             closed: i.closed,
             drill: i.drill,
+            sources: i
+                .sources
+                .iter()
+                .map(|name| {
+                    Source::parse(name).ok_or_else(|| {
+                        invalid(
+                            "incident.sources",
+                            format!("`{name}` is not one of {}", Source::known()),
+                        )
+                    })
+                })
+                .collect::<Result<_, _>>()?,
         })
     }
 }
@@ -179,6 +220,23 @@ impl TryFrom<pb::KernelStreamMessage> for StreamMessage {
                     first_seq: h.first_seq,
                     last_seq: h.last_seq,
                     records_lost_total: h.records_lost_total,
+                    sources: h
+                        .sources
+                        .into_iter()
+                        .map(|s| {
+                            let source = Source::parse(&s.source).ok_or_else(|| {
+                                invalid(
+                                    "header.sources",
+                                    format!("`{}` is not one of {}", s.source, Source::known()),
+                                )
+                            })?;
+                            Ok(SourceStatus {
+                                source,
+                                reason: (!s.available).then_some(s.reason),
+                                last_cursor: s.last_cursor,
+                            })
+                        })
+                        .collect::<Result<_, WireError>>()?,
                 }),
                 Message::Event(e) => StreamMessage::Event(e.try_into()?),
                 Message::Incident(i) => StreamMessage::Incident(i.try_into()?),
@@ -204,6 +262,8 @@ mod tests {
         let mut fields = BTreeMap::new();
         fields.insert("mes_op".to_owned(), "REMOVE_QUEUE".to_owned());
         KernelEvent {
+            source: Source::Kmsg,
+            cursor: Some(7),
             seq: Some(7),
             line: None,
             monotonic_usec: Some(100_000_000),
@@ -242,6 +302,7 @@ mod tests {
             recovered: Some(false),
             closed: true,
             drill: true,
+            sources: [Source::Kmsg, Source::KfdSmi].into(),
         }
     }
 
@@ -265,6 +326,13 @@ mod tests {
         for m in [
             StreamMessage::Event(event()),
             StreamMessage::Event(unclassified),
+            StreamMessage::Event(KernelEvent {
+                source: Source::KfdSmi,
+                cursor: Some(3),
+                seq: None,
+                message: "3 1 MES hang".into(),
+                ..event()
+            }),
             StreamMessage::Incident(incident()),
             StreamMessage::RecordsLost(RecordsLost::between(3, 8)),
             StreamMessage::Lagged { missed: 9 },
@@ -274,10 +342,34 @@ mod tests {
                 first_seq: 1,
                 last_seq: 2,
                 records_lost_total: 3,
+                sources: vec![
+                    SourceStatus {
+                        source: Source::Kmsg,
+                        reason: None,
+                        last_cursor: 2,
+                    },
+                    SourceStatus {
+                        source: Source::KfdSmi,
+                        reason: Some("/dev/kfd: No such file or directory".into()),
+                        last_cursor: 0,
+                    },
+                ],
             }),
         ] {
             assert_eq!(through_bytes(m.clone()), m);
         }
+    }
+
+    #[test]
+    fn an_event_of_an_agent_before_sources_is_a_kernel_log_record_at_its_seq() {
+        let mut wire = pb::KernelEvent::from(event());
+        wire.source = String::new();
+        wire.cursor = 0;
+        let e = KernelEvent::try_from(wire).unwrap();
+        assert_eq!((e.source, e.cursor, e.seq), (Source::Kmsg, Some(7), Some(7)));
+        let mut wire = pb::KernelEvent::from(event());
+        wire.source = "ebpf".into();
+        assert!(KernelEvent::try_from(wire).is_err());
     }
 
     #[test]

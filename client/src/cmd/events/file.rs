@@ -578,6 +578,8 @@ mod tests {
 
     fn event(line: u64, message: &str) -> KernelEvent {
         KernelEvent {
+            source: nodectl_model::Source::Kmsg,
+            cursor: None,
             seq: None,
             line: Some(line),
             monotonic_usec: Some(line * 1000),
@@ -617,6 +619,7 @@ mod tests {
             recovered: Some(true),
             closed: true,
             drill: false,
+            sources: [nodectl_model::Source::Kmsg].into(),
         }
     }
 
