@@ -176,6 +176,14 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let metrics = kmsg::metrics::KmsgMetrics::default();
     let kernel_log =
         kmsg::pipeline::KernelLog::start(&root, kmsg_config, metrics.clone(), token.clone());
+    // A tree (a fixture, a bundle) holds no devices: only the live host has a KFD channel.
+    let kfd_task = root.is_live_host().then(|| {
+        tokio::spawn(nodectl_agent::kfd::run(
+            root.clone(),
+            kernel_log.clone(),
+            token.clone(),
+        ))
+    });
 
     let tls = match (&args.tls_cert, &args.tls_key) {
         (Some(cert), Some(key)) => Some(
@@ -272,6 +280,9 @@ async fn run(args: Args) -> anyhow::Result<()> {
     })
     .await;
     token.cancel();
+    if let Some(task) = kfd_task {
+        task.await.context("KFD event channel task")?;
+    }
     tokio::task::spawn_blocking(move || kernel_log.join())
         .await
         .context("kernel log reader")?;

@@ -56,6 +56,21 @@ pub struct DiagnosticsService {
 }
 
 impl DiagnosticsService {
+    /// The one line a snapshot carries when this agent reads the KFD event channel and cannot.
+    fn kfd_problem(&self) -> Option<nodectl_model::snapshot::Problem> {
+        match &*self.kernel_log.as_ref()?.smi_status().borrow() {
+            crate::kmsg::pipeline::SmiStatus::Unavailable(reason) => {
+                Some(nodectl_model::snapshot::Problem {
+                    path: "/dev/kfd".to_owned(),
+                    reason: format!(
+                        "KFD event channel unavailable (kernel log events still served): {reason}"
+                    ),
+                })
+            }
+            _ => None,
+        }
+    }
+
     pub fn new(snapshotter: Arc<Snapshotter>) -> Self {
         Self {
             snapshotter,
@@ -227,9 +242,11 @@ impl NodeDiagnostics for DiagnosticsService {
                 SnapshotError::Busy => Status::resource_exhausted(e.to_string()),
                 SnapshotError::Task(_) => Status::internal(e.to_string()),
             })?;
-        Ok(Response::new(pb::Snapshot::from(Arc::unwrap_or_clone(
-            snapshot,
-        ))))
+        let mut snapshot = Arc::unwrap_or_clone(snapshot);
+        if let Some(problem) = self.kfd_problem() {
+            snapshot.problems.push(problem);
+        }
+        Ok(Response::new(pb::Snapshot::from(snapshot)))
     }
 
     type StreamKernelEventsStream = KernelStream;
@@ -397,6 +414,7 @@ async fn health_service(
         host_stuck: crate::collect::read_pool::shared().stuck_reads(),
         pod_log_stuck: crate::pod_log::reads::shared().stuck_reads(),
         kernel_log_down: service.kernel_log.as_ref().map(|log| log.down()),
+        kfd_status: service.kernel_log.as_ref().map(|log| log.smi_status()),
     };
     readiness.report(&health_reporter).await;
     tokio::spawn(readiness.keep(health_reporter));
@@ -423,6 +441,9 @@ struct Readiness {
     host_stuck: tokio::sync::watch::Receiver<usize>,
     pod_log_stuck: tokio::sync::watch::Receiver<usize>,
     kernel_log_down: Option<tokio::sync::watch::Receiver<Option<String>>>,
+    /// The KFD event channel: ready without it (the kernel log is the main source), and the
+    /// readiness line says so.
+    kfd_status: Option<tokio::sync::watch::Receiver<crate::kmsg::pipeline::SmiStatus>>,
 }
 
 impl Readiness {
@@ -444,9 +465,23 @@ impl Readiness {
         }
     }
 
+    /// What the agent lacks while it is ready: the KFD event channel.
+    fn ready_without(&mut self) -> Option<String> {
+        match &*self.kfd_status.as_mut()?.borrow_and_update() {
+            crate::kmsg::pipeline::SmiStatus::Unavailable(reason) => {
+                Some(format!("KFD event channel unavailable: {reason}"))
+            }
+            _ => None,
+        }
+    }
+
     async fn report(&mut self, reporter: &tonic_health::server::HealthReporter) {
+        let lacking = self.ready_without();
         match self.not_ready() {
             None => {
+                if let Some(lacking) = lacking {
+                    tracing::info!("ready; {lacking}");
+                }
                 reporter
                     .set_serving::<NodeDiagnosticsServer<DiagnosticsService>>()
                     .await;
@@ -468,10 +503,17 @@ impl Readiness {
                     None => std::future::pending().await,
                 }
             };
+            let kfd_changed = async {
+                match self.kfd_status.as_mut() {
+                    Some(status) => status.changed().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 changed = self.host_stuck.changed() => if changed.is_err() { return },
                 changed = self.pod_log_stuck.changed() => if changed.is_err() { return },
                 changed = kernel_log_changed => if changed.is_err() { return },
+                changed = kfd_changed => if changed.is_err() { return },
             }
             self.report(&reporter).await;
         }

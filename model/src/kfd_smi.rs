@@ -390,6 +390,22 @@ fn set_ns_pid(r: &mut SmiRecord, ns: u64, pid: u32) {
     r.pid = Some(pid);
 }
 
+/// A line of a saved file that is a record of the channel in a form this parser knows (a
+/// record kept raw is no evidence that the line is one: text of a log may look like `1 2`).
+/// Cheap for the lines of a kernel log, which begin otherwise.
+pub fn parse_saved_line(line: &str) -> Option<SmiRecord> {
+    let bytes = line.as_bytes();
+    let id_len = bytes.iter().position(|b| *b == b' ')?;
+    if !(1..=2).contains(&id_len)
+        || line.len() > MAX_RECORD_BYTES
+        || !bytes[..id_len].iter().all(u8::is_ascii_hexdigit)
+    {
+        return None;
+    }
+    let record = parse_record(bytes);
+    (record.kind != SmiEventKind::Unknown).then_some(record)
+}
+
 /// Cuts records out of reads of the anon fd: a record cut by a read is completed by the next,
 /// and several records in one read come out one by one. Splits on `\n` only (a 6.12 record
 /// holds a NUL before its newline).

@@ -17,5 +17,7 @@ pub mod text;
 pub mod wire;
 
 pub use kernel_args::KernelArgument;
-pub use kernel_log::{Class, Incident, KernelEvent, Source, SourceStatus, StreamHeader, StreamMessage};
+pub use kernel_log::{
+    Class, Incident, KernelEvent, Source, SourceStatus, StreamHeader, StreamMessage,
+};
 pub use snapshot::Snapshot;

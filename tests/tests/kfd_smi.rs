@@ -160,3 +160,52 @@ proptest! {
         let _ = parse_record(&mutated);
     }
 }
+
+#[test]
+fn saved_records_beside_the_kernel_log_make_one_incident_and_show_what_was_dropped()
+-> anyhow::Result<()> {
+    let path = fixture("kfd-smi/reset-beside-the-kernel-log.log");
+    let run = nodectl_e2e::harness::nodectl(&[
+        "events",
+        "--file",
+        path.to_str().unwrap_or_default(),
+        "-o",
+        "json",
+    ])?;
+    anyhow::ensure!(run.code == 0, "exit {}: {}", run.code, run.stderr);
+    let json: serde_json::Value = serde_json::from_str(&run.stdout)?;
+    assert_golden(&path.with_extension("golden.json"), &json)?;
+    let incidents = json["incidents"].as_array().cloned().unwrap_or_default();
+    assert_eq!(incidents.len(), 1, "{incidents:?}");
+    assert_eq!(incidents[0]["kind"], "mes_hang_reset");
+    assert_eq!(
+        incidents[0]["sources"],
+        serde_json::json!(["kmsg", "kfd_smi"])
+    );
+    let events = json["events"].as_array().cloned().unwrap_or_default();
+    let smi: Vec<&serde_json::Value> = events.iter().filter(|e| e["source"] == "kfd_smi").collect();
+    let ids: Vec<&str> = smi.iter().filter_map(|e| e["id"].as_str()).collect();
+    assert_eq!(
+        ids,
+        [
+            "kfd_smi_mes_hang_reset",
+            "kfd_smi_gpu_post_reset",
+            "kfd_smi_mes_hang_reset"
+        ]
+    );
+    // Reset 2 never showed: the channel dropped it, and the record after the gap says so.
+    assert!(
+        smi[..2]
+            .iter()
+            .all(|e| e["fields"]["sequence_gap"].is_null())
+    );
+    assert!(
+        smi[2]["fields"]["sequence_gap"]
+            .as_str()
+            .is_some_and(|g| g.contains("reset 2 was not seen")),
+        "{}",
+        smi[2]
+    );
+    assert_eq!(json["input"]["lines_by_format"]["kfd_smi"], 3);
+    Ok(())
+}

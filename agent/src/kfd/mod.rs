@@ -10,8 +10,11 @@ pub mod sys;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use crate::HostRoot;
 use crate::collect::{Reader, kfd};
+use crate::kmsg::pipeline::{KernelLog, SmiInput, SmiSink, SmiStatus};
 pub use reader::{EventFdReader, Read};
 
 /// Every event (ids 1–13), and with bit 63 every process's per-process events (5–11), which the
@@ -34,6 +37,8 @@ pub struct Unavailable(pub String);
 #[derive(Debug)]
 pub struct GpuChannel {
     pub gpu_id: u32,
+    /// PCI address of the GPU (from KFD topology's `domain` and `location_id`).
+    pub device: Option<String>,
     pub reader: EventFdReader,
 }
 
@@ -45,19 +50,120 @@ pub struct Channel {
     pub gpus: Vec<GpuChannel>,
 }
 
-/// The `gpu_id`s of the GPU nodes of KFD topology (CPU nodes have 0).
-pub fn gpu_ids(root: &HostRoot) -> Vec<u32> {
+/// The GPU nodes of KFD topology (CPU nodes have `gpu_id` 0): each `gpu_id` and PCI address.
+pub fn gpus(root: &HostRoot) -> Vec<(u32, Option<String>)> {
     let mut reader = Reader::new(root);
     kfd::collect(&mut reader)
         .into_iter()
-        .map(|node| node.gpu_id)
-        .filter(|id| *id != 0)
+        .filter(|node| node.gpu_id != 0)
+        .map(|node| {
+            let pci = node.properties.get("location_id").map(|location| {
+                let domain = node.properties.get("domain").copied().unwrap_or(0);
+                format!(
+                    "{domain:04x}:{:02x}:{:02x}.{:x}",
+                    (location >> 8) & 0xff,
+                    (location >> 3) & 0x1f,
+                    location & 7
+                )
+            });
+            (node.gpu_id, pci)
+        })
         .collect()
+}
+
+/// How long after the channel could not be opened, or stopped, it is tried again: a GPU that
+/// was reset or re-bound comes back, a node without one costs a topology read a minute.
+pub const REOPEN_INTERVAL: Duration = Duration::from_secs(60);
+
+/// Reads every GPU's channel into the kernel event pipeline until `cancel`, opening it again
+/// when it stops; the pipeline's KFD status says whether it is read, and why not.
+pub async fn run(root: HostRoot, log: KernelLog, cancel: CancellationToken) {
+    let Some(sink) = log.smi_sink() else {
+        log.set_smi_status(SmiStatus::Unavailable(
+            "the kernel log reader is not running, and the KFD channel's events join its pipeline"
+                .to_owned(),
+        ));
+        return;
+    };
+    let mut last_reason = String::new();
+    loop {
+        let reason = match open(&root, EVENT_MASK_ALL).await {
+            Err(Unavailable(reason)) => reason,
+            Ok(channel) => {
+                tracing::info!(
+                    "reading the KFD event channel of {} GPU(s) (KFD ioctl {}.{})",
+                    channel.gpus.len(),
+                    channel.version.0,
+                    channel.version.1
+                );
+                log.set_smi_status(SmiStatus::Reading);
+                read_channel(channel, &sink, &cancel).await
+            }
+        };
+        if cancel.is_cancelled() {
+            return;
+        }
+        if reason != last_reason {
+            tracing::warn!("KFD event channel unavailable: {reason}");
+            last_reason.clone_from(&reason);
+        }
+        log.set_smi_status(SmiStatus::Unavailable(reason));
+        tokio::select! {
+            () = cancel.cancelled() => return,
+            () = tokio::time::sleep(REOPEN_INTERVAL) => {}
+        }
+    }
+}
+
+/// Reads every GPU's event fd until one stops (its reason) or `cancel`.
+async fn read_channel(channel: Channel, sink: &SmiSink, cancel: &CancellationToken) -> String {
+    let Channel {
+        _kfd: kfd, gpus, ..
+    } = channel;
+    let mut readers = tokio::task::JoinSet::new();
+    for gpu in gpus {
+        let sink = sink.clone();
+        readers.spawn(read_gpu(gpu, sink));
+    }
+    let reason = tokio::select! {
+        () = cancel.cancelled() => String::new(),
+        ended = readers.join_next() => match ended {
+            Some(Ok(reason)) => reason,
+            Some(Err(e)) => format!("a KFD channel reader failed: {e}"),
+            None => "no GPU channel to read".to_owned(),
+        },
+    };
+    readers.shutdown().await;
+    // Closed after the event fds: KFD ties them to this open.
+    drop(kfd);
+    reason
+}
+
+/// One GPU's records into the pipeline until its fd fails or closes: why it stopped.
+async fn read_gpu(mut gpu: GpuChannel, sink: SmiSink) -> String {
+    loop {
+        let (records, closed) = match gpu.reader.next().await {
+            Ok(Read::Records(records)) => (records, false),
+            Ok(Read::Closed(records)) => (records, true),
+            Err(e) => return format!("reading the events of gpu_id {}: {e}", gpu.gpu_id),
+        };
+        let now = nodectl_model::clock::monotonic_usec_now();
+        for record in records {
+            sink.send(SmiInput {
+                record,
+                monotonic_usec: now,
+                device: gpu.device.clone(),
+            });
+        }
+        if closed {
+            return format!("the event fd of gpu_id {} closed", gpu.gpu_id);
+        }
+    }
 }
 
 /// Opens the channel for every GPU of KFD topology, with `mask`.
 pub async fn open(root: &HostRoot, mask: u64) -> Result<Channel, Unavailable> {
-    let gpus = gpu_ids(root);
+    let gpus = gpus(root);
     if gpus.is_empty() {
         return Err(Unavailable(
             "KFD topology lists no GPU (/sys/class/kfd/kfd/topology/nodes/*/gpu_id)".to_owned(),
@@ -77,7 +183,7 @@ pub async fn open(root: &HostRoot, mask: u64) -> Result<Channel, Unavailable> {
     })?;
     let mut version = (0, 0);
     let mut channels = Vec::with_capacity(gpus.len());
-    for gpu_id in gpus {
+    for (gpu_id, device) in gpus {
         let (v, fd) = sys::version_and_event_fd(kfd.as_fd(), gpu_id)
             .map_err(|e| Unavailable(format!("AMDKFD_IOC_SMI_EVENTS for gpu_id {gpu_id}: {e}")))?;
         version = v;
@@ -85,7 +191,11 @@ pub async fn open(root: &HostRoot, mask: u64) -> Result<Channel, Unavailable> {
             .map_err(|e| Unavailable(format!("the event mask of gpu_id {gpu_id}: {e}")))?;
         let reader = EventFdReader::new(fd)
             .map_err(|e| Unavailable(format!("the event fd of gpu_id {gpu_id}: {e}")))?;
-        channels.push(GpuChannel { gpu_id, reader });
+        channels.push(GpuChannel {
+            gpu_id,
+            device,
+            reader,
+        });
     }
     Ok(Channel {
         _kfd: kfd,
@@ -139,8 +249,13 @@ mod tests {
 
     #[test]
     fn the_gpus_come_from_kfd_topology() {
-        assert!(!gpu_ids(&fixture("strix-halo-healthy")).is_empty());
-        assert!(gpu_ids(&fixture("no-gpu")).is_empty());
+        let found = gpus(&fixture("strix-halo-healthy"));
+        assert!(!found.is_empty());
+        assert!(
+            found.iter().all(|(id, pci)| *id != 0 && pci.is_some()),
+            "{found:?}"
+        );
+        assert!(gpus(&fixture("no-gpu")).is_empty());
     }
 
     #[tokio::test]

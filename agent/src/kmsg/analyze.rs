@@ -8,13 +8,13 @@ use super::classify::Classifier;
 pub use nodectl_model::KernelEvent;
 
 use super::incident::{EventPlace, Incident, IncidentTracker};
-use nodectl_model::kfd_smi::SmiRecord;
-use nodectl_model::{Class, Source};
 use super::offline::{JournalYear, LineFormat, LogLine};
 use super::reader::follows_plausibly;
 use super::record::{Record, pci_of_device};
 use crate::limits::{MAX_HELD_INCIDENTS, MAX_SAVED_LINE_BYTES};
+use nodectl_model::kfd_smi::SmiRecord;
 use nodectl_model::line_reader;
+use nodectl_model::{Class, Source};
 
 /// One kernel log entry, before classification.
 #[derive(Debug, Clone, Default)]
@@ -129,6 +129,58 @@ pub enum Output {
 pub struct Analyzer {
     classifier: Arc<Classifier>,
     incidents: IncidentTracker,
+    /// The KFD channel's GPU resets, per device: a record the kernel dropped shows as a gap.
+    resets: BTreeMap<Option<String>, ResetSequence>,
+}
+
+/// The reset records of one GPU's KFD channel so far. The kernel drops a record without a
+/// trace when the channel's 8 KiB buffer is full; a pre-reset without its post-reset, or a
+/// reset number skipped, is how that shows.
+#[derive(Debug, Default)]
+struct ResetSequence {
+    last_seq: Option<u32>,
+    /// The pre-reset whose post-reset has not come yet.
+    open: Option<u32>,
+}
+
+impl ResetSequence {
+    /// What this record says was dropped before it, if anything.
+    fn follow(&mut self, record: &SmiRecord) -> Option<String> {
+        use nodectl_model::kfd_smi::SmiEventKind;
+        let seq = record.reset_seq?;
+        let mut gaps = Vec::new();
+        match record.kind {
+            SmiEventKind::GpuPreReset => {
+                if let Some(open) = self.open {
+                    gaps.push(format!("the post-reset of reset {open} never came"));
+                }
+                if let Some(last) = self.last_seq
+                    && seq > last.saturating_add(1)
+                {
+                    gaps.push(if seq == last + 2 {
+                        format!("reset {} was not seen", last + 1)
+                    } else {
+                        format!("resets {}..={} were not seen", last + 1, seq - 1)
+                    });
+                }
+                self.open = Some(seq);
+            }
+            SmiEventKind::GpuPostReset => {
+                if self.open != Some(seq) {
+                    gaps.push(format!("the pre-reset of reset {seq} never came"));
+                }
+                self.open = None;
+            }
+            _ => return None,
+        }
+        self.last_seq = Some(self.last_seq.map_or(seq, |last| last.max(seq)));
+        (!gaps.is_empty()).then(|| {
+            format!(
+                "{}: the KFD channel dropped records (its buffer was full)",
+                gaps.join("; ")
+            )
+        })
+    }
 }
 
 impl Analyzer {
@@ -136,6 +188,7 @@ impl Analyzer {
         Self {
             incidents: IncidentTracker::new(classifier.clone()),
             classifier,
+            resets: BTreeMap::new(),
         }
     }
 
@@ -233,6 +286,13 @@ impl Analyzer {
         );
         put("boottime_ns", record.boottime_ns.map(|n| n.to_string()));
         put("unparsed", record.unparsed.clone());
+        put(
+            "sequence_gap",
+            self.resets
+                .entry(smi.device.clone())
+                .or_default()
+                .follow(&record),
+        );
         let rule = self.classifier.classify_smi(&record);
         let mut event = KernelEvent {
             source: Source::KfdSmi,
@@ -638,6 +698,9 @@ impl<S: FnMut(Found) -> ControlFlow<()>> SavedLog<S> {
             return;
         }
         let parsed = super::offline::parse_dated(line, &mut self.years);
+        if parsed.format == LineFormat::Plain && self.push_smi(line) {
+            return;
+        }
         self.count(parsed.format, parsed.seq);
         let is_kmsg = parsed.format == LineFormat::Kmsg;
         let entry = Entry::from_line(parsed, self.summary.lines_read);
@@ -658,9 +721,30 @@ impl<S: FnMut(Found) -> ControlFlow<()>> SavedLog<S> {
             return;
         }
         let (format, seq) = super::offline::line_format(line, &mut self.years);
+        if format == LineFormat::Plain && self.push_smi(line) {
+            return;
+        }
         self.count(format, seq);
         self.after_unread_record = format == LineFormat::Kmsg;
         self.sink();
+    }
+
+    /// A line that is a KFD SMI record: read as the channel's event. Records carry no time a
+    /// line of the kernel log has (resets none at all), so they take part in incidents by
+    /// their place in the file.
+    fn push_smi(&mut self, line: &str) -> bool {
+        let Some(record) = nodectl_model::kfd_smi::parse_saved_line(line) else {
+            return false;
+        };
+        self.count(LineFormat::KfdSmi, None);
+        let entry = SmiEntry {
+            record,
+            line: Some(self.summary.lines_read),
+            ..SmiEntry::default()
+        };
+        self.analyzer.push_smi(entry, &mut self.out);
+        self.sink();
+        true
     }
 
     fn sink(&mut self) {

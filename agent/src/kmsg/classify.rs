@@ -391,7 +391,12 @@ impl Classifier {
             .iter()
             .find(|r| &*r.id == id)
             .map(|r| r.class)
-            .or_else(|| self.smi_rules.iter().find(|r| &*r.id == id).map(|r| r.class))
+            .or_else(|| {
+                self.smi_rules
+                    .iter()
+                    .find(|r| &*r.id == id)
+                    .map(|r| r.class)
+            })
     }
 
     /// The first KFD SMI event rule that takes this record.

@@ -35,6 +35,9 @@ pub enum LineFormat {
     /// No known prefix, but an amdgpu/DRM/KFD marker: the message starts there (text copied out
     /// of a report, a prefix of a tool not known here).
     Located,
+    /// A record of the KFD SMI event channel, as its fd gives it (`3 1 MES hang`): a saved
+    /// file of records, or records pasted beside the kernel log.
+    KfdSmi,
     /// Anything else: the whole line is the message.
     Plain,
 }
@@ -52,6 +55,7 @@ impl LineFormat {
             LineFormat::Talos => "talos",
             LineFormat::Kubectl => "kubectl",
             LineFormat::Located => "located",
+            LineFormat::KfdSmi => "kfd_smi",
             LineFormat::Plain => "plain",
         }
     }

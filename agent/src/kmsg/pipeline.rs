@@ -150,10 +150,20 @@ struct Shared {
     injections: Mutex<Option<std::sync::mpsc::SyncSender<Drill>>>,
     /// KFD SMI records for the reader thread (`None`: no reader runs).
     smi_records: Mutex<Option<std::sync::mpsc::SyncSender<SmiInput>>>,
-    /// Why the KFD SMI channel is not read (`None`: it is).
-    smi_unavailable: Mutex<Option<String>>,
+    /// Whether the KFD SMI channel is read, and why not.
+    smi_status: watch::Sender<SmiStatus>,
     /// SMI records dropped because the reader thread had not taken the ones before.
     smi_dropped: AtomicU64,
+}
+
+/// Whether the KFD SMI channel is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SmiStatus {
+    /// No channel reader was started (a report's pipeline, the client's own agent).
+    NotStarted,
+    Reading,
+    /// A reader was started and cannot read the channel, for this reason.
+    Unavailable(String),
 }
 
 /// A drill for the reader thread: a rule's example, as its source would give it.
@@ -330,9 +340,7 @@ impl KernelLog {
                 classifier: Arc::clone(&config.classifier),
                 injections: Mutex::new(None),
                 smi_records: Mutex::new(None),
-                smi_unavailable: Mutex::new(Some(
-                    "the agent does not read the KFD SMI channel".to_owned(),
-                )),
+                smi_status: watch::Sender::new(SmiStatus::NotStarted),
                 smi_dropped: AtomicU64::new(0),
             }),
         }
@@ -428,14 +436,29 @@ impl KernelLog {
         })
     }
 
-    /// Says whether the KFD SMI channel is read (`None`) or why not.
-    pub fn set_smi_unavailable(&self, reason: Option<String>) {
-        *lock(&self.shared.smi_unavailable) = reason;
+    /// Says whether the KFD SMI channel is read.
+    pub fn set_smi_status(&self, status: SmiStatus) {
+        self.shared.smi_status.send_if_modified(|now| {
+            let changed = *now != status;
+            *now = status;
+            changed
+        });
+    }
+
+    /// Whether the KFD SMI channel is read, as it changes.
+    pub fn smi_status(&self) -> watch::Receiver<SmiStatus> {
+        self.shared.smi_status.subscribe()
     }
 
     /// Why the KFD SMI channel is not read, or `None` when it is.
     pub fn smi_unavailable(&self) -> Option<String> {
-        lock(&self.shared.smi_unavailable).clone()
+        match &*self.shared.smi_status.borrow() {
+            SmiStatus::Reading => None,
+            SmiStatus::NotStarted => {
+                Some("this agent does not read the KFD SMI channel".to_owned())
+            }
+            SmiStatus::Unavailable(reason) => Some(reason.clone()),
+        }
     }
 
     /// Feeds the example of rule `rule_id` (a kernel message, or a KFD SMI record) into the
@@ -492,19 +515,21 @@ impl KernelLog {
         let had = |item: &Item| {
             item.source
                 .zip(item.cursor)
-                .is_some_and(|(source, cursor)| filter.since.get(&source).is_some_and(|s| cursor <= *s))
+                .is_some_and(|(source, cursor)| {
+                    filter.since.get(&source).is_some_and(|s| cursor <= *s)
+                })
         };
         let (after, oldest) = self.shared.feed.locate(filter.include_unclassified, had);
         // Events are kept by their cursor (sources need not interleave in cursor order: a
         // source the subscriber did not ask for before sends its whole history); the rest by
         // their place after the newest event it had.
         let after = after.unwrap_or(0);
-        let mut feed = self.shared.feed.subscribe(
-            0,
-            filter.include_unclassified,
-            filter.follow,
-            |item| item.wanted(filter) && (item.source.is_some() || item.position > after),
-        );
+        let mut feed =
+            self.shared
+                .feed
+                .subscribe(0, filter.include_unclassified, filter.follow, |item| {
+                    item.wanted(filter) && (item.source.is_some() || item.position > after)
+                });
         // The subscriber's place is no longer in the history: the kernel log records between
         // it and the oldest one held are gone for it.
         feed.missed_before_backlog = match (after, filter.since.get(&Source::Kmsg), oldest) {
@@ -530,14 +555,14 @@ impl KernelLog {
                     Source::Kmsg => None,
                     Source::KfdSmi => self.smi_unavailable(),
                 },
-                last_cursor: cursors_of(source).last().unwrap_or(0),
+                last_cursor: cursors_of(source).next_back().unwrap_or(0),
             })
             .collect();
         let header = StreamHeader {
             boot_id: self.shared.boot_id.clone(),
             boot_time: self.shared.boot_time,
             first_seq: cursors_of(Source::Kmsg).next().unwrap_or(0),
-            last_seq: cursors_of(Source::Kmsg).last().unwrap_or(0),
+            last_seq: cursors_of(Source::Kmsg).next_back().unwrap_or(0),
             records_lost_total: self.shared.lost_total.load(Ordering::Relaxed),
             sources,
         };
@@ -855,9 +880,7 @@ impl Reading<'_> {
         // is never behind the one loaded.
         let last_counted_seq = last_seq.max(self.tally.counted_up_to);
         let tracker = self.live.incidents();
-        if last_counted_seq.is_none()
-            && self.smi_cursor == 0
-            && tracker.open_incidents().is_empty()
+        if last_counted_seq.is_none() && self.smi_cursor == 0 && tracker.open_incidents().is_empty()
         {
             return;
         }
@@ -995,9 +1018,7 @@ fn read_loop<S: RecordSource>(
                 first_seq,
                 last_seq,
             } => {
-                reading
-                    .live
-                    .lost(first_seq, last_seq, &mut reading.outputs);
+                reading.live.lost(first_seq, last_seq, &mut reading.outputs);
                 reading.flush(false);
             }
             ReadOutcome::Malformed { reason } => {
@@ -1031,9 +1052,9 @@ fn read_loop<S: RecordSource>(
                 }
                 if let Err(e) = reader.wait(POLL_INTERVAL) {
                     tracing::error!("waiting for kernel log records failed: {e}");
-                    shared.down.send_replace(Some(format!(
-                        "waiting for kernel log records failed: {e}"
-                    )));
+                    shared
+                        .down
+                        .send_replace(Some(format!("waiting for kernel log records failed: {e}")));
                     break;
                 }
             }
@@ -1134,7 +1155,13 @@ mod tests {
                 ..all.clone()
             })
             .unwrap();
-        assert!(resumed.feed.backlog.iter().all(|i| i.cursor.is_none_or(|c| c > 2)));
+        assert!(
+            resumed
+                .feed
+                .backlog
+                .iter()
+                .all(|i| i.cursor.is_none_or(|c| c > 2))
+        );
         let seqs: Vec<u64> = resumed
             .feed
             .backlog
@@ -1335,7 +1362,11 @@ mod tests {
         };
         let first = KmsgMetrics::default();
         let (log, cancel) = run(&first);
-        assert!(wait(&|| state.load().ok().flatten().is_some_and(|s| open_ids(&s) == [1])));
+        assert!(wait(&|| state
+            .load()
+            .ok()
+            .flatten()
+            .is_some_and(|s| open_ids(&s) == [1])));
         cancel.cancel();
         log.join();
 
@@ -1408,14 +1439,18 @@ mod tests {
         // opens, and the channel's numbering goes on.
         let third = KmsgMetrics::default();
         let (log, cancel) = run(&third);
-        assert!(wait(&|| log.subscribe(&StreamFilter::default()).is_ok_and(|s| !s.feed.backlog.is_empty())));
+        assert!(wait(&|| log
+            .subscribe(&StreamFilter::default())
+            .is_ok_and(|s| !s.feed.backlog.is_empty())));
         std::thread::sleep(Duration::from_millis(300));
         log.smi_sink().unwrap().send(SmiInput {
             record: nodectl_model::kfd_smi::parse_record(b"2 4:1a"),
             monotonic_usec: nodectl_model::clock::monotonic_usec_now(),
             device: None,
         });
-        assert!(wait(&|| third.events(Class::Info, "kfd_smi_thermal_throttle") == 1));
+        assert!(wait(&|| third
+            .events(Class::Info, "kfd_smi_thermal_throttle")
+            == 1));
         cancel.cancel();
         log.join();
         assert_eq!(third.incidents("mes_hang_reset"), 0);

@@ -139,8 +139,15 @@ mod tests {
             drill: false,
             sources: nodectl_model::Source::ALL.into(),
         };
-        incident.event_counts.insert("kfd_smi_mes_hang_reset".into(), u32::MAX);
-        OpenIncident::new(incident, nodectl_model::Class::Hang, Some(u64::MAX), u32::MAX)
+        incident
+            .event_counts
+            .insert("kfd_smi_mes_hang_reset".into(), u32::MAX);
+        OpenIncident::new(
+            incident,
+            nodectl_model::Class::Hang,
+            Some(u64::MAX),
+            u32::MAX,
+        )
     }
 
     #[test]
@@ -158,7 +165,10 @@ mod tests {
         )
         .unwrap();
         let old = file.load().unwrap().unwrap();
-        assert_eq!((old.last_counted_seq, old.next_incident_id, old.open.len()), (3, 0, 0));
+        assert_eq!(
+            (old.last_counted_seq, old.next_incident_id, old.open.len()),
+            (3, 0, 0)
+        );
         std::fs::write(file.path(), "{").unwrap();
         assert!(
             file.load()
@@ -194,6 +204,9 @@ mod tests {
         let oversized = usize::try_from(MAX_STATE_BYTES).unwrap() + 1;
         std::fs::write(file.path(), vec![b' '; oversized]).unwrap();
         let e = file.load().unwrap_err();
-        assert!(e.to_string().contains("more than a saved position takes"), "{e}");
+        assert!(
+            e.to_string().contains("more than a saved position takes"),
+            "{e}"
+        );
     }
 }

@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::Args;
-use nodectl_model::kernel_log::{RecordsLost, time_text};
-use nodectl_model::{Class, Incident, KernelEvent, StreamMessage};
+use nodectl_model::kernel_log::{RecordsLost, SourceStatus, time_text};
+use nodectl_model::{Class, Incident, KernelEvent, Source, StreamMessage};
 use tokio_stream::StreamExt as _;
 
 use crate::context::Context;
@@ -65,6 +65,9 @@ pub struct EventsReport {
     pub boot_id: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none", serialize_with = "time_text")]
     pub boot_time: Option<jiff::Timestamp>,
+    /// Streams from a node: each source asked for, and whether the agent reads it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sources: Vec<SourceStatus>,
     pub events: Vec<KernelEvent>,
     pub incidents: Vec<Incident>,
     /// What follows the incidents (`--file` prints it after streaming the rest).
@@ -273,11 +276,21 @@ impl Printer {
             StreamMessage::Header(h) => {
                 self.report.boot_id = Some(h.boot_id.clone());
                 self.report.boot_time = h.boot_time;
+                self.report.sources.clone_from(&h.sources);
                 if self.follow {
                     let boot_time = h.boot_time.map(|t| t.to_string()).unwrap_or_default();
+                    let not_read: String = h
+                        .sources
+                        .iter()
+                        .filter_map(|s| {
+                            s.reason
+                                .as_ref()
+                                .map(|r| format!("; {} not read: {}", s.source, render::cell(r)))
+                        })
+                        .collect();
                     self.line(
-                        serde_json::json!({ "header": { "boot_id": h.boot_id, "boot_time": boot_time, "records_lost_total": h.records_lost_total } }),
-                        format!("boot {} at {boot_time}", h.boot_id),
+                        serde_json::json!({ "header": { "boot_id": h.boot_id, "boot_time": boot_time, "records_lost_total": h.records_lost_total, "sources": h.sources } }),
+                        format!("boot {} at {boot_time}{not_read}", h.boot_id),
                     )?;
                 }
             }
@@ -321,11 +334,12 @@ fn time_or_dash(t: Option<jiff::Timestamp>) -> String {
 }
 
 fn event_line(e: &KernelEvent) -> String {
-    let at = e
-        .seq
-        .map(|s| format!("seq {s}"))
-        .or_else(|| e.line.map(|l| format!("line {l}")))
-        .unwrap_or_default();
+    let at = match e.source {
+        Source::Kmsg => e.seq.map(|s| format!("seq {s}")),
+        other => e.cursor.map(|c| format!("{other} {c}")),
+    }
+    .or_else(|| e.line.map(|l| format!("line {l}")))
+    .unwrap_or_default();
     let what = match (e.class, &e.id) {
         (Some(c), Some(i)) if e.injected => format!("{}/{i} (drill)", c.as_str()),
         (Some(c), Some(i)) => format!("{}/{i}", c.as_str()),
@@ -342,12 +356,18 @@ fn event_line(e: &KernelEvent) -> String {
 
 fn incident_line(i: &Incident) -> String {
     format!(
-        "incident {} {}{} on {}: {} events{}{}",
+        "incident {} {}{} on {}: {} events{}{}{}",
         i.incident_id,
         i.kind,
         if i.drill { " (drill)" } else { "" },
         i.device.as_deref().unwrap_or("?"),
         i.event_total(),
+        if i.sources.len() > 1 {
+            let names: Vec<&str> = i.sources.iter().map(|s| s.as_str()).collect();
+            format!(" ({})", names.join(" + "))
+        } else {
+            String::new()
+        },
         match i.recovered {
             Some(true) => ", recovered",
             Some(false) => ", NOT recovered",
@@ -366,6 +386,9 @@ struct EventsLayout {
     device_column: bool,
     /// Without the column, the one device named (said once above the table).
     device: Option<String>,
+    /// A SOURCE column: some event is not the kernel log's (a KFD SMI record); SEQ is then
+    /// the event's cursor within its source.
+    source_column: bool,
 }
 
 impl EventsLayout {
@@ -376,8 +399,10 @@ impl EventsLayout {
     fn of_each<'e>(events: impl Iterator<Item = &'e KernelEvent> + Clone) -> Self {
         let (one_device, device) = single_device(events.clone().map(|e| e.device.as_deref()));
         let mut events = events;
+        let source_column = events.clone().any(|e| e.source != Source::Kmsg);
         EventsLayout {
-            by_line: events.all(|e| e.seq.is_none()),
+            source_column,
+            by_line: events.all(|e| e.seq.is_none() && e.cursor.is_none()),
             device_column: !one_device,
             device: device.map(str::to_owned),
         }
@@ -392,7 +417,11 @@ impl EventsLayout {
     }
 
     fn header(&self) -> Vec<&'static str> {
-        let mut header = vec![if self.by_line { "LINE" } else { "SEQ" }, "TIME", "ID"];
+        let mut header = Vec::with_capacity(6);
+        if self.source_column {
+            header.push("SOURCE");
+        }
+        header.extend([if self.by_line { "LINE" } else { "SEQ" }, "TIME", "ID"]);
         if self.device_column {
             header.push("DEVICE");
         }
@@ -405,8 +434,16 @@ impl EventsLayout {
     /// event of a device other than the preamble's (a row printed after the layout was
     /// decided) names its device in brackets before the message.
     fn row(&self, e: &KernelEvent) -> Vec<String> {
-        let mut row = vec![
-            e.seq.or(e.line).map(|n| n.to_string()).unwrap_or_default(),
+        let mut row = Vec::with_capacity(6);
+        if self.source_column {
+            row.push(e.source.as_str().to_owned());
+        }
+        row.extend([
+            e.cursor
+                .or(e.seq)
+                .or(e.line)
+                .map(|n| n.to_string())
+                .unwrap_or_default(),
             e.time
                 .map(|t| t.strftime("%Y-%m-%d %H:%M:%S").to_string())
                 .or_else(|| {
@@ -420,7 +457,7 @@ impl EventsLayout {
                 (None, true) => "(user-written)".to_owned(),
                 (None, false) => "-".to_owned(),
             },
-        ];
+        ]);
         if self.device_column {
             row.push(e.device.clone().unwrap_or_default());
         }

@@ -366,7 +366,10 @@ mod tests {
         wire.source = String::new();
         wire.cursor = 0;
         let e = KernelEvent::try_from(wire).unwrap();
-        assert_eq!((e.source, e.cursor, e.seq), (Source::Kmsg, Some(7), Some(7)));
+        assert_eq!(
+            (e.source, e.cursor, e.seq),
+            (Source::Kmsg, Some(7), Some(7))
+        );
         let mut wire = pb::KernelEvent::from(event());
         wire.source = "ebpf".into();
         assert!(KernelEvent::try_from(wire).is_err());

@@ -672,6 +672,7 @@ mod tests {
         EventsReport {
             boot_id: None,
             boot_time: None,
+            sources: Vec::new(),
             events: events.to_vec(),
             incidents: incidents.to_vec(),
             tail: tail.clone(),
