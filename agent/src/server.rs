@@ -192,7 +192,8 @@ impl NodeDiagnostics for DiagnosticsService {
             classifier,
             self.shutdown.child_token(),
         )
-        .with_full_kernel_log(self.full_kernel_log);
+        .with_full_kernel_log(self.full_kernel_log)
+        .with_events(self.kernel_log.clone());
         let (chunks_tx, mut chunks_rx) =
             tokio::sync::mpsc::channel::<Vec<u8>>(REPORT_CHUNKS_QUEUED);
         let (tx, rx) = tokio::sync::mpsc::channel(REPORT_CHUNKS_QUEUED);

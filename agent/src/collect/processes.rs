@@ -424,6 +424,27 @@ fn kfd_process(reader: &mut Reader<'_>, pid: u32) -> Option<KfdProcess> {
 }
 
 /// Pod UID → `namespace/name`, from the kubelet's log directories (`<ns>_<name>_<uid>`).
+/// Where a process (or thread) runs: its container and pod, as fields of an event that names
+/// it (`container_id`, `pod_uid`, `pod` = `namespace/name`); empty for a process outside
+/// Kubernetes, or one that is gone.
+pub fn placement_fields(reader: &mut Reader<'_>, pid: u32) -> BTreeMap<String, String> {
+    let mut fields = BTreeMap::new();
+    let Some(cgroup) = reader.text(&reader.root.proc().join(pid.to_string()).join("cgroup")) else {
+        return fields;
+    };
+    let placement = placement(&cgroup);
+    if let Some(uid) = &placement.pod_uid {
+        if let Some(pod) = pod_names(reader).remove(uid) {
+            fields.insert("pod".to_owned(), pod);
+        }
+        fields.insert("pod_uid".to_owned(), uid.clone());
+    }
+    if let Some(id) = placement.container_id {
+        fields.insert("container_id".to_owned(), id);
+    }
+    fields
+}
+
 fn pod_names(reader: &mut Reader<'_>) -> HashMap<String, String> {
     let dir = reader.root.var_log_pods();
     reader
@@ -536,6 +557,29 @@ mod tests {
             "https://b.s3.amazonaws.com/m.gguf?X-Amz-Signature=<redacted:url-query>&X-Amz-Credential=<redacted:url-query>"
         );
         assert_eq!(env["HSA_ENABLE_SDMA"], "0");
+    }
+
+    #[test]
+    fn an_event_pid_is_placed_in_its_container_and_pod() {
+        let dir = tempfile::tempdir().unwrap();
+        let id = "b".repeat(64);
+        let uid = "0e6f1c52-9d4b-4a7e-8c1f-2b3a4c5d6e7f";
+        std::fs::create_dir_all(dir.path().join("proc/4250")).unwrap();
+        std::fs::write(
+            dir.path().join("proc/4250/cgroup"),
+            format!("0::/kubepods/burstable/pod{uid}/{id}\n"),
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join(format!("var/log/pods/llm_llama-0_{uid}")))
+            .unwrap();
+        let root = crate::HostRoot::new(dir.path());
+        let mut reader = Reader::new(&root);
+        let fields = placement_fields(&mut reader, 4250);
+        assert_eq!(fields.get("pod").map(String::as_str), Some("llm/llama-0"));
+        assert_eq!(fields.get("pod_uid").map(String::as_str), Some(uid));
+        assert_eq!(fields.get("container_id"), Some(&id));
+        // A pid that is gone places nowhere.
+        assert!(placement_fields(&mut reader, 9999).is_empty());
     }
 
     #[test]

@@ -7,6 +7,7 @@
 pub mod reader;
 pub mod sys;
 
+use std::collections::BTreeMap;
 use std::os::fd::{AsFd, OwnedFd};
 use std::time::Duration;
 
@@ -97,7 +98,7 @@ pub async fn run(root: HostRoot, log: KernelLog, cancel: CancellationToken) {
                     channel.version.1
                 );
                 log.set_smi_status(SmiStatus::Reading);
-                read_channel(channel, &sink, &cancel).await
+                read_channel(&root, channel, &sink, &cancel).await
             }
         };
         if cancel.is_cancelled() {
@@ -115,15 +116,32 @@ pub async fn run(root: HostRoot, log: KernelLog, cancel: CancellationToken) {
     }
 }
 
+/// The container and pod of `pid`, read off the thread pool of host reads (bounded in size and
+/// time like every host read).
+async fn place(root: &HostRoot, pid: u32) -> BTreeMap<String, String> {
+    let root = root.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut reader = Reader::new(&root);
+        crate::collect::processes::placement_fields(&mut reader, pid)
+    })
+    .await
+    .unwrap_or_default()
+}
+
 /// Reads every GPU's event fd until one stops (its reason) or `cancel`.
-async fn read_channel(channel: Channel, sink: &SmiSink, cancel: &CancellationToken) -> String {
+async fn read_channel(
+    root: &HostRoot,
+    channel: Channel,
+    sink: &SmiSink,
+    cancel: &CancellationToken,
+) -> String {
     let Channel {
         _kfd: kfd, gpus, ..
     } = channel;
     let mut readers = tokio::task::JoinSet::new();
     for gpu in gpus {
         let sink = sink.clone();
-        readers.spawn(read_gpu(gpu, sink));
+        readers.spawn(read_gpu(root.clone(), gpu, sink));
     }
     let reason = tokio::select! {
         () = cancel.cancelled() => String::new(),
@@ -139,8 +157,14 @@ async fn read_channel(channel: Channel, sink: &SmiSink, cancel: &CancellationTok
     reason
 }
 
+/// Pids whose container and pod are remembered: a VM fault storm names one process over and
+/// over, and its placement does not change.
+const MAX_PLACEMENTS_KEPT: usize = 256;
+
 /// One GPU's records into the pipeline until its fd fails or closes: why it stopped.
-async fn read_gpu(mut gpu: GpuChannel, sink: SmiSink) -> String {
+async fn read_gpu(root: HostRoot, mut gpu: GpuChannel, sink: SmiSink) -> String {
+    let mut placements: std::collections::HashMap<u32, BTreeMap<String, String>> =
+        std::collections::HashMap::new();
     loop {
         let (records, closed) = match gpu.reader.next().await {
             Ok(Read::Records(records)) => (records, false),
@@ -149,10 +173,27 @@ async fn read_gpu(mut gpu: GpuChannel, sink: SmiSink) -> String {
         };
         let now = nodectl_model::clock::monotonic_usec_now();
         for record in records {
+            let placement = match record.pid {
+                Some(pid) => {
+                    if placements.len() >= MAX_PLACEMENTS_KEPT {
+                        placements.clear();
+                    }
+                    match placements.get(&pid) {
+                        Some(known) => known.clone(),
+                        None => {
+                            let found = place(&root, pid).await;
+                            placements.insert(pid, found.clone());
+                            found
+                        }
+                    }
+                }
+                None => BTreeMap::new(),
+            };
             sink.send(SmiInput {
                 record,
                 monotonic_usec: now,
                 device: gpu.device.clone(),
+                placement,
             });
         }
         if closed {

@@ -108,6 +108,8 @@ pub struct SmiEntry {
     pub time: Option<jiff::Timestamp>,
     /// PCI address of the GPU whose channel gave it.
     pub device: Option<String>,
+    /// The container and pod of its pid, as the live reader found them.
+    pub placement: BTreeMap<String, String>,
     /// A drill (`nodectl-agent inject` of a KFD SMI rule).
     pub injected: bool,
 }
@@ -293,6 +295,7 @@ impl Analyzer {
                 .or_default()
                 .follow(&record),
         );
+        fields.extend(smi.placement);
         let rule = self.classifier.classify_smi(&record);
         let mut event = KernelEvent {
             source: Source::KfdSmi,

@@ -181,6 +181,8 @@ pub struct SmiInput {
     pub monotonic_usec: Option<u64>,
     /// PCI address of the GPU whose channel gave it.
     pub device: Option<String>,
+    /// What the reader found out about the record's pid: its container and pod.
+    pub placement: BTreeMap<String, String>,
 }
 
 /// Where a channel reader hands its records to the pipeline; cheap to clone.
@@ -825,6 +827,7 @@ impl Reading<'_> {
                 monotonic_usec: input.monotonic_usec,
                 time: self.time_of(input.monotonic_usec),
                 device: input.device,
+                placement: input.placement,
                 injected: false,
             };
             self.live.push_smi(entry, &mut self.outputs);
@@ -1383,6 +1386,7 @@ mod tests {
                 record: nodectl_model::kfd_smi::parse_record(line.as_bytes()),
                 monotonic_usec: nodectl_model::clock::monotonic_usec_now(),
                 device: Some("0000:c1:00.0".into()),
+                placement: BTreeMap::new(),
             });
         }
         assert!(wait(&|| second.incidents("mes_hang_reset") == 1));
@@ -1447,6 +1451,7 @@ mod tests {
             record: nodectl_model::kfd_smi::parse_record(b"2 4:1a"),
             monotonic_usec: nodectl_model::clock::monotonic_usec_now(),
             device: None,
+            placement: BTreeMap::new(),
         });
         assert!(wait(&|| third
             .events(Class::Info, "kfd_smi_thermal_throttle")

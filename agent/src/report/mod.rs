@@ -89,6 +89,9 @@ pub struct ReportTaker {
     stop: CancellationToken,
     /// Keep every kernel record; else only the GPU stack's, as the agent serves them.
     full_kernel_log: bool,
+    /// The running agent's event pipeline: the KFD channel's records it holds (they are read
+    /// live and kept nowhere else).
+    events: Option<crate::kmsg::pipeline::KernelLog>,
 }
 
 impl ReportTaker {
@@ -98,7 +101,14 @@ impl ReportTaker {
             classifier,
             stop,
             full_kernel_log: false,
+            events: None,
         }
+    }
+
+    /// Takes the KFD channel's records from the running agent's pipeline into the bundle.
+    pub fn with_events(mut self, events: Option<crate::kmsg::pipeline::KernelLog>) -> Self {
+        self.events = events;
+        self
     }
 
     /// Keeps the whole kernel log in the bundle (an agent run with `--full-kernel-log`, or the
@@ -207,6 +217,14 @@ impl ReportTaker {
         // 2. The kernel log of this boot: every record kept, events and incidents classified.
         sections.push(self.kernel_section(&root, runtime, &mut redactor, &mut tar)?);
         self.write_host_files(&recording, &mut redactor, &mut tar, &mut host_files)?;
+        tar.flush()?;
+
+        // 2b. The KFD channel's records, as it gave them: they are kept nowhere else.
+        sections.push(kfd_smi_section(
+            self.events.as_ref(),
+            &mut redactor,
+            &mut tar,
+        )?);
         tar.flush()?;
 
         // 3. Inference processes, watched over a window, and the logs of their pods.
@@ -486,6 +504,85 @@ fn mes_event_log_section(
     }
 }
 
+/// The KFD SMI records the running agent holds, one per line as the channel gave them
+/// (`nodectl events --file` reads them back, beside the bundle's kernel log).
+fn kfd_smi_section(
+    events: Option<&crate::kmsg::pipeline::KernelLog>,
+    redactor: &mut BundleRedactor,
+    tar: &mut Tarball,
+) -> Result<Section, TarballError> {
+    const NAME: &str = "kfd-smi";
+    const FILE: &str = "node/kfd-smi.records";
+    let started = Instant::now();
+    let skipped = |reason: String| Section {
+        name: NAME.to_owned(),
+        status: "skipped",
+        reason: Some(reason),
+        duration_ms: elapsed_ms(started),
+        files: Vec::new(),
+    };
+    // In-process, or an agent over a tree: nothing reads a channel here.
+    let not_read = || {
+        skipped(
+            "no KFD channel is read here: only an agent on the node itself reads it, live"
+                .to_owned(),
+        )
+    };
+    let Some(events) = events else {
+        return Ok(not_read());
+    };
+    if *events.smi_status().borrow() == crate::kmsg::pipeline::SmiStatus::NotStarted {
+        return Ok(not_read());
+    }
+    let (records, count) = match kfd_smi_records(events) {
+        Ok(held) => held,
+        Err(unavailable) => return Ok(skipped(unavailable.to_string())),
+    };
+    let records = redactor.text(&records).into_owned();
+    let status = events.smi_unavailable();
+    if count == 0 {
+        return Ok(skipped(status.map_or_else(
+            || "the KFD channel gave no record since the agent started".to_owned(),
+            |reason| format!("KFD event channel unavailable: {reason}"),
+        )));
+    }
+    tar.file(Path::new(FILE), records.as_bytes(), None)?;
+    Ok(Section {
+        name: NAME.to_owned(),
+        status: "ok",
+        reason: Some(match status {
+            Some(reason) => format!("{count} records; the channel is not read now: {reason}"),
+            None => format!("{count} records"),
+        }),
+        duration_ms: elapsed_ms(started),
+        files: vec![FILE.to_owned()],
+    })
+}
+
+/// The KFD SMI records a pipeline holds, one per line, and how many.
+fn kfd_smi_records(
+    events: &crate::kmsg::pipeline::KernelLog,
+) -> Result<(String, u64), crate::kmsg::pipeline::Unavailable> {
+    let filter = crate::kmsg::pipeline::StreamFilter {
+        sources: vec![nodectl_model::Source::KfdSmi],
+        include_unclassified: true,
+        ..Default::default()
+    };
+    let subscription = events.subscribe(&filter)?;
+    let mut records = String::new();
+    let mut count = 0_u64;
+    for item in &subscription.feed.backlog {
+        if let Some(nodectl_proto::nodectl::v1::kernel_stream_message::Message::Event(e)) =
+            &item.message.message
+        {
+            records.push_str(&e.message);
+            records.push('\n');
+            count += 1;
+        }
+    }
+    Ok((records, count))
+}
+
 fn read_mes_event_logs(root: &HostRoot) -> Result<Vec<MesEventLog>, String> {
     let dri = root.debugfs().join("dri");
     let cards = match root.read_dir(&dri) {
@@ -633,4 +730,48 @@ fn timed_out(name: &str, started: Instant) -> Section {
 
 fn elapsed_ms(started: Instant) -> u64 {
     u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::kmsg::metrics::KmsgMetrics;
+    use crate::kmsg::pipeline::{KernelLog, KernelLogConfig, SmiInput};
+    use crate::kmsg::reader::ScriptedSource;
+
+    #[test]
+    fn a_bundle_carries_the_kfd_records_as_the_channel_gave_them() {
+        let cancel = CancellationToken::new();
+        let log = KernelLog::start_with_source(
+            ScriptedSource::new([Some(b"6,1,1,-;usb 1\n".to_vec())]),
+            "b".into(),
+            None,
+            KernelLogConfig::new(Arc::new(Classifier::embedded().unwrap())),
+            KmsgMetrics::default(),
+            cancel.clone(),
+        );
+        let sink = log.smi_sink().unwrap();
+        // Classified or not, every record is kept, in its order.
+        let lines = ["3 1 MES hang", "4 1 ", "9 90000000000 -4321 d2bb 1"];
+        for line in lines {
+            sink.send(SmiInput {
+                record: nodectl_model::kfd_smi::parse_record(line.as_bytes()),
+                monotonic_usec: nodectl_model::clock::monotonic_usec_now(),
+                device: None,
+                placement: std::collections::BTreeMap::new(),
+            });
+        }
+        let mut held = (String::new(), 0);
+        for _ in 0..300 {
+            held = kfd_smi_records(&log).unwrap();
+            if held.1 == 3 {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        assert_eq!(held.0, lines.map(|l| format!("{l}\n")).concat());
+        cancel.cancel();
+        log.join();
+    }
 }
