@@ -293,7 +293,12 @@ pub fn diagnose(
         .then_some(quiet_for.as_ref().map(Duration::as_secs))
         .flatten();
     let node_state = node_state_words(process.as_ref(), activity, sample_ms, &cards);
-    let timeline = joined_timeline(log.as_ref(), &incidents, last_line_at);
+    let timeline = joined_timeline(
+        log.as_ref(),
+        &incidents,
+        last_line_at,
+        process.as_ref().map(|p| p.pid),
+    );
     let run_key = RunKey {
         pod_uid: process.as_ref().and_then(|p| p.pod_uid.clone()),
         pod: process.as_ref().and_then(|p| p.pod.clone()),
@@ -658,6 +663,7 @@ fn joined_timeline(
     log: Option<&LlamaLog>,
     incidents: &[WindowIncident],
     last_line_at: Option<jiff::Timestamp>,
+    run_pid: Option<u32>,
 ) -> Vec<TimelineEntry> {
     /// An entry with its time, and its rank among entries of the same time (phases before
     /// the last line, the log before the kernel).
@@ -699,6 +705,19 @@ fn joined_timeline(
             .after_last_line_s
             .map(|s| format!(" ({s:+} s after the last log line)"))
             .unwrap_or_default();
+        // The kernel (or its KFD channel) named this run's own process: evidence about the
+        // run, not only an event of the same moment.
+        let evidence = match (i.incident.pid, run_pid) {
+            (Some(pid), Some(run)) if pid == run => {
+                let by = if i.incident.sources.contains(&nodectl_model::Source::KfdSmi) {
+                    "the KFD channel"
+                } else {
+                    "the kernel"
+                };
+                format!("; evidence: {by} named this run's process (pid {pid})")
+            }
+            _ => String::new(),
+        };
         entries.push(Placed {
             at,
             order: 2,
@@ -707,7 +726,7 @@ fn joined_timeline(
                 since_start_s: None,
                 kind: "incident",
                 what: format!(
-                    "kernel incident {} {}{}{}",
+                    "kernel incident {} {}{}{}{}",
                     i.incident.incident_id,
                     i.incident.kind,
                     i.incident
@@ -715,7 +734,8 @@ fn joined_timeline(
                         .as_deref()
                         .map(|d| format!(" on {d}"))
                         .unwrap_or_default(),
-                    relative
+                    relative,
+                    evidence
                 ),
             },
         });
@@ -1017,6 +1037,46 @@ mod tests {
         let kinds: Vec<&str> = d.timeline.iter().map(|e| e.kind).collect();
         assert_eq!(kinds.last(), Some(&"incident"));
         assert_eq!(kinds.iter().filter(|k| **k == "last_line").count(), 1);
+    }
+
+    #[test]
+    fn a_vm_fault_the_kfd_channel_names_of_the_run_process_is_evidence() {
+        let process = server("S", 0, false);
+        let mut node = node_with(&process, 0);
+        let fault = Incident {
+            kind: Arc::from("gpu_fault"),
+            pid: Some(4242),
+            process: Some("llama-server".to_owned()),
+            event_counts: [(Arc::from("kfd_smi_vm_fault"), 1)].into_iter().collect(),
+            sources: [nodectl_model::Source::KfdSmi].into(),
+            ..incident(7, "gpu_fault", "2026-12-01T10:00:05Z")
+        };
+        let other = Incident {
+            pid: Some(99),
+            ..fault.clone()
+        };
+        node.incidents = Some(vec![
+            fault,
+            Incident {
+                incident_id: 8,
+                ..other
+            },
+        ]);
+        let d = diagnosed(run_of(Some(terse_loading_log()), Some(process)), &node);
+        let lines: Vec<&str> = d
+            .timeline
+            .iter()
+            .filter(|e| e.kind == "incident")
+            .map(|e| e.what.as_str())
+            .collect();
+        assert_eq!(lines.len(), 2, "{lines:?}");
+        assert!(
+            lines[0].contains("kernel incident 7")
+                && lines[0]
+                    .contains("evidence: the KFD channel named this run's process (pid 4242)"),
+            "{lines:?}"
+        );
+        assert!(!lines[1].contains("evidence"), "{lines:?}");
     }
 
     #[test]
