@@ -37,7 +37,7 @@ LINES=$LINES RUNS=$RUNS bash bench/kmsg-classify.sh | sed 's/^/(a) /'
 # ---- agent for (b) and (c) ----
 echo on > /proc/sys/kernel/printk_devkmsg
 start_agent() {
-  "$bin/nodectl-agent" --host-root / --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --log warn > "$work/agent.out" &
+  "$bin/nodectl-agent" --host-root / --full-kernel-log --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 --log warn > "$work/agent.out" &
   agent_pid=$!
   for _ in $(seq 100); do grep -q '^ready' "$work/agent.out" 2>/dev/null && break; sleep 0.1; done
   endpoint="http://$(sed -n 's/^listening grpc=//p' "$work/agent.out" | head -1)"
