@@ -720,6 +720,45 @@ mod tests {
     }
 
     #[test]
+    fn a_kfd_rule_takes_records_by_event_and_cause_and_is_one_or_the_other() {
+        use nodectl_model::kfd_smi::parse_record;
+        let c = &*SHARED;
+        let id = |line: &str| {
+            c.classify_smi(&parse_record(line.as_bytes()))
+                .map(|r| &*r.id)
+        };
+        assert_eq!(id("3 1 MES hang"), Some("kfd_smi_mes_hang_reset"));
+        assert_eq!(
+            id("3 2 job hang on ring:gfx_0.0.0"),
+            Some("kfd_smi_gpu_pre_reset")
+        );
+        // An older kernel's pre-reset names no cause: a reset, not a MES hang.
+        assert_eq!(id("3 1"), Some("kfd_smi_gpu_pre_reset"));
+        assert_eq!(id("4 1 "), Some("kfd_smi_gpu_post_reset"));
+        assert_eq!(id("9 90000000000 -4321 d2bb 1"), None);
+        assert_eq!(c.class_of("kfd_smi_vm_fault"), Some(Class::Fault));
+        let row = |keys: &str| {
+            format!(
+                "[[rule]]\nid = \"both\"\nseverity = \"info\"\ntitle = \"t\"\nclass = \"info\"\n{keys}\nexample = '3 1 x'\n"
+            )
+        };
+        for keys in [
+            "pattern = '^a'\nsmi_event = \"gpu_pre_reset\"",
+            "",
+            "pattern = '^a'\nreset_cause = 'x'",
+        ] {
+            let e = Classifier::from_toml(&row(keys), "mine.toml")
+                .unwrap_err()
+                .to_string();
+            assert!(e.starts_with("mine.toml:1: rule `both`"), "{e}");
+        }
+        let e = Classifier::from_toml(&row("smi_event = \"gpu_reset\""), "mine.toml")
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("mine.toml:1") && e.contains("gpu_reset"), "{e}");
+    }
+
+    #[test]
     fn every_shipped_example_is_classified_by_its_own_rule() {
         let k = Knowledge::embedded().unwrap();
         let c = Classifier::from_knowledge(&k).unwrap();

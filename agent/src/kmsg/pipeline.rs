@@ -1464,6 +1464,41 @@ mod tests {
     }
 
     #[test]
+    fn a_kfd_rule_is_drilled_as_a_kfd_record() {
+        let metrics = KmsgMetrics::default();
+        let cancel = CancellationToken::new();
+        let log = KernelLog::start_with_source(
+            ScriptedSource::new([plain(1)]),
+            "b".into(),
+            None,
+            config(),
+            metrics.clone(),
+            cancel.clone(),
+        );
+        assert_eq!(
+            log.inject("kfd_smi_vm_fault").unwrap(),
+            "1 10e1:llama-server"
+        );
+        let items = wait_for(&log, &StreamFilter::default(), 2);
+        let event = items
+            .iter()
+            .find_map(|i| match &i.message.message {
+                Some(pb::kernel_stream_message::Message::Event(e)) if e.injected => Some(e),
+                _ => None,
+            })
+            .unwrap();
+        assert_eq!(event.source, "kfd_smi");
+        assert_eq!(event.id.as_deref(), Some("kfd_smi_vm_fault"));
+        assert_eq!(event.fields.get("pid").map(String::as_str), Some("4321"));
+        assert_eq!(
+            settle(|| metrics.events(Class::Fault, "kfd_smi_vm_fault"), 1),
+            1
+        );
+        cancel.cancel();
+        log.join();
+    }
+
+    #[test]
     fn an_unreadable_device_is_reported_with_its_path() {
         let dir = tempfile::tempdir().unwrap();
         let log = KernelLog::start(
