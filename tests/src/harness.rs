@@ -559,3 +559,21 @@ pub fn nodectl_with(
         stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     })
 }
+
+/// Writes a record to this machine's `/dev/kmsg` as a user process may (`<12>`: facility user,
+/// level warning); tests that read the live kernel log run as root.
+pub fn write_kmsg(text: &str) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut f = std::fs::OpenOptions::new().write(true).open("/dev/kmsg")?;
+    f.write_all(format!("<12>{text}\n").as_bytes())?;
+    Ok(())
+}
+
+/// A tag no other record of the kernel log holds: this test's, this moment's.
+pub fn unique_tag(what: &str) -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or_default();
+    format!("nodectl-test-{what}-{}-{nanos}", std::process::id())
+}

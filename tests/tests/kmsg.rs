@@ -1,12 +1,11 @@
 //! The kernel log pipeline end to end: saved logs in every style (golden files), the real /dev/kmsg, agent streams, restarts and metrics.
 
 use std::collections::BTreeSet;
-use std::io::Write as _;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nodectl_e2e::harness::{self, Agent, fixture, nodectl, nodectl_with};
+use nodectl_e2e::harness::{self, Agent, fixture, nodectl, nodectl_with, unique_tag, write_kmsg};
 
 const STYLES: [&str; 12] = [
     "kmsg",
@@ -455,21 +454,6 @@ fn the_reader_takes_the_boot_records_of_this_machine() -> anyhow::Result<()> {
     assert!(!seqs.is_empty(), "no record in the ring");
     assert!(seqs.windows(2).all(|w| w[0] < w[1]), "seq not increasing");
     Ok(())
-}
-
-fn write_kmsg(text: &str) -> anyhow::Result<()> {
-    // <12> = facility user, level warning: what any process may write.
-    let mut f = std::fs::OpenOptions::new().write(true).open("/dev/kmsg")?;
-    f.write_all(format!("<12>{text}\n").as_bytes())?;
-    Ok(())
-}
-
-fn unique_tag(what: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("nodectl-test-{what}-{}-{nanos}", std::process::id())
 }
 
 #[test]

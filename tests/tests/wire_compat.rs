@@ -4,25 +4,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
-use nodectl_e2e::harness::{Agent, nodectl};
+use nodectl_e2e::harness::{Agent, nodectl, unique_tag, write_kmsg};
 use nodectl_e2e::previous_wire as previous;
 use nodectl_proto::nodectl::v1 as pb;
-
-fn write_kmsg(text: &str) -> anyhow::Result<()> {
-    use std::io::Write as _;
-    let mut f = std::fs::OpenOptions::new().write(true).open("/dev/kmsg")?;
-    // <12> = facility user, level warning: what any process may write.
-    f.write_all(format!("<12>{text}\n").as_bytes())?;
-    Ok(())
-}
-
-fn unique_tag(what: &str) -> String {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos())
-        .unwrap_or_default();
-    format!("nodectl-test-{what}-{}-{nanos}", std::process::id())
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_of_the_previous_wire_streams_kernel_events_from_this_agent() -> anyhow::Result<()>

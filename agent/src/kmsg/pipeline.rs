@@ -1087,6 +1087,36 @@ mod tests {
         Some(format!("6,{seq},{seq},-;usb {seq}\n").into_bytes())
     }
 
+    /// A pipeline over `ring` with `cfg` (a state directory: one run of an agent), counting
+    /// into `metrics`.
+    fn run_over(
+        ring: ScriptedSource,
+        cfg: &KernelLogConfig,
+        metrics: &KmsgMetrics,
+    ) -> (KernelLog, CancellationToken) {
+        let cancel = CancellationToken::new();
+        let log = KernelLog::start_with_source(
+            ring,
+            "b".into(),
+            None,
+            cfg.clone(),
+            metrics.clone(),
+            cancel.clone(),
+        );
+        (log, cancel)
+    }
+
+    /// Waits (at most 15 s: an incident closes only after its gap) until `done`.
+    fn wait(done: &dyn Fn() -> bool) -> bool {
+        for _ in 0..1500 {
+            if done() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        false
+    }
+
     fn open_ids(state: &CountedUpTo) -> Vec<u64> {
         state.open.iter().map(|o| o.incident.incident_id).collect()
     }
@@ -1199,27 +1229,7 @@ mod tests {
         .incidents[0]
             .kind
             .to_string();
-        let run = |metrics: &KmsgMetrics| {
-            let cancel = CancellationToken::new();
-            let log = KernelLog::start_with_source(
-                ring(),
-                "b".into(),
-                None,
-                cfg.clone(),
-                metrics.clone(),
-                cancel.clone(),
-            );
-            (log, cancel)
-        };
-        let wait = |done: &dyn Fn() -> bool| {
-            for _ in 0..800 {
-                if done() {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            false
-        };
+        let run = |metrics: &KmsgMetrics| run_over(ring(), &cfg, metrics);
 
         // First run: the incident opens and the agent stops before it goes quiet.
         let first = KmsgMetrics::default();
@@ -1342,27 +1352,7 @@ mod tests {
                 .into_bytes(),
             )]))
         };
-        let run = |metrics: &KmsgMetrics| {
-            let cancel = CancellationToken::new();
-            let log = KernelLog::start_with_source(
-                ring(),
-                "b".into(),
-                None,
-                cfg.clone(),
-                metrics.clone(),
-                cancel.clone(),
-            );
-            (log, cancel)
-        };
-        let wait = |done: &dyn Fn() -> bool| {
-            for _ in 0..1500 {
-                if done() {
-                    return true;
-                }
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            false
-        };
+        let run = |metrics: &KmsgMetrics| run_over(ring(), &cfg, metrics);
         let first = KmsgMetrics::default();
         let (log, cancel) = run(&first);
         assert!(wait(&|| state
