@@ -168,7 +168,9 @@ impl ResetSequence {
                 self.open = Some(seq);
             }
             SmiEventKind::GpuPostReset => {
-                if self.open != Some(seq) {
+                // Before any reset record (an agent that started mid-reset, a file cut there)
+                // nothing says a pre-reset was dropped.
+                if self.last_seq.is_some() && self.open != Some(seq) {
                     gaps.push(format!("the pre-reset of reset {seq} never came"));
                 }
                 self.open = None;
@@ -825,6 +827,37 @@ mod tests {
 
     fn classifier() -> Arc<Classifier> {
         Arc::new(Classifier::embedded().unwrap())
+    }
+
+    #[test]
+    fn dropped_reset_records_show_on_the_record_after_them() {
+        let mut resets = ResetSequence::default();
+        let mut follow =
+            |line: &str| resets.follow(&nodectl_model::kfd_smi::parse_record(line.as_bytes()));
+        let dropped = |what: &str| {
+            Some(format!(
+                "{what}: the KFD channel dropped records (its buffer was full)"
+            ))
+        };
+        // Started mid-reset: a post-reset first says nothing.
+        assert_eq!(follow("4 1 "), None);
+        assert_eq!(follow("3 2 MES hang"), None);
+        assert_eq!(follow("4 2 "), None);
+        // Resets 3 and 4 were dropped whole.
+        assert_eq!(
+            follow("3 5 MES hang"),
+            dropped("resets 3..=4 were not seen")
+        );
+        // Reset 5's post-reset was dropped.
+        assert_eq!(
+            follow("3 6 MES hang"),
+            dropped("the post-reset of reset 5 never came")
+        );
+        assert_eq!(
+            follow("4 9 "),
+            dropped("the pre-reset of reset 9 never came")
+        );
+        assert_eq!(follow("1 10e1:llama-server"), None);
     }
 
     /// [`analyze_reader`] collected, as [`analyze_lines`] collects.
