@@ -425,11 +425,22 @@ fn kfd_process(reader: &mut Reader<'_>, pid: u32) -> Option<KfdProcess> {
 
 /// Pod UID → `namespace/name`, from the kubelet's log directories (`<ns>_<name>_<uid>`).
 /// Where a process (or thread) runs: its container and pod, as fields of an event that names
-/// it (`container_id`, `pod_uid`, `pod` = `namespace/name`); empty for a process outside
-/// Kubernetes, or one that is gone.
+/// it (`container_id`, `pod_uid`, `pod` = `namespace/name`), and for a thread its process
+/// (`tgid`: the kernel names a faulting thread, a person the process); empty for a process
+/// outside Kubernetes, or one that is gone.
 pub fn placement_fields(reader: &mut Reader<'_>, pid: u32) -> BTreeMap<String, String> {
     let mut fields = BTreeMap::new();
-    let Some(cgroup) = reader.text(&reader.root.proc().join(pid.to_string()).join("cgroup")) else {
+    let dir = reader.root.proc().join(pid.to_string());
+    let tgid = reader.text(&dir.join("status")).and_then(|status| {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("Tgid:"))
+            .and_then(|v| v.trim().parse::<u32>().ok())
+    });
+    if let Some(tgid) = tgid.filter(|t| *t != pid) {
+        fields.insert("tgid".to_owned(), tgid.to_string());
+    }
+    let Some(cgroup) = reader.text(&dir.join("cgroup")) else {
         return fields;
     };
     let placement = placement(&cgroup);
@@ -572,9 +583,16 @@ mod tests {
         .unwrap();
         std::fs::create_dir_all(dir.path().join(format!("var/log/pods/llm_llama-0_{uid}")))
             .unwrap();
+        // 4250 is a thread of process 4242.
+        std::fs::write(
+            dir.path().join("proc/4250/status"),
+            "Name:\tllama-server\nTgid:\t4242\nPid:\t4250\n",
+        )
+        .unwrap();
         let root = crate::HostRoot::new(dir.path());
         let mut reader = Reader::new(&root);
         let fields = placement_fields(&mut reader, 4250);
+        assert_eq!(fields.get("tgid").map(String::as_str), Some("4242"));
         assert_eq!(fields.get("pod").map(String::as_str), Some("llm/llama-0"));
         assert_eq!(fields.get("pod_uid").map(String::as_str), Some(uid));
         assert_eq!(fields.get("container_id"), Some(&id));

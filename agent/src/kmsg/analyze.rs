@@ -332,7 +332,13 @@ impl Analyzer {
                 time: event.time,
                 device: event.device.as_deref(),
                 process: event.fields.get("process").map(String::as_str),
-                pid: record.pid,
+                // The process of a faulting thread, when the reader found it: what a run's
+                // pid is compared with.
+                pid: event
+                    .fields
+                    .get("tgid")
+                    .and_then(|t| t.parse().ok())
+                    .or(record.pid),
                 injected: event.injected,
             },
             &mut updates,
@@ -827,6 +833,34 @@ mod tests {
 
     fn classifier() -> Arc<Classifier> {
         Arc::new(Classifier::embedded().unwrap())
+    }
+
+    #[test]
+    fn a_fault_of_a_thread_is_the_incident_of_its_process() {
+        let mut analyzer = Analyzer::new(classifier());
+        let mut out = Vec::new();
+        analyzer.push_smi(
+            SmiEntry {
+                record: nodectl_model::kfd_smi::parse_record(b"1 10e1:llama-server"),
+                placement: [("tgid".to_owned(), "4242".to_owned())].into(),
+                ..SmiEntry::default()
+            },
+            &mut out,
+        );
+        let incident = out
+            .iter()
+            .find_map(|o| match o {
+                Output::Incident(i) => Some(i),
+                _ => None,
+            })
+            .unwrap();
+        // The record names thread 4321 (0x10e1); the incident, its process.
+        assert_eq!(incident.pid, Some(4242));
+        assert_eq!(incident.process.as_deref(), Some("llama-server"));
+        let Some(Output::Event(event)) = out.first() else {
+            panic!("{out:?}")
+        };
+        assert_eq!(event.fields.get("pid").map(String::as_str), Some("4321"));
     }
 
     #[test]
