@@ -79,7 +79,19 @@ async fn without_dev_kfd_the_channel_is_unavailable_and_the_rest_works() -> anyh
         !Path::new("/dev/kfd").exists(),
         "this test is for a machine without /dev/kfd"
     );
-    let agent = Agent::start(Path::new("/"), &[])?;
+    let agent = Agent::start(Path::new("/"), &["--metrics-listen", "127.0.0.1:0"])?;
+    // The exporter says so too, for an alert on a node whose pod lost the device.
+    let metrics = agent.listener("metrics").context("metrics listener")?;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !nodectl_e2e::harness::http_get(metrics, "/metrics")?
+        .contains("nodectl_event_source_up{source=\"kfd_smi\"} 0")
+    {
+        anyhow::ensure!(
+            Instant::now() < deadline,
+            "no nodectl_event_source_up for kfd_smi"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let mut client =
         pb::node_diagnostics_client::NodeDiagnosticsClient::connect(agent.endpoint.clone()).await?;
     // The stream header says the channel is not read, and why; the kernel log streams.

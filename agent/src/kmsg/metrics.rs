@@ -1,8 +1,9 @@
-//! Counters of the kernel log pipeline (events by class and id, records lost, incidents by kind) for the Prometheus exporter.
+//! Counters of the kernel event pipeline (events by class and id, records lost, incidents by kind) and whether each event source is read, for the Prometheus exporter.
 
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use super::classify::Class;
@@ -18,6 +19,11 @@ struct KindLabels {
     kind: String,
 }
 
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabels {
+    source: String,
+}
+
 /// Counters of the kernel log pipeline; clones share the same counts.
 #[derive(Debug, Clone, Default)]
 pub struct KmsgMetrics {
@@ -27,6 +33,9 @@ pub struct KmsgMetrics {
     /// Events fed in by `nodectl-agent inject` (also counted in `events`: a drill fires the
     /// same alerts); this says which of them were drills.
     injected: Family<EventLabels, Counter>,
+    /// 1 while a source the agent tried to read is read, 0 while it cannot be (a pod that lost
+    /// `/dev/kfd`): absent for a source no reader was started for.
+    sources_up: Family<SourceLabels, Gauge>,
 }
 
 impl KmsgMetrics {
@@ -68,6 +77,21 @@ impl KmsgMetrics {
             .get()
     }
 
+    pub fn set_source_up(&self, source: &str, up: bool) {
+        self.sources_up
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .set(i64::from(up));
+    }
+
+    pub fn source_up(&self, source: &str) -> Option<bool> {
+        let labels = SourceLabels {
+            source: source.to_owned(),
+        };
+        self.sources_up.get(&labels).map(|g| g.get() == 1)
+    }
+
     pub fn records_lost(&self) -> u64 {
         self.lost.get()
     }
@@ -103,6 +127,11 @@ impl KmsgMetrics {
             "Closed GPU incidents (related kernel events on one device)",
             self.incidents.clone(),
         );
+        registry.register(
+            "nodectl_event_source_up",
+            "Whether an event source the agent reads is read now (kfd_smi: the KFD SMI channel)",
+            self.sources_up.clone(),
+        );
     }
 }
 
@@ -119,5 +148,8 @@ mod tests {
         clone.count_lost(3);
         assert_eq!(m.events(Class::Hang, "mes_timeout"), 1);
         assert_eq!(m.records_lost(), 3);
+        assert_eq!(m.source_up("kfd_smi"), None);
+        clone.set_source_up("kfd_smi", false);
+        assert_eq!(m.source_up("kfd_smi"), Some(false));
     }
 }

@@ -440,6 +440,18 @@ impl KernelLog {
 
     /// Says whether the KFD SMI channel is read.
     pub fn set_smi_status(&self, status: SmiStatus) {
+        match &status {
+            SmiStatus::Reading => self
+                .shared
+                .metrics
+                .set_source_up(Source::KfdSmi.as_str(), true),
+            SmiStatus::Unavailable(_) => {
+                self.shared
+                    .metrics
+                    .set_source_up(Source::KfdSmi.as_str(), false);
+            }
+            SmiStatus::NotStarted => {}
+        }
         self.shared.smi_status.send_if_modified(|now| {
             let changed = *now != status;
             *now = status;
