@@ -36,6 +36,8 @@ pub struct KmsgMetrics {
     /// 1 while a source the agent tried to read is read, 0 while it cannot be (a pod that lost
     /// `/dev/kfd`): absent for a source no reader was started for.
     sources_up: Family<SourceLabels, Gauge>,
+    /// Records of a source the pipeline had no room for (the reader thread fell behind).
+    sources_dropped: Family<SourceLabels, Counter>,
 }
 
 impl KmsgMetrics {
@@ -85,6 +87,15 @@ impl KmsgMetrics {
             .set(i64::from(up));
     }
 
+    /// Counts one dropped record of `source`; the count before it.
+    pub fn count_source_dropped(&self, source: &str) -> u64 {
+        self.sources_dropped
+            .get_or_create(&SourceLabels {
+                source: source.to_owned(),
+            })
+            .inc()
+    }
+
     pub fn source_up(&self, source: &str) -> Option<bool> {
         let labels = SourceLabels {
             source: source.to_owned(),
@@ -132,6 +143,11 @@ impl KmsgMetrics {
             "Whether an event source the agent reads is read now (kfd_smi: the KFD SMI channel)",
             self.sources_up.clone(),
         );
+        registry.register(
+            "nodectl_event_source_records_dropped",
+            "Records of an event source the agent dropped because its reader fell behind",
+            self.sources_dropped.clone(),
+        );
     }
 }
 
@@ -151,5 +167,7 @@ mod tests {
         assert_eq!(m.source_up("kfd_smi"), None);
         clone.set_source_up("kfd_smi", false);
         assert_eq!(m.source_up("kfd_smi"), Some(false));
+        assert_eq!(clone.count_source_dropped("kfd_smi"), 0);
+        assert_eq!(m.count_source_dropped("kfd_smi"), 1);
     }
 }

@@ -152,9 +152,11 @@ struct Shared {
     smi_records: Mutex<Option<std::sync::mpsc::SyncSender<SmiInput>>>,
     /// Whether the KFD SMI channel is read, and why not.
     smi_status: watch::Sender<SmiStatus>,
-    /// SMI records dropped because the reader thread had not taken the ones before.
-    smi_dropped: AtomicU64,
 }
+
+/// Why no KFD SMI record comes from a pipeline no channel reader feeds.
+pub const SMI_NOT_READ_HERE: &str =
+    "no KFD channel is read here: only an agent on the node itself reads it, live";
 
 /// Whether the KFD SMI channel is read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,7 +199,10 @@ impl SmiSink {
     /// as dropped (the reader thread is stuck: the records would be stale anyway).
     pub fn send(&self, input: SmiInput) {
         if self.tx.try_send(input).is_err() {
-            let before = self.shared.smi_dropped.fetch_add(1, Ordering::Relaxed);
+            let before = self
+                .shared
+                .metrics
+                .count_source_dropped(Source::KfdSmi.as_str());
             if before.is_power_of_two() || before == 0 {
                 tracing::warn!(
                     "{} KFD SMI records dropped: the kernel event reader is not taking them",
@@ -343,7 +348,6 @@ impl KernelLog {
                 injections: Mutex::new(None),
                 smi_records: Mutex::new(None),
                 smi_status: watch::Sender::new(SmiStatus::NotStarted),
-                smi_dropped: AtomicU64::new(0),
             }),
         }
     }
@@ -468,9 +472,7 @@ impl KernelLog {
     pub fn smi_unavailable(&self) -> Option<String> {
         match &*self.shared.smi_status.borrow() {
             SmiStatus::Reading => None,
-            SmiStatus::NotStarted => {
-                Some("this agent does not read the KFD SMI channel".to_owned())
-            }
+            SmiStatus::NotStarted => Some(SMI_NOT_READ_HERE.to_owned()),
             SmiStatus::Unavailable(reason) => Some(reason.clone()),
         }
     }

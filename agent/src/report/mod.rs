@@ -522,12 +522,7 @@ fn kfd_smi_section(
         files: Vec::new(),
     };
     // In-process, or an agent over a tree: nothing reads a channel here.
-    let not_read = || {
-        skipped(
-            "no KFD channel is read here: only an agent on the node itself reads it, live"
-                .to_owned(),
-        )
-    };
+    let not_read = || skipped(crate::kmsg::pipeline::SMI_NOT_READ_HERE.to_owned());
     let Some(events) = events else {
         return Ok(not_read());
     };
