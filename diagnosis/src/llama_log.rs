@@ -473,6 +473,9 @@ literals! {
         CommonParamPrintInfo = "common_param: common_params_print_info:",
         Main = "main:",
         LoadModel = "load_model:",
+        /// `slot get_availabl: … selected slot by LRU`, `srv  get_availabl: updating prompt
+        /// cache`: a request's slot chosen, before `processing task`.
+        GetAvailable = "get_availabl:",
         Init = "init:",
         LogInfo = "log_info:",
         /// `- ROCm0 : …`: a device of the memory breakdown.
@@ -1035,6 +1038,7 @@ impl Parser {
         } else if has(N::NDecoded) || has(N::NGen) || has(N::PromptDone) {
             Phase::Generation
         } else if (has(N::ProcessingTask) && function != Some(F::StartLoop))
+            || function == Some(F::GetAvailable)
             || has(N::NewPrompt)
             || has(N::PromptProcessing)
         {
@@ -1448,7 +1452,7 @@ fn civil_utc(text: &str) -> Option<jiff::Timestamp> {
         .map(|z| z.timestamp())
 }
 
-/// Takes off, in order: kubectl's RFC 3339 stamp, journald's `Mon DD HH:MM:SS host ident[pid]: `
+/// Takes off, in order: docker compose's service column, kubectl's RFC 3339 stamp, journald's `Mon DD HH:MM:SS host ident[pid]: `
 /// (or its short-iso form; both keep their time),
 /// lemonade's `YYYY-MM-DD HH:MM:SS.mmm [Level] (Process) `, ollama's `time=… level=… msg="…"`,
 /// a router child's `[pid] `, llama.cpp's `M.SS.mmm.uuu L `, its 4-char tag and right-aligned
@@ -1459,6 +1463,10 @@ fn strip<'l>(line: &'l str, years: &mut JournalYear) -> Stripped<'l> {
         ..Stripped::default()
     };
     let mut rest = line;
+    // docker compose logs: `SERVICE   | `, outside any stamp (`-t` puts one after it)
+    if let Some(text) = log_wrapper::compose_service_text(rest) {
+        rest = text;
+    }
     // kubectl logs --timestamps
     if let Some((wall, after)) = log_wrapper::rfc3339_head(rest) {
         out.time.wall = Some(wall);
@@ -2013,6 +2021,22 @@ Apr 27 09:37:02  lemond[19598]: 2026-04-27 09:37:02.919 [Info] (Process) sched_r
             log.timeline[0].time.wall.map(|t| t.to_string()).as_deref(),
             Some("2026-01-21T16:56:58Z")
         );
+    }
+
+    #[test]
+    fn a_slot_chosen_after_listening_is_serving() {
+        // At `-lv 3` a request's first lines are its slot being chosen and the prompt cache
+        // looked up; `processing task` comes later (lemonade#2319).
+        let log = parse(
+            "\
+0.03.651.926 I srv  llama_server: server is listening on http://127.0.0.1:8004
+0.03.716.551 I slot get_availabl: id  3 | task -1 | selected slot by LRU, t_last = -1
+0.03.716.553 I srv  get_availabl: updating prompt cache
+"
+            .lines(),
+        );
+        assert_eq!(phases(&log), [Phase::Ready, Phase::PromptProcessing]);
+        assert_eq!(log.timeline[1].line, 2);
     }
 
     #[test]

@@ -1,4 +1,4 @@
-//! The wrappers a saved log's lines come in whatever wrote them (journald and syslog short and short-precise in any locale, journald short-iso, `kubectl logs --timestamps`), taken off with their wall time: one reader for kernel logs and llama.cpp logs alike.
+//! The wrappers a saved log's lines come in whatever wrote them (journald and syslog short and short-precise in any locale, journald short-iso, `kubectl logs --timestamps`, `docker compose logs`), taken off with their wall time: one reader for kernel logs and llama.cpp logs alike.
 
 /// Month abbreviations as `journalctl` and syslog print them in the C locale and the common
 /// others (`LC_TIME`): lower case, without a trailing dot. Index + 1 is the month.
@@ -173,6 +173,33 @@ pub fn rfc3339_head(line: &str) -> Option<(jiff::Timestamp, &str)> {
     Some((stamp.parse().ok()?, rest))
 }
 
+/// The longest service column `docker compose logs` pads: compose names longer than this are
+/// rare, and a line is only searched this far for the `|`.
+const MAX_COMPOSE_SERVICE_BYTES: usize = 64;
+
+/// `docker compose logs`' `SERVICE   | text` → text: a service name (letters, digits, `_`,
+/// `.`, `-`) padded with spaces, then `| `. llama.cpp's own lines hold `|` too (`id  0 | task`),
+/// but never after a single word and spaces only.
+pub fn compose_service_text(line: &str) -> Option<&str> {
+    let bytes = line.as_bytes();
+    let head = bytes.get(..MAX_COMPOSE_SERVICE_BYTES + 2).unwrap_or(bytes);
+    let bar = memchr::memchr(b'|', head)?;
+    let column = &bytes[..bar];
+    let name_end = column.iter().position(|&b| b == b' ')?;
+    let name = &column[..name_end];
+    let is_name_byte = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
+    if name.is_empty()
+        || !name.iter().all(is_name_byte)
+        || !column[name_end..].iter().all(|&b| b == b' ')
+    {
+        return None;
+    }
+    match &line[bar + 1..] {
+        "" => Some(""),
+        rest => rest.strip_prefix(' '),
+    }
+}
+
 /// `host ident[pid]: message` → (ident, message), when it has that shape.
 pub fn host_ident_message(rest: &str) -> Option<(&str, &str)> {
     let (_host, after) = rest.split_once(' ')?;
@@ -232,10 +259,32 @@ mod tests {
         assert!(journal_short("0.00.000.512 I srv  x", &mut JournalYear::given(2026)).is_none());
     }
 
+    #[test]
+    fn a_compose_service_column_is_taken_off_and_llama_cpp_bars_are_not() {
+        assert_eq!(
+            compose_service_text(
+                "llama-cpp       | [34255] 0.07.631.810 I slot get_availabl: id  1 | task -1"
+            ),
+            Some("[34255] 0.07.631.810 I slot get_availabl: id  1 | task -1")
+        );
+        assert_eq!(compose_service_text("llama-server-1  |"), Some(""));
+        for not_compose in [
+            "0.07.631.810 I slot get_availabl: id  1 | task -1 | selected slot by LRU",
+            "slot launch_slot_: id  0 | task 0 | processing task",
+            "llama_memory_breakdown_print: |   - ROCm0 (gfx1151) | 98304 = ",
+            "system_info: n_threads = 12 (n_threads_batch = 12) / 24 | ROCm : NO_VMM = 1 |",
+            " | leading bar",
+            "name |no space after the bar",
+        ] {
+            assert_eq!(compose_service_text(not_compose), None, "{not_compose}");
+        }
+    }
+
     proptest::proptest! {
         #[test]
         fn never_panics(line in "\\PC{0,120}") {
             let _ = journal_short(&line, &mut JournalYear::given(2026));
+            let _ = compose_service_text(&line);
             let _ = journal_iso(&line);
         }
     }
