@@ -557,24 +557,34 @@ fn function_of(body: &str) -> Option<Function> {
 const MAX_LINE_SHAPES: usize = 4096;
 const MAX_SHAPE_BYTES: usize = 512;
 
-/// A line's shape: its bytes with every digit written `#`. No needle or function holds a digit
-/// or a `#`, so a needle is in a line exactly when it is in its shape, and two lines of one
-/// shape hold the same needles and start with the same function. Byte for byte, so that the loop has no branch and runs many bytes a step.
-fn shape_of(body: &str, shape: &mut Vec<u8>) {
+/// A line's shape: its bytes with every digit written 0xFF, a byte UTF-8 text never holds (so
+/// two lines of one shape differ in their digits' values only). No needle or function holds a
+/// digit, so a needle is in a line exactly when it is in its shape, and two lines of one shape
+/// hold the same needles and start with the same function. Byte for byte, so that the loop has
+/// no branch and runs many bytes a step.
+fn shape_of(text: &str, shape: &mut Vec<u8>) {
+    // Whole blocks of 32 bytes, in place and without a branch (a digit OR-ed with all ones), so
+    // the loop is a few vector instructions per block and has no byte-by-byte tail.
+    const BLOCK_BYTES: usize = 32;
     shape.clear();
-    shape.resize(body.len(), 0);
-    for (out, &byte) in shape.iter_mut().zip(body.as_bytes()) {
-        *out = if byte.is_ascii_digit() { b'#' } else { byte };
+    shape.extend_from_slice(text.as_bytes());
+    shape.resize(text.len().next_multiple_of(BLOCK_BYTES), 0);
+    for block in shape.chunks_exact_mut(BLOCK_BYTES) {
+        for byte in block {
+            let is_digit = byte.wrapping_sub(b'0') < 10;
+            *byte |= u8::from(is_digit).wrapping_neg();
+        }
     }
+    shape.truncate(text.len());
 }
 
-const fn holds_digit_or_hash(texts: &[&str]) -> bool {
+const fn holds_digit(texts: &[&str]) -> bool {
     let mut i = 0;
     while i < texts.len() {
         let bytes = texts[i].as_bytes();
         let mut j = 0;
         while j < bytes.len() {
-            if bytes[j].is_ascii_digit() || bytes[j] == b'#' {
+            if bytes[j].is_ascii_digit() {
                 return true;
             }
             j += 1;
@@ -583,33 +593,145 @@ const fn holds_digit_or_hash(texts: &[&str]) -> bool {
     }
     false
 }
-const _: () = assert!(!holds_digit_or_hash(NEEDLES) && !holds_digit_or_hash(FUNCTIONS));
+const _: () = assert!(!holds_digit(NEEDLES) && !holds_digit(FUNCTIONS));
 
-/// What the line shapes seen so far hold.
-#[derive(Debug, Default)]
-struct ShapeCache {
-    known:
-        std::collections::HashMap<Box<[u8]>, (Hits, Option<Function>), foldhash::fast::RandomState>,
+/// What was found in texts of the shapes seen so far.
+#[derive(Debug)]
+struct ShapeTable<V> {
+    known: std::collections::HashMap<Box<[u8]>, V, foldhash::fast::RandomState>,
     shape: Vec<u8>,
 }
 
-impl ShapeCache {
-    /// The needles a line holds and what it starts with.
-    fn read(&mut self, body: &str) -> (Hits, Option<Function>) {
-        if body.len() > MAX_SHAPE_BYTES {
-            return (Hits::scan(body), function_of(body));
+impl<V> Default for ShapeTable<V> {
+    fn default() -> Self {
+        ShapeTable {
+            known: std::collections::HashMap::default(),
+            shape: Vec::new(),
         }
-        shape_of(body, &mut self.shape);
-        if let Some(&known) = self.known.get(self.shape.as_slice()) {
-            return known;
+    }
+}
+
+impl<V: Copy> ShapeTable<V> {
+    /// What a text of `text`'s shape was found to hold, when one was seen.
+    fn get(&mut self, text: &str) -> Option<V> {
+        if text.len() > MAX_SHAPE_BYTES {
+            return None;
         }
-        let known = (Hits::scan(body), function_of(body));
+        shape_of(text, &mut self.shape);
+        self.known.get(self.shape.as_slice()).copied()
+    }
+
+    /// Keeps what `text` holds for the texts of its shape.
+    fn keep(&mut self, text: &str, value: V) {
+        if text.len() > MAX_SHAPE_BYTES {
+            return;
+        }
+        shape_of(text, &mut self.shape);
         if self.known.len() >= MAX_LINE_SHAPES {
             self.known.clear();
         }
-        self.known.insert(self.shape.as_slice().into(), known);
-        known
+        self.known.insert(self.shape.as_slice().into(), value);
     }
+}
+
+/// What a body holds: its needles and the function it starts with.
+#[derive(Debug, Default, Clone, Copy)]
+struct BodyFinds {
+    hits: Hits,
+    function: Option<Function>,
+}
+
+impl BodyFinds {
+    fn search(body: &str) -> Self {
+        BodyFinds {
+            hits: Hits::scan(body),
+            function: function_of(body),
+        }
+    }
+}
+
+/// Bodies by shape.
+type ShapeCache = ShapeTable<BodyFinds>;
+
+impl ShapeCache {
+    /// The needles a body holds and what it starts with.
+    fn read(&mut self, body: &str) -> BodyFinds {
+        if let Some(known) = self.get(body) {
+            return known;
+        }
+        let found = BodyFinds::search(body);
+        self.keep(body, found);
+        found
+    }
+}
+
+/// Where a line's parts lie, as byte ranges of the line: the same for every line of its shape,
+/// when its prefixes are read from its shape alone ([`prefixes_read_by_shape`]). A serving log
+/// is a few dozen such shapes, so most lines are a lookup instead of the prefix parsing.
+#[derive(Debug, Clone, Copy)]
+struct LineLayout {
+    /// llama.cpp's `M.SS.mmm.uuu` stamp.
+    stamp: Option<(usize, usize)>,
+    /// The body, trimmed.
+    body: (usize, usize),
+    level: Option<char>,
+    dots: bool,
+    child: bool,
+    finds: BodyFinds,
+}
+
+impl LineLayout {
+    /// The layout of `text`, whose parts `stripped` and `body` are.
+    fn of(text: &str, stripped: &Stripped<'_>, body: &str, finds: BodyFinds) -> Option<Self> {
+        let range = |part: &str| {
+            let start = (part.as_ptr() as usize).checked_sub(text.as_ptr() as usize)?;
+            // Only a part of `text` itself has a place in it.
+            (text.get(start..start + part.len()) == Some(part))
+                .then_some((start, start + part.len()))
+        };
+        let stamp = match stripped.stamp {
+            Some(stamp) => Some(range(stamp)?),
+            None => None,
+        };
+        Some(LineLayout {
+            stamp,
+            body: range(body)?,
+            level: stripped.level,
+            dots: stripped.dots,
+            child: stripped.child,
+            finds,
+        })
+    }
+
+    /// `text`'s parts (a line of this layout's shape); its stamp read where it lies.
+    fn stripped<'l>(&self, text: &'l str) -> (Stripped<'l>, &'l str) {
+        let stamp = self.stamp.and_then(|(start, end)| text.get(start..end));
+        let stripped = Stripped {
+            body: "",
+            // Read when needed (a phase entered, the last line's time): most lines' never is.
+            time: LineTime::default(),
+            level: self.level,
+            dots: self.dots,
+            owned: None,
+            child: self.child,
+            stamp,
+        };
+        (
+            stripped,
+            text.get(self.body.0..self.body.1).unwrap_or_default(),
+        )
+    }
+}
+
+/// Whether [`strip`] reads `text`'s prefixes from its shape alone: unless it may carry a wall
+/// time (kubectl's or journald's stamp, lemonade's, ollama's `time=`), whose reading depends
+/// on the digits' values (a month 13 is no date). Those start with a letter or `YYYY-`, after
+/// docker compose's column.
+fn prefixes_read_by_shape(text: &str) -> bool {
+    let rest = log_wrapper::compose_service_text(text)
+        .unwrap_or(text)
+        .as_bytes();
+    !(rest.first().is_some_and(u8::is_ascii_alphabetic) || rest.get(4) == Some(&b'-'))
 }
 
 /// The needles one line holds, as bits.
@@ -662,19 +784,23 @@ impl Hits {
         NEEDLES.get(needle as usize).copied().unwrap_or_default()
     }
 
-    /// [`value_after`], searched only when the key is in the line.
+    /// [`value_after`], searched only when the key is in the line. Inlined, so a line pays a
+    /// bit test, not a call, for each key it does not hold.
+    #[inline]
     fn value_after(self, body: &str, key: Needle) -> Option<&str> {
         self.has(key)
             .then(|| value_after(body, Self::text(key)))
             .flatten()
     }
 
+    #[inline]
     fn quoted_after(self, body: &str, key: Needle) -> Option<&str> {
         self.has(key)
             .then(|| quoted_after(body, Self::text(key)))
             .flatten()
     }
 
+    #[inline]
     fn assigned(self, body: &str, key: Needle) -> Option<&str> {
         self.has(key)
             .then(|| assigned(body, Self::text(key)))
@@ -696,6 +822,44 @@ pub fn parse_dated<'a>(lines: impl IntoIterator<Item = &'a str>, years: JournalY
     parser.finish()
 }
 
+/// llama.cpp's `M.SS.mmm.uuu` stamp of a line, kept as text (its reading waits until needed).
+#[derive(Debug, Default, Clone, Copy)]
+struct StampText {
+    bytes: [u8; MAX_STAMP_BYTES],
+    len: usize,
+}
+
+/// A stamp is 11 bytes after up to 12 of minutes; [`first_word`] looks no further.
+const MAX_STAMP_BYTES: usize = 24;
+
+impl StampText {
+    fn keep(&mut self, stamp: Option<&str>) {
+        let stamp = stamp.map_or(&[][..], str::as_bytes);
+        let len = stamp.len().min(MAX_STAMP_BYTES);
+        self.bytes[..len].copy_from_slice(&stamp[..len]);
+        self.len = len;
+    }
+
+    fn text(&self) -> Option<&str> {
+        std::str::from_utf8(self.bytes.get(..self.len)?)
+            .ok()
+            .filter(|text| !text.is_empty())
+    }
+}
+
+impl Stripped<'_> {
+    /// The line's time, its stamp read now when it was not yet.
+    fn read_time(&self) -> LineTime {
+        LineTime {
+            since_start_s: self
+                .time
+                .since_start_s
+                .or_else(|| self.stamp.and_then(llama_stamp)),
+            wall: self.time.wall,
+        }
+    }
+}
+
 /// A line with its prefixes taken off.
 #[derive(Debug, Default, PartialEq)]
 struct Stripped<'a> {
@@ -709,6 +873,8 @@ struct Stripped<'a> {
     owned: Option<String>,
     /// Forwarded by a router from its child (`[PORT] `).
     child: bool,
+    /// llama.cpp's `M.SS.mmm.uuu` stamp, when the line had one.
+    stamp: Option<&'a str>,
 }
 
 /// Reads a log a line at a time (for logs too large to hold): [`parse`] is `push` for every
@@ -723,6 +889,7 @@ pub struct Parser {
     furthest: Option<Phase>,
     in_fit: bool,
     shapes: ShapeCache,
+    layouts: ShapeTable<LineLayout>,
     /// A router (`llama-server` without `-m`): the run is its child's, whose lines come back
     /// prefixed `[PORT] `; the router's own lines (its `listening on`) are not the model's.
     router: bool,
@@ -731,6 +898,8 @@ pub struct Parser {
     gpu_seen: bool,
     /// The line of the last `restored context checkpoint`.
     last_checkpoint_restore: Option<u64>,
+    /// The stamp of the last line that had a time, read at the end.
+    last_stamp: StampText,
     /// The year of journald lines, which print none; today's when not given.
     years: Option<JournalYear>,
 }
@@ -804,20 +973,44 @@ impl Parser {
             self.log.lines_recognised += 1;
             return;
         }
+        if let Some(layout) = self.layouts.get(text) {
+            let (stripped, body) = layout.stripped(text);
+            self.take(number, stripped, body, layout.finds, wall);
+            return;
+        }
         let years = self
             .years
             .get_or_insert_with(|| JournalYear::given_or_today(None));
         let mut stripped = strip(text, years);
+        let owned = stripped.owned.take();
+        let body = owned.as_deref().unwrap_or(stripped.body).trim();
+        let finds = self.shapes.read(body);
+        if owned.is_none()
+            && stripped.time.wall.is_none()
+            && prefixes_read_by_shape(text)
+            && let Some(layout) = LineLayout::of(text, &stripped, body, finds)
+        {
+            self.layouts.keep(text, layout);
+        }
+        self.take(number, stripped, body, finds, wall);
+    }
+
+    /// One line's parts: `body` is its trimmed body; `wall` the time a wrapper outside it gave.
+    fn take(
+        &mut self,
+        number: u64,
+        mut stripped: Stripped<'_>,
+        trimmed: &str,
+        finds: BodyFinds,
+        wall: Option<jiff::Timestamp>,
+    ) {
         if stripped.time.wall.is_none() {
             stripped.time.wall = wall.or_else(|| self.pending_wall.take());
         }
-        let owned = stripped.owned.take();
-        let body = owned.as_deref().unwrap_or(stripped.body);
-        let trimmed = body.trim();
         if trimmed.is_empty() && !stripped.dots {
             return;
         }
-        let recognised = self.classify(number, trimmed, &stripped);
+        let recognised = self.classify(number, trimmed, &stripped, finds);
         if recognised {
             self.log.lines_recognised += 1;
         }
@@ -832,14 +1025,21 @@ impl Parser {
                 None => self.log.last_line = Some((number, trimmed.to_owned())),
             }
         }
-        if stripped.time.since_start_s.is_some() || stripped.time.wall.is_some() {
+        if stripped.stamp.is_some() || stripped.time.wall.is_some() {
             self.log.last_time = stripped.time;
+            self.last_stamp.keep(stripped.stamp);
         }
     }
 
     /// Places one body in its phase and takes its facts; whether it was llama.cpp's.
-    fn classify(&mut self, number: u64, body: &str, stripped: &Stripped<'_>) -> bool {
-        let (hits, function) = self.shapes.read(body);
+    fn classify(
+        &mut self,
+        number: u64,
+        body: &str,
+        stripped: &Stripped<'_>,
+        finds: BodyFinds,
+    ) -> bool {
+        let BodyFinds { hits, function } = finds;
         if hits.found == 0 && function.is_none() && !stripped.dots {
             // No literal a rule looks for and no function it knows: nothing to learn (most of
             // a serving log's lines: timings, request lines).
@@ -861,15 +1061,16 @@ impl Parser {
             && phase.is_none_or(|p| p > Phase::Upload)
             && self.furthest >= Some(Phase::ModelMetadata)
         {
-            self.enter(Phase::Upload, number, stripped.time);
+            self.enter(Phase::Upload, number, stripped);
         }
         if let Some(phase) = phase {
-            self.enter(phase, number, stripped.time);
+            self.enter(phase, number, stripped);
         }
         facts || phase.is_some() || stripped.level.is_some()
     }
 
-    fn enter(&mut self, phase: Phase, line: u64, time: LineTime) {
+    /// The run is in `phase` at `line`: a new mark when that moves it, with the line's time.
+    fn enter(&mut self, phase: Phase, line: u64, stripped: &Stripped<'_>) {
         let current = self.timeline.back().map(|m| m.phase);
         let moves = match current {
             None => true,
@@ -892,7 +1093,11 @@ impl Parser {
                 None => return,
             }
         }
-        timeline.push_back(PhaseMark { phase, line, time });
+        timeline.push_back(PhaseMark {
+            phase,
+            line,
+            time: stripped.read_time(),
+        });
         self.furthest = self.furthest.max(Some(phase));
     }
 
@@ -1201,6 +1406,9 @@ impl Parser {
             self.line(number, &joined, wall);
         }
         self.log.timeline = self.timeline.into();
+        if self.log.last_time.since_start_s.is_none() {
+            self.log.last_time.since_start_s = self.last_stamp.text().and_then(llama_stamp);
+        }
         self.log
     }
 }
@@ -1522,10 +1730,11 @@ fn strip<'l>(line: &'l str, years: &mut JournalYear) -> Stripped<'l> {
     }
     // `0.00.153.386 I `
     if rest.as_bytes().first().is_some_and(u8::is_ascii_digit)
-        && let Some((stamp, after)) = first_word(rest, 24)
+        && let Some((stamp, after)) = first_word(rest, MAX_STAMP_BYTES)
         && let Some(seconds) = llama_stamp(stamp)
     {
         out.time.since_start_s = Some(seconds);
+        out.stamp = Some(stamp);
         rest = after;
         let mut chars = rest.chars();
         if let (Some(level @ ('I' | 'W' | 'E' | 'D')), Some(' ')) = (chars.next(), chars.next()) {
@@ -1587,25 +1796,26 @@ fn llama_stamp(stamp: &str) -> Option<f64> {
     let bytes = stamp.as_bytes();
     // `.SS.mmm.uuu` after the minutes.
     let split = bytes.len().checked_sub(11)?;
+    if split == 0 || split > 12 {
+        return None;
+    }
     let (minutes, fraction) = bytes.split_at(split);
-    let digits = |part: &[u8]| -> Option<u64> {
-        if part.is_empty() || part.len() > 12 || !part.iter().all(u8::is_ascii_digit) {
-            return None;
-        }
-        Some(
-            part.iter()
-                .fold(0u64, |n, digit| n * 10 + u64::from(digit - b'0')),
-        )
-    };
     if fraction[0] != b'.' || fraction[3] != b'.' || fraction[7] != b'.' {
         return None;
     }
-    let (minutes, seconds, millis, micros) = (
-        digits(minutes)?,
-        digits(&fraction[1..3])?,
-        digits(&fraction[4..7])?,
-        digits(&fraction[8..11])?,
-    );
+    // By hand at fixed places: every line of a current build has a stamp.
+    let digit = |byte: u8| -> Option<u64> {
+        let digit = byte.wrapping_sub(b'0');
+        (digit <= 9).then_some(u64::from(digit))
+    };
+    let mut minutes_total = 0u64;
+    for &byte in minutes {
+        minutes_total = minutes_total * 10 + digit(byte)?;
+    }
+    let seconds = digit(fraction[1])? * 10 + digit(fraction[2])?;
+    let millis = (digit(fraction[4])? * 10 + digit(fraction[5])?) * 10 + digit(fraction[6])?;
+    let micros = (digit(fraction[8])? * 10 + digit(fraction[9])?) * 10 + digit(fraction[10])?;
+    let minutes = minutes_total;
     // Exact in f64 (12 digits at most), and the same sum as the parsed text gave.
     let seconds_total =
         minutes as f64 * 60.0 + seconds as f64 + millis as f64 / 1e3 + micros as f64 / 1e6;
@@ -2165,9 +2375,45 @@ Apr 27 09:37:02  lemond[19598]: 2026-04-27 09:37:02.919 [Info] (Process) sched_r
                 .map(|b| b.chars().map(|c| if c.is_ascii_digit() { '9' } else { c }).collect())
                 .collect();
             for body in bodies.iter().chain(&renumbered).chain(&bodies) {
-                let (hits, function) = shapes.read(body);
+                let BodyFinds { hits, function } = shapes.read(body);
                 proptest::prop_assert_eq!(hits.found, needles_by_search(body), "{:?}", body);
                 proptest::prop_assert_eq!(function, function_by_search(body), "{:?}", body);
+            }
+        }
+
+        /// A line read by the layout of another line of its shape has the parts reading it
+        /// afresh gives: the layout is kept only when the prefixes are read from the shape.
+        #[test]
+        fn a_layout_reads_every_line_of_its_shape_as_strip_does(
+            compose in proptest::sample::select(vec!["", "llama-cpp       | ", "svc-1 | ", "x |"]),
+            wall in proptest::sample::select(vec!["", "2026-13-45T03:04:05Z ", "2026-01-02T03:04:05Z ", "Dec 02 12:10:21 host ident[1]: ", "2026-04-27 09:37:02.919 [Info] (Process) ", "time=2026-01-02T03:04:05Z level=INFO msg=x "]),
+            pid in proptest::sample::select(vec!["", "[41303] ", "[] ", "[4a] "]),
+            stamp in proptest::sample::select(vec!["", "0.00.153.386 I ", "12.34.567.890 W ", "1.2.3 ", "123456789012.00.000.000 E ", "0.00.000.000 "]),
+            tag in proptest::sample::select(vec!["", "srv  ", "slot ", "cmn  common_param: ", "I srv  ", "...."]),
+            body in literal_soup(),
+        ) {
+            let line = format!("{compose}{wall}{pid}{stamp}{tag}{body}");
+            let renumbered: String = line
+                .chars()
+                .map(|c| c.to_digit(10).map_or(c, |d| char::from(b'0' + ((d as u8 + 7) % 10))))
+                .collect();
+            let mut years = JournalYear::given(2026);
+            let mut seen = strip(&renumbered, &mut years);
+            let seen_owned = seen.owned.take();
+            let seen_body = seen_owned.as_deref().unwrap_or(seen.body).trim();
+            if seen_owned.is_none() && seen.time.wall.is_none() && prefixes_read_by_shape(&renumbered) {
+                let layout = LineLayout::of(&renumbered, &seen, seen_body, BodyFinds::search(seen_body));
+                proptest::prop_assert!(layout.is_some(), "{:?}", renumbered);
+                let (laid, laid_body) = layout.unwrap().stripped(&line);
+                let mut fresh = strip(&line, &mut JournalYear::given(2026));
+                proptest::prop_assert!(fresh.owned.take().is_none(), "{:?}", line);
+                proptest::prop_assert_eq!(laid_body, fresh.body.trim(), "{:?}", line);
+                proptest::prop_assert_eq!(laid.read_time(), fresh.read_time(), "{:?}", line);
+                proptest::prop_assert_eq!(
+                    (laid.level, laid.dots, laid.child, laid.stamp),
+                    (fresh.level, fresh.dots, fresh.child, fresh.stamp),
+                    "{:?}", line
+                );
             }
         }
 

@@ -182,16 +182,18 @@ const MAX_COMPOSE_SERVICE_BYTES: usize = 64;
 /// but never after a single word and spaces only.
 pub fn compose_service_text(line: &str) -> Option<&str> {
     let bytes = line.as_bytes();
-    let head = bytes.get(..MAX_COMPOSE_SERVICE_BYTES + 2).unwrap_or(bytes);
-    let bar = memchr::memchr(b'|', head)?;
-    let column = &bytes[..bar];
-    let name_end = column.iter().position(|&b| b == b' ')?;
-    let name = &column[..name_end];
+    // Cheapest test first, as this runs on every line: the first space must be followed by
+    // spaces and the bar (a llama.cpp line fails at the byte after its stamp).
+    let head = bytes.get(..=MAX_COMPOSE_SERVICE_BYTES).unwrap_or(bytes);
+    let name_end = memchr::memchr(b' ', head)?;
+    let padding = bytes[name_end..].iter().position(|&b| b != b' ')?;
+    let bar = name_end + padding;
+    if bytes[bar] != b'|' {
+        return None;
+    }
+    let name = &bytes[..name_end];
     let is_name_byte = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-');
-    if name.is_empty()
-        || !name.iter().all(is_name_byte)
-        || !column[name_end..].iter().all(|&b| b == b' ')
-    {
+    if name.is_empty() || !name.iter().all(is_name_byte) {
         return None;
     }
     match &line[bar + 1..] {
