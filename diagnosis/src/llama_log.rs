@@ -560,22 +560,44 @@ const MAX_SHAPE_BYTES: usize = 512;
 /// A line's shape: its bytes with every digit written 0xFF, a byte UTF-8 text never holds (so
 /// two lines of one shape differ in their digits' values only). No needle or function holds a
 /// digit, so a needle is in a line exactly when it is in its shape, and two lines of one shape
-/// hold the same needles and start with the same function. Byte for byte, so that the loop has
-/// no branch and runs many bytes a step.
-fn shape_of(text: &str, shape: &mut Vec<u8>) {
-    // Whole blocks of 32 bytes, in place and without a branch (a digit OR-ed with all ones), so
-    // the loop is a few vector instructions per block and has no byte-by-byte tail.
-    const BLOCK_BYTES: usize = 32;
-    shape.clear();
-    shape.extend_from_slice(text.as_bytes());
-    shape.resize(text.len().next_multiple_of(BLOCK_BYTES), 0);
-    for block in shape.chunks_exact_mut(BLOCK_BYTES) {
-        for byte in block {
-            let is_digit = byte.wrapping_sub(b'0') < 10;
-            *byte |= u8::from(is_digit).wrapping_neg();
+/// hold the same needles and start with the same function. Written into `buffer`, no allocation
+/// and no copy per line; at most [`MAX_SHAPE_BYTES`] of it.
+fn shape_of<'b>(text: &str, buffer: &'b mut ShapeBuffer) -> &'b [u8] {
+    // Whole blocks of 32 bytes, without a branch (a digit OR-ed with all ones), so the loop is a
+    // few vector instructions per block; the last, partial block goes through a zeroed one.
+    fn shaped(byte: u8) -> u8 {
+        let is_digit = byte.wrapping_sub(b'0') < 10;
+        byte | u8::from(is_digit).wrapping_neg()
+    }
+    let bytes = text.as_bytes();
+    let len = bytes.len().min(MAX_SHAPE_BYTES);
+    let (blocks, tail) = bytes[..len].as_chunks::<SHAPE_BLOCK_BYTES>();
+    let (out, _) = buffer.0.as_chunks_mut::<SHAPE_BLOCK_BYTES>();
+    for (block, out) in blocks.iter().zip(out.iter_mut()) {
+        for (byte, out) in block.iter().zip(out.iter_mut()) {
+            *out = shaped(*byte);
         }
     }
-    shape.truncate(text.len());
+    let mut last = [0u8; SHAPE_BLOCK_BYTES];
+    last[..tail.len()].copy_from_slice(tail);
+    if let Some(out) = out.get_mut(blocks.len()) {
+        for (byte, out) in last.iter().zip(out.iter_mut()) {
+            *out = shaped(*byte);
+        }
+    }
+    &buffer.0[..len]
+}
+
+const SHAPE_BLOCK_BYTES: usize = 32;
+
+/// Room for the shape of the longest line kept, in whole blocks.
+#[derive(Debug)]
+struct ShapeBuffer(Box<[u8]>);
+
+impl Default for ShapeBuffer {
+    fn default() -> Self {
+        ShapeBuffer(vec![0; MAX_SHAPE_BYTES.next_multiple_of(SHAPE_BLOCK_BYTES)].into_boxed_slice())
+    }
 }
 
 const fn holds_digit(texts: &[&str]) -> bool {
@@ -599,14 +621,14 @@ const _: () = assert!(!holds_digit(NEEDLES) && !holds_digit(FUNCTIONS));
 #[derive(Debug)]
 struct ShapeTable<V> {
     known: std::collections::HashMap<Box<[u8]>, V, foldhash::fast::RandomState>,
-    shape: Vec<u8>,
+    shape: ShapeBuffer,
 }
 
 impl<V> Default for ShapeTable<V> {
     fn default() -> Self {
         ShapeTable {
             known: std::collections::HashMap::default(),
-            shape: Vec::new(),
+            shape: ShapeBuffer::default(),
         }
     }
 }
@@ -617,8 +639,8 @@ impl<V: Copy> ShapeTable<V> {
         if text.len() > MAX_SHAPE_BYTES {
             return None;
         }
-        shape_of(text, &mut self.shape);
-        self.known.get(self.shape.as_slice()).copied()
+        let shape = shape_of(text, &mut self.shape);
+        self.known.get(shape).copied()
     }
 
     /// Keeps what `text` holds for the texts of its shape.
@@ -626,11 +648,11 @@ impl<V: Copy> ShapeTable<V> {
         if text.len() > MAX_SHAPE_BYTES {
             return;
         }
-        shape_of(text, &mut self.shape);
         if self.known.len() >= MAX_LINE_SHAPES {
             self.known.clear();
         }
-        self.known.insert(self.shape.as_slice().into(), value);
+        let shape = shape_of(text, &mut self.shape);
+        self.known.insert(shape.into(), value);
     }
 }
 
