@@ -21,17 +21,24 @@ pattern='load_tensors:|sched_reserve:|graph_reserve:|warming up the model|model 
 
 . bench/timing.sh
 
-t_grep=$(best_of grep -E -c "$pattern" "$work/llama.log")
-grep_count=$(cat "$work/out")
-t_literal=$(best_of grep -c 'slot' "$work/llama.log")
-literal_count=$(cat "$work/out")
-t_ours=$(best_of "$bin" "$work/llama.log")
-ours=$(cat "$work/out")
+# The three commands take turns, $RUNS rounds: best of each, the median beside it.
+: > "$work/t_grep"; : > "$work/t_literal"; : > "$work/t_ours"
+for _ in $(seq "$RUNS"); do
+  time_once grep -E -c "$pattern" "$work/llama.log" >> "$work/t_grep"
+  grep_count=$(cat "$work/out")
+  time_once grep -c 'slot' "$work/llama.log" >> "$work/t_literal"
+  literal_count=$(cat "$work/out")
+  time_once "$bin" "$work/llama.log" >> "$work/t_ours"
+  ours=$(cat "$work/out")
+done
+read -r t_grep m_grep < <(min_median < "$work/t_grep")
+read -r t_literal m_literal < <(min_median < "$work/t_literal")
+read -r t_ours m_ours < <(min_median < "$work/t_ours")
 rss=$( { /usr/bin/time -f '%M' "$bin" "$work/llama.log" > /dev/null; } 2>&1 | tail -1)
 mb() { echo "scale=1; $bytes / $1 / 1000000" | bc -l; }
 echo "log: $lines lines, $bytes bytes"
 echo "grep -E -c (11 phase markers): $grep_count lines in ${t_grep}s ($(mb "$t_grep") MB/s)"
 echo "grep -c slot: $literal_count lines in ${t_literal}s ($(mb "$t_literal") MB/s)"
 echo "parser: $ours in ${t_ours}s ($(mb "$t_ours") MB/s), max RSS ${rss} KiB"
-echo "ratio parser/grep -E (bytes per second): $(echo "scale=2; $t_grep / $t_ours" | bc -l)"
-echo "ratio parser/grep -c literal (bytes per second): $(echo "scale=2; $t_literal / $t_ours" | bc -l)"
+echo "ratio parser/grep -E (bytes per second): $(echo "scale=2; $t_grep / $t_ours" | bc -l) best, $(echo "scale=2; $m_grep / $m_ours" | bc -l) median"
+echo "ratio parser/grep -c literal (bytes per second): $(echo "scale=2; $t_literal / $t_ours" | bc -l) best, $(echo "scale=2; $m_literal / $m_ours" | bc -l) median"

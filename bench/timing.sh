@@ -1,4 +1,6 @@
 # Sourced by the benchmark scripts: wall-clock timing, best of $RUNS, output kept in $work/out.
+# (Best of, and runs of the commands compared alternated where a script can: a slow spell of a
+# shared machine then falls on both.)
 
 now() { date +%s.%N; }
 
@@ -14,4 +16,16 @@ best_of() {
     if [ -z "$best" ] || [ "$(echo "$t < $best" | bc -l)" = 1 ]; then best=$t; fi
   done
   echo "$best"
+}
+
+# Wall seconds of one run of "$@"; its standard output is in "$work/out" (a file: see above).
+time_once() {
+  local s e
+  s=$(now); "$@" > "$work/out"; e=$(now)
+  echo "$e - $s" | bc -l
+}
+
+# The smallest and the median of the numbers on standard input, one per line: "MIN MEDIAN".
+min_median() {
+  sort -g | awk '{ v[NR] = $1 } END { printf "%s %s\n", v[1], v[int((NR + 1) / 2)] }'
 }

@@ -368,8 +368,9 @@ async fn connect_channel(agent: &AgentEndpoint) -> anyhow::Result<Channel> {
 /// What `StreamKernelEvents` is asked for.
 #[derive(Debug, Clone, Default)]
 pub struct KernelEventsRequest {
-    /// Records with a seq after this one; 0: the whole history the agent holds.
-    pub since_seq: u64,
+    /// Events of each source with a cursor after this one (a kernel record's cursor is its
+    /// seq); a source not named: the whole history the agent holds.
+    pub since_cursor: std::collections::BTreeMap<Source, u64>,
     /// Keep the stream open for new records.
     pub follow: bool,
     /// Only events of these classes; empty: every class.
@@ -560,8 +561,14 @@ impl NodeClient {
         &mut self,
         request: KernelEventsRequest,
     ) -> anyhow::Result<impl Stream<Item = anyhow::Result<StreamMessage>> + use<>> {
+        let since_seq = request
+            .since_cursor
+            .get(&Source::Kmsg)
+            .copied()
+            .unwrap_or_default();
         let request = pb::StreamKernelEventsRequest {
-            since_seq: request.since_seq,
+            // What an agent before sources reads.
+            since_seq,
             follow: request.follow,
             classes: request
                 .classes
@@ -569,9 +576,11 @@ impl NodeClient {
                 .map(|c| c.as_str().to_owned())
                 .collect(),
             include_unclassified: request.include_unclassified,
-            since_cursor: [(Source::Kmsg.as_str().to_owned(), request.since_seq)]
-                .into_iter()
-                .filter(|(_, cursor)| *cursor > 0)
+            since_cursor: request
+                .since_cursor
+                .iter()
+                .filter(|(_, cursor)| **cursor > 0)
+                .map(|(source, cursor)| (source.as_str().to_owned(), *cursor))
                 .collect(),
             // Every source this client knows; an agent before sources sends the kernel log.
             sources: Source::ALL.iter().map(|s| s.as_str().to_owned()).collect(),

@@ -209,3 +209,157 @@ fn since_seq_applies_to_saved_kmsg_streams_and_is_refused_without_seqs() -> anyh
     );
     Ok(())
 }
+
+/// `--since-cursor kmsg=N` is `--since-seq N`, in-process, through an agent and over a file;
+/// a source a file has no cursors of, or a start given twice, is refused with its reason.
+#[test]
+fn since_cursor_kmsg_is_since_seq_and_bad_starts_are_refused() -> anyhow::Result<()> {
+    let tree = replay_tree()?;
+    let root = path_arg(tree.path())?;
+    let agent = Agent::start(tree.path(), &["--full-kernel-log"])?;
+    let kmsg = fixture("kmsg/scenario.kmsg.log");
+    let kmsg = path_arg(&kmsg)?;
+    for place in [
+        &["--host-root", root][..],
+        &["--endpoint", &agent.endpoint][..],
+    ] {
+        let by_seq = events_json(place, &["--since-seq", "30"])?;
+        let by_cursor = events_json(place, &["--since-cursor", "kmsg=30"])?;
+        assert_eq!(by_seq, by_cursor, "{place:?}");
+        assert!(!by_seq["events"].as_array().context("events")?.is_empty());
+    }
+    assert_eq!(
+        events_json(&[], &["--file", kmsg, "--since-seq", "30"])?,
+        events_json(&[], &["--file", kmsg, "--since-cursor", "kmsg=30"])?
+    );
+    for (args, says) in [
+        (
+            &["events", "--file", kmsg, "--since-cursor", "kfd_smi=3"][..],
+            "carry no cursor",
+        ),
+        (
+            &["events", "--file", kmsg, "--since-cursor", "gpu=3"][..],
+            "unknown source; known: kmsg, kfd_smi",
+        ),
+        (
+            &[
+                "events",
+                "--file",
+                kmsg,
+                "--since-seq",
+                "5",
+                "--since-cursor",
+                "kmsg=6",
+            ][..],
+            "both say where the kernel log starts",
+        ),
+        (
+            &[
+                "events",
+                "--file",
+                kmsg,
+                "--since-cursor",
+                "kmsg=5",
+                "--since-cursor",
+                "kmsg=6",
+            ][..],
+            "names kmsg twice",
+        ),
+    ] {
+        let run = nodectl(args)?;
+        assert_eq!(run.code, 2, "{args:?}: {}", run.stderr);
+        assert!(run.stderr.contains(says), "{args:?}: {}", run.stderr);
+    }
+    Ok(())
+}
+
+/// `--follow` stopped by Ctrl-C says which flags resume after the last event it showed, and
+/// a stream started with them sends none of those events again.
+#[test]
+fn a_follow_stopped_by_ctrl_c_says_where_to_resume() -> anyhow::Result<()> {
+    use std::io::{BufRead as _, Read as _};
+    let tree = replay_tree()?;
+    let agent = Agent::start(tree.path(), &["--full-kernel-log"])?;
+    let all = events_json(&["--endpoint", &agent.endpoint], &[])?;
+    let last_seq = all["events"]
+        .as_array()
+        .context("events")?
+        .iter()
+        .filter_map(|e| e["seq"].as_u64())
+        .max()
+        .context("the scenario has events")?;
+
+    /// Killed if the test fails before it ends.
+    struct Follow(std::process::Child);
+    impl Drop for Follow {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut follow = Follow(
+        std::process::Command::new(harness::binary("nodectl")?)
+            .args([
+                "--endpoint",
+                &agent.endpoint,
+                "events",
+                "--follow",
+                "-o",
+                "json",
+            ])
+            .env("XDG_DATA_HOME", harness::NO_USER_DATA)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()?,
+    );
+    let stdout = follow.0.stdout.take().context("stdout")?;
+    let (tx, rx) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now()))?;
+        let message: Value = serde_json::from_str(&line)?;
+        if message["event"]["seq"].as_u64() == Some(last_seq) {
+            break;
+        }
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(i32::try_from(follow.0.id())?),
+        nix::sys::signal::Signal::SIGINT,
+    )?;
+    // Bounded: a Ctrl-C the client missed fails the test instead of hanging it.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        if let Some(status) = follow.0.try_wait()? {
+            break status;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "nodectl ignored Ctrl-C");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut stderr = String::new();
+    follow
+        .0
+        .stderr
+        .take()
+        .context("stderr")?
+        .read_to_string(&mut stderr)?;
+    assert!(status.success(), "{status}: {stderr}");
+    let resume = format!("resume after the last event shown: --since-cursor kmsg={last_seq}");
+    assert!(stderr.contains(&resume), "{stderr}");
+
+    let after = events_json(
+        &["--endpoint", &agent.endpoint],
+        &["--since-cursor", &format!("kmsg={last_seq}")],
+    )?;
+    assert_eq!(after["events"], Value::Array(Vec::new()), "{after}");
+    Ok(())
+}

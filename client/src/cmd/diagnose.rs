@@ -564,7 +564,7 @@ fn read_experiments(named: Option<&Path>, unknowns: &mut Vec<String>) -> Vec<Exp
 async fn kernel_incidents(client: &mut NodeClient) -> anyhow::Result<Vec<Incident>> {
     let mut stream = client
         .kernel_events(KernelEventsRequest {
-            since_seq: 0,
+            since_cursor: BTreeMap::new(),
             follow: false,
             classes: Vec::new(),
             include_unclassified: false,

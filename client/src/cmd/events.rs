@@ -28,9 +28,15 @@ pub struct EventsArgs {
     /// Keep the stream open and print new records as they come (one JSON object per line with -o json).
     #[arg(long)]
     pub follow: bool,
-    /// Start after this kernel sequence number (resume where an earlier run stopped).
+    /// Start after this kernel sequence number (resume where an earlier run stopped); the same
+    /// as --since-cursor kmsg=N.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub since_seq: u64,
+    /// Start a source after this cursor: `kmsg=SEQ`, `kfd_smi=N` (repeat for each source).
+    /// `--follow` prints the cursors to resume from when it stops; a source not named starts
+    /// from the history the agent holds.
+    #[arg(long, value_name = "SOURCE=N", value_parser = parse_source_cursor)]
+    pub since_cursor: Vec<(Source, u64)>,
     /// Only events of these classes, and incidents with such an event: hang, reset, fault,
     /// oom, firmware, info (comma-separated).
     #[arg(long, value_name = "CLASS,...", value_delimiter = ',')]
@@ -133,9 +139,48 @@ fn parse_classes(names: &[String]) -> anyhow::Result<Vec<Class>> {
         .collect()
 }
 
+/// `SOURCE=N` of `--since-cursor`.
+fn parse_source_cursor(text: &str) -> Result<(Source, u64), String> {
+    let (name, cursor) = text
+        .split_once('=')
+        .ok_or_else(|| format!("`{text}`: expected SOURCE=N, e.g. kfd_smi=42"))?;
+    let source = Source::parse(name.trim())
+        .filter(|_| !name.trim().is_empty())
+        .ok_or_else(|| format!("`{name}`: unknown source; known: {}", Source::known()))?;
+    let cursor = cursor
+        .trim()
+        .parse()
+        .map_err(|e| format!("`{cursor}`: not a cursor (a whole number): {e}"))?;
+    Ok((source, cursor))
+}
+
+/// Where each source starts: `--since-cursor`, with `--since-seq` as the kernel log's.
+fn since_cursors(args: &EventsArgs) -> anyhow::Result<BTreeMap<Source, u64>> {
+    let mut cursors = BTreeMap::new();
+    for &(source, cursor) in &args.since_cursor {
+        if let Some(earlier) = cursors.insert(source, cursor) {
+            anyhow::bail!(
+                "--since-cursor names {} twice ({earlier} and {cursor})",
+                source.as_str()
+            );
+        }
+    }
+    if args.since_seq > 0 {
+        if let Some(cursor) = cursors.get(&Source::Kmsg) {
+            anyhow::bail!(
+                "--since-seq {} and --since-cursor kmsg={cursor} both say where the kernel log starts; give one",
+                args.since_seq
+            );
+        }
+        cursors.insert(Source::Kmsg, args.since_seq);
+    }
+    Ok(cursors)
+}
+
 /// Runs `nodectl events`.
 pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<ExitStatus> {
     let classes = parse_classes(&args.class)?;
+    let since_cursor = since_cursors(&args)?;
     if args.file.is_some() && ctx.names_agents() {
         anyhow::bail!("--file and --endpoint exclude each other");
     }
@@ -159,28 +204,57 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<ExitStatus> 
     for target in nodes.targets() {
         let mut client = target.connect(&options).await?;
         let request = KernelEventsRequest {
-            since_seq: args.since_seq,
+            since_cursor: since_cursor.clone(),
             follow: args.follow,
             classes: classes.clone(),
             include_unclassified: args.include_unclassified,
         };
         let mut stream = client.kernel_events(request).await?;
-        // `--follow --summary` counts until Ctrl-C, then prints what it counted.
-        let count_until_interrupted = args.follow && args.summary;
+        // Where each source was, for the resume line `--follow` leaves when it stops.
+        let mut resume = since_cursor.clone();
+        // One listener for the whole stream: a Ctrl-C that comes while a message is printed
+        // waits for it, where a listener made anew each turn would miss it.
+        let interrupted = tokio::signal::ctrl_c();
+        tokio::pin!(interrupted);
         loop {
             tokio::select! {
                 message = stream.next() => match message {
-                    Some(message) => printer.message(message?)?,
+                    Some(message) => {
+                        let message = message?;
+                        if let StreamMessage::Event(KernelEvent { source, cursor: Some(cursor), .. }) = &message {
+                            resume.insert(*source, *cursor);
+                        }
+                        printer.message(message)?;
+                    }
                     None => break,
                 },
-                interrupted = tokio::signal::ctrl_c(), if count_until_interrupted => {
-                    interrupted.context("waiting for Ctrl-C")?;
+                // `--follow` stops at Ctrl-C: `--summary` prints what it counted, and both
+                // say where to resume.
+                stopped = &mut interrupted, if args.follow => {
+                    stopped.context("waiting for Ctrl-C")?;
+                    print_resume(&resume);
                     return printer.finish();
                 }
             }
         }
+        if args.follow {
+            print_resume(&resume);
+        }
     }
     printer.finish()
+}
+
+/// The flags that resume a stream after the last event it showed, on standard error (standard
+/// output carries the events).
+fn print_resume(cursors: &BTreeMap<Source, u64>) {
+    if cursors.is_empty() {
+        return;
+    }
+    let flags: Vec<String> = cursors
+        .iter()
+        .map(|(source, cursor)| format!("--since-cursor {}={cursor}", source.as_str()))
+        .collect();
+    eprintln!("resume after the last event shown: {}", flags.join(" "));
 }
 
 /// `class/id` of an event, the key of `--summary`.

@@ -11,7 +11,7 @@ use std::io::{BufRead, Read as _, Seek as _, Write as _};
 use std::ops::ControlFlow;
 
 use anyhow::Context as _;
-use nodectl_model::{Class, Incident, KernelEvent};
+use nodectl_model::{Class, Incident, KernelEvent, Source};
 
 #[cfg(test)]
 use super::EventsReport;
@@ -58,6 +58,14 @@ pub(super) fn run(
     file: &str,
 ) -> anyhow::Result<ExitStatus> {
     let name = if file == "-" { "standard input" } else { file };
+    let mut cursors = super::since_cursors(args)?;
+    let since = cursors.remove(&Source::Kmsg).unwrap_or_default();
+    if let Some(source) = cursors.keys().next() {
+        anyhow::bail!(
+            "--since-cursor {}: a saved log's records of that source carry no cursor; only kmsg=SEQ applies to a file",
+            source.as_str()
+        );
+    }
     let years = JournalYear::given_or_today(args.year);
     let lines = args.follow && !args.summary;
     let document: Box<dyn Document> = match format {
@@ -68,7 +76,7 @@ pub(super) fn run(
     };
     let mut reading = Reading {
         filter: Filter {
-            since: args.since_seq,
+            since,
             classes,
             unclassified: args.include_unclassified,
             summary: args.summary,
@@ -91,7 +99,7 @@ pub(super) fn run(
     if let Some(error) = reading.failed.take() {
         return Err(error);
     }
-    let problem = problem(&read, name, args.since_seq);
+    let problem = problem(&read, name, since);
     // Nothing printed yet: the error is all there is to say, as for a short log before.
     if let (Some(problem), Some(_)) = (&problem, &reading.window) {
         anyhow::bail!("{problem}");
@@ -139,7 +147,7 @@ fn problem(read: &LogCounts, name: &str, since: u64) -> Option<String> {
     }
     if since > 0 && !read.has_sequence_numbers() {
         return Some(format!(
-            "--since-seq {since}: {name} has no kernel sequence numbers (only kmsg records carry them)"
+            "a start after kernel seq {since} (--since-seq, --since-cursor kmsg=): {name} has no kernel sequence numbers (only kmsg records carry them)"
         ));
     }
     None

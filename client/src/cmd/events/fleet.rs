@@ -33,7 +33,7 @@ pub(super) async fn run(
     ctx: &Context,
 ) -> anyhow::Result<ExitStatus> {
     let request = KernelEventsRequest {
-        since_seq: args.since_seq,
+        since_cursor: super::since_cursors(args)?,
         follow: false,
         classes,
         include_unclassified: args.include_unclassified,
