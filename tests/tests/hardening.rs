@@ -894,20 +894,54 @@ async fn readiness_is_not_serving_while_the_kernel_log_reader_is_down() -> anyho
     const SERVICE: &str = "nodectl.v1.NodeDiagnostics";
     let tree = nodectl_e2e::harness::node_fixture_copy("strix-halo-healthy")?;
     let root = tree.path().join("root");
-    let without_log = Agent::start(&root, &[])?;
+    let kmsg_up = |agent: &Agent| -> anyhow::Result<Option<String>> {
+        let metrics = agent.listener("metrics").context("metrics listener")?;
+        let body = nodectl_e2e::harness::http_get(metrics, "/metrics")?;
+        Ok(body
+            .lines()
+            .find(|l| l.starts_with("nodectl_event_source_up{source=\"kmsg\"}"))
+            .map(str::to_owned))
+    };
+    let metrics_flags = ["--metrics-listen", "127.0.0.1:0"];
+    let without_log = Agent::start(&root, &metrics_flags)?;
     assert_eq!(
         nodectl_e2e::harness::health(&without_log.endpoint, SERVICE).await?,
         ServingStatus::Serving as i32,
         "a tree without a kernel log has nothing to read"
     );
+    assert_eq!(kmsg_up(&without_log)?, None, "no reader, no gauge");
     drop(without_log);
+
+    // A log that is read: the gauge says 1.
+    let scratch = tempfile::tempdir()?;
+    std::fs::create_dir_all(scratch.path().join("dev"))?;
+    std::fs::write(
+        scratch.path().join("dev/kmsg"),
+        "6,1,1000000,-;Linux version 6.18.4-talos\n",
+    )?;
+    let reading = Agent::start(scratch.path(), &metrics_flags)?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while kmsg_up(&reading)?.as_deref() != Some("nodectl_event_source_up{source=\"kmsg\"} 1") {
+        anyhow::ensure!(
+            std::time::Instant::now() < deadline,
+            "{:?}",
+            kmsg_up(&reading)?
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    drop(reading);
 
     // Something at dev/kmsg that no reader can read as a kernel log.
     std::fs::create_dir_all(root.join("dev/kmsg"))?;
-    let agent = Agent::start(&root, &[])?;
+    let agent = Agent::start(&root, &metrics_flags)?;
     assert_eq!(
         nodectl_e2e::harness::health(&agent.endpoint, SERVICE).await?,
         ServingStatus::NotServing as i32
+    );
+    assert_eq!(
+        kmsg_up(&agent)?.as_deref(),
+        Some("nodectl_event_source_up{source=\"kmsg\"} 0"),
+        "the exporter says the reader is down, as readiness does"
     );
     // The agent answers: liveness must not restart it for this.
     assert_eq!(

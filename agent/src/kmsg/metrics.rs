@@ -140,7 +140,7 @@ impl KmsgMetrics {
         );
         registry.register(
             "nodectl_event_source_up",
-            "Whether an event source the agent reads is read now (kfd_smi: the KFD SMI channel)",
+            "Whether an event source the agent reads is read now (kmsg: the kernel log, kfd_smi: the KFD SMI channel)",
             self.sources_up.clone(),
         );
         registry.register(

@@ -154,6 +154,16 @@ struct Shared {
     smi_status: watch::Sender<SmiStatus>,
 }
 
+impl Shared {
+    /// The kernel log reader is down, and why: readiness, the stream header and
+    /// `nodectl_event_source_up{source="kmsg"}` say so.
+    fn reader_down(&self, reason: String) {
+        // The gauge first: whoever sees readiness drop finds the exporter saying so too.
+        self.metrics.set_source_up(Source::Kmsg.as_str(), false);
+        self.down.send_replace(Some(reason));
+    }
+}
+
 /// Why no KFD SMI record comes from a pipeline no channel reader feeds.
 pub const SMI_NOT_READ_HERE: &str =
     "no KFD channel is read here: only an agent on the node itself reads it, live";
@@ -313,7 +323,7 @@ impl KernelLog {
                     cancel,
                 );
                 if !absent {
-                    log.shared.down.send_replace(Some(reason));
+                    log.shared.reader_down(reason);
                 }
                 log.shared.caught_up.send_replace(true);
                 log
@@ -374,8 +384,10 @@ impl KernelLog {
                     drills: injected,
                     smi_records: smi_received,
                 };
+                shared.metrics.set_source_up(Source::Kmsg.as_str(), true);
                 read_loop(&shared, KmsgReader::new(source), &config, &inputs);
                 if !shared.cancel.is_cancelled() {
+                    shared.metrics.set_source_up(Source::Kmsg.as_str(), false);
                     shared.down.send_if_modified(|down| {
                         down.get_or_insert_with(|| "the kernel log reader stopped".to_owned());
                         true
@@ -394,8 +406,7 @@ impl KernelLog {
             Err(e) => {
                 tracing::error!("cannot start the kernel log reader: {e}");
                 log.shared
-                    .down
-                    .send_replace(Some(format!("cannot start the kernel log reader: {e}")));
+                    .reader_down(format!("cannot start the kernel log reader: {e}"));
                 log.shared.caught_up.send_replace(true);
             }
         }
@@ -1008,9 +1019,7 @@ fn read_loop<S: RecordSource>(
             Ok(outcome) => outcome,
             Err(e) => {
                 tracing::error!("reading the kernel log failed: {e}");
-                shared
-                    .down
-                    .send_replace(Some(format!("reading the kernel log failed: {e}")));
+                shared.reader_down(format!("reading the kernel log failed: {e}"));
                 break;
             }
         };
@@ -1069,9 +1078,7 @@ fn read_loop<S: RecordSource>(
                 }
                 if let Err(e) = reader.wait(POLL_INTERVAL) {
                     tracing::error!("waiting for kernel log records failed: {e}");
-                    shared
-                        .down
-                        .send_replace(Some(format!("waiting for kernel log records failed: {e}")));
+                    shared.reader_down(format!("waiting for kernel log records failed: {e}"));
                     break;
                 }
             }
