@@ -399,6 +399,8 @@ literals! {
         FailedToLoadModel = "failed to load model",
         ErrorLoadingModel = "error loading model",
         RouterMode = "starting server in router mode",
+        /// Builds of mid-2026 say `main: router server is listening on …` (llama.cpp#24681).
+        RouterListening = "router server is listening",
         RocmDevices = "ROCm devices",
         /// `ROCm0`, `CUDA0`, `Vulkan0` are these and a digit (no needle holds a digit: see
         /// [`shape_of`]); the rule checks the digit in the line.
@@ -1067,7 +1069,7 @@ impl Parser {
             // a serving log's lines: timings, request lines).
             return stripped.level.is_some() || self.router && !stripped.child;
         }
-        if hits.has(Needle::RouterMode) {
+        if hits.has(Needle::RouterMode) || hits.has(Needle::RouterListening) {
             self.router = true;
         }
         if self.router && !stripped.child {
@@ -2253,6 +2255,21 @@ Apr 27 09:37:02  lemond[19598]: 2026-04-27 09:37:02.919 [Info] (Process) sched_r
             log.timeline[0].time.wall.map(|t| t.to_string()).as_deref(),
             Some("2026-01-21T16:56:58Z")
         );
+    }
+
+    #[test]
+    fn a_router_listening_is_not_its_model_ready() {
+        // The router's own `listening` line, in the words of mid-2026 builds, then its child's
+        // lines, forwarded with `[PORT] `.
+        let log = parse(
+            "\
+main: router server is listening on http://0.0.0.0:8080
+main: NOTE: router mode is experimental
+[34255] 0.00.160.000 I load_tensors: loading model tensors, this can take a while... (mmap = true)
+"
+            .lines(),
+        );
+        assert_eq!(phases(&log), [Phase::TensorLoad]);
     }
 
     #[test]
