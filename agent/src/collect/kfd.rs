@@ -55,6 +55,17 @@ pub fn location_id_of_bdf(bdf: &str) -> Option<(u64, u64)> {
     Some((domain, bus << 8 | device << 3 | function))
 }
 
+/// The PCI address (`0000:c1:00.0`) of KFD's `domain` and `location_id`: the inverse of
+/// [`location_id_of_bdf`].
+pub fn bdf_of_location_id(domain: u64, location: u64) -> String {
+    format!(
+        "{domain:04x}:{:02x}:{:02x}.{:x}",
+        (location >> 8) & 0xff,
+        (location >> 3) & 0x1f,
+        location & 7
+    )
+}
+
 /// The KFD node of a card: same PCI location (`domain`, `location_id`) as its BDF, else the
 /// same DRM render minor.
 pub fn node_for_card<'a>(
@@ -135,6 +146,10 @@ mod tests {
         assert_eq!(location_id_of_bdf("0000:c1:00.0"), Some((0, 49408)));
         assert_eq!(location_id_of_bdf("0001:09:00.1"), Some((1, 0x0901)));
         assert_eq!(location_id_of_bdf("nonsense"), None);
+        for bdf in ["0000:c1:00.0", "0001:09:1f.7"] {
+            let (domain, location) = location_id_of_bdf(bdf).unwrap();
+            assert_eq!(bdf_of_location_id(domain, location), bdf);
+        }
     }
 
     proptest::proptest! {

@@ -423,7 +423,6 @@ fn kfd_process(reader: &mut Reader<'_>, pid: u32) -> Option<KfdProcess> {
     Some(kfd)
 }
 
-/// Pod UID → `namespace/name`, from the kubelet's log directories (`<ns>_<name>_<uid>`).
 /// Where a process (or thread) runs: its container and pod, as fields of an event that names
 /// it (`container_id`, `pod_uid`, `pod` = `namespace/name`), and for a thread its process
 /// (`tgid`: the kernel names a faulting thread, a person the process); empty for a process
@@ -456,6 +455,7 @@ pub fn placement_fields(reader: &mut Reader<'_>, pid: u32) -> BTreeMap<String, S
     fields
 }
 
+/// Pod UID → `namespace/name`, from the kubelet's log directories (`<ns>_<name>_<uid>`).
 fn pod_names(reader: &mut Reader<'_>) -> HashMap<String, String> {
     let dir = reader.root.var_log_pods();
     reader

@@ -58,14 +58,9 @@ pub fn gpus(root: &HostRoot) -> Vec<(u32, Option<String>)> {
         .into_iter()
         .filter(|node| node.gpu_id != 0)
         .map(|node| {
-            let pci = node.properties.get("location_id").map(|location| {
+            let pci = node.properties.get("location_id").map(|&location| {
                 let domain = node.properties.get("domain").copied().unwrap_or(0);
-                format!(
-                    "{domain:04x}:{:02x}:{:02x}.{:x}",
-                    (location >> 8) & 0xff,
-                    (location >> 3) & 0x1f,
-                    location & 7
-                )
+                kfd::bdf_of_location_id(domain, location)
             });
             (node.gpu_id, pci)
         })

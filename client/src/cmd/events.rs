@@ -186,7 +186,7 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<ExitStatus> 
     }
     let mut printer = Printer::new(ctx.format, args.follow, args.summary)?;
     if let Some(file) = &args.file {
-        return file::run(&args, &classes, ctx.format, file);
+        return file::run(&args, &classes, since_cursor, ctx.format, file);
     }
     let nodes = ctx.nodes().await?;
     if let Nodes::Agents(endpoints) = &nodes {
@@ -197,7 +197,7 @@ pub async fn run(args: EventsArgs, ctx: &Context) -> anyhow::Result<ExitStatus> 
             anyhow::bail!("--follow takes one --endpoint");
         }
         if endpoints.len() > 1 {
-            return fleet::run(&args, classes, nodes.targets(), ctx).await;
+            return fleet::run(&args, classes, since_cursor, nodes.targets(), ctx).await;
         }
     }
     let options = EmbeddedOptions { kernel_log: true };

@@ -54,11 +54,11 @@ const SAVED_LOG_READ_BYTES: usize = nodectl_model::line_reader::READ_BUFFER_BYTE
 pub(super) fn run(
     args: &EventsArgs,
     classes: &[Class],
+    mut cursors: BTreeMap<Source, u64>,
     format: Format,
     file: &str,
 ) -> anyhow::Result<ExitStatus> {
     let name = if file == "-" { "standard input" } else { file };
-    let mut cursors = super::since_cursors(args)?;
     let since = cursors.remove(&Source::Kmsg).unwrap_or_default();
     if let Some(source) = cursors.keys().next() {
         anyhow::bail!(

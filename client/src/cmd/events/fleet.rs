@@ -29,11 +29,12 @@ struct FleetEvents<'a> {
 pub(super) async fn run(
     args: &EventsArgs,
     classes: Vec<Class>,
+    since_cursor: std::collections::BTreeMap<nodectl_model::Source, u64>,
     targets: Vec<Target>,
     ctx: &Context,
 ) -> anyhow::Result<ExitStatus> {
     let request = KernelEventsRequest {
-        since_cursor: super::since_cursors(args)?,
+        since_cursor,
         follow: false,
         classes,
         include_unclassified: args.include_unclassified,
