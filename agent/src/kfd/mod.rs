@@ -120,7 +120,10 @@ async fn place(root: &HostRoot, pid: u32) -> BTreeMap<String, String> {
         crate::collect::processes::placement_fields(&mut reader, pid)
     })
     .await
-    .unwrap_or_default()
+    .unwrap_or_else(|e| {
+        tracing::warn!("placing pid {pid} of a KFD record failed: {e}");
+        BTreeMap::new()
+    })
 }
 
 /// Reads every GPU's event fd until one stops (its reason) or `cancel`.
