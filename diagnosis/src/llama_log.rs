@@ -926,6 +926,8 @@ pub struct Parser {
     last_stamp: StampText,
     /// The year of journald lines, which print none; today's when not given.
     years: Option<JournalYear>,
+    /// LM Studio's stamp lines were seen: its server's and engine's request messages count.
+    lm_studio: bool,
 }
 
 impl Parser {
@@ -994,6 +996,7 @@ impl Parser {
         // LM Studio: a timestamp and level alone on a line, the message on the next.
         if let Some(stamp) = lm_studio_stamp(text) {
             self.pending_wall = Some(stamp);
+            self.lm_studio = true;
             self.log.lines_recognised += 1;
             return;
         }
@@ -1064,6 +1067,12 @@ impl Parser {
         finds: BodyFinds,
     ) -> bool {
         let BodyFinds { hits, function } = finds;
+        if self.lm_studio
+            && let Some(phase) = lm_studio_request_phase(body)
+        {
+            self.enter(phase, number, stripped);
+            return true;
+        }
         if hits.found == 0 && function.is_none() && !stripped.dots {
             // No literal a rule looks for and no function it knows: nothing to learn (most of
             // a serving log's lines: timings, request lines).
@@ -1675,6 +1684,44 @@ fn lm_studio_stamp(line: &str) -> Option<jiff::Timestamp> {
     civil_utc(stamp)
 }
 
+/// The serving phase one of LM Studio's own request messages puts the run in: its server's
+/// (`[MODEL] ` or `[LM STUDIO SERVER] ` before them) and its engine's (`BeginProcessingPrompt`
+/// after the sampling block), in the words of 0.3.x builds. llama.cpp's own request lines are
+/// not printed there, so without these a served request reads as nothing at all. Seen in the
+/// developer logs of LM Studio 0.3.32 posted in B-AROL-O/RAMIE-RAD_AI_Messing_In_Earthworks
+/// (`Software/MCP/Vibecode Chat Logs/`); `Finished streaming response` as JonCSykes/
+/// lms-log-explorer's `docs/spec-log-format.md` describes a streamed request's end.
+fn lm_studio_request_phase(body: &str) -> Option<Phase> {
+    let message = body
+        .strip_prefix('[')
+        .and_then(|tagged| tagged.split_once("] "))
+        .map_or(body, |(_, message)| message);
+    let starts = |prefix: &str| message.starts_with(prefix);
+    if let Some(progress) = message.strip_prefix("Prompt processing progress: ") {
+        // The server repeats the engine's progress, and its 100 % comes after
+        // `FinishedProcessingPrompt`: the prompt is done then, and tokens are being generated.
+        let percent: f64 = progress.trim_end_matches('%').trim().parse().ok()?;
+        return Some(if percent >= 100.0 {
+            Phase::Generation
+        } else {
+            Phase::PromptProcessing
+        });
+    }
+    if starts("Running chat completion on conversation") || starts("BeginProcessingPrompt") {
+        Some(Phase::PromptProcessing)
+    } else if starts("FinishedProcessingPrompt") {
+        Some(Phase::Generation)
+    } else if starts("Generated prediction:")
+        || starts("Finished streaming response")
+        || message.eq_ignore_ascii_case("target model llama_perf stats:")
+    {
+        // The engine prints its timings when a request is done.
+        Some(Phase::Idle)
+    } else {
+        None
+    }
+}
+
 /// `2026-01-21 16:56:58[.919]` read as UTC.
 fn civil_utc(text: &str) -> Option<jiff::Timestamp> {
     let civil: jiff::civil::DateTime = text.trim().replace(' ', "T").parse().ok()?;
@@ -2254,6 +2301,49 @@ Apr 27 09:37:02  lemond[19598]: 2026-04-27 09:37:02.919 [Info] (Process) sched_r
         assert_eq!(
             log.timeline[0].time.wall.map(|t| t.to_string()).as_deref(),
             Some("2026-01-21T16:56:58Z")
+        );
+    }
+
+    #[test]
+    fn lm_studio_request_messages_are_its_serving_phases() {
+        // LM Studio 0.3.32 at DEBUG: the message on the line after its stamp, the sampling block
+        // and `BeginProcessingPrompt` on lines of their own.
+        let log = parse(
+            "\
+2025-11-21 18:14:41  [INFO]
+ [qwen/qwen3-vl-4b] Running chat completion on conversation with 2 messages.
+2025-11-21 18:14:41 [DEBUG]
+ Sampling: \n\
+Generate: n_ctx = 8192, n_batch = 512, n_predict = -1, n_keep = 29
+BeginProcessingPrompt
+2025-11-21 18:14:41  [INFO]
+ [qwen/qwen3-vl-4b] Prompt processing progress: 0.0%
+2025-11-21 18:14:42  [INFO]
+ [qwen/qwen3-vl-4b] Prompt processing progress: 100.0%
+2025-11-21 18:14:55 [DEBUG]
+ Target model llama_perf stats:
+"
+            .lines(),
+        );
+        assert_eq!(
+            phases(&log),
+            [Phase::PromptProcessing, Phase::Generation, Phase::Idle]
+        );
+        assert_eq!(
+            log.timeline[1].time.wall.map(|t| t.to_string()).as_deref(),
+            Some("2025-11-21T18:14:42Z")
+        );
+        // The same words without LM Studio's stamps are somebody else's.
+        let log = parse("BeginProcessingPrompt\nGenerated prediction: {\n".lines());
+        assert!(log.timeline.is_empty());
+        // A progress that is not a number places nothing.
+        assert_eq!(
+            lm_studio_request_phase("[m] Prompt processing progress: ?%"),
+            None
+        );
+        assert_eq!(
+            lm_studio_request_phase("[LM STUDIO SERVER] Finished streaming response"),
+            Some(Phase::Idle)
         );
     }
 
