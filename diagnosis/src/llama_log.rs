@@ -229,6 +229,33 @@ pub struct LlamaLog {
     pub lines_read: u64,
     /// Lines that were llama.cpp's (or its wrappers'): anything placed in a phase or a fact.
     pub lines_recognised: u64,
+    /// `docker compose logs` of several services: the service whose lines were llama.cpp's
+    /// first, the one the run is read from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compose_service: Option<String>,
+    /// The other services' names (up to [`MAX_OTHER_SERVICES`]) and how many lines of theirs
+    /// were left out after the run's service was known.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub other_services: Vec<String>,
+    #[serde(skip_serializing_if = "is_zero")]
+    pub other_service_lines: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// How many other compose services' names a log keeps: a stack has a handful.
+pub const MAX_OTHER_SERVICES: usize = 16;
+
+/// What a line of llama.cpp's changes, and no other program's line does: the phases, errors,
+/// backend or devices found.
+#[derive(Debug, PartialEq, Eq)]
+struct RunProgress {
+    marks: usize,
+    errors: u64,
+    backend: Option<Backend>,
+    devices: usize,
 }
 
 /// How a run ended, or where it is.
@@ -696,6 +723,8 @@ impl ShapeCache {
 struct LineLayout {
     /// llama.cpp's `M.SS.mmm.uuu` stamp.
     stamp: Option<(usize, usize)>,
+    /// docker compose's service name.
+    service: Option<(usize, usize)>,
     /// The body, trimmed.
     body: (usize, usize),
     level: Option<char>,
@@ -717,8 +746,13 @@ impl LineLayout {
             Some(stamp) => Some(range(stamp)?),
             None => None,
         };
+        let service = match stripped.service {
+            Some(service) => Some(range(service)?),
+            None => None,
+        };
         Some(LineLayout {
             stamp,
+            service,
             body: range(body)?,
             level: stripped.level,
             dots: stripped.dots,
@@ -739,6 +773,7 @@ impl LineLayout {
             owned: None,
             child: self.child,
             stamp,
+            service: self.service.and_then(|(start, end)| text.get(start..end)),
         };
         (
             stripped,
@@ -899,6 +934,8 @@ struct Stripped<'a> {
     child: bool,
     /// llama.cpp's `M.SS.mmm.uuu` stamp, when the line had one.
     stamp: Option<&'a str>,
+    /// `docker compose logs`' service column, when the line had one.
+    service: Option<&'a str>,
 }
 
 /// Reads a log a line at a time (for logs too large to hold): [`parse`] is `push` for every
@@ -1022,7 +1059,19 @@ impl Parser {
         self.take(number, stripped, body, finds, wall);
     }
 
+    fn run_progress(&self) -> RunProgress {
+        RunProgress {
+            marks: self.timeline.len(),
+            errors: self.log.errors_total,
+            backend: self.log.backend,
+            devices: self.log.devices.len(),
+        }
+    }
+
     /// One line's parts: `body` is its trimmed body; `wall` the time a wrapper outside it gave.
+    /// In `docker compose logs` of several services, only the run's service's lines: another
+    /// service's (a web UI's, a second model server's) are not the run's, and read as its would
+    /// mix two runs' phases and errors.
     fn take(
         &mut self,
         number: u64,
@@ -1031,6 +1080,19 @@ impl Parser {
         finds: BodyFinds,
         wall: Option<jiff::Timestamp>,
     ) {
+        // The service whose line this is, and where the run stood before it, while the run's
+        // service is not known yet.
+        let choosing = match stripped.service {
+            None => None,
+            Some(service) => match &self.log.compose_service {
+                Some(run_service) if run_service != service => {
+                    self.other_service_line(service);
+                    return;
+                }
+                Some(_) => None,
+                None => Some((service, self.run_progress())),
+            },
+        };
         if stripped.time.wall.is_none() {
             stripped.time.wall = wall.or_else(|| self.pending_wall.take());
         }
@@ -1055,6 +1117,20 @@ impl Parser {
         if stripped.stamp.is_some() || stripped.time.wall.is_some() {
             self.log.last_time = stripped.time;
             self.last_stamp.keep(stripped.stamp);
+        }
+        if let Some((service, before)) = choosing
+            && self.run_progress() != before
+        {
+            self.log.compose_service = Some(service.to_owned());
+        }
+    }
+
+    /// A line of another compose service than the run's: counted, its service named.
+    fn other_service_line(&mut self, service: &str) {
+        self.log.other_service_lines += 1;
+        let others = &mut self.log.other_services;
+        if others.len() < MAX_OTHER_SERVICES && !others.iter().any(|s| s == service) {
+            others.push(service.to_owned());
         }
     }
 
@@ -1743,7 +1819,8 @@ fn strip<'l>(line: &'l str, years: &mut JournalYear) -> Stripped<'l> {
     };
     let mut rest = line;
     // docker compose logs: `SERVICE   | `, outside any stamp (`-t` puts one after it)
-    if let Some(text) = log_wrapper::compose_service_text(rest) {
+    if let Some((service, text)) = log_wrapper::compose_service(rest) {
+        out.service = Some(service);
         rest = text;
     }
     // kubectl logs --timestamps
@@ -2345,6 +2422,34 @@ BeginProcessingPrompt
             lm_studio_request_phase("[LM STUDIO SERVER] Finished streaming response"),
             Some(Phase::Idle)
         );
+    }
+
+    #[test]
+    fn a_compose_log_of_several_services_is_read_as_the_first_llama_services_run() {
+        // A web UI starts first; then the model server, a second model server for embeddings,
+        // and a crash of the web UI's: neither other service's lines are the run's.
+        let log = parse(
+            "\
+open-webui   | INFO:     Started server process [1]
+llama-cpp    | 0.00.010.000 I build_info: b9100-2e95c5f96
+open-webui   | INFO:     Waiting for application startup.
+llama-embed  | 0.00.010.000 I build_info: b9100-2e95c5f96
+llama-embed  | 0.00.020.000 I load_tensors: loading model tensors, this can take a while... (mmap = true)
+llama-cpp    | 0.00.900.000 I srv  llama_server: server is listening on http://0.0.0.0:8080
+open-webui   | Segmentation fault (core dumped)
+llama-embed  | 0.01.000.000 I srv  llama_server: server is listening on http://0.0.0.0:8081
+"
+            .lines(),
+        );
+        assert_eq!(phases(&log), [Phase::Startup, Phase::Ready]);
+        assert_eq!(log.errors_total, 0);
+        assert_eq!(log.compose_service.as_deref(), Some("llama-cpp"));
+        assert_eq!(log.other_services, ["open-webui", "llama-embed"]);
+        assert_eq!(log.other_service_lines, 5);
+        // Without a compose column nothing is left out.
+        let log = parse("0.00.010.000 I build_info: b9100-2e95c5f96\n".lines());
+        assert_eq!(log.compose_service, None);
+        assert_eq!(log.other_service_lines, 0);
     }
 
     #[test]

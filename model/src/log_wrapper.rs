@@ -181,6 +181,11 @@ const MAX_COMPOSE_SERVICE_BYTES: usize = 64;
 /// `.`, `-`) padded with spaces, then `| `. llama.cpp's own lines hold `|` too (`id  0 | task`),
 /// but never after a single word and spaces only.
 pub fn compose_service_text(line: &str) -> Option<&str> {
+    compose_service(line).map(|(_, text)| text)
+}
+
+/// `docker compose logs`' `SERVICE   | text` → (SERVICE, text), as [`compose_service_text`].
+pub fn compose_service(line: &str) -> Option<(&str, &str)> {
     let bytes = line.as_bytes();
     // Cheapest test first, as this runs on every line: the first space must be followed by
     // spaces and the bar (a llama.cpp line fails at the byte after its stamp).
@@ -196,10 +201,11 @@ pub fn compose_service_text(line: &str) -> Option<&str> {
     if name.is_empty() || !name.iter().all(is_name_byte) {
         return None;
     }
-    match &line[bar + 1..] {
-        "" => Some(""),
-        rest => rest.strip_prefix(' '),
-    }
+    let text = match &line[bar + 1..] {
+        "" => "",
+        rest => rest.strip_prefix(' ')?,
+    };
+    Some((&line[..name_end], text))
 }
 
 /// `host ident[pid]: message` → (ident, message), when it has that shape.

@@ -208,6 +208,41 @@ fn bad_inputs_are_exit_2_naming_them() -> anyhow::Result<()> {
     Ok(())
 }
 
+#[test]
+fn a_compose_log_of_several_services_says_which_service_it_read() -> anyhow::Result<()> {
+    let dir = tempfile::tempdir()?;
+    let log = dir.path().join("compose.log");
+    std::fs::write(
+        &log,
+        "\
+open-webui   | INFO:     Started server process [1]
+llama-cpp    | 0.00.010.000 I build_info: b9100-2e95c5f96
+llama-embed  | 0.00.020.000 I load_tensors: loading model tensors, this can take a while... (mmap = true)
+llama-cpp    | 0.00.900.000 I srv  llama_server: server is listening on http://0.0.0.0:8080
+open-webui   | Segmentation fault (core dumped)
+",
+    )?;
+    let tree = nodectl_e2e::harness::node_fixture("no-gpu");
+    let tree = tree.to_string_lossy();
+    let run = nodectl(&[
+        "diagnose",
+        "--host-root",
+        &tree,
+        "--log",
+        &log.to_string_lossy(),
+    ])?;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(run.stdout.contains("verdict: ready"), "{}", run.stdout);
+    assert!(
+        run.stdout.contains(
+            "read as compose service llama-cpp's run: 2 lines of llama-embed, open-webui left out"
+        ),
+        "{}",
+        run.stdout
+    );
+    Ok(())
+}
+
 /// A process that is `llama-server` by name (a copy of `sleep`), with planted variables.
 struct PlantedProcess {
     child: std::process::Child,

@@ -626,6 +626,18 @@ fn diagnosis_text(d: &Diagnosis) -> String {
             &mut out,
             format!("  log: {}: {}", source.name, facts.join(", ")),
         );
+        if let Some(service) = &log.compose_service
+            && !log.other_services.is_empty()
+        {
+            line(
+                &mut out,
+                format!(
+                    "    (read as compose service {service}'s run: {} lines of {} left out; `docker compose logs SERVICE` reads another)",
+                    log.other_service_lines,
+                    log.other_services.join(", ")
+                ),
+            );
+        }
         if source.bytes_skipped > 0 {
             line(
                 &mut out,
