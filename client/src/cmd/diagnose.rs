@@ -48,7 +48,8 @@ pub struct DiagnoseArgs {
     #[command(flatten)]
     pub source: crate::cli::NodeSource,
     /// A llama.cpp log to read (`-` for standard input): llama-server, ollama, LM Studio or
-    /// lemonade output, plain or with journald, kubectl --timestamps or CRI prefixes.
+    /// lemonade output, plain or with journald, kubectl --timestamps or CRI prefixes, or
+    /// `docker compose logs` (of several services: the first one that is llama.cpp's).
     #[arg(long, value_name = "FILE|-")]
     pub log: Option<String>,
     /// A pod's log, read by the agent from /var/log/pods: NAMESPACE/POD[/CONTAINER].
