@@ -1819,9 +1819,9 @@ fn strip<'l>(line: &'l str, years: &mut JournalYear) -> Stripped<'l> {
     };
     let mut rest = line;
     // docker compose logs: `SERVICE   | `, outside any stamp (`-t` puts one after it)
-    if let Some((service, text)) = log_wrapper::compose_service(rest) {
-        out.service = Some(service);
-        rest = text;
+    if let Some(compose) = log_wrapper::compose_service(rest) {
+        out.service = Some(compose.service);
+        rest = compose.text;
     }
     // kubectl logs --timestamps
     if let Some((wall, after)) = log_wrapper::rfc3339_head(rest) {

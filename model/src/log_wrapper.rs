@@ -181,11 +181,20 @@ const MAX_COMPOSE_SERVICE_BYTES: usize = 64;
 /// `.`, `-`) padded with spaces, then `| `. llama.cpp's own lines hold `|` too (`id  0 | task`),
 /// but never after a single word and spaces only.
 pub fn compose_service_text(line: &str) -> Option<&str> {
-    compose_service(line).map(|(_, text)| text)
+    compose_service(line).map(|line| line.text)
 }
 
-/// `docker compose logs`' `SERVICE   | text` → (SERVICE, text), as [`compose_service_text`].
-pub fn compose_service(line: &str) -> Option<(&str, &str)> {
+/// A line of `docker compose logs`, its column taken apart.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComposeLine<'l> {
+    /// The service (or container) name the column shows.
+    pub service: &'l str,
+    /// The program's own line.
+    pub text: &'l str,
+}
+
+/// `docker compose logs`' `SERVICE   | text` taken apart, as [`compose_service_text`].
+pub fn compose_service(line: &str) -> Option<ComposeLine<'_>> {
     let bytes = line.as_bytes();
     // Cheapest test first, as this runs on every line: the first space must be followed by
     // spaces and the bar (a llama.cpp line fails at the byte after its stamp).
@@ -205,7 +214,10 @@ pub fn compose_service(line: &str) -> Option<(&str, &str)> {
         "" => "",
         rest => rest.strip_prefix(' ')?,
     };
-    Some((&line[..name_end], text))
+    Some(ComposeLine {
+        service: &line[..name_end],
+        text,
+    })
 }
 
 /// `host ident[pid]: message` → (ident, message), when it has that shape.
