@@ -43,12 +43,8 @@ pub struct LogSource {
     /// `FILE`, `standard input`, or `pod NS/POD/CONTAINER (PATH)`.
     pub name: String,
     /// The agent sent only the end of a long pod log.
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "nodectl_model::is_zero")]
     pub bytes_skipped: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// A kernel incident of the run's window, placed against the run's last log line.

@@ -237,12 +237,8 @@ pub struct LlamaLog {
     /// were left out after the run's service was known.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub other_services: Vec<String>,
-    #[serde(skip_serializing_if = "is_zero")]
+    #[serde(skip_serializing_if = "nodectl_model::is_zero")]
     pub other_service_lines: u64,
-}
-
-fn is_zero(n: &u64) -> bool {
-    *n == 0
 }
 
 /// How many other compose services' names a log keeps: a stack has a handful.

@@ -26,12 +26,8 @@ pub struct InferenceProcesses {
     pub cards: Vec<CardMemoryTrend>,
     pub problems: Vec<Problem>,
     /// Processes beyond the agent's bound, not listed.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::is_zero")]
     pub processes_not_listed: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -16,6 +16,12 @@ pub mod snapshot;
 pub mod text;
 pub mod wire;
 
+/// A count of zero, left out of JSON (serde's `skip_serializing_if`): the field appears only when
+/// something was skipped, cut or left out.
+pub fn is_zero<T: Default + PartialEq>(n: &T) -> bool {
+    *n == T::default()
+}
+
 pub use kernel_args::KernelArgument;
 pub use kernel_log::{
     Class, Incident, KernelEvent, Source, SourceStatus, StreamHeader, StreamMessage,

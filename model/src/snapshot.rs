@@ -26,12 +26,8 @@ pub struct Snapshot {
     #[serde(default)]
     pub inference_processes: Vec<crate::inference::InferenceProcess>,
     /// Inference processes found beyond the agent's bound, not listed.
-    #[serde(default, skip_serializing_if = "is_zero")]
+    #[serde(default, skip_serializing_if = "crate::is_zero")]
     pub inference_processes_not_listed: u32,
-}
-
-fn is_zero(n: &u32) -> bool {
-    *n == 0
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

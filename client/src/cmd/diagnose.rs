@@ -78,14 +78,10 @@ pub struct NodeDiagnoses {
     pub node: String,
     pub diagnoses: Vec<Diagnosis>,
     /// Inference processes the agent found beyond those it lists: not diagnosed.
-    #[serde(skip_serializing_if = "is_zero_u32")]
+    #[serde(skip_serializing_if = "nodectl_model::is_zero")]
     pub processes_not_listed: u32,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub unknowns: Vec<String>,
-}
-
-fn is_zero_u32(n: &u32) -> bool {
-    *n == 0
 }
 
 pub async fn run(args: DiagnoseArgs, ctx: &Context) -> anyhow::Result<ExitStatus> {
