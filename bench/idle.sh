@@ -13,7 +13,9 @@ DURATION=${DURATION:-600}
 INTERVAL=15
 
 command -v prometheus-node-exporter >/dev/null || apt-get install -y prometheus-node-exporter >/dev/null
-cargo build --release --quiet -p nodectl -p nodectl-agent --bins
+# The agent on its own, as the Containerfile builds it: with the client in the same build, the
+# crates they share get the union of their features, other symbol names and none of the order.
+cargo build --release --quiet -p nodectl-agent --bins
 cargo build --release --quiet -p nodectl-e2e --example fake_kube_server
 bin=$PWD/target/release
 work=$(mktemp -d)
@@ -25,6 +27,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# The release link puts the functions agent/idle-code.order lists first (agent/build.rs); names
+# the binary no longer holds (another toolchain, crate versions) are passed over.
+listed=$(grep -vc '^#' agent/idle-code.order || true)
+held=$(nm --defined-only "$bin/nodectl-agent" | awk '{print $3}' | sort -u \
+  | comm -12 - <(grep -v '^#' agent/idle-code.order | sort -u) | wc -l)
+echo "agent/idle-code.order: the binary holds $held of its $listed symbols"
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
 
 make_certs "$work"
@@ -63,6 +71,10 @@ while [ "$SECONDS" -lt "$end" ]; do
   curl -sf "http://127.0.0.1:$port/metrics" > "$work/exporter.metrics"
   echo "$(rss_kib "$agent") $(rss_kib "$exporter")" >> "$work/rss"
   sleep "$INTERVAL"
+done
+for who in agent exporter; do
+  pid=${!who}
+  echo "$who at the end: $(awk '/^(VmRSS|RssAnon|RssFile):/ {printf "%s %.1f MiB  ", $1, $2 / 1024}' "/proc/$pid/status")"
 done
 agent_cpu=$(echo "$(cpu_seconds "$agent") - $agent_cpu0" | bc -l)
 exporter_cpu=$(echo "$(cpu_seconds "$exporter") - $exporter_cpu0" | bc -l)

@@ -98,7 +98,7 @@ impl Drop for HeldBytes {
         // keeps mapped once its mmap threshold has risen past them. Hand them back, or the
         // agent stays at the burst's peak for the rest of its life.
         if self.filled && self.budget.held_bytes() == 0 {
-            crate::server::release_freed_memory();
+            crate::resident::release_freed_memory();
         }
     }
 }

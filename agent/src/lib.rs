@@ -21,6 +21,7 @@ pub mod node_health;
 pub mod pod_log;
 pub mod redact;
 pub mod report;
+pub mod resident;
 pub mod server;
 pub mod shutdown;
 pub mod snapshot;

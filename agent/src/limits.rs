@@ -240,6 +240,11 @@ pub const NODE_CONDITION_HEARTBEAT: Duration = Duration::from_secs(300);
 /// (milliseconds), and what it finds (firmware, parameters) changes with a reboot, not faster.
 pub const NODE_HEALTH_CHECK_INTERVAL: Duration = Duration::from_secs(60);
 
+/// The longest the agent waits for the node-condition task's first pass (a snapshot, one API
+/// call of at most [`KUBE_REQUEST_TIMEOUT`]) before it gives back what start-up used
+/// (`resident::release_start_up_pages`): an API server that does not answer only delays that.
+pub const START_UP_FIRST_PASS: Duration = Duration::from_secs(30);
+
 /// Events waiting for an API server that does not answer. One per incident; past this many
 /// the newest are not recorded (the node condition and the agent's own stream still say them).
 pub const MAX_PENDING_KUBE_EVENTS: usize = 64;

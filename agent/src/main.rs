@@ -217,6 +217,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let snapshotter = std::sync::Arc::new(snapshot::Snapshotter::new(root));
 
     let mut node_health_task = None;
+    let mut node_health_first_pass = None;
     if args.kube_node_conditions {
         let node_name = args
             .node_name
@@ -226,6 +227,8 @@ async fn run(args: Args) -> anyhow::Result<()> {
             nodectl_agent::node_health::NodeApi::connect(args.kubeconfig.as_deref(), node_name)
                 .await
                 .context("--kube-node-conditions")?;
+        let (first_pass, first_pass_done) = tokio::sync::oneshot::channel();
+        node_health_first_pass = Some(first_pass_done);
         node_health_task = Some(tokio::spawn(nodectl_agent::node_health::run(
             nodectl_agent::node_health::NodeHealth {
                 api,
@@ -233,6 +236,7 @@ async fn run(args: Args) -> anyhow::Result<()> {
                 kernel_log: Some(kernel_log.clone()),
                 snapshotter: std::sync::Arc::clone(&snapshotter),
                 taint_on_critical: args.taint_on_critical,
+                first_pass: Some(first_pass),
             },
             token.clone(),
         )));
@@ -272,9 +276,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tls,
         health: args.health_listen,
     };
+    // Start-up ends once the node-condition task has run its first checks and write (their code
+    // runs only then and at the 5-minute heartbeat); what it alone used is given back then.
+    tokio::spawn(async move {
+        if let Some(first_pass) = node_health_first_pass {
+            let _ = tokio::time::timeout(limits::START_UP_FIRST_PASS, first_pass).await;
+        }
+        nodectl_agent::resident::release_start_up_pages();
+    });
     let served = server::serve(service, listeners, token.clone(), || {
         use std::io::Write as _;
-        server::release_freed_memory();
         println!("ready");
         std::io::stdout().flush()
     })

@@ -203,7 +203,7 @@ impl NodeDiagnostics for DiagnosticsService {
             drop(permit);
             // The recording and the compressor's buffers (tens of MiB) were freed just now;
             // glibc would keep them mapped for the agent's life.
-            release_freed_memory();
+            crate::resident::release_freed_memory();
             taken
         });
         tokio::spawn(async move {
@@ -518,21 +518,6 @@ impl Readiness {
             }
             self.report(&reporter).await;
         }
-    }
-}
-
-/// Hands the heap freed after start-up back to the operating system.
-///
-/// Compiling the kernel-message rules and the reflection descriptors allocates several MiB that
-/// are freed at once; glibc keeps such pages mapped, so without this the agent's resident memory
-/// would stay at its start-up peak for its whole life on every node.
-pub fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    #[allow(unsafe_code)]
-    // SAFETY: malloc_trim takes no pointer and only walks glibc's own allocator state under its
-    // locks; it may be called at any time from any thread.
-    unsafe {
-        libc::malloc_trim(0);
     }
 }
 

@@ -1,7 +1,7 @@
 //! Classifies amdgpu/KFD kernel messages with rules kept as data (embedded TOML, or a user file of the same format).
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use nodectl_model::knowledge::{Kind, Knowledge, KnowledgeError, KnowledgeErrors, Location};
 use nodectl_model::snapshot::Severity;
@@ -139,11 +139,23 @@ pub struct Rule {
     pub references: Vec<String>,
     /// A whole message this rule classifies (a user's rules may leave it out).
     pub example: Option<String>,
-    regex: Regex,
+    pattern: String,
     has_captures: bool,
+    /// The pattern on its own, compiled when a message first matches it: only a rule with
+    /// captures needs it, to read its fields. Compiling every rule up front held 3 MiB of
+    /// automata (BENCHMARKS.md, idle footprint) for messages a healthy node never logs.
+    captures: OnceLock<Option<Regex>>,
 }
 
 impl Rule {
+    /// The rule's pattern compiled on its own, built on first use. `None` only if it does not
+    /// compile alone, which cannot happen once the set holding it compiled.
+    fn captures(&self) -> Option<&Regex> {
+        self.captures
+            .get_or_init(|| Regex::new(&self.pattern).ok())
+            .as_ref()
+    }
+
     pub fn role(&self) -> EventRole<'_> {
         EventRole {
             id: &self.id,
@@ -285,8 +297,17 @@ impl Classifier {
                     ));
                 }
             };
-            let regex = regex_of(&pattern)?;
-            let has_captures = regex.captures_len() > 1;
+            // Parsed, not compiled: the set below compiles every pattern, and a rule's own
+            // regex is built only when a message matches it (`Rule::captures`).
+            let hir =
+                regex_syntax::Parser::new()
+                    .parse(&pattern)
+                    .map_err(|e| RulesError::Pattern {
+                        at: entry.at.clone(),
+                        id: entry.id.clone(),
+                        reason: e.to_string(),
+                    })?;
+            let has_captures = hir.properties().explicit_captures_len() > 0;
             rules.push(Rule {
                 id: Arc::from(entry.id.as_str()),
                 class: keys.class,
@@ -294,8 +315,9 @@ impl Classifier {
                 recovery: keys.recovery,
                 references: entry.references.clone(),
                 example: keys.example,
-                regex,
+                pattern,
                 has_captures,
+                captures: OnceLock::new(),
             });
         }
         let mut kinds = Vec::new();
@@ -316,7 +338,7 @@ impl Classifier {
         }
         // A larger lazy-DFA cache: with ~70 patterns the default one is rebuilt over and
         // over, and matching falls back to the much slower NFA.
-        let set = regex::RegexSetBuilder::new(rules.iter().map(|r| r.regex.as_str()))
+        let set = regex::RegexSetBuilder::new(rules.iter().map(|r| r.pattern.as_str()))
             .dfa_size_limit(DFA_CACHE_BYTES)
             .build()
             .map_err(|e| RulesError::Set(e.to_string()))?;
@@ -454,9 +476,10 @@ impl Classifier {
         let mut fields = BTreeMap::new();
         let compiled = self.rules.get(rule)?;
         if compiled.has_captures
-            && let Some(caps) = compiled.regex.captures(text)
+            && let Some(regex) = compiled.captures()
+            && let Some(caps) = regex.captures(text)
         {
-            for name in compiled.regex.capture_names().flatten() {
+            for name in regex.capture_names().flatten() {
                 if let Some(m) = caps.name(name) {
                     fields.insert(name.to_owned(), m.as_str().trim().to_owned());
                 }

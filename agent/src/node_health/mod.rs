@@ -36,6 +36,9 @@ pub struct NodeHealth {
     pub kernel_log: Option<KernelLog>,
     pub snapshotter: Arc<Snapshotter>,
     pub taint_on_critical: bool,
+    /// Told once the first checks have run and the first write was tried: the agent's start-up
+    /// ends there (`resident::release_start_up_pages`).
+    pub first_pass: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// An Event waiting to be recorded.
@@ -152,7 +155,7 @@ impl Follow {
 /// Runs until `cancel`: follows incidents, runs the checks every
 /// [`NODE_HEALTH_CHECK_INTERVAL`], and writes the condition (and taint, and Events) whenever
 /// they change, at least every [`NODE_CONDITION_HEARTBEAT`].
-pub async fn run(health: NodeHealth, cancel: CancellationToken) {
+pub async fn run(mut health: NodeHealth, cancel: CancellationToken) {
     let mut incidents = Incidents::default();
     let mut follow = health
         .kernel_log
@@ -220,6 +223,11 @@ pub async fn run(health: NodeHealth, cancel: CancellationToken) {
                     retry_wait = (retry_wait * 2).min(KUBE_RETRY_MAX);
                 }
             }
+        }
+
+        if let Some(first_pass) = health.first_pass.take() {
+            // The waiter may be gone (the agent shutting down); nothing is owed to it then.
+            let _ = first_pass.send(());
         }
 
         let now = Instant::now();
