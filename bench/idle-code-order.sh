@@ -11,28 +11,12 @@
 # upgrading either (bench/idle.sh reports how many of the listed names the binary still holds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. bench/tls-certs.sh
 
 DURATION=${DURATION:-320}
 INTERVAL=15
 
 command -v valgrind >/dev/null || apt-get install -y valgrind >/dev/null
-cargo build --release --quiet -p nodectl-agent --bins
-cargo build --release --quiet -p nodectl-e2e --example fake_kube_server
-bin=$PWD/target/release
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-make_certs "$work"
-"$bin/examples/fake_kube_server" "$work" > "$work/kube.out" &
-pids+=($!)
-for _ in $(seq 1 100); do grep -q '^kubeconfig' "$work/kube.out" && break; sleep 0.1; done
+. bench/idle-setup.sh
 
 # profile NAME ROOT: one agent under callgrind, its idle part dumped to $work/NAME.idle.
 profile() {

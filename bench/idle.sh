@@ -7,25 +7,12 @@
 # BENCHMARKS.md by hand.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-. bench/tls-certs.sh
 
 DURATION=${DURATION:-600}
 INTERVAL=15
 
 command -v prometheus-node-exporter >/dev/null || apt-get install -y prometheus-node-exporter >/dev/null
-# The agent on its own, as the Containerfile builds it: with the client in the same build, the
-# crates they share get the union of their features, other symbol names and none of the order.
-cargo build --release --quiet -p nodectl-agent --bins
-cargo build --release --quiet -p nodectl-e2e --example fake_kube_server
-bin=$PWD/target/release
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
+. bench/idle-setup.sh
 
 # The release link puts the functions agent/idle-code.order lists first (agent/build.rs); names
 # the binary no longer holds (another toolchain, crate versions) are passed over.
@@ -34,12 +21,6 @@ held=$(nm --defined-only "$bin/nodectl-agent" | awk '{print $3}' | sort -u \
   | comm -12 - <(grep -v '^#' agent/idle-code.order | sort -u) | wc -l)
 echo "agent/idle-code.order: the binary holds $held of its $listed symbols"
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(free -g | awk '/Mem:/ {print $2}') GiB, kernel $(uname -r), load $(cut -d' ' -f1-3 /proc/loadavg)"
-
-make_certs "$work"
-
-"$bin/examples/fake_kube_server" "$work" > "$work/kube.out" &
-pids+=($!)
-for _ in $(seq 1 100); do grep -q '^kubeconfig' "$work/kube.out" && break; sleep 0.1; done
 
 mkdir -p "$work/state"
 "$bin/nodectl-agent" --host-root / --listen 127.0.0.1:0 --metrics-listen 127.0.0.1:0 \

@@ -276,16 +276,16 @@ async fn run(args: Args) -> anyhow::Result<()> {
         tls,
         health: args.health_listen,
     };
-    // Start-up ends once the node-condition task has run its first checks and write (their code
-    // runs only then and at the 5-minute heartbeat); what it alone used is given back then.
-    tokio::spawn(async move {
-        if let Some(first_pass) = node_health_first_pass {
-            let _ = tokio::time::timeout(limits::START_UP_FIRST_PASS, first_pass).await;
-        }
-        nodectl_agent::resident::release_start_up_pages();
-    });
     let served = server::serve(service, listeners, token.clone(), || {
         use std::io::Write as _;
+        // Start-up ends once every listener is bound and the node-condition task has run its
+        // first checks and write; what start-up alone used is given back then.
+        tokio::spawn(async move {
+            if let Some(first_pass) = node_health_first_pass {
+                let _ = tokio::time::timeout(limits::START_UP_FIRST_PASS, first_pass).await;
+            }
+            nodectl_agent::resident::release_start_up_pages();
+        });
         println!("ready");
         std::io::stdout().flush()
     })
