@@ -244,12 +244,12 @@ pub struct LlamaLog {
 /// How many other compose services' names a log keeps: a stack has a handful.
 pub const MAX_OTHER_SERVICES: usize = 16;
 
-/// What a line of llama.cpp's changes, and no other program's line does: the phases, errors,
-/// backend or devices found.
+/// What a line of llama.cpp's changes, and no other program's line does: the phases, backend or
+/// devices found. Not errors: a web UI's `Segmentation fault` before the model server's first
+/// line would make the web UI the run.
 #[derive(Debug, PartialEq, Eq)]
 struct RunProgress {
     marks: usize,
-    errors: u64,
     backend: Option<Backend>,
     devices: usize,
 }
@@ -1058,7 +1058,6 @@ impl Parser {
     fn run_progress(&self) -> RunProgress {
         RunProgress {
             marks: self.timeline.len(),
-            errors: self.log.errors_total,
             backend: self.log.backend,
             devices: self.log.devices.len(),
         }
@@ -2442,6 +2441,16 @@ llama-embed  | 0.01.000.000 I srv  llama_server: server is listening on http://0
         assert_eq!(log.compose_service.as_deref(), Some("llama-cpp"));
         assert_eq!(log.other_services, ["open-webui", "llama-embed"]);
         assert_eq!(log.other_service_lines, 5);
+        // Another service's crash before the model server's first line does not make that
+        // service the run (its line is still read: nothing is known to leave out yet).
+        let log = parse(
+            "\
+open-webui   | Segmentation fault (core dumped)
+llama-cpp    | 0.00.010.000 I build_info: b9100-2e95c5f96
+"
+            .lines(),
+        );
+        assert_eq!(log.compose_service.as_deref(), Some("llama-cpp"));
         // Without a compose column nothing is left out.
         let log = parse("0.00.010.000 I build_info: b9100-2e95c5f96\n".lines());
         assert_eq!(log.compose_service, None);
